@@ -2,7 +2,8 @@
 
 - ``reference``: plain array code (NumPy, or CuPy through the array's own namespace), the oracle.
 - ``cpu``: ``numba.njit(parallel=True, cache=True)`` kernels on NumPy arrays.
-- ``cuda``: ``numba.cuda.jit`` kernels with grid-stride loops (CuPy arrays, or NumPy under the simulator).
+- ``cuda``: ``numba.cuda.jit`` kernels with grid-stride loops (CuPy arrays, or NumPy arrays under
+  the simulator).
 
 The hot operations are ``head`` (everything between the two big matrix products: bias, activation,
 output layer, softmax cross-entropy, accuracy and, for training rows, the backward pass down to dZ)

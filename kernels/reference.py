@@ -14,12 +14,12 @@ import numpy as np
 
 def namespace(*arrays: Any) -> Any:
     """The array module (numpy or cupy) of ``arrays``; a clear TypeError when they are mixed."""
-    modules = {type(a).__module__.split(".")[0] for a in arrays if hasattr(a, "__array__") or
-               hasattr(a, "__cuda_array_interface__")}
+    modules = {type(a).__module__.split(".")[0] for a in arrays
+               if hasattr(a, "__array__") or hasattr(a, "__cuda_array_interface__")}
     if len(modules) > 1:
         raise TypeError(
-            f"arrays from different libraries were mixed ({', '.join(sorted(modules))}): move them to one "
-            "device first, e.g. with cupy.asarray(...) or an explicit .get()"
+            f"arrays from different libraries were mixed ({', '.join(sorted(modules))}): move them "
+            "to one device first, e.g. with cupy.asarray(...) or an explicit .get()"
         )
     if modules == {"cupy"}:
         import cupy
@@ -85,7 +85,8 @@ def softmax_forward(probs, logits) -> None:
 
 
 def crossentropy_forward(losses, logits, y) -> None:
-    """losses (N,) = −log softmax(logits)[y] = logsumexp(logits) − logits[y]; finite for any logits."""
+    """losses (N,) = −log softmax(logits)[y] = logsumexp(logits) − logits[y], finite for any
+    logits."""
     xp = namespace(losses, logits, y)
     m = logits.max(axis=1, keepdims=True)
     lse = m[:, 0] + xp.log(xp.exp(logits - m).sum(axis=1))
@@ -93,7 +94,7 @@ def crossentropy_forward(losses, logits, y) -> None:
 
 
 def softmax_crossentropy_backward(dlogits, probs, y, scale: float) -> None:
-    """dlogits (N, K) = (probs − onehot(y)) · scale, with integer labels y (N,), no one-hot matrix."""
+    """dlogits (N, K) = (probs − onehot(y)) · scale for integer labels y (N,); no one-hot matrix."""
     xp = namespace(dlogits, probs, y)
     dlogits[...] = probs
     dlogits[xp.arange(probs.shape[0]), y] -= 1

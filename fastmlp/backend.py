@@ -1,0 +1,195 @@
+"""Backends: the array module (``xp``) plus the hot operations, behind one object.
+
+Model and training code never import numpy or cupy for array math: they call a backend. The CPU
+backend runs NumPy + OpenBLAS for the big products and the Numba CPU kernels for the fused ops;
+the CUDA backend swaps in CuPy (cuBLAS) and the ``numba.cuda`` kernels; ``cudasim`` keeps NumPy
+arrays but runs every CUDA kernel in Numba's simulator. ``fused=False`` swaps the kernels for the
+plain references in :mod:`fastmlp.kernels.reference`, on any device.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .errors import FastMLPError
+
+DEVICES = ("auto", "cpu", "cuda", "cudasim")
+CUDA_EXTRA_HINT = "install a CUDA extra: pip install 'fastmlp[cuda12]' (or 'fastmlp[cuda13]')"
+
+
+class Backend:
+    """Array module and hot operations for one device.
+
+    Attributes: ``name`` ("cpu", "cuda" or "cudasim"), ``xp`` (numpy or cupy), ``fused`` (fused
+    kernels or the references), ``reason`` (why this device was picked, for ``auto``).
+    """
+
+    name = "cpu"
+
+    def __init__(self, xp: ModuleType, ops: ModuleType, *, fused: bool = True, reason: str = ""):
+        self.xp = xp
+        self.ops = ops
+        self.fused = fused
+        self.reason = reason
+
+    # -- data movement: every device<->host copy goes through these two ------------------------
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """A C-contiguous array of this backend (a host->device copy on CUDA)."""
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+
+    def to_host(self, a: Any) -> np.ndarray:
+        """An explicit device->host copy (a no-op view on the CPU)."""
+        return np.asarray(a)
+
+    def check(self, a: Any, what: str = "array") -> Any:
+        """``a`` itself if it lives on this backend, else a clear TypeError."""
+        module = type(a).__module__.split(".")[0]
+        expected = self.xp.__name__.split(".")[0]
+        if module != expected:
+            raise TypeError(
+                f"{what} is a {module} array but the model lives on {self.name!r} ({expected}); "
+                f"move it first with model.backend.asarray(...) or model.backend.to_host(...)"
+            )
+        return a
+
+    # -- hot operations ------------------------------------------------------------------------
+    def matmul(self, a: Any, b: Any, out: Any) -> None:
+        """out (M, N) = a (M, K) @ b (K, N), written into ``out`` (no allocation)."""
+        self.xp.matmul(a, b, out=out)
+
+    def head(self, Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh, stats) -> None:
+        """The fused per-row head; see :func:`fastmlp.kernels.reference.head`."""
+        self.ops.head(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh, stats)
+
+    def momentum(self, params, grads, velocity, lr: float, mu: float) -> None:
+        """v ← mu·v + lr·g; p ← p − v over flat buffers."""
+        self.ops.momentum(params, grads, velocity, lr, mu)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timing); nothing to wait for on the CPU."""
+
+    def describe(self) -> str:
+        """One line for logs and result files."""
+        kind = "fused kernels" if self.fused else "reference ops"
+        return f"{self.name} ({self.xp.__name__}, {kind})"
+
+
+class CudaSimBackend(Backend):
+    """NumPy arrays, every CUDA kernel run by Numba's CUDA simulator (for testing without a GPU)."""
+
+    name = "cudasim"
+
+
+class CupyBackend(Backend):
+    """CuPy arrays, cuBLAS products, ``numba.cuda`` kernels on CuPy's current stream."""
+
+    name = "cuda"
+
+    def __init__(self, xp, ops, *, fused=True, reason="", tf32: bool = False):
+        super().__init__(xp, ops, fused=fused, reason=reason)
+        self.tf32 = tf32
+
+    def to_host(self, a: Any) -> np.ndarray:
+        return self.xp.asnumpy(a)
+
+    def matmul(self, a, b, out) -> None:
+        if self.tf32 and out.dtype == self.xp.float32:
+            # explicit opt-in only: TF32 trades mantissa bits for tensor-core speed
+            with _cublas_tf32(self.xp):
+                self.xp.matmul(a, b, out=out)
+        else:
+            self.xp.matmul(a, b, out=out)
+
+    def synchronize(self) -> None:
+        self.xp.cuda.get_current_stream().synchronize()
+
+    def describe(self) -> str:
+        props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
+        gpu = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        tf32 = ", TF32 products" if self.tf32 else ""
+        return f"{super().describe()}, {gpu}{tf32}"
+
+
+class _cublas_tf32:
+    """Context: CuPy's TF32 compute type for the products inside, restored afterwards."""
+
+    def __init__(self, cupy: ModuleType):
+        self.cupy = cupy
+
+    def __enter__(self):
+        from cupy._core import _routines_linalg as linalg
+
+        self.linalg = linalg
+        self.old = linalg.get_compute_type(self.cupy.float32)
+        linalg.set_compute_type(self.cupy.float32, linalg.COMPUTE_TYPE_TF32)
+
+    def __exit__(self, *exc):
+        self.linalg.set_compute_type(self.cupy.float32, self.old)
+
+
+def _kernels(module: str) -> ModuleType:
+    return importlib.import_module(f"fastmlp.kernels.{module}")
+
+
+def _import_cupy() -> tuple[ModuleType | None, str]:
+    """(cupy, "") when CuPy imports and sees a GPU, else (None, why not)."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken CUDA install raising anything
+        return None, f"CuPy is not importable ({type(exc).__name__}: {exc})"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return None, f"CuPy found no usable GPU ({type(exc).__name__}: {exc})"
+    if n < 1:
+        return None, "CuPy found no GPU"
+    return cupy, ""
+
+
+def get_backend(device: str = "cpu", *, fused: bool = True, tf32: bool = False) -> Backend:
+    """The backend for ``device`` in {"auto", "cpu", "cuda", "cudasim"}.
+
+    ``auto`` picks CUDA only when CuPy imports and a GPU is present, else the CPU; the returned
+    backend's ``reason`` says which and why. ``tf32=True`` allows TF32 float32 products on the GPU.
+    """
+    if isinstance(device, Backend):
+        return device
+    if device not in DEVICES:
+        raise FastMLPError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if tf32 and device not in ("cuda", "auto"):
+        raise FastMLPError("TF32 products are a GPU option: use it with --device cuda")
+    if device == "cudasim":
+        import numba
+
+        if not numba.config.ENABLE_CUDASIM:
+            raise FastMLPError(
+                "device 'cudasim' needs Numba's CUDA simulator: set NUMBA_ENABLE_CUDASIM=1 in the "
+                "environment before Python starts (numba reads it once, at import)"
+            )
+        ops = _kernels("cuda") if fused else _kernels("reference")
+        return CudaSimBackend(np, ops, fused=fused, reason="requested")
+    if device in ("cuda", "auto"):
+        cupy, why_not = _import_cupy()
+        if cupy is not None:
+            ops = _kernels("cuda") if fused else _kernels("reference")
+            reason = "requested" if device == "cuda" else "auto: CuPy sees a GPU"
+            return CupyBackend(cupy, ops, fused=fused, reason=reason, tf32=tf32)
+        if device == "cuda":
+            raise FastMLPError(f"device 'cuda' is unavailable: {why_not}; {CUDA_EXTRA_HINT}")
+        reason = f"auto: {why_not}, using the CPU"
+    else:
+        reason = "requested"
+    ops = _kernels("cpu") if fused else _kernels("reference")
+    return Backend(np, ops, fused=fused, reason=reason)
+
+
+def cpu_threads() -> int:
+    """Threads the CPU kernels use (Numba's count; OpenBLAS picks its own for the products)."""
+    import numba
+
+    return int(os.environ.get("NUMBA_NUM_THREADS", numba.config.NUMBA_NUM_THREADS))

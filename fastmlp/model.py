@@ -1,0 +1,207 @@
+"""The course network: x (N×F) → Wh, bh → relu/sigmoid → Wo, bo → softmax (N×K).
+
+Parameters live in one flat buffer with per-tensor views (``Wh, bh, Wo, bo``), and so do their
+gradients, so the optimiser is one pass over one buffer. Forward and backward are written once
+against the backend: two big products and the fused head between them
+(:meth:`MLP.forward_backward`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from .backend import Backend, get_backend
+from .errors import FastMLPError
+from .kernels import ACTIVATIONS
+from .kernels import reference as ref
+
+PARAM_NAMES = ("Wh", "bh", "Wo", "bo")
+INITS = ("xavier", "he")
+DTYPES = ("float32", "float64")
+
+
+def param_shapes(n_in: int, n_hidden: int, n_out: int) -> dict[str, tuple[int, int]]:
+    """Shapes of Wh (F×H), bh (1×H), Wo (H×K), bo (1×K), in buffer order."""
+    return {"Wh": (n_in, n_hidden), "bh": (1, n_hidden), "Wo": (n_hidden, n_out), "bo": (1, n_out)}
+
+
+def flat_views(buffer: Any, shapes: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    """Views of a flat buffer (P,), one per tensor, laid out back to back in ``shapes`` order."""
+    views, offset = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        views[name] = buffer[offset:offset + size].reshape(shape)
+        offset += size
+    return views
+
+
+class _Param:
+    """Attribute ``model.Wh`` etc.: reads a view of the flat buffer; assignment copies in after a
+    shape check, so the flat buffer (and the optimiser's view of it) stays the one storage."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, model, owner=None):
+        return self if model is None else model.views[self.name]
+
+    def __set__(self, model, value):
+        target = model.views[self.name]
+        value = model.backend.check(value, self.name) if hasattr(value, "shape") else value
+        shape = tuple(getattr(value, "shape", ()))
+        if shape != target.shape:
+            raise ValueError(f"{self.name} must have shape {target.shape}, got {shape}")
+        target[...] = value
+
+
+class MLP:
+    """Two-layer perceptron with parameters ``Wh (F×H), bh (1×H), Wo (H×K), bo (1×K)``.
+
+    ``activation`` "relu" | "sigmoid"; ``init`` "xavier" (N(0, 2/(fan_in+fan_out))) | "he"
+    (N(0, 2/fan_in)), biases zero, drawn from ``seed``; ``dtype`` "float32" | "float64" for every
+    array; ``device`` "cpu" | "cuda" | "cudasim" | "auto" or a :class:`Backend`.
+    """
+
+    Wh = _Param()
+    bh = _Param()
+    Wo = _Param()
+    bo = _Param()
+
+    def __init__(self, n_in: int, n_hidden: int, n_out: int, *, activation: str = "relu",
+                 init: str = "xavier", dtype: str = "float32", device: str | Backend = "cpu",
+                 seed: int = 0, fused: bool = True):
+        for name, value in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise FastMLPError(f"{name} must be a positive integer, got {value!r}")
+        if n_out < 2:
+            raise FastMLPError(f"n_out must be at least 2 classes, got {n_out}")
+        if activation not in ACTIVATIONS:
+            choices = " or ".join(ACTIVATIONS)
+            raise FastMLPError(f"unknown activation {activation!r}; choose {choices}")
+        if init not in INITS:
+            raise FastMLPError(f"unknown init {init!r}; choose {' or '.join(INITS)}")
+        if str(dtype) not in DTYPES:
+            raise FastMLPError(f"unknown dtype {dtype!r}; choose {' or '.join(DTYPES)}")
+        self.n_in, self.n_hidden, self.n_out = int(n_in), int(n_hidden), int(n_out)
+        self.activation, self.init, self.dtype, self.seed = activation, init, str(dtype), int(seed)
+        self.backend = get_backend(device, fused=fused)
+        xp = self.backend.xp
+        self.shapes = param_shapes(self.n_in, self.n_hidden, self.n_out)
+        self.n_params = sum(math.prod(s) for s in self.shapes.values())
+        self.params = xp.zeros(self.n_params, dtype=self.dtype)
+        self.grads = xp.zeros(self.n_params, dtype=self.dtype)
+        self.views = flat_views(self.params, self.shapes)
+        self.grad_views = flat_views(self.grads, self.shapes)
+        self.reset_parameters(seed)
+
+    def reset_parameters(self, seed: int) -> None:
+        """Draw Wh, Wo from the init scheme with a seeded generator (on the host); zero biases."""
+        rng = np.random.default_rng(seed)
+        for name in ("Wh", "Wo"):
+            fan_in, fan_out = self.shapes[name]
+            var = 2.0 / (fan_in + fan_out) if self.init == "xavier" else 2.0 / fan_in
+            host = rng.normal(0.0, math.sqrt(var), size=self.shapes[name]).astype(self.dtype)
+            self.views[name][...] = self.backend.asarray(host)
+        self.views["bh"][...] = 0
+        self.views["bo"][...] = 0
+
+    # -- config and (de)serialisation -----------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """What is needed to rebuild this model (not its weights)."""
+        return {"n_in": self.n_in, "n_hidden": self.n_hidden, "n_out": self.n_out,
+                "activation": self.activation, "init": self.init, "dtype": self.dtype,
+                "seed": self.seed}
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Host copies of ``Wh, bh, Wo, bo`` (explicit device->host copies)."""
+        return {name: self.backend.to_host(self.views[name]).copy() for name in PARAM_NAMES}
+
+    def save(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+        """Write ``Wh, bh, Wo, bo`` and the config (JSON in key ``config``) to an .npz file."""
+        config = dict(self.config(), **(extra or {}))
+        with open(path, "wb") as f:
+            np.savez(f, **self.state(), config=np.array(json.dumps(config)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | Backend = "cpu") -> MLP:
+        """Rebuild a model written by :meth:`save`; a clear FastMLPError for a bad file."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {name: f[name] for name in PARAM_NAMES}
+                config = json.loads(str(f["config"])) if "config" in f else {}
+        except FileNotFoundError:
+            raise FastMLPError(f"model file not found: {path}") from None
+        except KeyError as exc:
+            raise FastMLPError(f"{path} is not a fastmlp model: missing array {exc}") from None
+        except Exception as exc:
+            raise FastMLPError(f"cannot read model {path}: {type(exc).__name__}: {exc}") from None
+        F, H = arrays["Wh"].shape if arrays["Wh"].ndim == 2 else (0, 0)
+        K = arrays["Wo"].shape[1] if arrays["Wo"].ndim == 2 else 0
+        dtype = str(arrays["Wh"].dtype)
+        try:
+            model = cls(F, H, K, activation=config.get("activation", "relu"),
+                        init=config.get("init", "xavier"), dtype=dtype, device=device,
+                        seed=config.get("seed", 0))
+            for name in PARAM_NAMES:
+                setattr(model, name, model.backend.asarray(arrays[name]))
+        except (ValueError, FastMLPError) as exc:
+            raise FastMLPError(f"{path} holds inconsistent arrays: {exc}") from None
+        return model
+
+    # -- forward / backward ---------------------------------------------------------------------
+    def forward_backward(self, x, y, ends, n_grad: int, Z, stats) -> None:
+        """One pass over rows x (N×F) with labels y (N,) into preallocated buffers.
+
+        Z (N×H) is scratch. stats (S×2, float64) gets per-split summed loss and correct count,
+        splits ending at ``ends``. When ``n_grad`` > 0 the gradients of the mean loss over rows
+        [0, n_grad) land in ``self.grads``. Two big products, the fused head between them.
+        """
+        be, g = self.backend, self.grad_views
+        be.matmul(x, self.views["Wh"], out=Z)
+        be.head(Z, self.views["bh"], self.views["Wo"], self.views["bo"], y, ends, n_grad,
+                self.activation, g["Wo"], g["bo"], g["bh"], stats)
+        if n_grad:
+            be.matmul(x[:n_grad].T, Z[:n_grad], out=g["Wh"])
+
+    def loss_and_grads(self, x, y) -> tuple[float, dict[str, Any]]:
+        """(average cross-entropy, {"Wh", "bh", "Wo", "bo"} gradients) for x (N×F), y (N,)."""
+        x, y = self._inputs(x, y)
+        xp = self.backend.xp
+        Z = xp.empty((x.shape[0], self.n_hidden), dtype=self.dtype)
+        stats = xp.zeros((1, 2), dtype=xp.float64)
+        self.forward_backward(x, y, (x.shape[0],), x.shape[0], Z, stats)
+        loss = float(self.backend.to_host(stats)[0, 0]) / x.shape[0]
+        return loss, {name: self.grad_views[name].copy() for name in PARAM_NAMES}
+
+    def forward(self, x) -> Any:
+        """Class probabilities (N×K) for x (N×F), on the model's device."""
+        x = self._inputs(x)
+        v = self.views
+        return ref.predict_proba(x, v["Wh"], v["bh"], v["Wo"], v["bo"], self.activation)
+
+    def predict(self, x) -> Any:
+        """Predicted labels (N,) for x (N×F), on the model's device."""
+        return self.forward(x).argmax(axis=1)
+
+    def _inputs(self, x, y=None):
+        x = self.backend.check(x, "x")
+        if x.ndim != 2 or x.shape[1] != self.n_in:
+            raise ValueError(f"x must have shape (N, {self.n_in}), got {tuple(x.shape)}")
+        x = self.backend.xp.ascontiguousarray(x, dtype=self.dtype)
+        if y is None:
+            return x
+        y = self.backend.check(y, "y")
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= self.n_out):
+            raise ValueError(f"labels must lie in 0..{self.n_out - 1}")
+        return x, y.astype(self.backend.xp.int32, copy=False)
+
+    def __repr__(self) -> str:
+        return (f"MLP({self.n_in}, {self.n_hidden}, {self.n_out}, activation={self.activation!r}, "
+                f"dtype={self.dtype!r}, device={self.backend.name!r})")
