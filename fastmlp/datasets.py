@@ -1,0 +1,637 @@
+"""Loading datasets: bundled MNIST, the ECE421 notMNIST file, any ``.npz``, and synthetic blobs.
+
+Every loader returns a :class:`Dataset` of three :class:`Split` s whose features ``x`` are an
+(N, F) C-contiguous float32/float64 array and whose labels ``y`` are an (N,) int64 array in
+``0 .. n_classes - 1``. Anything the user can fix (a missing file, a bad option, corrupt data)
+raises :class:`fastmlp.errors.FastMLPError` with a one-line message.
+
+This module depends only on NumPy, the standard library and :mod:`fastmlp.errors`, so it imports
+whatever state the rest of the package is in.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import importlib.resources
+import os
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fastmlp.errors import FastMLPError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+__all__ = ["DATASET_NAMES", "Dataset", "Split", "load_dataset", "parse_idx"]
+
+DATASET_NAMES = ("mnist", "notmnist", "npz", "synthetic")
+SCALES = ("unit", "symmetric")
+DTYPES = ("float32", "float64")
+
+# IDX magic numbers of the two MNIST files: 0x08 = unsigned byte, then the number of dims.
+IDX_IMAGES_MAGIC = 0x00000803
+IDX_LABELS_MAGIC = 0x00000801
+
+# IDX element type codes -> big-endian NumPy dtypes (the format's full table, for parse_idx).
+_IDX_TYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+# Training rows, then test rows; labels before images so a small broken file fails fast.
+_MNIST_FILES = (
+    "train-labels-idx1-ubyte",
+    "train-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+)
+MNIST_VALID_ROWS = 10_000  # the last 10000 official training images form the validation split
+
+# The ECE421 course split of notMNIST (seed 521; 10000 train, 6000 valid, the rest test).
+NOTMNIST_SEED = 521
+NOTMNIST_TRAIN_END = 10_000
+NOTMNIST_VALID_END = 16_000
+
+SYNTHETIC_SEPARATION = 8.0  # typical distance between class means, in noise standard deviations
+
+_NPZ_ERRORS = (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error)
+
+
+# -- containers ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: features ``x`` (N, F) float32/float64, C-contiguous; labels ``y`` (N,) int64."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        # Catch hand-built splits with mismatched shapes here rather than deep inside training.
+        if self.x.ndim != 2 or self.y.ndim != 1 or len(self.x) != len(self.y):
+            raise FastMLPError(
+                f"a split needs x of shape (N, F) and y of shape (N,); got x {self.x.shape} "
+                f"and y {self.y.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named dataset: ``train``, ``valid`` and ``test`` splits sharing F features, K classes."""
+
+    name: str
+    train: Split
+    valid: Split
+    test: Split
+    n_classes: int = 10
+
+    def __post_init__(self) -> None:
+        widths = {s.x.shape[1] for s in (self.train, self.valid, self.test)}
+        if len(widths) != 1:
+            raise FastMLPError(
+                f"dataset {self.name!r}: splits have different feature counts {sorted(widths)}"
+            )
+
+    @property
+    def n_features(self) -> int:
+        """F, the number of input features (columns of every split's ``x``)."""
+        return int(self.train.x.shape[1])
+
+    def summary(self) -> str:
+        """One line, e.g. ``mnist: train 50000, valid 10000, test 10000; 784 features, ...``."""
+        return (
+            f"{self.name}: train {len(self.train)}, valid {len(self.valid)}, "
+            f"test {len(self.test)}; {self.n_features} features, {self.n_classes} classes, "
+            f"{self.train.x.dtype}"
+        )
+
+
+# -- public entry point -------------------------------------------------------------------------
+
+
+def load_dataset(
+    name: str,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    train_size: int | None = None,
+    scale: str = "unit",
+    dtype: str = "float32",
+    seed: int = 0,
+    n_train: int = 1000,
+    n_valid: int = 200,
+    n_test: int = 200,
+    n_features: int = 784,
+    n_classes: int = 10,
+) -> Dataset:
+    """Load a dataset by name.
+
+    Names:
+
+    - ``"mnist"``: the bundled MNIST (or ``path``, a directory with the four IDX files, gzipped or
+      raw). Train = the first 50000 official training images, valid = the last 10000, test = the
+      official 10000 test images; x is (N, 784). Checksums are verified (see ``SHA256SUMS``).
+    - ``"notmnist"``: the ECE421 ``notMNIST.npz`` at ``path`` (keys ``images`` (N, 28, 28) and
+      ``labels`` (N,)), split exactly as the course code does (shuffle with seed 521; train
+      10000, valid 6000, test the rest), without touching NumPy's global RNG.
+    - ``"npz"``: any ``.npz`` at ``path`` with ``x_train``, ``y_train`` and optionally
+      ``x_valid``/``y_valid`` and ``x_test``/``y_test``; features are used as given (``scale`` is
+      ignored) and flattened to (N, F); K = max label + 1 (at least 2).
+    - ``"synthetic"``: ``n_classes`` Gaussian blobs in ``n_features`` dimensions with ``n_train``
+      / ``n_valid`` / ``n_test`` rows, fully determined by ``seed``.
+
+    ``train_size`` keeps the first N rows of the train split. ``scale`` maps pixels to [0, 1]
+    (``"unit"``: x / 255) or [-1, 1] (``"symmetric"``: x / 127.5 - 1). ``dtype`` is ``"float32"``
+    or ``"float64"``. ``seed`` and the ``n_*`` sizes are used by ``"synthetic"`` only.
+    """
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in DATASET_NAMES:
+        raise FastMLPError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
+    if scale not in SCALES:
+        raise FastMLPError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    np_dtype = _float_dtype(dtype)
+    if train_size is not None and (not _is_int(train_size) or train_size < 1):
+        raise FastMLPError(f"train_size must be a positive integer, got {train_size!r}")
+
+    if key == "mnist":
+        # Sliced before scaling: converting all 50000 rows to keep a few would waste time.
+        return _load_mnist(path, scale, np_dtype, train_size)
+    if key == "notmnist":
+        ds = _load_notmnist(_require_file(path, key), scale, np_dtype)
+    elif key == "npz":
+        ds = _load_npz(_require_file(path, key), np_dtype)
+    else:
+        ds = _make_synthetic(seed, n_train, n_valid, n_test, n_features, n_classes, np_dtype)
+    return _take_train(ds, train_size)
+
+
+# -- IDX (MNIST) --------------------------------------------------------------------------------
+
+
+def parse_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.ndarray:
+    """Read one IDX file (gzip-compressed or raw, detected from its first bytes).
+
+    Returns a writable native-endian array whose shape comes from the header, e.g. (60000, 28, 28)
+    uint8 for MNIST training images or (60000,) uint8 for its labels. ``magic`` (e.g.
+    ``0x00000803``) additionally requires that exact magic number. Raises FastMLPError naming the
+    file if it is missing, not IDX, truncated, or has trailing bytes.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FastMLPError(f"IDX file not found: {p}")
+    arr = _parse_idx_bytes(_read_maybe_gzip(p, str(p)), str(p), magic)
+    # A writable copy in native byte order (IDX stores multi-byte numbers big-endian).
+    return arr.astype(arr.dtype.newbyteorder("="), copy=True)
+
+
+def _read_maybe_gzip(src: Path | Traversable, label: str) -> bytes:
+    """The file's bytes, gunzipped when it starts with the gzip magic (not judged by its name)."""
+    try:
+        with src.open("rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise FastMLPError(f"cannot read {label}: {e.strerror or e}") from e
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise FastMLPError(f"corrupt or truncated gzip file {label}: {e}") from e
+
+
+def _parse_idx_bytes(data: bytes, label: str, magic: int | None) -> np.ndarray:
+    """Parse IDX bytes into a read-only (zero-copy) array; ``label`` names the file in errors."""
+    if len(data) < 4:
+        raise FastMLPError(f"truncated IDX file {label}: {len(data)} bytes, no complete header")
+    found = int.from_bytes(data[:4], "big")
+    if magic is not None and found != magic:
+        raise FastMLPError(f"bad magic number in {label}: 0x{found:08x}, expected 0x{magic:08x}")
+    type_code, ndim = data[2], data[3]
+    if data[:2] != b"\x00\x00" or type_code not in _IDX_TYPES or ndim == 0:
+        raise FastMLPError(f"{label} is not an IDX file (magic number 0x{found:08x})")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise FastMLPError(f"truncated IDX file {label}: header cut short")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dt = _IDX_TYPES[type_code]
+    expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    payload = len(data) - header
+    if payload < expected:
+        raise FastMLPError(
+            f"truncated IDX file {label}: header says {shape} ({expected} bytes of data), "
+            f"found {payload} bytes"
+        )
+    if payload > expected:
+        raise FastMLPError(
+            f"corrupt IDX file {label}: {payload - expected} unexpected bytes after the "
+            f"{shape} data"
+        )
+    return np.frombuffer(data, dtype=dt, count=expected // dt.itemsize, offset=header).reshape(
+        shape
+    )
+
+
+def _read_sha256sums(src: Path | Traversable, label: str) -> dict[str, str]:
+    """``SHA256SUMS`` lines ``<hex>  <name>`` -> {name: hex}; ``#`` comments are skipped."""
+    try:
+        text = src.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FastMLPError(f"cannot read {label}: {e}") from e
+    sums: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2:
+            raise FastMLPError(f"malformed line in {label}: {line!r}")
+        digest, fname = parts
+        sums[fname.lstrip("*").strip()] = digest.lower()
+    return sums
+
+
+MnistRaw = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _mnist_from_sources(
+    sources: dict[str, Path | Traversable], sums: dict[str, str] | None, where: str
+) -> MnistRaw:
+    """Read, checksum and parse the four MNIST files into read-only uint8 arrays.
+
+    Returns (train images (N, R, C), train labels (N,), test images (M, R, C), test labels (M,)).
+    ``sums`` maps canonical base names to the SHA-256 of the decompressed bytes.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for base in _MNIST_FILES:
+        src = sources[base]
+        label = str(src)
+        data = _read_maybe_gzip(src, label)
+        is_images = "images" in base
+        arr = _parse_idx_bytes(data, label, IDX_IMAGES_MAGIC if is_images else IDX_LABELS_MAGIC)
+        # Structure first (more specific errors), then the hash catches subtler corruption.
+        if sums is not None and base in sums:
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != sums[base]:
+                raise FastMLPError(
+                    f"checksum mismatch for {label}: sha256 of the decompressed data is "
+                    f"{digest[:16]}..., SHA256SUMS says {sums[base][:16]}... (file corrupt?)"
+                )
+        arrays[base] = arr
+    x_tr, y_tr = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
+    x_te, y_te = arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"]
+    for x, y, what in ((x_tr, y_tr, "training"), (x_te, y_te, "test")):
+        if len(x) != len(y):
+            raise FastMLPError(
+                f"MNIST in {where}: {len(x)} {what} images but {len(y)} {what} labels"
+            )
+        if y.size and int(y.max()) > 9:
+            raise FastMLPError(f"MNIST in {where}: {what} labels outside 0..9 (max {y.max()})")
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise FastMLPError(
+            f"MNIST in {where}: training images are {x_tr.shape[1:]} but test images are "
+            f"{x_te.shape[1:]}"
+        )
+    if len(x_tr) <= MNIST_VALID_ROWS:
+        raise FastMLPError(
+            f"MNIST in {where}: {len(x_tr)} training images; the split holds out the last "
+            f"{MNIST_VALID_ROWS} for validation, so more are needed"
+        )
+    return x_tr, y_tr, x_te, y_te
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_mnist() -> MnistRaw:
+    """The bundled MNIST, parsed and verified once per process (the arrays are read-only)."""
+    root = importlib.resources.files("fastmlp") / "data" / "mnist"
+    sums_file = root / "SHA256SUMS"
+    if not sums_file.is_file():
+        raise FastMLPError(f"bundled MNIST is incomplete: {sums_file} is missing (reinstall?)")
+    sources: dict[str, Path | Traversable] = {}
+    for base in _MNIST_FILES:
+        src = root / f"{base}.gz"
+        if not src.is_file():
+            raise FastMLPError(f"bundled MNIST is incomplete: {src} is missing (reinstall?)")
+        sources[base] = src
+    sums = _read_sha256sums(sums_file, str(sums_file))
+    missing = [b for b in _MNIST_FILES if b not in sums]
+    if missing:
+        raise FastMLPError(f"{sums_file} lists no checksum for {', '.join(missing)}")
+    return _mnist_from_sources(sources, sums, "the bundled copy")
+
+
+@functools.lru_cache(maxsize=4)
+def _user_mnist(files: tuple[tuple[str, str], ...], sums_path: str | None, _stamp: Any) -> MnistRaw:
+    """MNIST from a user directory; ``_stamp`` (sizes, mtimes) invalidates the cache on edits."""
+    sources: dict[str, Path | Traversable] = {base: Path(p) for base, p in files}
+    sums = _read_sha256sums(Path(sums_path), sums_path) if sums_path else None
+    where = str(Path(files[0][1]).parent)
+    return _mnist_from_sources(sources, sums, where)
+
+
+def _find_idx(directory: Path, base: str) -> Path:
+    """The file for ``base`` in ``directory``: raw or ``.gz``; ``-idx`` or ``.idx`` spelling."""
+    dotted = base.replace("-idx", ".idx")  # some mirrors name them train-images.idx3-ubyte
+    for candidate in (base, f"{base}.gz", dotted, f"{dotted}.gz"):
+        p = directory / candidate
+        if p.is_file():
+            return p
+    raise FastMLPError(f"MNIST file {base}[.gz] not found in {directory}")
+
+
+def _mnist_raw(path: str | os.PathLike[str] | None) -> MnistRaw:
+    if path is None:
+        return _bundled_mnist()
+    directory = Path(path).expanduser()
+    if not directory.exists():
+        raise FastMLPError(f"MNIST directory not found: {directory}")
+    if not directory.is_dir():
+        raise FastMLPError(
+            f"MNIST path must be a directory holding the four IDX files, got a file: {directory}"
+        )
+    files = {base: _find_idx(directory, base) for base in _MNIST_FILES}
+    sums_file = directory / "SHA256SUMS"
+    watched = [*files.values(), *([sums_file] if sums_file.is_file() else [])]
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in watched)
+    return _user_mnist(
+        tuple((b, str(p.resolve())) for b, p in files.items()),
+        str(sums_file.resolve()) if sums_file.is_file() else None,
+        stamp,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_table(scale: str, dtype: np.dtype) -> np.ndarray:
+    """(256,) lookup table: uint8 pixel -> scaled value, computed in float64 then cast."""
+    levels = np.arange(256, dtype=np.float64)
+    table = levels / 255.0 if scale == "unit" else levels / 127.5 - 1.0
+    return table.astype(dtype)
+
+
+def _pixels(raw: np.ndarray, scale: str, dtype: np.dtype) -> np.ndarray:
+    """uint8 images (N, R, C) -> scaled (N, R*C) C-contiguous float array."""
+    # A table lookup matches float64 arithmetic exactly (a float32 x / 127.5 - 1 would not) and
+    # is as fast as dividing; fancy indexing beats np.take, which widens the uint8 indices first.
+    return _pixel_table(scale, dtype)[raw.reshape(len(raw), -1)]
+
+
+def _load_mnist(
+    path: str | os.PathLike[str] | None, scale: str, dtype: np.dtype, train_size: int | None
+) -> Dataset:
+    x_tr, y_tr, x_te, y_te = _mnist_raw(path)
+    cut = len(x_tr) - MNIST_VALID_ROWS
+    keep = cut if train_size is None else train_size
+    if keep > cut:
+        raise FastMLPError(f"train_size must be between 1 and {cut} for 'mnist', got {keep}")
+    return Dataset(
+        name="mnist",
+        train=Split(_pixels(x_tr[:keep], scale, dtype), y_tr[:keep].astype(np.int64)),
+        valid=Split(_pixels(x_tr[cut:], scale, dtype), y_tr[cut:].astype(np.int64)),
+        test=Split(_pixels(x_te, scale, dtype), y_te.astype(np.int64)),
+        n_classes=10,
+    )
+
+
+# -- npz files (notMNIST, generic) --------------------------------------------------------------
+
+
+def _require_file(path: str | os.PathLike[str] | None, name: str) -> Path:
+    if path is None:
+        raise FastMLPError(f"dataset {name!r} needs a path to its .npz file (path=...)")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FastMLPError(f"file not found: {p}")
+    if not p.is_file():
+        raise FastMLPError(f"expected a .npz file for dataset {name!r}, got a directory: {p}")
+    return p
+
+
+def _read_npz(p: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
+    """{key: array} for the required and present optional keys; load errors -> FastMLPError."""
+    try:
+        loaded = np.load(p, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise FastMLPError(f"{p} is not an .npz archive (an .npy file?)")
+        with loaded as data:
+            keys = set(data.files)
+            missing = [k for k in required if k not in keys]
+            if missing:
+                raise FastMLPError(
+                    f"{p} is missing key(s) {', '.join(missing)} (it has: "
+                    f"{', '.join(sorted(keys)) or 'none'})"
+                )
+            # Members are decompressed lazily, so corrupt data can surface only here.
+            return {k: data[k] for k in (*required, *optional) if k in keys}
+    except FastMLPError:
+        raise
+    except _NPZ_ERRORS as e:
+        raise FastMLPError(f"cannot read {p} as .npz (corrupt or truncated?): {e}") from e
+
+
+def _features(x: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
+    """(N, F) or (N, R, C) numeric -> (N, F') C-contiguous float ``dtype``; rejects NaN/inf."""
+    if x.ndim not in (2, 3):
+        raise FastMLPError(
+            f"{where}: features must be 2-D (N, F) or 3-D (N, H, W), got shape {x.shape}"
+        )
+    if x.dtype == np.bool_ or not (
+        np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+    ):
+        raise FastMLPError(f"{where}: features must be real numbers, got dtype {x.dtype}")
+    flat = x.reshape(len(x), int(np.prod(x.shape[1:])))  # not -1: that fails for 0 rows
+    with np.errstate(over="ignore"):  # overflow to inf is reported just below, as an error
+        out = np.ascontiguousarray(flat, dtype=dtype)
+    # Checked after the cast: float64 values beyond float32's range become inf there.
+    if out.size and not np.isfinite(out).all():
+        raise FastMLPError(f"{where}: features contain NaN or infinite values")
+    return out
+
+
+def _labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
+    """(N,) or (N, 1) integer(-valued) labels -> (N,) int64; negatives are rejected."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise FastMLPError(
+            f"{where}: labels must be 1-D class indices (N,), got shape {y.shape} "
+            "(one-hot labels? use argmax)"
+        )
+    if len(y) != n:
+        raise FastMLPError(f"{where}: {n} feature rows but {len(y)} labels")
+    if np.issubdtype(y.dtype, np.integer) and y.dtype != np.bool_:
+        out = y.astype(np.int64)
+    elif np.issubdtype(y.dtype, np.floating):
+        # Labels saved as floats are fine when every value is a whole number.
+        if y.size and not (np.isfinite(y).all() and (y == np.round(y)).all()):
+            raise FastMLPError(f"{where}: labels must be integers, got non-integer values")
+        out = y.astype(np.int64)
+    else:
+        raise FastMLPError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    if out.size and out.min() < 0:
+        raise FastMLPError(f"{where}: labels must be in 0..K-1, found {out.min()}")
+    return out
+
+
+def _check_range(split: Split, n_classes: int, where: str) -> None:
+    if len(split) and int(split.y.max()) >= n_classes:
+        raise FastMLPError(
+            f"{where}: labels must be in 0..{n_classes - 1}, found {int(split.y.max())}"
+        )
+
+
+def _load_notmnist(p: Path, scale: str, dtype: np.dtype) -> Dataset:
+    arrays = _read_npz(p, ("images", "labels"))
+    images, labels = arrays["images"], arrays["labels"]
+    where = f"notMNIST {p}"
+    if images.ndim not in (2, 3):
+        raise FastMLPError(
+            f"{where}: images must be (N, 28, 28) or (N, 784), got shape {images.shape}"
+        )
+    target = _labels(labels, len(images), where)
+    n = len(images)
+    if n <= NOTMNIST_VALID_END:
+        raise FastMLPError(
+            f"{where}: {n} rows, but the course split (train 10000, valid 6000, test the rest) "
+            f"needs more than {NOTMNIST_VALID_END}"
+        )
+    # The course code seeds the global RNG then shuffles; a private RandomState(521) draws the
+    # same MT19937 stream, so the order is identical without clobbering the user's global RNG.
+    order = np.arange(n)
+    np.random.RandomState(NOTMNIST_SEED).shuffle(order)
+    data = _features(images[order], np.dtype(np.float64), where) / 255.0  # as the course: float64
+    if scale == "symmetric":
+        data = data * 2.0 - 1.0
+    data = data.astype(dtype, copy=False)
+    target = target[order]
+    ds = Dataset(
+        name="notmnist",
+        train=Split(data[:NOTMNIST_TRAIN_END], target[:NOTMNIST_TRAIN_END]),
+        valid=Split(
+            data[NOTMNIST_TRAIN_END:NOTMNIST_VALID_END],
+            target[NOTMNIST_TRAIN_END:NOTMNIST_VALID_END],
+        ),
+        test=Split(data[NOTMNIST_VALID_END:], target[NOTMNIST_VALID_END:]),
+        n_classes=10,
+    )
+    for split_name in ("train", "valid", "test"):
+        _check_range(getattr(ds, split_name), 10, f"{where} ({split_name})")
+    return ds
+
+
+def _load_npz(p: Path, dtype: np.dtype) -> Dataset:
+    arrays = _read_npz(p, ("x_train", "y_train"), ("x_valid", "y_valid", "x_test", "y_test"))
+    for part in ("valid", "test"):
+        have = [k for k in (f"x_{part}", f"y_{part}") if k in arrays]
+        if len(have) == 1:
+            other = f"y_{part}" if have[0].startswith("x") else f"x_{part}"
+            raise FastMLPError(f"{p} has {have[0]} but is missing key {other}")
+    splits: dict[str, Split] = {}
+    for part in ("train", "valid", "test"):
+        if f"x_{part}" not in arrays:
+            continue
+        where = f"{p} ({part})"
+        x = _features(arrays[f"x_{part}"], dtype, where)
+        splits[part] = Split(x, _labels(arrays[f"y_{part}"], len(x), where))
+    width = splits["train"].x.shape[1]
+    if len(splits["train"]) == 0:
+        raise FastMLPError(f"{p}: x_train has no rows")
+    for part, split in splits.items():
+        if split.x.shape[1] != width:
+            raise FastMLPError(
+                f"{p}: x_{part} has {split.x.shape[1]} features but x_train has {width}"
+            )
+    empty = Split(np.empty((0, width), dtype=dtype), np.empty(0, dtype=np.int64))
+    n_classes = max(2, 1 + max((int(s.y.max()) for s in splits.values() if len(s)), default=0))
+    return Dataset(
+        name="npz",
+        train=splits["train"],
+        valid=splits.get("valid", empty),
+        test=splits.get("test", empty),
+        n_classes=n_classes,
+    )
+
+
+# -- synthetic ----------------------------------------------------------------------------------
+
+
+def _make_synthetic(
+    seed: int,
+    n_train: int,
+    n_valid: int,
+    n_test: int,
+    n_features: int,
+    n_classes: int,
+    dtype: np.dtype,
+) -> Dataset:
+    """``n_classes`` unit-variance Gaussian blobs whose means sit ~8 noise std-devs apart."""
+    checks: list[tuple[str, Any, int]] = [
+        ("seed", seed, 0),
+        ("n_train", n_train, 1),
+        ("n_valid", n_valid, 0),
+        ("n_test", n_test, 0),
+        ("n_features", n_features, 1),
+        ("n_classes", n_classes, 2),
+    ]
+    for arg, value, low in checks:
+        if not _is_int(value) or value < low:
+            raise FastMLPError(f"synthetic: {arg} must be an integer >= {low}, got {value!r}")
+    rng = np.random.default_rng(seed)
+    # Means ~ N(0, s^2 / 2F) per coordinate put any two means ~s apart whatever F is, so the task
+    # is equally easy at every width: two classes overlap with probability ~Phi(-s/2) ~ 3e-5.
+    means = rng.standard_normal((n_classes, n_features)) * (
+        SYNTHETIC_SEPARATION / np.sqrt(2.0 * n_features)
+    )
+
+    def draw(n: int) -> Split:
+        y = rng.permutation(np.arange(n) % n_classes).astype(np.int64)  # balanced classes
+        x = means[y] + rng.standard_normal((n, n_features))
+        return Split(np.ascontiguousarray(x, dtype=dtype), y)
+
+    train, valid, test = draw(n_train), draw(n_valid), draw(n_test)
+    return Dataset("synthetic", train, valid, test, n_classes=n_classes)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _float_dtype(dtype: Any) -> np.dtype:
+    dt: np.dtype | None = None
+    # np.dtype(None) means float64; refuse it so a forgotten option is not silently accepted.
+    if dtype is not None:
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            pass
+    # Compared by name: `np.dtype(...) == None` is True (None reads as float64).
+    if dt is None or dt.name not in DTYPES:
+        raise FastMLPError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    return dt
+
+
+def _take_train(ds: Dataset, train_size: int | None) -> Dataset:
+    """Keep the first ``train_size`` training rows (copied, so the rest can be freed)."""
+    if train_size is None:
+        return ds
+    if train_size > len(ds.train):
+        raise FastMLPError(
+            f"train_size must be between 1 and {len(ds.train)} for {ds.name!r}, got {train_size}"
+        )
+    train = Split(ds.train.x[:train_size].copy(), ds.train.y[:train_size].copy())
+    return Dataset(ds.name, train, ds.valid, ds.test, ds.n_classes)

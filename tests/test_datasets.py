@@ -1,0 +1,583 @@
+"""Tests for fastmlp.datasets: bundled MNIST facts, IDX parsing, the ECE421 notMNIST split,
+generic .npz files, synthetic blobs, and a one-line FastMLPError for every bad input."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.resources
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastmlp.datasets import Dataset, Split, load_dataset, parse_idx
+from fastmlp.errors import FastMLPError
+
+# From fastmlp/data/mnist/README.md (checked facts about the real data).
+TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+FIRST_LABELS = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+IDX_CODES = {"u1": 0x08, "i1": 0x09, "i2": 0x0B, "i4": 0x0C, "f4": 0x0D, "f8": 0x0E}
+
+
+def bundled_dir() -> Path:
+    return Path(str(importlib.resources.files("fastmlp") / "data" / "mnist"))
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    """Encode ``arr`` as IDX: 0, 0, type code, ndim, big-endian uint32 dims, big-endian data."""
+    code = IDX_CODES[arr.dtype.kind + str(arr.dtype.itemsize)]
+    header = bytes([0, 0, code, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+    return header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+
+
+def one_line(excinfo: pytest.ExceptionInfo) -> str:
+    msg = str(excinfo.value)
+    assert msg and "\n" not in msg, f"error message must be one non-empty line: {msg!r}"
+    return msg
+
+
+def copy_bundled(dst: Path, *, with_sums: bool = True) -> Path:
+    """Copy the bundled gz files (and optionally SHA256SUMS) into ``dst``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for base in MNIST_FILES:
+        shutil.copy(bundled_dir() / f"{base}.gz", dst / f"{base}.gz")
+    if with_sums:
+        shutil.copy(bundled_dir() / "SHA256SUMS", dst / "SHA256SUMS")
+    return dst
+
+
+# -- MNIST --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist() -> Dataset:
+    return load_dataset("mnist")
+
+
+def test_mnist_shapes_and_dtypes(mnist: Dataset) -> None:
+    assert mnist.name == "mnist" and mnist.n_classes == 10 and mnist.n_features == 784
+    assert mnist.train.x.shape == (50000, 784) and len(mnist.train) == 50000
+    assert mnist.valid.x.shape == (10000, 784) and len(mnist.valid) == 10000
+    assert mnist.test.x.shape == (10000, 784) and len(mnist.test) == 10000
+    for split in (mnist.train, mnist.valid, mnist.test):
+        assert split.x.dtype == np.float32 and split.x.flags.c_contiguous
+        assert split.y.dtype == np.int64 and split.y.shape == (len(split.x),)
+    summary = mnist.summary()
+    assert "\n" not in summary and "50000" in summary and "784" in summary
+
+
+def test_mnist_class_counts_and_first_labels(mnist: Dataset) -> None:
+    train_counts = np.bincount(mnist.train.y, minlength=10) + np.bincount(
+        mnist.valid.y, minlength=10
+    )
+    assert train_counts.tolist() == TRAIN_COUNTS
+    assert np.bincount(mnist.test.y, minlength=10).tolist() == TEST_COUNTS
+    assert mnist.train.y[:10].tolist() == FIRST_LABELS
+
+
+def test_mnist_pixel_statistics(mnist: Dataset) -> None:
+    # Over all 60000 training images; float64 sums in chunks keep it fast and memory-light.
+    total = total_sq = 0.0
+    for part in (mnist.train.x, mnist.valid.x):
+        assert part.min() == 0.0 and part.max() == 1.0
+        for chunk in np.array_split(part, 10):
+            c = chunk.astype(np.float64)
+            total += c.sum()
+            total_sq += np.einsum("ij,ij->", c, c)
+    n = 60000 * 784
+    mean = total / n
+    std = np.sqrt(total_sq / n - mean**2)
+    assert round(mean, 4) == 0.1307
+    assert round(float(std), 4) == 0.3081
+
+
+def test_mnist_train_size_and_float64(mnist: Dataset) -> None:
+    small = load_dataset("mnist", train_size=10000, dtype="float64")
+    assert small.train.x.shape == (10000, 784) and small.train.x.dtype == np.float64
+    assert small.valid.x.shape == (10000, 784) and small.test.x.shape == (10000, 784)
+    assert small.train.x.flags.c_contiguous
+    np.testing.assert_array_equal(small.train.y, mnist.train.y[:10000])
+    # float32 is exactly the float64 values rounded once (no float32 arithmetic in between).
+    np.testing.assert_array_equal(small.train.x.astype(np.float32), mnist.train.x[:10000])
+    np.testing.assert_array_equal(small.test.x.astype(np.float32), mnist.test.x)
+
+
+def test_mnist_scalings() -> None:
+    unit = load_dataset("mnist", train_size=2000, dtype="float64")
+    sym = load_dataset("mnist", train_size=2000, dtype="float64", scale="symmetric")
+    for a, b in ((unit.train, sym.train), (unit.valid, sym.valid), (unit.test, sym.test)):
+        assert a.x.min() == 0.0 and a.x.max() == 1.0
+        assert b.x.min() == -1.0 and b.x.max() == 1.0
+        np.testing.assert_array_equal(b.x, a.x * 2.0 - 1.0)  # x/127.5 - 1 == (x/255)*2 - 1
+        np.testing.assert_array_equal(a.y, b.y)
+    # Pixel 255 maps to exactly 1 and 0 to exactly -1; all values are k/255 for integers k.
+    k = unit.train.x * 255.0
+    np.testing.assert_array_equal(k, np.round(k))
+    sym32 = load_dataset("mnist", train_size=10, scale="symmetric")
+    np.testing.assert_array_equal(sym32.train.x, sym.train.x[:10].astype(np.float32))
+
+
+def test_mnist_results_do_not_share_state() -> None:
+    a = load_dataset("mnist", train_size=5)
+    a.train.x[:] = 7.0
+    a.train.y[:] = 3
+    b = load_dataset("mnist", train_size=5)
+    assert b.train.x.max() <= 1.0 and b.train.y.tolist() == FIRST_LABELS[:5]
+
+
+def test_mnist_from_user_dir_raw_files(tmp_path: Path, mnist: Dataset) -> None:
+    # Raw (decompressed) IDX files plus SHA256SUMS: verified and identical to the bundled copy.
+    for base in MNIST_FILES:
+        with gzip.open(bundled_dir() / f"{base}.gz", "rb") as f:
+            (tmp_path / base).write_bytes(f.read())
+    shutil.copy(bundled_dir() / "SHA256SUMS", tmp_path / "SHA256SUMS")
+    ds = load_dataset("mnist", path=tmp_path)
+    np.testing.assert_array_equal(ds.train.x, mnist.train.x)
+    np.testing.assert_array_equal(ds.valid.y, mnist.valid.y)
+    np.testing.assert_array_equal(ds.test.x, mnist.test.x)
+
+
+def test_mnist_checksum_mismatch(tmp_path: Path) -> None:
+    d = copy_bundled(tmp_path / "mnist")
+    target = d / "train-labels-idx1-ubyte.gz"
+    payload = bytearray(gzip.decompress(target.read_bytes()))
+    payload[8 + 100] = (payload[8 + 100] + 1) % 10  # still a valid label: only the hash can tell
+    target.write_bytes(gzip.compress(bytes(payload)))
+    with pytest.raises(FastMLPError) as excinfo:
+        load_dataset("mnist", path=d)
+    msg = one_line(excinfo)
+    assert "checksum mismatch" in msg and "train-labels-idx1-ubyte" in msg
+
+    # Without a SHA256SUMS file a user directory is loaded as is (nothing to check against).
+    (d / "SHA256SUMS").unlink()
+    ds = load_dataset("mnist", path=d, train_size=200)
+    assert ds.train.y[100] == payload[8 + 100]
+
+
+def test_mnist_truncated_and_corrupt_files(tmp_path: Path) -> None:
+    d = copy_bundled(tmp_path / "trunc", with_sums=False)
+    labels = gzip.decompress((d / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    (d / "t10k-labels-idx1-ubyte.gz").unlink()
+    (d / "t10k-labels-idx1-ubyte").write_bytes(labels[:-7])  # a raw, truncated file
+    with pytest.raises(FastMLPError) as excinfo:
+        load_dataset("mnist", path=d)
+    msg = one_line(excinfo)
+    assert "truncated" in msg and "t10k-labels-idx1-ubyte" in msg
+
+    d2 = copy_bundled(tmp_path / "badgz", with_sums=False)
+    gz = (d2 / "train-labels-idx1-ubyte.gz").read_bytes()
+    (d2 / "train-labels-idx1-ubyte.gz").write_bytes(gz[: len(gz) // 2])
+    with pytest.raises(FastMLPError) as excinfo:
+        load_dataset("mnist", path=d2)
+    msg = one_line(excinfo)
+    assert "gzip" in msg and "train-labels-idx1-ubyte" in msg
+
+    d3 = copy_bundled(tmp_path / "swapped", with_sums=False)
+    # Images where labels belong: the magic number check names the file.
+    (d3 / "t10k-labels-idx1-ubyte.gz").write_bytes((d3 / "t10k-images-idx3-ubyte.gz").read_bytes())
+    with pytest.raises(FastMLPError) as excinfo:
+        load_dataset("mnist", path=d3)
+    msg = one_line(excinfo)
+    assert "magic" in msg and "t10k-labels-idx1-ubyte" in msg
+
+
+def test_mnist_bad_paths(tmp_path: Path) -> None:
+    with pytest.raises(FastMLPError, match="not found"):
+        load_dataset("mnist", path=tmp_path / "nope")
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(FastMLPError, match="directory"):
+        load_dataset("mnist", path=tmp_path / "file")
+    with pytest.raises(FastMLPError, match="train-labels-idx1-ubyte"):
+        load_dataset("mnist", path=tmp_path)
+    for bad in (0, -1, 50001):
+        with pytest.raises(FastMLPError, match="train_size") as excinfo:
+            load_dataset("mnist", train_size=bad)
+        one_line(excinfo)
+
+
+# -- IDX parser ---------------------------------------------------------------------------------
+
+
+def test_parse_idx_raw_and_gzip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 3, 4), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=5, dtype=np.uint8)
+    ints = rng.integers(-1000, 1000, size=(2, 3), dtype=np.int32)
+    for name, arr in (("img", images), ("lab", labels), ("int", ints)):
+        raw, gz = tmp_path / name, tmp_path / f"{name}.gz"
+        raw.write_bytes(idx_bytes(arr))
+        gz.write_bytes(gzip.compress(idx_bytes(arr)))
+        for p in (raw, gz, str(raw)):
+            out = parse_idx(p)
+            assert out.dtype == arr.dtype and out.dtype.isnative and out.flags.writeable
+            np.testing.assert_array_equal(out, arr)
+    assert parse_idx(tmp_path / "img", magic=0x00000803).shape == (5, 3, 4)
+    with pytest.raises(FastMLPError, match="magic") as excinfo:
+        parse_idx(tmp_path / "lab.gz", magic=0x00000803)
+    assert "lab.gz" in one_line(excinfo)
+
+
+def test_parse_idx_errors(tmp_path: Path) -> None:
+    good = idx_bytes(np.arange(12, dtype=np.uint8).reshape(3, 4))
+    cases = {
+        "short": (good[:3], "truncated"),
+        "header": (good[:9], "truncated"),
+        "payload": (good[:-1], "truncated"),
+        "trailing": (good + b"\x00", "unexpected bytes"),
+        "notidx": (b"PK\x03\x04" + good[4:], "not an IDX file"),
+        "badtype": (b"\x00\x00\x07\x02" + good[4:], "not an IDX file"),
+    }
+    for name, (data, expected) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(FastMLPError, match=expected) as excinfo:
+            parse_idx(tmp_path / name)
+        assert name in one_line(excinfo)
+    with pytest.raises(FastMLPError, match="not found"):
+        parse_idx(tmp_path / "missing")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kind=st.sampled_from(sorted(IDX_CODES)),
+    shape=st.lists(st.integers(0, 4), min_size=1, max_size=4),
+    gz=st.booleans(),
+)
+def test_parse_idx_roundtrip(kind: str, shape: list[int], gz: bool) -> None:
+    arr = (np.arange(int(np.prod(shape))) % 97 - (40 if kind[0] != "u" else 0)).astype(kind)
+    arr = arr.reshape(shape)
+    data = idx_bytes(arr)
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "a.idx"
+        p.write_bytes(gzip.compress(data) if gz else data)
+        out = parse_idx(p)
+    assert out.shape == arr.shape and out.dtype == arr.dtype
+    np.testing.assert_array_equal(out, arr)
+
+
+# -- notMNIST -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def notmnist_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(421)
+    n = 16050
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    path = tmp_path_factory.mktemp("notmnist") / "notMNIST.npz"
+    np.savez(path, images=images, labels=labels)
+    return path
+
+
+def course_split(path: Path) -> tuple[np.ndarray, ...]:
+    """The ECE421 starter code, verbatim (it seeds and uses the global RNG)."""
+    with np.load(path) as data:
+        Data, Target = data["images"], data["labels"]
+        np.random.seed(521)
+        randIndx = np.arange(len(Data))
+        np.random.shuffle(randIndx)
+        Data = Data[randIndx] / 255.0
+        Target = Target[randIndx]
+        trainData, trainTarget = Data[:10000], Target[:10000]
+        validData, validTarget = Data[10000:16000], Target[10000:16000]
+        testData, testTarget = Data[16000:], Target[16000:]
+    return trainData, validData, testData, trainTarget, validTarget, testTarget
+
+
+def test_notmnist_matches_course_split(notmnist_file: Path) -> None:
+    expected = course_split(notmnist_file)
+    np.random.seed(12345)
+    state = np.random.get_state()
+    ds = load_dataset("notmnist", path=notmnist_file, dtype="float64")
+    after = np.random.get_state()
+    assert state[0] == after[0] and state[2:] == after[2:]
+    np.testing.assert_array_equal(state[1], after[1])  # the user's global RNG is untouched
+
+    splits = (ds.train, ds.valid, ds.test)
+    assert [len(s) for s in splits] == [10000, 6000, 50]
+    assert ds.n_classes == 10 and ds.n_features == 784 and ds.name == "notmnist"
+    for split, data, target in zip(splits, expected[:3], expected[3:], strict=True):
+        assert split.x.dtype == np.float64 and split.x.flags.c_contiguous
+        assert split.y.dtype == np.int64
+        np.testing.assert_array_equal(split.x, data.reshape(len(data), 784))
+        np.testing.assert_array_equal(split.y, target)
+
+
+def test_notmnist_private_rng_equals_global_seed_shuffle() -> None:
+    for n in (10, 18724):
+        np.random.seed(521)
+        legacy = np.arange(n)
+        np.random.shuffle(legacy)
+        private = np.arange(n)
+        np.random.RandomState(521).shuffle(private)
+        np.testing.assert_array_equal(private, legacy)
+
+
+def test_notmnist_options(notmnist_file: Path) -> None:
+    base = load_dataset("notmnist", path=notmnist_file, dtype="float64")
+    f32 = load_dataset("notmnist", path=notmnist_file)
+    assert f32.train.x.dtype == np.float32
+    np.testing.assert_array_equal(f32.test.x, base.test.x.astype(np.float32))
+    sym = load_dataset("notmnist", path=notmnist_file, dtype="float64", scale="symmetric")
+    np.testing.assert_array_equal(sym.valid.x, base.valid.x * 2.0 - 1.0)
+    assert sym.train.x.min() >= -1.0 and sym.train.x.max() <= 1.0
+    small = load_dataset("notmnist", path=notmnist_file, train_size=123)
+    assert len(small.train) == 123 and len(small.valid) == 6000
+    np.testing.assert_array_equal(small.train.y, base.train.y[:123])
+    with pytest.raises(FastMLPError, match="train_size"):
+        load_dataset("notmnist", path=notmnist_file, train_size=10001)
+
+
+def test_notmnist_errors(tmp_path: Path) -> None:
+    with pytest.raises(FastMLPError, match="path") as excinfo:
+        load_dataset("notmnist")
+    one_line(excinfo)
+    with pytest.raises(FastMLPError, match="not found"):
+        load_dataset("notmnist", path=tmp_path / "notMNIST.npz")
+    small = tmp_path / "small.npz"
+    np.savez(small, images=np.zeros((16000, 28, 28), np.uint8), labels=np.zeros(16000, np.uint8))
+    with pytest.raises(FastMLPError, match="16000") as excinfo:
+        load_dataset("notmnist", path=small)
+    one_line(excinfo)
+    nokeys = tmp_path / "nokeys.npz"
+    np.savez(nokeys, x=np.zeros((3, 2)))
+    with pytest.raises(FastMLPError, match="images, labels"):
+        load_dataset("notmnist", path=nokeys)
+    badlab = tmp_path / "badlab.npz"
+    labels = np.zeros(16001, np.int64)
+    labels[5] = 10
+    np.savez(badlab, images=np.zeros((16001, 28, 28), np.uint8), labels=labels)
+    with pytest.raises(FastMLPError, match=r"0\.\.9"):
+        load_dataset("notmnist", path=badlab)
+
+
+# -- generic npz --------------------------------------------------------------------------------
+
+
+def test_npz_with_all_splits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    arrays = {
+        "x_train": rng.normal(size=(20, 2, 3)),
+        "y_train": rng.integers(0, 4, size=20),
+        "x_valid": rng.normal(size=(5, 6)).astype(np.float32),
+        "y_valid": np.array([0, 1, 2, 3, 4]),
+        "x_test": rng.integers(0, 9, size=(4, 6)).astype(np.uint8),
+        "y_test": np.array([[0.0], [1.0], [2.0], [3.0]]),  # (N, 1) whole floats are accepted
+    }
+    p = tmp_path / "d.npz"
+    np.savez_compressed(p, **arrays)
+    ds = load_dataset("npz", path=p, scale="symmetric")  # scale is ignored for npz
+    assert ds.name == "npz" and ds.n_features == 6 and ds.n_classes == 5
+    assert ds.train.x.dtype == np.float32 and ds.train.x.flags.c_contiguous
+    np.testing.assert_array_equal(ds.train.x, arrays["x_train"].reshape(20, 6).astype(np.float32))
+    np.testing.assert_array_equal(ds.test.x, arrays["x_test"].astype(np.float32))  # as given
+    assert ds.test.y.dtype == np.int64 and ds.test.y.tolist() == [0, 1, 2, 3]
+    ds64 = load_dataset("npz", path=p, dtype="float64", train_size=7)
+    np.testing.assert_array_equal(ds64.train.x, arrays["x_train"].reshape(20, 6)[:7])
+    assert len(ds64.valid) == 5
+
+
+def test_npz_train_only(tmp_path: Path) -> None:
+    p = tmp_path / "t.npz"
+    np.savez(p, x_train=np.ones((4, 3)), y_train=np.zeros(4, np.int32))
+    ds = load_dataset("npz", path=p)
+    assert ds.n_classes == 2  # at least 2, even when only class 0 appears
+    for split in (ds.valid, ds.test):
+        assert split.x.shape == (0, 3) and split.x.dtype == np.float32
+        assert split.y.shape == (0,) and split.y.dtype == np.int64 and len(split) == 0
+
+
+def _npz(tmp_path: Path, name: str, **arrays: np.ndarray) -> Path:
+    p = tmp_path / f"{name}.npz"
+    np.savez(p, **arrays)
+    return p
+
+
+BAD_NPZ = {
+    "x1d": ({"x_train": np.zeros(4), "y_train": np.zeros(4)}, "2-D"),
+    "x4d": ({"x_train": np.zeros((4, 1, 2, 2)), "y_train": np.zeros(4)}, "2-D"),
+    "lenmismatch": ({"x_train": np.zeros((4, 2)), "y_train": np.zeros(3)}, "4 feature rows"),
+    "fraclabels": ({"x_train": np.zeros((2, 2)), "y_train": np.array([0.5, 1])}, "integers"),
+    "strlabels": ({"x_train": np.zeros((2, 2)), "y_train": np.array(["a", "b"])}, "integers"),
+    "neglabels": ({"x_train": np.zeros((2, 2)), "y_train": np.array([0, -1])}, "0..K-1"),
+    "onehot": ({"x_train": np.zeros((2, 2)), "y_train": np.eye(2)}, "one-hot"),
+    "nan": ({"x_train": np.array([[0.0, np.nan]]), "y_train": np.zeros(1)}, "NaN"),
+    "inf": ({"x_train": np.array([[0.0, -np.inf]]), "y_train": np.zeros(1)}, "NaN or infinite"),
+    "overflow": ({"x_train": np.array([[1e300]]), "y_train": np.zeros(1)}, "infinite"),
+    "strx": ({"x_train": np.array([["a", "b"]]), "y_train": np.zeros(1)}, "real numbers"),
+    "empty": ({"x_train": np.zeros((0, 2)), "y_train": np.zeros(0)}, "no rows"),
+    "nokeys": ({"x": np.zeros((2, 2))}, "x_train, y_train"),
+    "noy": ({"x_train": np.zeros((2, 2))}, "y_train"),
+    "half_valid": (
+        {"x_train": np.zeros((2, 2)), "y_train": np.zeros(2), "x_valid": np.zeros((1, 2))},
+        "y_valid",
+    ),
+    "width": (
+        {
+            "x_train": np.zeros((2, 2)),
+            "y_train": np.zeros(2),
+            "x_test": np.zeros((1, 3)),
+            "y_test": np.zeros(1),
+        },
+        "x_test has 3 features",
+    ),
+    "badvalid": (
+        {
+            "x_train": np.zeros((2, 2)),
+            "y_train": np.zeros(2),
+            "x_valid": np.zeros((1, 2)),
+            "y_valid": np.array([np.nan]),
+        },
+        "integers",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NPZ))
+def test_npz_bad_contents(tmp_path: Path, case: str) -> None:
+    arrays, expected = BAD_NPZ[case]
+    p = _npz(tmp_path, case, **arrays)
+    with pytest.raises(FastMLPError, match=expected) as excinfo:
+        load_dataset("npz", path=p)
+    one_line(excinfo)
+
+
+def test_npz_bad_files(tmp_path: Path) -> None:
+    good = _npz(tmp_path, "good", x_train=np.zeros((50, 50)), y_train=np.zeros(50))
+    data = good.read_bytes()
+    cases = {
+        "garbage.npz": b"this is not a zip file at all",
+        "truncated.npz": data[: len(data) // 2],
+        "empty.npz": b"",
+    }
+    for name, blob in cases.items():
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(FastMLPError, match="npz|npy") as excinfo:
+            load_dataset("npz", path=tmp_path / name)
+        assert name in one_line(excinfo)
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    with pytest.raises(FastMLPError, match="not an .npz"):
+        load_dataset("npz", path=tmp_path / "plain.npy")
+    obj = _npz(tmp_path, "obj", x_train=np.array([{"a": 1}], dtype=object), y_train=np.zeros(1))
+    with pytest.raises(FastMLPError, match="obj.npz") as excinfo:
+        load_dataset("npz", path=obj)
+    one_line(excinfo)
+    with pytest.raises(FastMLPError, match="not found"):
+        load_dataset("npz", path=tmp_path / "missing.npz")
+    with pytest.raises(FastMLPError, match="directory"):
+        load_dataset("npz", path=tmp_path)
+    with pytest.raises(FastMLPError, match="path"):
+        load_dataset("npz")
+    with pytest.raises(FastMLPError, match="train_size"):
+        load_dataset("npz", path=good, train_size=51)
+
+
+# -- synthetic ----------------------------------------------------------------------------------
+
+
+def test_synthetic_deterministic_and_learnable() -> None:
+    a = load_dataset("synthetic", seed=3)
+    b = load_dataset("synthetic", seed=3)
+    c = load_dataset("synthetic", seed=4)
+    assert a.name == "synthetic" and a.n_classes == 10 and a.n_features == 784
+    assert [len(a.train), len(a.valid), len(a.test)] == [1000, 200, 200]
+    for sa, sb in ((a.train, b.train), (a.valid, b.valid), (a.test, b.test)):
+        np.testing.assert_array_equal(sa.x, sb.x)
+        np.testing.assert_array_equal(sa.y, sb.y)
+        assert sa.x.dtype == np.float32 and sa.x.flags.c_contiguous and sa.y.dtype == np.int64
+    assert not np.array_equal(a.train.x, c.train.x)
+    assert np.bincount(a.train.y).tolist() == [100] * 10  # balanced classes
+    # Separable: nearest class mean (estimated on train) classifies test almost perfectly.
+    for ds in (a, load_dataset("synthetic", n_features=2, n_classes=3, n_train=300, seed=1)):
+        means = np.stack([ds.train.x[ds.train.y == k].mean(0) for k in range(ds.n_classes)])
+        d = ((ds.test.x[:, None, :] - means[None]) ** 2).sum(-1)
+        assert (d.argmin(1) == ds.test.y).mean() > 0.9
+
+
+def test_synthetic_sizes_and_dtype() -> None:
+    ds = load_dataset(
+        "synthetic", n_train=30, n_valid=0, n_test=7, n_features=5, n_classes=2, dtype="float64"
+    )
+    assert ds.train.x.shape == (30, 5) and ds.valid.x.shape == (0, 5) and ds.test.x.shape == (7, 5)
+    assert ds.train.x.dtype == np.float64 and ds.n_classes == 2
+    assert set(np.unique(ds.train.y)) == {0, 1}
+    assert len(load_dataset("synthetic", train_size=10).train) == 10
+    for arg, bad in (
+        ("n_train", 0),
+        ("n_valid", -1),
+        ("n_features", 0),
+        ("n_classes", 1),
+        ("seed", -1),
+        ("n_train", 2.5),
+        ("n_classes", True),
+    ):
+        with pytest.raises(FastMLPError, match=arg) as excinfo:
+            load_dataset("synthetic", **{arg: bad})
+        one_line(excinfo)
+
+
+# -- options and containers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"name": "cifar"}, "unknown dataset 'cifar'; choose one of: mnist, notmnist, npz"),
+        ({"name": "synthetic", "scale": "minmax"}, "unknown scale 'minmax'"),
+        ({"name": "synthetic", "dtype": "int32"}, "unknown dtype 'int32'"),
+        ({"name": "synthetic", "dtype": "float16"}, "float32, float64"),
+        ({"name": "synthetic", "dtype": None}, "unknown dtype"),
+        ({"name": "synthetic", "dtype": "nonsense"}, "unknown dtype"),
+        ({"name": "synthetic", "train_size": 0}, "train_size"),
+        ({"name": "synthetic", "train_size": 1.5}, "train_size"),
+        ({"name": "synthetic", "train_size": 1001}, "between 1 and 1000"),
+    ],
+)
+def test_bad_options(kwargs: dict, expected: str) -> None:
+    name = kwargs.pop("name")
+    with pytest.raises(FastMLPError) as excinfo:
+        load_dataset(name, **kwargs)
+    assert expected in one_line(excinfo)
+
+
+def test_names_and_dtypes_are_forgiving() -> None:
+    assert load_dataset(" Synthetic ", n_train=5, n_valid=1, n_test=1).name == "synthetic"
+    assert load_dataset("synthetic", dtype=np.float64, n_train=5).train.x.dtype == np.float64
+
+
+def test_split_and_dataset_validation() -> None:
+    with pytest.raises(FastMLPError, match="split"):
+        Split(np.zeros((3, 2), np.float32), np.zeros(2, np.int64))
+    with pytest.raises(FastMLPError, match="split"):
+        Split(np.zeros(3, np.float32), np.zeros(3, np.int64))
+    s2 = Split(np.zeros((3, 2), np.float32), np.zeros(3, np.int64))
+    s4 = Split(np.zeros((1, 4), np.float32), np.zeros(1, np.int64))
+    assert len(s2) == 3
+    with pytest.raises(FastMLPError, match="feature counts"):
+        Dataset("x", s2, s2, s4, 2)
+    ds = Dataset("x", s2, s2, s2, 2)
+    assert ds.n_features == 2 and ds.summary().startswith("x: train 3")
+
+
+def test_bundled_checksums_file_matches_data() -> None:
+    # The shipped SHA256SUMS really describes the shipped (decompressed) files.
+    sums = dict(
+        reversed(line.split())
+        for line in (bundled_dir() / "SHA256SUMS").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    for base in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
+        data = gzip.decompress((bundled_dir() / f"{base}.gz").read_bytes())
+        assert hashlib.sha256(data).hexdigest() == sums[base]
