@@ -1,0 +1,102 @@
+"""Numba CPU kernels against the NumPy references: per-tensor max error, awkward sizes."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastmlp.kernels import cpu, reference
+
+TOL = {np.float64: 1e-12, np.float32: 2e-5}
+
+
+def make_head_inputs(rng, N, H, K, dtype, scale=1.0):
+    return dict(
+        Z=(rng.standard_normal((N, H)) * scale).astype(dtype),
+        bh=rng.standard_normal((1, H)).astype(dtype),
+        Wo=(rng.standard_normal((H, K)) / np.sqrt(H)).astype(dtype),
+        bo=rng.standard_normal((1, K)).astype(dtype),
+        y=rng.integers(0, K, N).astype(np.int32),
+    )
+
+
+def run_head(head, inputs, ends, n_grad, activation):
+    """Run one head implementation on copies; return every output tensor by name."""
+    Z = inputs["Z"].copy()
+    H, K = inputs["Wo"].shape
+    dtype = Z.dtype
+    out = dict(Z=Z, dWo=np.full((H, K), np.nan, dtype), dbo=np.full((1, K), np.nan, dtype),
+               dbh=np.full((1, H), np.nan, dtype), stats=np.full((len(ends), 2), np.nan))
+    head(Z, inputs["bh"], inputs["Wo"], inputs["bo"], inputs["y"], ends, n_grad, activation,
+         out["dWo"], out["dbo"], out["dbh"], out["stats"])
+    if n_grad == 0:  # gradients are left alone when no row is a training row
+        del out["dWo"], out["dbo"], out["dbh"]
+    return out
+
+
+def max_errors(got, want):
+    """Per-tensor max abs error, relative to the tensor's scale (at least 1)."""
+    return {name: float(np.max(np.abs(got[name] - want[name]), initial=0.0)
+                        / max(1.0, float(np.max(np.abs(want[name]), initial=0.0))))
+            for name in want}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("N,H,K,ends,n_grad", [
+    (1, 1, 2, (1, 1, 1), 1),
+    (7, 7, 10, (3, 7, 7), 3),
+    (13, 33, 10, (0, 6, 13), 0),
+    (40, 1001, 10, (25, 33, 40), 25),
+    (5, 3, 2, (5,), 5),
+])
+def test_head_matches_reference(dtype, activation, N, H, K, ends, n_grad):
+    rng = np.random.default_rng(N * H)
+    inputs = make_head_inputs(rng, N, H, K, dtype)
+    got = run_head(cpu.head, inputs, ends, n_grad, activation)
+    want = run_head(reference.head, inputs, ends, n_grad, activation)
+    errors = max_errors(got, want)
+    print(f"max errors {dtype.__name__} {activation} N={N} H={H}: {errors}")
+    assert all(e <= TOL[dtype] for e in errors.values()), errors
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 7, 1001, 100_003])
+def test_momentum_matches_reference(dtype, size):
+    rng = np.random.default_rng(size)
+    p, g, v = (rng.standard_normal(size).astype(dtype) for _ in range(3))
+    p_ref, v_ref = p.copy(), v.copy()
+    cpu.momentum(p, g, v, 0.1, 0.99)
+    reference.momentum(p_ref, g, v_ref, 0.1, 0.99)
+    assert p.dtype == dtype and v.dtype == dtype
+    np.testing.assert_allclose(v, v_ref, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(p, p_ref, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_head_reuses_its_workspace():
+    rng = np.random.default_rng(0)
+    inputs = make_head_inputs(rng, 9, 5, 3, np.float64)
+    run_head(cpu.head, inputs, (9,), 9, "relu")
+    before = {key: tuple(id(a) for a in ws) for key, ws in cpu._workspaces.items()}
+    run_head(cpu.head, inputs, (9,), 9, "relu")
+    after = {key: tuple(id(a) for a in ws) for key, ws in cpu._workspaces.items()}
+    assert before == after
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(N=st.integers(1, 20), H=st.integers(1, 40), K=st.integers(2, 12),
+       n_grad_frac=st.floats(0, 1), scale=st.sampled_from([1e-3, 1.0, 30.0, 1e3]),
+       activation=st.sampled_from(["relu", "sigmoid"]), seed=st.integers(0, 2**16))
+def test_head_property_random_shapes_and_extreme_values(N, H, K, n_grad_frac, scale, activation,
+                                                        seed):
+    rng = np.random.default_rng(seed)
+    inputs = make_head_inputs(rng, N, H, K, np.float64, scale=scale)
+    n_grad = int(round(n_grad_frac * N))
+    ends = (n_grad, (n_grad + N) // 2, N)
+    got = run_head(cpu.head, inputs, ends, n_grad, activation)
+    want = run_head(reference.head, inputs, ends, n_grad, activation)
+    assert all(np.all(np.isfinite(a)) for a in got.values())
+    errors = max_errors(got, want)
+    assert all(e <= 1e-9 for e in errors.values()), errors
+    # stats count every row once
+    assert got["stats"][:, 1].sum() <= N

@@ -1,0 +1,288 @@
+"""The network's maths: gradients, numerical stability, the momentum rule, dtypes, API."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp.kernels import reference as ref
+from fastmlp.model import PARAM_NAMES
+
+
+def small_net(activation, fused=True, seed=0, F=6, H=5, K=4, N=9):
+    rng = np.random.default_rng(seed)
+    model = fastmlp.MLP(F, H, K, activation=activation, dtype="float64", seed=seed, fused=fused)
+    model.bh = rng.normal(0, 0.5, (1, H))
+    model.bo = rng.normal(0, 0.5, (1, K))
+    x = rng.normal(0, 1, (N, F))
+    y = rng.integers(0, K, N)
+    return model, x, y
+
+
+def numerical_grads(model, x, y, eps=1e-6):
+    """Central finite differences of the mean loss over every parameter (float64)."""
+    grads = {}
+    for name in PARAM_NAMES:
+        view = model.views[name]
+        g = np.zeros_like(view)
+        for idx in np.ndindex(view.shape):
+            old = view[idx]
+            view[idx] = old + eps
+            plus, _ = model.loss_and_grads(x, y)
+            view[idx] = old - eps
+            minus, _ = model.loss_and_grads(x, y)
+            view[idx] = old
+            g[idx] = (plus - minus) / (2 * eps)
+        grads[name] = g
+    return grads
+
+
+def rel_error(a, b):
+    return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradients_match_central_differences(activation, fused, seed):
+    model, x, y = small_net(activation, fused=fused, seed=seed)
+    _, analytic = model.loss_and_grads(x, y)
+    numeric = numerical_grads(model, x, y)
+    for name in PARAM_NAMES:
+        err = rel_error(analytic[name], numeric[name])
+        assert analytic[name].shape == model.views[name].shape
+        assert err < 1e-7, f"{activation} {name}: relative error {err:.2e}"
+
+
+def test_loss_and_grads_loss_is_mean_cross_entropy():
+    model, x, y = small_net("relu")
+    loss, _ = model.loss_and_grads(x, y)
+    p = model.forward(x)
+    assert loss == pytest.approx(-np.mean(np.log(p[np.arange(len(y)), y])), rel=1e-12)
+
+
+def test_softmax_directional_derivative():
+    # as the UCSD assignment checks: (f(x + εv) − f(x − εv)) / 2ε against the analytic J·v
+    rng = np.random.default_rng(3)
+    o, v = rng.normal(size=(5, 7)), rng.normal(size=(5, 7))
+    eps = 1e-6
+
+    def softmax(a):
+        out = np.empty_like(a)
+        ref.softmax_forward(out, a)
+        return out
+
+    p = softmax(o)
+    numeric = (softmax(o + eps * v) - softmax(o - eps * v)) / (2 * eps)
+    analytic = p * (v - (p * v).sum(axis=1, keepdims=True))
+    assert rel_error(numeric, analytic) < 1e-8
+
+
+def test_softmax_crossentropy_backward_directional_derivative():
+    rng = np.random.default_rng(4)
+    o, v = rng.normal(size=(6, 10)), rng.normal(size=(6, 10))
+    y = rng.integers(0, 10, 6)
+    eps = 1e-6
+
+    def mean_loss(a):
+        losses = np.empty(a.shape[0])
+        ref.crossentropy_forward(losses, a, y)
+        return losses.mean()
+
+    probs = np.empty_like(o)
+    ref.softmax_forward(probs, o)
+    dlogits = np.empty_like(o)
+    ref.softmax_crossentropy_backward(dlogits, probs, y, 1 / 6)
+    numeric = (mean_loss(o + eps * v) - mean_loss(o - eps * v)) / (2 * eps)
+    assert numeric == pytest.approx((dlogits * v).sum(), rel=1e-7)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_activation_backward_directional_derivative(activation):
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(4, 9))
+    z[np.abs(z) < 1e-3] = 0.5  # keep clear of the ReLU kink
+    v, u = rng.normal(size=z.shape), rng.normal(size=z.shape)
+    eps = 1e-6
+    fwd, bwd = ref.ACTIVATION_FORWARD[activation], ref.ACTIVATION_BACKWARD[activation]
+
+    def f(a):
+        out = np.empty_like(a)
+        fwd(out, a)
+        return out
+
+    # uᵀ (J v) by finite differences equals (Jᵀ u)ᵀ v from the backward function
+    jv = (f(z + eps * v) - f(z - eps * v)) / (2 * eps)
+    jtu = np.empty_like(z)
+    bwd(jtu, u, f(z))
+    assert (u * jv).sum() == pytest.approx((jtu * v).sum(), rel=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_and_crossentropy_are_finite_for_huge_logits(dtype):
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4, -1e4]], dtype=dtype)
+    probs = np.empty_like(logits)
+    ref.softmax_forward(probs, logits)
+    assert np.all(np.isfinite(probs))
+    np.testing.assert_allclose(probs, [[1, 0, 0], [1 / 3] * 3, [0.5, 0.5, 0]], atol=1e-6)
+    # label 1 in row 0 has probability exp(−2e4): underflows to 0, yet the loss stays finite
+    losses = np.empty(3, dtype=dtype)
+    ref.crossentropy_forward(losses, logits, np.array([1, 0, 2]))
+    assert np.all(np.isfinite(losses))
+    # within a few ulps of the logits' magnitude (1e4), which is all float32 can resolve
+    atol = 4 * 1e4 * np.finfo(dtype).eps
+    np.testing.assert_allclose(losses, [2e4, np.log(3), 2e4 + np.log(2)], rtol=1e-6, atol=atol)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])
+def test_fused_head_loss_is_finite_when_a_probability_underflows(fused):
+    model = fastmlp.MLP(3, 2, 3, dtype="float32", fused=fused)
+    model.Wh = np.eye(3, 2, dtype=np.float32) * 1000
+    model.Wo = np.array([[10, -10, 0], [0, 0, 0]], dtype=np.float32)
+    x = np.array([[10.0, 0, 0]], dtype=np.float32)  # logits ≈ [1e5, −1e5, 0]
+    loss, grads = model.loss_and_grads(x, np.array([1]))
+    assert np.isfinite(loss) and loss == pytest.approx(2e5, rel=1e-3)
+    assert all(np.all(np.isfinite(g)) for g in grads.values())
+
+
+@pytest.mark.parametrize("device", ["cpu"])
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])
+def test_one_momentum_step_matches_hand_computed_numbers(device, fused):
+    backend = fastmlp.get_backend(device, fused=fused)
+    params = np.array([1.0, -2.0, 0.5])
+    grads = np.array([0.2, -0.4, 0.0])
+    velocity = np.array([1e-5, 1e-5, 1e-5])
+    backend.momentum(params, grads, velocity, 0.1, 0.99)
+    # v = 0.99·1e-5 + 0.1·g ; p = p − v
+    np.testing.assert_allclose(velocity, [0.0200099, -0.0399901, 0.0000099], rtol=1e-12)
+    np.testing.assert_allclose(params, [0.9799901, -1.9600099, 0.4999901], rtol=1e-12)
+
+
+def test_zero_momentum_is_plain_gradient_descent():
+    backend = fastmlp.get_backend("cpu")
+    params, grads, velocity = np.array([1.0, 2.0]), np.array([0.5, -1.0]), np.array([3.0, 3.0])
+    backend.momentum(params, grads, velocity, 0.1, 0.0)
+    np.testing.assert_allclose(params, [0.95, 2.1])
+
+
+def test_float32_training_stays_float32():
+    data = fastmlp.load_dataset("synthetic", n_train=64, n_valid=16, n_test=16, n_features=12,
+                                n_classes=3, dtype="float32")
+    model = fastmlp.MLP(12, 8, 3, dtype="float32")
+    trainer = fastmlp.Trainer(model, data, lr=0.1, momentum=0.9, batch_size=16)
+    for _ in range(2):
+        trainer.run_epoch()
+    arrays = [model.params, model.grads, trainer.velocity, trainer.X, trainer.Z, trainer.Xb]
+    arrays += [model.views[n] for n in PARAM_NAMES] + [model.grad_views[n] for n in PARAM_NAMES]
+    assert all(a.dtype == np.float32 for a in arrays)
+    _, grads = model.loss_and_grads(data.train.x, data.train.y)
+    assert all(g.dtype == np.float32 for g in grads.values())
+    assert model.forward(data.test.x).dtype == np.float32
+
+
+@pytest.mark.parametrize("batch_size", [None, 7])
+def test_fused_cpu_path_equals_reference_path(batch_size):
+    data = fastmlp.load_dataset("synthetic", n_train=60, n_valid=20, n_test=15, n_features=30,
+                                n_classes=10, dtype="float64", seed=3)
+    results = []
+    for fused in (True, False):
+        model = fastmlp.MLP(30, 17, 10, dtype="float64", seed=4, fused=fused)
+        history = fastmlp.train(model, data, epochs=5, lr=0.1, momentum=0.9,
+                                batch_size=batch_size, seed=5)
+        results.append((model.params.copy(), history))
+    (p_fused, h_fused), (p_ref, h_ref) = results
+    assert np.max(np.abs(p_fused - p_ref)) < 1e-10
+    for key in ("train_loss", "valid_acc", "test_loss"):
+        np.testing.assert_allclose(getattr(h_fused, key), getattr(h_ref, key), rtol=1e-10)
+
+
+def test_parameters_are_views_of_one_flat_buffer_and_assignment_copies():
+    model = fastmlp.MLP(4, 3, 2, dtype="float64")
+    new = np.arange(12.0).reshape(4, 3)
+    model.Wh = new
+    assert np.shares_memory(model.Wh, model.params)
+    np.testing.assert_array_equal(model.params[:12], new.ravel())
+    new[0, 0] = 99  # a copy, not an alias
+    assert model.Wh[0, 0] == 0
+    with pytest.raises(ValueError, match="shape"):
+        model.Wo = np.zeros((2, 3))
+
+
+def test_xavier_and_he_initialisation_statistics():
+    xavier = fastmlp.MLP(784, 1000, 10, init="xavier", seed=1)
+    he = fastmlp.MLP(784, 1000, 10, init="he", seed=1)
+    assert np.std(xavier.Wh) == pytest.approx(np.sqrt(2 / 1784), rel=0.01)
+    assert np.std(he.Wh) == pytest.approx(np.sqrt(2 / 784), rel=0.01)
+    assert abs(np.mean(xavier.Wh)) < 1e-3 and not xavier.bh.any() and not xavier.bo.any()
+    again = fastmlp.MLP(784, 1000, 10, init="xavier", seed=1)
+    np.testing.assert_array_equal(again.params, xavier.params)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model, x, _ = small_net("sigmoid")
+    model.save(tmp_path / "m.npz")
+    loaded = fastmlp.MLP.load(tmp_path / "m.npz")
+    assert loaded.activation == "sigmoid" and loaded.dtype == "float64"
+    np.testing.assert_array_equal(loaded.params, model.params)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_bad_model_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(fastmlp.FastMLPError, match="cannot read model"):
+        fastmlp.MLP.load(bad)
+    with pytest.raises(fastmlp.FastMLPError, match="not found"):
+        fastmlp.MLP.load(tmp_path / "missing.npz")
+
+
+def test_labels_out_of_range_are_rejected():
+    model, x, y = small_net("relu")
+    with pytest.raises(ValueError, match="labels"):
+        model.loss_and_grads(x, np.full_like(y, 4))
+
+
+def test_mixing_array_libraries_is_a_type_error():
+    class FakeCupyArray:  # stands in for a cupy.ndarray: what matters is the defining module
+        __module__ = "cupy._core.core"
+        shape = (2, 6)
+        ndim = 2
+
+    model, _, _ = small_net("relu")
+    with pytest.raises(TypeError, match="cupy array but the model lives on 'cpu'"):
+        model.forward(FakeCupyArray())
+
+
+def test_import_does_not_import_cupy_and_auto_picks_cpu_without_gpu():
+    code = ("import sys, fastmlp; assert 'cupy' not in sys.modules; "
+            "b = fastmlp.get_backend('auto'); print(b.name, '|', b.reason)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    name, reason = out.stdout.strip().split(" | ")
+    try:
+        import cupy  # noqa: F401
+
+        has_cupy = True
+    except ImportError:
+        has_cupy = False
+    if not has_cupy:
+        assert name == "cpu" and "CuPy is not importable" in reason
+
+
+def test_cuda_without_cupy_names_the_extra():
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("CuPy is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(fastmlp.FastMLPError, match=r"fastmlp\[cuda12\]"):
+        fastmlp.get_backend("cuda")
+
+
+def test_unknown_device_and_cudasim_without_simulator():
+    with pytest.raises(fastmlp.FastMLPError, match="unknown device"):
+        fastmlp.get_backend("tpu")
+    with pytest.raises(fastmlp.FastMLPError, match="NUMBA_ENABLE_CUDASIM=1"):
+        fastmlp.get_backend("cudasim")
