@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
+from fastmlp.kernels import cpu, reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from fastmlp.kernels import cpu, reference
 
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
 

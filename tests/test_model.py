@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+from fastmlp.kernels import reference as ref
 
 import fastmlp
-from fastmlp.kernels import reference as ref
 from fastmlp.model import PARAM_NAMES
 
 
