@@ -19,86 +19,134 @@ from . import activation_id
 _JIT = dict(parallel=True, cache=True, fastmath=True, error_model="numpy", nogil=True)
 
 
+@numba.njit(inline="always")
+def _activate(z, bh, act, zero, one):
+    # z (H,) in place: z ← act(z + bh)
+    if act == 0:
+        for j in range(z.shape[0]):
+            a = z[j] + bh[j]
+            z[j] = a if a > zero else zero
+    else:
+        for j in range(z.shape[0]):
+            a = z[j] + bh[j]
+            if a >= zero:  # two branches: exp never overflows
+                z[j] = one / (one + np.exp(-a))
+            else:
+                e = np.exp(a)
+                z[j] = e / (one + e)
+
+
+@numba.njit(inline="always")
+def _activation_backward(z, dh, act, zero, one, dbh):
+    # z (H,) holds h on entry, dz = dh ∘ act′ on return; dbh += dz
+    if act == 0:
+        for j in range(z.shape[0]):
+            dz = dh[j] if z[j] > zero else zero
+            z[j] = dz
+            dbh[j] += dz
+    else:
+        for j in range(z.shape[0]):
+            dz = dh[j] * z[j] * (one - z[j])
+            z[j] = dz
+            dbh[j] += dz
+
+
+TILE = 4  # rows per tile: each load of a WoT or dWoT row serves 4 rows of Z
+
+
 @numba.njit(**_JIT)
 def _head_kernel(Z, bh, WoT, bo, y, ends, n_grad, act, scale, zero, one,
                  dWoT_part, dbo_part, dbh_part, stats_part):
     N, H = Z.shape
     K = WoT.shape[0]
     T = stats_part.shape[0]
+    n_tiles = (N + TILE - 1) // TILE
     for t in prange(T):
         dWoT_part[t, :, :] = zero
         dbo_part[t, :] = zero
         dbh_part[t, :] = zero
         stats_part[t, :, :] = 0.0
-        o = np.empty(K, Z.dtype)
-        dh = np.empty(H, Z.dtype)
-        # rows interleaved across threads: training rows cost ~3x eval rows and come first
-        for i in range(t, N, T):
-            z = Z[i]
-            if act == 0:
-                for j in range(H):
-                    a = z[j] + bh[j]
-                    z[j] = a if a > zero else zero
-            else:
-                for j in range(H):
-                    a = z[j] + bh[j]
-                    if a >= zero:
-                        z[j] = one / (one + np.exp(-a))
-                    else:
-                        e = np.exp(a)
-                        z[j] = e / (one + e)
+        logits = np.empty((TILE, K), Z.dtype)
+        dh = np.empty((TILE, H), Z.dtype)
+        pad = np.zeros(H, Z.dtype)  # stands in for the rows past N in the last tile
+        # tiles interleaved across threads: training rows cost ~3x eval rows and come first
+        for tile in range(t, n_tiles, T):
+            i0 = tile * TILE
+            z0 = Z[i0]
+            z1 = Z[i0 + 1] if i0 + 1 < N else pad
+            z2 = Z[i0 + 2] if i0 + 2 < N else pad
+            z3 = Z[i0 + 3] if i0 + 3 < N else pad
+            rows = min(TILE, N - i0)
+            _activate(z0, bh, act, zero, one)
+            if rows > 1:
+                _activate(z1, bh, act, zero, one)
+            if rows > 2:
+                _activate(z2, bh, act, zero, one)
+            if rows > 3:
+                _activate(z3, bh, act, zero, one)
             for k in range(K):
                 w = WoT[k]
-                acc = bo[k]
+                a0 = a1 = a2 = a3 = bo[k]
                 for j in range(H):
-                    acc += z[j] * w[j]
-                o[k] = acc
-            yi = y[i]
-            m = o[0]
-            best = 0
-            for k in range(1, K):
-                if o[k] > m:
-                    m = o[k]
-                    best = k
-            total = zero
-            for k in range(K):
-                total += np.exp(o[k] - m)
-            lse = m + np.log(total)
-            s = 0
-            while ends[s] <= i:
-                s += 1
-            stats_part[t, s, 0] += lse - o[yi]
-            if best == yi:
-                stats_part[t, s, 1] += 1.0
-            if i >= n_grad:
+                    a0 += z0[j] * w[j]
+                    a1 += z1[j] * w[j]
+                    a2 += z2[j] * w[j]
+                    a3 += z3[j] * w[j]
+                logits[0, k] = a0
+                logits[1, k] = a1
+                logits[2, k] = a2
+                logits[3, k] = a3
+            # softmax cross-entropy per row; logits[r] becomes do (zero for non-training rows)
+            for r in range(TILE):
+                i = i0 + r
+                o = logits[r]
+                if r >= rows:
+                    o[:] = zero
+                    continue
+                yi = y[i]
+                m = o[0]
+                best = 0
+                for k in range(1, K):
+                    if o[k] > m:
+                        m = o[k]
+                        best = k
+                total = zero
+                for k in range(K):
+                    total += np.exp(o[k] - m)
+                lse = m + np.log(total)
+                s = 0
+                while ends[s] <= i:
+                    s += 1
+                stats_part[t, s, 0] += lse - o[yi]
+                if best == yi:
+                    stats_part[t, s, 1] += 1.0
+                if i < n_grad:
+                    for k in range(K):
+                        p = np.exp(o[k] - lse)
+                        if k == yi:
+                            p -= one
+                        o[k] = p * scale
+                        dbo_part[t, k] += o[k]
+                else:
+                    o[:] = zero
+            if i0 >= n_grad:
                 continue
-            # o becomes do = (softmax − onehot) / n_grad
+            # dWo += hᵀ·do and dh = do·Woᵀ for the tile, one sweep over WoT and dWoT
+            dh[:, :] = zero
+            d0, d1, d2, d3 = dh[0], dh[1], dh[2], dh[3]
             for k in range(K):
-                p = np.exp(o[k] - lse)
-                if k == yi:
-                    p -= one
-                o[k] = p * scale
-                dbo_part[t, k] += o[k]
-            for j in range(H):
-                dh[j] = zero
-            for k in range(K):
-                d = o[k]
                 w = WoT[k]
                 g = dWoT_part[t, k]
+                c0, c1, c2, c3 = logits[0, k], logits[1, k], logits[2, k], logits[3, k]
                 for j in range(H):
-                    g[j] += d * z[j]
-                    dh[j] += d * w[j]
+                    g[j] += c0 * z0[j] + c1 * z1[j] + c2 * z2[j] + c3 * z3[j]
+                    d0[j] += c0 * w[j]
+                    d1[j] += c1 * w[j]
+                    d2[j] += c2 * w[j]
+                    d3[j] += c3 * w[j]
             gb = dbh_part[t]
-            if act == 0:
-                for j in range(H):
-                    dz = dh[j] if z[j] > zero else zero
-                    z[j] = dz
-                    gb[j] += dz
-            else:
-                for j in range(H):
-                    dz = dh[j] * z[j] * (one - z[j])
-                    z[j] = dz
-                    gb[j] += dz
+            for r in range(min(rows, n_grad - i0)):
+                _activation_backward(Z[i0 + r], dh[r], act, zero, one, gb)
 
 
 @numba.njit(**_JIT)
