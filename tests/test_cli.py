@@ -1,0 +1,202 @@
+"""Tests for the ``fastmlp`` command line: end-to-end train runs (in-process and as a real
+process) with every output checked, and one-line errors with exit code 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp.cli import COMMANDS, main
+from fastmlp.train import METRICS
+
+OUTPUTS = ("history.json", "history.csv", "loss.png", "accuracy.png", "model.npz")
+SYNTHETIC = ["train", "--dataset", "synthetic", "--hidden", "32", "--epochs", "8",
+             "--lr", "0.05", "--momentum", "0.9", "--device", "cpu"]
+
+
+def check_run(out: Path, epochs: int, dataset: fastmlp.Dataset) -> dict:
+    """Every output exists and agrees with the others; returns history.json's contents."""
+    for name in OUTPUTS:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    data = json.loads((out / "history.json").read_text())
+    for key in (*METRICS, "final", "config", "wall_time_s", "device", "epochs"):
+        assert key in data, key
+    assert data["epochs"] == epochs
+    for key in METRICS:
+        assert len(data[key]) == epochs, key
+    assert data["train_loss"][-1] < data["train_loss"][0]  # it learns
+    assert data["final"]["train_loss"] < data["train_loss"][0]
+    assert data["wall_time_s"] > 0 and data["device"].startswith("cpu")
+    lines = (out / "history.csv").read_text().splitlines()
+    assert lines[0] == "epoch," + ",".join(METRICS) and len(lines) == epochs + 1
+    for png in ("loss.png", "accuracy.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the saved model reproduces the final accuracies the run measured
+    model = fastmlp.MLP.load(out / "model.npz")
+    for split in ("train", "test"):
+        part = getattr(dataset, split)
+        acc = float(np.mean(model.predict(part.x) == part.y))
+        assert acc == pytest.approx(data["final"][f"{split}_acc"], abs=2 / len(part))
+    with np.load(out / "model.npz") as f:
+        config = json.loads(str(f["config"]))
+    assert config["epochs"] == epochs and config["n_hidden"] == 32
+    return data
+
+
+def test_train_synthetic_in_process(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main([*SYNTHETIC, "--out", str(out), "--no-progress"]) == 0
+    stdout = capsys.readouterr().out
+    assert "synthetic: train 1000" in stdout and "784-32-10" in stdout
+    assert "device:" in stdout and "requested" in stdout
+    assert "wall time" in stdout and f"results in {out}" in stdout
+    data = check_run(out, 8, fastmlp.load_dataset("synthetic"))
+    assert data["config"]["lr"] == 0.05 and data["config"]["momentum"] == 0.9
+    assert data["config"]["argv"].startswith("fastmlp train --dataset synthetic")
+
+
+def test_train_synthetic_subprocess(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # progress bar on (the default): it goes to stderr and must not break anything
+    proc = subprocess.run([sys.executable, "-m", "fastmlp", *SYNTHETIC, "--out", str(out)],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert str(out) in proc.stdout
+    check_run(out, 8, fastmlp.load_dataset("synthetic"))
+
+
+def test_train_bundled_mnist(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "mnist"
+    argv = ["train", "--train-size", "500", "--hidden", "32", "--epochs", "5", "--lr", "0.1",
+            "--momentum", "0.9", "--eval-every", "2", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == str(out)  # --quiet: only the directory
+    data = check_run(out, 5, fastmlp.load_dataset("mnist", train_size=500))
+    assert data["config"]["n_train"] == 500 and data["config"]["n_valid"] == 10000
+    # --eval-every 2: valid/test measured on epochs 1, 3, 5 only
+    assert [v is None for v in data["valid_acc"]] == [False, True, False, True, False]
+    assert data["device"].startswith("cpu")  # auto picks the CPU without CuPy + GPU
+
+
+def test_version(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"fastmlp {fastmlp.__version__}"
+
+
+def test_help_lists_train(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--help"]) == 0
+    assert "train" in capsys.readouterr().out
+    assert main(["train", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    for option in ("--dataset", "--hidden", "--epochs", "--device", "--velocity-init", "--out"):
+        assert option in help_text
+    assert "train" in COMMANDS
+
+
+# -- errors: one line on stderr, exit 2, no traceback, nothing written ---------------------------
+
+
+def bad_npz(tmp_path: Path) -> Path:
+    p = tmp_path / "bad.npz"
+    np.savez(p, x_train=np.zeros((4, 3)))  # no y_train
+    return p
+
+
+ERROR_CASES = {
+    "npz without --data-path": (["--dataset", "npz"], "--data-path"),
+    "notmnist without --data-path": (["--dataset", "notmnist"], "--data-path"),
+    "nonexistent file": (["--dataset", "npz", "--data-path", "{tmp}/missing.npz"], "not found"),
+    "npz missing a key": (["--dataset", "npz", "--data-path", "{bad}"], "y_train"),
+    "unknown device": (["--device", "tpu"], "--device"),
+    "negative hidden": (["--hidden", "-5"], "--hidden"),
+    "zero epochs": (["--epochs", "0"], "--epochs"),
+    "non-numeric lr": (["--lr", "abc"], "--lr"),
+    "negative momentum": (["--momentum", "-0.5"], "--momentum"),
+    "unknown dataset": (["--dataset", "cifar"], "--dataset"),
+    "train size too big": (["--dataset", "synthetic", "--train-size", "5000"], "train_size"),
+    "batch too big": (["--dataset", "synthetic", "--batch-size", "5000"], "--batch-size"),
+    "unknown option": (["--bogus"], "--bogus"),
+}
+
+
+def assert_one_line_error(stderr: str, fragment: str) -> None:
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("fastmlp: error: "), stderr
+    assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_train_errors(case: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    options, fragment = ERROR_CASES[case]
+    options = [o.format(tmp=tmp_path, bad=bad_npz(tmp_path)) for o in options]
+    out = tmp_path / "out"
+    assert main(["train", *options, "--out", str(out), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert_one_line_error(captured.err, fragment)
+    assert not out.exists()  # failed before anything was created
+
+
+def test_no_command_and_unknown_command(capsys: pytest.CaptureFixture) -> None:
+    assert main([]) == 2
+    assert_one_line_error(capsys.readouterr().err, "command")
+    assert main(["fly"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "fly")
+
+
+def test_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main([*SYNTHETIC, "--epochs", "1", "--out", str(f), "--no-progress"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "not a directory")
+
+
+def test_error_in_subprocess(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--device", "tpu",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert_one_line_error(proc.stderr, "tpu")
+    assert proc.stdout == ""
+
+
+def test_ctrl_c_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture) -> None:
+    import fastmlp.cli as cli
+
+    calls = []
+
+    def interrupted_train(*args, callback, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "train", interrupted_train)
+    seen = []
+    original = cli.on_interrupt
+    monkeypatch.setattr(cli, "on_interrupt", lambda run: seen.append(run) or original(run))
+    assert main([*SYNTHETIC, "--out", str(tmp_path / "o"), "--no-progress"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert calls and len(seen) == 1 and seen[0].out_dir == tmp_path / "o"
+    assert len(err) == 1 and err[0].startswith("fastmlp: interrupted after 0 of 8 epochs")
+
+
+def test_default_out_dir_is_timestamped_and_unique(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastmlp.cli import _resolve_out_dir
+
+    monkeypatch.chdir(tmp_path)
+    first, second = _resolve_out_dir(None), _resolve_out_dir(None)
+    assert first.parent == second.parent == Path("runs")
+    assert first != second and first.is_dir() and second.is_dir()
+    assert len(first.name) == len("20250101-120000") and first.name[8] == "-"
