@@ -1,0 +1,324 @@
+"""``numba.cuda.jit`` forms of the hot operations, same semantics as :mod:`.reference`.
+
+On a GPU the wrappers take CuPy arrays and launch on CuPy's current stream, so they queue behind
+the surrounding CuPy work without a host synchronisation. Under Numba's CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1``, set before numba is imported) they take NumPy arrays, which is how
+the kernels are tested without a GPU. Shapes: N rows, H hidden units, K classes, S splits.
+
+``head`` gives each block one row at a time (grid-stride over rows) and spreads the row's H hidden
+units over the block's threads. Gradients go, without atomics, into per-block partial rows in
+global memory (each hidden unit of a block belongs to one thread), summed over blocks afterwards
+by the array's own module. The partial buffers are cached, so a steady training loop allocates
+nothing. The cache makes concurrent calls from several host threads unsafe (one stream each is
+fine: the key includes the stream).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from itertools import pairwise
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+from numba import cuda
+
+from . import activation_id
+from .reference import namespace
+
+MAX_CLASSES = 16  # compile-time bound of the shared logits buffer; the course has K = 10
+DEFAULT_THREADS = 256
+BLOCKS_PER_SM = 2  # head: more blocks only buy more partial rows to zero and sum
+MOMENTUM_BLOCKS_PER_SM = 8  # momentum is bandwidth-bound and has no partials: keep SMs fuller
+SIM_THREADS = 4  # simulator: few threads and blocks so tests cross block edges yet stay fast
+SIM_BLOCKS = 3
+MAX_STATIC_SHARED = 48 * 1024  # bytes a block may use without opting in to more
+
+
+def _simulated() -> bool:
+    return bool(numba.config.ENABLE_CUDASIM)
+
+
+@functools.cache
+def _sm_count(device_id: int) -> int:
+    return cuda.get_current_device().MULTIPROCESSOR_COUNT
+
+
+def _launch_config(n_work: int, per_sm: int, threads_per_block, blocks) -> tuple[int, int]:
+    """(blocks, threads per block): explicit values win, else defaults for the platform."""
+    if _simulated():
+        tpb = threads_per_block or SIM_THREADS
+        default_blocks = min(n_work, SIM_BLOCKS)
+    else:
+        tpb = threads_per_block or DEFAULT_THREADS
+        default_blocks = min(n_work, per_sm * _sm_count(cuda.get_current_device().id))
+    n_blocks = blocks or default_blocks
+    if tpb < 1 or n_blocks < 0:
+        raise ValueError(f"bad launch configuration: {n_blocks} blocks of {tpb} threads")
+    return max(n_blocks, 1), tpb  # one idle block rather than an invalid empty launch
+
+
+# -- streams and device views (CuPy path only) --------------------------------------------------
+
+_STREAMS: dict[int, Any] = {}
+
+
+def _cupy_stream():
+    """Numba's handle on CuPy's current stream (cached by pointer)."""
+    import cupy
+
+    ptr = cupy.cuda.get_current_stream().ptr
+    stream = _STREAMS.get(ptr)
+    if stream is None:
+        stream = cuda.external_stream(ptr) if ptr else cuda.default_stream()
+        _STREAMS[ptr] = stream
+    return ptr, stream
+
+
+def _device_view(a, on_gpu: bool):
+    # Passing CuPy arrays straight to a kernel makes Numba synchronise the host on each array's
+    # exported stream; we launch on that very stream, so ordering already holds and we skip it.
+    return cuda.as_cuda_array(a, sync=False) if on_gpu else a
+
+
+# -- head ----------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _head_kernel(dtype: np.dtype):
+    """The head kernel for one float dtype (the shared buffers' dtype is fixed at compile time)."""
+    nbtype = numba.from_dtype(dtype)
+    zero = dtype.type(0)  # typed constants keep float32 arithmetic in float32
+    one = dtype.type(1)
+
+    @cuda.jit
+    def kernel(Z, bh, Wo, bo, y, ends, n_grad, act, inv_n, dWo_part, dbh_part, dbo_part,
+               stats_part):
+        N = Z.shape[0]
+        H = Z.shape[1]
+        K = Wo.shape[1]
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        b = cuda.blockIdx.x
+        red = cuda.shared.array(0, nbtype)  # dynamic (K * nt): per-thread logit partials, k-major
+        dout = cuda.shared.array(MAX_CLASSES, nbtype)  # do of the current row, from thread 0
+        top = 1
+        while top < nt:
+            top *= 2
+        for i in range(b, N, cuda.gridDim.x):
+            for k in range(K):
+                red[k * nt + tid] = zero
+            # forward: h = act(z + bh) in place, and this thread's share of o = h Wo
+            for j in range(tid, H, nt):
+                x = Z[i, j] + bh[0, j]
+                if act == 0:
+                    h = x if x > zero else zero
+                else:
+                    e = math.exp(-abs(x))  # in (0, 1]: never overflows
+                    h = (one if x >= zero else e) / (one + e)
+                Z[i, j] = h
+                for k in range(K):
+                    red[k * nt + tid] += h * Wo[j, k]
+            cuda.syncthreads()
+            # tree reduction over threads; the first step folds [top/2, nt) for any nt
+            s = top // 2
+            while s > 0:
+                if tid < s and tid + s < nt:
+                    for k in range(K):
+                        red[k * nt + tid] += red[k * nt + tid + s]
+                cuda.syncthreads()
+                s //= 2
+            if tid == 0:
+                # logits into slot 0; strict > keeps the first maximum, like np.argmax
+                m = red[0] + bo[0, 0]
+                red[0] = m
+                best = 0
+                for k in range(1, K):
+                    o = red[k * nt] + bo[0, k]
+                    red[k * nt] = o
+                    if o > m:
+                        m = o
+                        best = k
+                se = zero
+                for k in range(K):
+                    se += math.exp(red[k * nt] - m)
+                label = y[i]
+                split = 0
+                while i >= ends[split]:
+                    split += 1
+                stats_part[b, split, 0] += m + math.log(se) - red[label * nt]
+                if best == label:
+                    stats_part[b, split, 1] += 1.0
+                if i < n_grad:
+                    for k in range(K):
+                        d = math.exp(red[k * nt] - m) / se
+                        if k == label:
+                            d -= one
+                        d *= inv_n
+                        dout[k] = d
+                        dbo_part[b, k] += d
+            cuda.syncthreads()
+            # backward: dz = (do Woᵀ) ∘ act′(h), from the h this same thread wrote above
+            if i < n_grad:
+                for j in range(tid, H, nt):
+                    h = Z[i, j]
+                    dh = zero
+                    for k in range(K):
+                        d = dout[k]
+                        dh += d * Wo[j, k]
+                        dWo_part[b, j, k] += h * d
+                    if act == 0:
+                        dz = dh if h > zero else zero
+                    else:
+                        dz = dh * (h * (one - h))
+                    Z[i, j] = dz
+                    dbh_part[b, j] += dz
+
+    return kernel
+
+
+class _Partials(NamedTuple):
+    grads: Any  # flat (n_blocks·(H·K + H + K),) in the data dtype, zeroed as one fill
+    dWo: Any  # (n_blocks, H, K) views into grads
+    dbh: Any  # (n_blocks, H)
+    dbo: Any  # (n_blocks, K)
+    stats: Any  # (n_blocks, S, 2) float64
+    kernel_args: tuple  # (dWo, dbh, dbo, stats) as the kernel takes them
+
+
+_PARTIALS: dict[tuple, _Partials] = {}
+_ENDS: dict[tuple, tuple] = {}
+_CACHE_LIMIT = 64  # distinct shapes/streams seen; beyond it something is churning, start over
+
+
+def _partials(xp, n_blocks: int, H: int, K: int, S: int, dtype, where) -> _Partials:
+    """Per-block accumulators, cached by (n_blocks, H, K, S, dtype, module, device/stream)."""
+    key = (n_blocks, H, K, S, np.dtype(dtype), xp.__name__, where)
+    parts = _PARTIALS.get(key)
+    if parts is None:
+        if len(_PARTIALS) >= _CACHE_LIMIT:
+            _PARTIALS.clear()
+        a, b = n_blocks * H * K, n_blocks * H
+        grads = xp.zeros(a + b + n_blocks * K, dtype=dtype)
+        dWo = grads[:a].reshape(n_blocks, H, K)
+        dbh = grads[a:a + b].reshape(n_blocks, H)
+        dbo = grads[a + b:].reshape(n_blocks, K)
+        stats = xp.zeros((n_blocks, S, 2), dtype=np.float64)
+        on_gpu = xp is not np
+        args = tuple(_device_view(p, on_gpu) for p in (dWo, dbh, dbo, stats))
+        parts = _Partials(grads, dWo, dbh, dbo, stats, args)
+        _PARTIALS[key] = parts
+    return parts
+
+
+def _ends_array(xp, ends, N: int, where):
+    """(S,) int64 split ends on the arrays' device, validated and cached when given on the host."""
+    if hasattr(ends, "__cuda_array_interface__"):
+        # already on the GPU: checking it would cost a synchronisation, so trust the caller
+        arr = ends if ends.dtype == np.int64 else ends.astype(np.int64)
+        return arr, _device_view(arr, True)
+    host = tuple(int(e) for e in ends)
+    key = (host, xp.__name__, where)
+    cached = _ENDS.get(key)
+    if cached is None:
+        if not host or host[-1] != N or any(b < a for a, b in pairwise((0, *host))):
+            raise ValueError(f"ends must be non-decreasing split ends finishing at N={N}: {host}")
+        if len(_ENDS) >= _CACHE_LIMIT:
+            _ENDS.clear()
+        arr = xp.asarray(np.asarray(host, dtype=np.int64))
+        cached = (arr, _device_view(arr, xp is not np))
+        _ENDS[key] = cached
+    return cached
+
+
+def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, stats, *,
+         threads_per_block: int | None = None, blocks: int | None = None) -> None:
+    """Fused :func:`.reference.head`: same arguments, shapes and results.
+
+    Z (N, H) in place: rows [n_grad, N) become h = act(Z + bh), rows [0, n_grad) become dz.
+    bh (1, H), Wo (H, K), bo (1, K), y (N,) integer labels in [0, K), ends (S,) split ends.
+    stats (S, 2) float64 is overwritten with per-split summed loss and correct count; dWo (H, K),
+    dbo (1, K), dbh (1, H) are overwritten when n_grad > 0. K ≤ MAX_CLASSES.
+    Launch: one block per row at a time, ``threads_per_block`` threads over the hidden units;
+    defaults 256 threads and 2 blocks per SM (simulator: 4 threads, 3 blocks).
+    """
+    xp = namespace(Z, bh, Wo, bo, y, dWo, dbo, dbh, stats)
+    N, H = Z.shape
+    K = Wo.shape[1]
+    dtype = Z.dtype
+    if K > MAX_CLASSES:
+        raise ValueError(f"the CUDA head supports at most {MAX_CLASSES} classes, got K={K}")
+    if not 0 <= n_grad <= N:
+        raise ValueError(f"n_grad={n_grad} outside [0, N={N}]")
+    if any(a.dtype != dtype for a in (bh, Wo, bo, dWo, dbo, dbh)):
+        raise TypeError(f"Z, bh, Wo, bo and the gradients must share one dtype ({dtype})")
+    if stats.dtype != np.float64:
+        raise TypeError(f"stats must be float64, got {stats.dtype}")
+    n_blocks, tpb = _launch_config(N, BLOCKS_PER_SM, threads_per_block, blocks)
+    shared = (K * tpb + MAX_CLASSES) * dtype.itemsize
+    if shared > MAX_STATIC_SHARED:
+        raise ValueError(f"{tpb} threads per block need {shared} B of shared memory for K={K} "
+                         f"in {dtype}; the limit is {MAX_STATIC_SHARED} B: use fewer threads")
+
+    on_gpu = xp is not np
+    if on_gpu:
+        stream_ptr, stream = _cupy_stream()
+        where = (xp.cuda.Device().id, stream_ptr)
+    else:
+        stream, where = 0, None  # the simulator (or host arrays): default stream
+    ends_arr, ends_dev = _ends_array(xp, ends, N, where)
+    S = ends_arr.shape[0]
+    if stats.shape != (S, 2):
+        raise ValueError(f"stats must have shape ({S}, 2), got {stats.shape}")
+    parts = _partials(xp, n_blocks, H, K, S, dtype, where)
+    parts.stats.fill(0)
+    if n_grad > 0:  # rows below n_grad are the only writers of the gradient partials
+        parts.grads.fill(0)
+
+    kernel = _head_kernel(np.dtype(dtype))
+    args = [_device_view(a, on_gpu) for a in (Z, bh, Wo, bo, y)]
+    kernel[n_blocks, tpb, stream, shared](
+        *args, ends_dev, n_grad, activation_id(activation), dtype.type(1.0 / max(n_grad, 1)),
+        *parts.kernel_args,
+    )
+
+    parts.stats.sum(axis=0, out=stats)
+    if n_grad > 0:
+        parts.dWo.sum(axis=0, out=dWo)
+        parts.dbo.sum(axis=0, out=dbo[0])
+        parts.dbh.sum(axis=0, out=dbh[0])
+
+
+# -- momentum ------------------------------------------------------------------------------------
+
+
+@cuda.jit
+def _momentum_kernel(p, g, v, lr, mu):
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for i in range(start, p.shape[0], stride):
+        vi = mu * v[i] + lr * g[i]
+        v[i] = vi
+        p[i] -= vi
+
+
+def momentum(params, grads, velocity, lr: float, mu: float, *,
+             threads_per_block: int | None = None, blocks: int | None = None) -> None:
+    """The course rule over flat buffers (P,), in place: v ← mu·v + lr·g; p ← p − v.
+
+    Launch: grid-stride over P; defaults 256 threads and up to 8 blocks per SM (simulator: 4, 3).
+    """
+    xp = namespace(params, grads, velocity)
+    if not (params.ndim == grads.ndim == velocity.ndim == 1):
+        raise ValueError("momentum takes flat (P,) buffers")
+    if not (params.shape == grads.shape == velocity.shape):
+        raise ValueError(f"shape mismatch: {params.shape}, {grads.shape}, {velocity.shape}")
+    P = params.shape[0]
+    tpb = threads_per_block or (SIM_THREADS if _simulated() else DEFAULT_THREADS)
+    n_blocks, tpb = _launch_config(-(-P // tpb), MOMENTUM_BLOCKS_PER_SM, tpb, blocks)
+    dtype = params.dtype.type
+    on_gpu = xp is not np
+    stream = _cupy_stream()[1] if on_gpu else 0
+    p, g, v = (_device_view(a, on_gpu) for a in (params, grads, velocity))
+    _momentum_kernel[n_blocks, tpb, stream](p, g, v, dtype(lr), dtype(mu))

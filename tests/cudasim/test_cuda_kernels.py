@@ -1,0 +1,224 @@
+"""kernels.cuda against kernels.reference, under Numba's CUDA simulator (NumPy arrays, no GPU).
+
+Cases are tiny (the simulator runs every thread in Python) but awkward: sizes that are not
+multiples of the block, blocks fewer than rows, empty splits, n_grad of 0, some and all rows.
+"""
+
+import os
+
+os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # before numba is imported, also when run without conftest
+
+import itertools  # noqa: E402
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from fastmlp.kernels import cuda as cuda_kernels  # noqa: E402
+from fastmlp.kernels import reference  # noqa: E402
+
+pytestmark = pytest.mark.cudasim
+
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}  # of the tensor's largest reference magnitude
+# (dtype, tensor) -> worst relative error seen; conftest prints it in the terminal summary
+MAX_ERRORS: dict[tuple[str, str], float] = {}
+
+
+def test_runs_on_the_simulator():
+    assert numba.config.ENABLE_CUDASIM, "NUMBA_ENABLE_CUDASIM was not set before numba's import"
+
+
+def check(name, got, want, dtype, terms=0.0):
+    """Assert got ≈ want and record the error (printed per case).
+
+    The error is relative to max |want|, or to ``terms`` (the largest Σ|summand| behind an entry)
+    when larger: the gradient sums cancel (Σ_k do_k = 0), so max |want| can be far below the size
+    of what was added up, which is what rounding error scales with.
+    """
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, name
+    if got.size == 0:
+        return
+    scale = max(float(np.abs(want).max()), terms, 1e-6)
+    err = float(np.abs(got - want).max()) / scale
+    key = (np.dtype(dtype).name, name)
+    MAX_ERRORS[key] = max(MAX_ERRORS.get(key, 0.0), err)
+    print(f"{name}: max abs {err * scale:.2e}, relative {err:.2e}")
+    assert err <= RTOL[dtype], f"{name}: relative error {err:.3e} > {RTOL[dtype]:.0e}"
+
+
+def make_case(N, H, K, dtype, seed, label_dtype=np.int64):
+    rng = np.random.default_rng(seed)
+    Z = rng.normal(size=(N, H)).astype(dtype)
+    bh = (0.5 * rng.normal(size=(1, H))).astype(dtype)
+    Wo = (rng.normal(size=(H, K)) / np.sqrt(H)).astype(dtype)
+    bo = (0.1 * rng.normal(size=(1, K))).astype(dtype)
+    y = rng.integers(0, K, size=N).astype(label_dtype)
+    return Z, bh, Wo, bo, y
+
+
+def gradient_terms(Z, bh, Wo, bo, y, n_grad, activation):
+    """Per gradient, the largest Σ|summand| over its entries (float64 recomputation)."""
+    Z, bh, Wo, bo = (a.astype(np.float64) for a in (Z[:n_grad], bh, Wo, bo))
+    h = np.empty_like(Z)
+    reference.ACTIVATION_FORWARD[activation](h, Z + bh)
+    do = np.empty((n_grad, Wo.shape[1]))
+    reference.softmax_forward(do, h @ Wo + bo)
+    reference.softmax_crossentropy_backward(do, do, y[:n_grad], 1.0 / n_grad)
+    dz = np.empty_like(h)
+    reference.ACTIVATION_BACKWARD[activation](dz, np.abs(do) @ np.abs(Wo).T, h)
+    return {
+        "dWo": float((np.abs(h).T @ np.abs(do)).max()),
+        "dbo": float(np.abs(do).sum(axis=0).max()),
+        "dbh": float(np.abs(dz).sum(axis=0).max()),
+    }
+
+
+def run_both(Z, bh, Wo, bo, y, ends, n_grad, activation, **launch):
+    """(reference outputs, kernel outputs), each a dict of Z, dWo, dbo, dbh, stats."""
+    H, K = Wo.shape
+    dtype = Z.dtype
+    out = []
+    for fn, kw in ((reference.head, {}), (cuda_kernels.head, launch)):
+        # NaN sentinels: gradients must be left alone when n_grad == 0, stats always written
+        o = {
+            "Z": Z.copy(),
+            "dWo": np.full((H, K), np.nan, dtype),
+            "dbo": np.full((1, K), np.nan, dtype),
+            "dbh": np.full((1, H), np.nan, dtype),
+            "stats": np.full((len(ends), 2), np.nan),
+        }
+        fn(o["Z"], bh, Wo, bo, y, ends, n_grad, activation, o["dWo"], o["dbo"], o["dbh"],
+           o["stats"], **kw)
+        out.append(o)
+    return out
+
+
+def compare(ref, got, inputs, n_grad, activation, dtype):
+    check("h", got["Z"][n_grad:], ref["Z"][n_grad:], dtype)
+    check("dz", got["Z"][:n_grad], ref["Z"][:n_grad], dtype)
+    check("loss", got["stats"][:, 0], ref["stats"][:, 0], dtype)
+    np.testing.assert_array_equal(got["stats"][:, 1], ref["stats"][:, 1], err_msg="correct")
+    if n_grad == 0:
+        for name in ("dWo", "dbo", "dbh"):
+            assert np.isnan(got[name]).all(), f"{name} written although n_grad == 0"
+    else:
+        terms = gradient_terms(*inputs, n_grad, activation)
+        for name in ("dWo", "dbo", "dbh"):
+            check(name, got[name], ref[name], dtype, terms[name])
+
+
+SHAPES = list(itertools.product((1, 7, 13), (1, 7, 33), (2, 10)))
+GRADS = ("none", "some", "all")
+# Every shape × n_grad mode × dtype; the activation alternates so that each shape meets both
+# (the full product would double the simulator's time, ~1 min, for little extra coverage).
+HEAD_CASES = [
+    pytest.param(N, H, K, grad, ("relu", "sigmoid")[(c + g + d) % 2], dtype,
+                 id=f"N{N}-H{H}-K{K}-{grad}-{('relu', 'sigmoid')[(c + g + d) % 2]}-"
+                    f"{np.dtype(dtype).name}")
+    for c, (N, H, K) in enumerate(SHAPES)
+    for g, grad in enumerate(GRADS)
+    for d, dtype in enumerate((np.float32, np.float64))
+]
+
+
+@pytest.mark.parametrize(("N", "H", "K", "grad", "activation", "dtype"), HEAD_CASES)
+def test_head_matches_reference(N, H, K, grad, activation, dtype):
+    case = SHAPES.index((N, H, K))
+    n_grad = {"none": 0, "some": (N + 1) // 2, "all": N}[grad]
+    m = (N + 1) // 3
+    # three splits, always at least one empty, the cut points varying with the case
+    ends = [(m, m, N), (0, m, N), (m, N, N)][(case + GRADS.index(grad)) % 3]
+    ends = ends if case % 2 else np.asarray(ends)  # tuples and arrays both accepted
+    tpb = (2, 4, 5)[case % 3]
+    blocks = None if K == 2 else max(1, N // 3)  # default (≤ 3) or fewer blocks than rows
+    label_dtype = (np.int64, np.int32)[case % 2]
+    inputs = make_case(N, H, K, dtype, seed=case, label_dtype=label_dtype)
+    print(f"N={N} H={H} K={K} n_grad={n_grad} ends={tuple(ends)} tpb={tpb} blocks={blocks}")
+    ref, got = run_both(*inputs, ends, n_grad, activation, threads_per_block=tpb, blocks=blocks)
+    compare(ref, got, inputs, n_grad, activation, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_head_many_blocks(activation, dtype):
+    N, H, K, n_grad = 37, 20, 10, 23
+    inputs = make_case(N, H, K, dtype, seed=37)
+    ref, got = run_both(*inputs, (n_grad, 30, N), n_grad, activation, threads_per_block=5,
+                        blocks=6)
+    compare(ref, got, inputs, n_grad, activation, dtype)
+
+
+def test_head_default_launch_and_extreme_logits():
+    # |z| and |o| in the hundreds: exp would overflow without the stable sigmoid and the max
+    # shift in logsumexp; default launch config
+    N, H, K = 5, 6, 10
+    Z, bh, Wo, bo, y = make_case(N, H, K, np.float64, seed=5)
+    Z *= 400.0
+    Wo *= 800.0
+    ref, got = run_both(Z, bh, Wo, bo, y, (2, 5, 5), 3, "sigmoid")
+    compare(ref, got, (Z, bh, Wo, bo, y), 3, "sigmoid", np.float64)
+    assert np.isfinite(got["stats"]).all() and np.isfinite(got["Z"]).all()
+
+
+def test_head_argmax_ties_take_the_first_class():
+    # all-zero weights: every logit equals, so the prediction is class 0 as with np.argmax
+    N, H, K = 4, 3, 10
+    Z, bh, _, _, _ = make_case(N, H, K, np.float64, seed=1)
+    Wo, bo = np.zeros((H, K)), np.zeros((1, K))
+    y = np.array([0, 1, 0, 9])
+    ref, got = run_both(Z, bh, Wo, bo, y, (N,), 2, "relu", threads_per_block=2, blocks=2)
+    compare(ref, got, (Z, bh, Wo, bo, y), 2, "relu", np.float64)
+    assert got["stats"][0, 1] == 2
+
+
+def test_partials_are_cached_and_reused():
+    cuda_kernels._PARTIALS.clear()
+    N, H, K, n_grad, ends = 6, 5, 10, 4, (4, 6, 6)
+    inputs = make_case(N, H, K, np.float32, seed=11)
+    launch = {"threads_per_block": 2, "blocks": 3}
+    ref, got = run_both(*inputs, ends, n_grad, "relu", **launch)
+    compare(ref, got, inputs, n_grad, "relu", np.float32)
+    cached = dict(cuda_kernels._PARTIALS)
+    assert len(cached) == 1
+    (parts,) = cached.values()
+    buffers = [parts.grads, parts.dWo, parts.dbh, parts.dbo, parts.stats]
+    # a second call (stale partials from the first must be zeroed) allocates nothing new
+    ref, got = run_both(*inputs, ends, n_grad, "relu", **launch)
+    compare(ref, got, inputs, n_grad, "relu", np.float32)
+    assert cuda_kernels._PARTIALS == cached
+    (again,) = cuda_kernels._PARTIALS.values()
+    assert again is parts
+    assert all(a is b for a, b in zip(buffers, again[:5], strict=True))
+    assert np.shares_memory(parts.dWo, parts.grads)  # one fill zeroes all gradient partials
+    # another dtype gets its own buffers
+    run_both(*make_case(N, H, K, np.float64, seed=11), ends, n_grad, "relu", **launch)
+    assert len(cuda_kernels._PARTIALS) == 2
+
+
+def test_head_rejects_bad_arguments():
+    N, H, K = 3, 4, 17
+    Z, bh, Wo, bo, y = make_case(N, H, K, np.float64, seed=0)
+    args = (np.zeros((H, K)), np.zeros((1, K)), np.zeros((1, H)), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="at most 16 classes"):
+        cuda_kernels.head(Z, bh, Wo, bo, y, (N,), N, "relu", *args)
+    K = 3
+    Z, bh, Wo, bo, y = make_case(N, H, K, np.float64, seed=0)
+    args = (np.zeros((H, K)), np.zeros((1, K)), np.zeros((1, H)), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="ends"):
+        cuda_kernels.head(Z, bh, Wo, bo, y, (N - 1,), N, "relu", *args)
+    with pytest.raises(ValueError, match="n_grad"):
+        cuda_kernels.head(Z, bh, Wo, bo, y, (N,), N + 1, "relu", *args)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("P", [1, 7, 1001])
+@pytest.mark.parametrize(("tpb", "blocks"), [(2, 1), (5, 3), (None, None)])
+def test_momentum_matches_reference(P, dtype, tpb, blocks):
+    rng = np.random.default_rng(P)
+    p, g, v = (rng.normal(size=P).astype(dtype) for _ in range(3))
+    lr, mu = 0.1, 0.9
+    want_p, want_v = p.copy(), v.copy()
+    reference.momentum(want_p, g, want_v, lr, mu)
+    cuda_kernels.momentum(p, g, v, lr, mu, threads_per_block=tpb, blocks=blocks)
+    check("momentum v", v, want_v, dtype)
+    check("momentum p", p, want_p, dtype)
