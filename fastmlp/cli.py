@@ -12,6 +12,7 @@ line. Genuine bugs still raise, with their traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shlex
 import sys
@@ -326,6 +327,82 @@ register(Command(
                 "history.json, history.csv, loss.png, accuracy.png and model.npz into --out.",
     configure=_configure_train,
     run=run_train,
+))
+
+
+# -- fastmlp bench ------------------------------------------------------------------------------
+
+
+def _configure_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", nargs="+", choices=[d for d in DEVICES if d != "auto"],
+                   default=["cpu"], help="devices to measure (default: cpu)")
+    p.add_argument("--dtype", nargs="+", choices=DTYPES, default=["float32"],
+                   help="dtypes to measure (default: float32)")
+    p.add_argument("--batch-size", nargs="+", type=batch_or_full, default=[None], metavar="B",
+                   help="minibatch sizes, or 'full' (default: full batch)")
+    p.add_argument("--epochs", type=positive_int, default=10, metavar="N",
+                   help="timed epochs per row; the median is reported (default: %(default)s)")
+    p.add_argument("--warmup", type=positive_int, default=2, metavar="N",
+                   help="untimed epochs first (compilation, caches) (default: %(default)s)")
+    p.add_argument("--hidden", type=positive_int, default=1000, metavar="H",
+                   help="hidden units (default: %(default)s)")
+    p.add_argument("--dataset", choices=DATASET_NAMES, default=None,
+                   help="real data instead of random data of the canonical shapes")
+    p.add_argument("--data-path", metavar="PATH", default=None)
+    p.add_argument("--compare", action="store_true",
+                   help="also measure course-style NumPy and, when installed, PyTorch eager and "
+                        "torch.compile on the same workload")
+    p.add_argument("--tf32", action="store_true",
+                   help="allow TF32 float32 products on the GPU (explicit opt-in)")
+    p.add_argument("--json", action="store_true", help="one JSON object per row on stdout")
+
+
+def batch_or_full(text: str) -> int | None:
+    """A positive integer, or ``full`` for full batch."""
+    return None if text.strip().lower() == "full" else positive_int(text)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """``fastmlp bench``: epoch time against the GEMM floor, one isolated process per row."""
+    from . import bench
+
+    workload = dict(bench.WORKLOAD, n_hidden=args.hidden)
+    impls = ["fastmlp"] + ([i for i in bench.IMPLS[1:] if bench.available(i)]
+                           if args.compare else [])
+    if args.compare and len(impls) < len(bench.IMPLS) and not args.json:
+        print("note: PyTorch is not installed; its rows are left out", file=sys.stderr)
+    rows = []
+    for device in args.device:
+        get_backend(device)  # fail fast, with the clear message, on an unusable device
+        for dtype in args.dtype:
+            for impl in impls:
+                if impl == "numpy-naive" and device != "cpu":
+                    continue
+                for batch in (args.batch_size if impl == "fastmlp" else [None]):
+                    spec = dict(impl=impl, device=device, dtype=dtype, batch_size=batch,
+                                epochs=args.epochs, warmup=args.warmup, repeats=args.epochs,
+                                workload=workload, dataset=args.dataset,
+                                data_path=args.data_path, tf32=args.tf32)
+                    row = bench.run_isolated(spec)
+                    rows.append(row)
+                    if args.json:
+                        print(json.dumps({k: row[k] for k in (*bench.ROW_KEYS, "error")
+                                          if k in row}), flush=True)
+                    else:
+                        if len(rows) == 1:
+                            print(bench.TABLE_HEADER + "\n" + "-" * len(bench.TABLE_HEADER))
+                        print(bench.format_row(row), flush=True)
+    return EXIT_OK if all("error" not in r for r in rows) else 1
+
+
+register(Command(
+    name="bench",
+    help="time epochs of the canonical workload against the GEMM floor",
+    description="Seconds per epoch on the canonical workload (F=784, H=1000, K=10; 10000 "
+                "train, 6000 valid, 2724 test rows) as a multiple of the time of its three big "
+                "matrix products, measured in the same process.",
+    configure=_configure_bench,
+    run=run_bench,
 ))
 
 

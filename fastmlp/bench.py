@@ -1,0 +1,265 @@
+"""``fastmlp bench``: seconds per epoch on the canonical workload, against its GEMM floor.
+
+Canonical workload (the course's shapes): F = 784, H = 1000, K = 10; 10000 training rows, 6000
+valid, 2724 test. One epoch = forward, backward and momentum update on the training rows plus
+forward-only loss and accuracy on valid and test. The GEMM floor is the time of the three big
+products in the same dtype, measured in the same process just before the epochs:
+(N_train×F)(F×H), (F×N_train)(N_train×H) and (N_eval×F)(F×H).
+
+Each row runs in its own subprocess (``python -m fastmlp.bench SPEC``), so one implementation's
+threads, caches and memory peak never leak into another's figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+WORKLOAD = {"n_features": 784, "n_hidden": 1000, "n_classes": 10, "n_train": 10000,
+            "n_valid": 6000, "n_test": 2724}
+IMPLS = ("fastmlp", "numpy-naive", "torch-eager", "torch-compile")
+ROW_KEYS = ("impl", "device", "dtype", "batch_size", "epoch_ms", "gemm_floor_ms",
+            "ratio_to_floor", "gflops", "peak_rss_mb")
+
+
+def _median_seconds(fn: Callable[[], Any], sync: Callable[[], None], warmup: int,
+                    repeats: int) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def _shapes(spec: dict[str, Any]) -> tuple[int, int, int, int, int]:
+    w = spec["workload"]
+    return (w["n_train"], w["n_valid"] + w["n_test"], w["n_features"], w["n_hidden"],
+            w["n_classes"])
+
+
+def gemm_flops(spec: dict[str, Any]) -> float:
+    """Floating-point operations of the three big products of one epoch."""
+    n_train, n_eval, F, H, _ = _shapes(spec)
+    return 2.0 * F * H * (2 * n_train + n_eval)
+
+
+def gemm_floor(xp: Any, dtype: str, spec: dict[str, Any], sync: Callable[[], None],
+               matmul: Callable | None = None) -> float:
+    """Median seconds of the three big products (into preallocated outputs) on ``xp``."""
+    n_train, n_eval, F, H, _ = _shapes(spec)
+    rng = np.random.default_rng(0)
+    X = xp.asarray(rng.random((n_train + n_eval, F)).astype(dtype))
+    W = xp.asarray(rng.standard_normal((F, H)).astype(dtype))
+    Z = xp.empty((n_train + n_eval, H), dtype=dtype)
+    dW = xp.empty((F, H), dtype=dtype)
+    mm = matmul or (lambda a, b, out: xp.matmul(a, b, out=out))
+
+    def products():
+        mm(X[:n_train], W, Z[:n_train])
+        mm(X[:n_train].T, Z[:n_train], dW)
+        mm(X[n_train:], W, Z[n_train:])
+
+    median, _ = _median_seconds(products, sync, spec["warmup"], spec["repeats"])
+    return median
+
+
+def _dataset(spec: dict[str, Any]):
+    from .datasets import Dataset, Split, load_dataset
+
+    dtype = spec["dtype"]
+    if spec.get("dataset"):
+        return load_dataset(spec["dataset"], path=spec.get("data_path"), dtype=dtype,
+                            train_size=spec["workload"]["n_train"])
+    w = spec["workload"]
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return Split(rng.random((n, w["n_features"])).astype(dtype),
+                     rng.integers(0, w["n_classes"], n))
+
+    return Dataset("random", split(w["n_train"]), split(w["n_valid"]), split(w["n_test"]),
+                   n_classes=w["n_classes"])
+
+
+def _bench_fastmlp(spec):
+    from .backend import get_backend
+    from .model import MLP
+    from .train import Trainer
+
+    data = _dataset(spec)
+    backend = get_backend(spec["device"], tf32=spec.get("tf32", False))
+    model = MLP(data.n_features, spec["workload"]["n_hidden"], data.n_classes,
+                dtype=spec["dtype"], device=backend)
+    trainer = Trainer(model, data, lr=0.01, momentum=0.9, batch_size=spec.get("batch_size"))
+    be = model.backend
+    floor = gemm_floor(be.xp, spec["dtype"], spec, be.synchronize, matmul=be.matmul)
+
+    def epoch():
+        trainer.run_epoch()  # reads the epoch's metrics to the host, as a real run does
+
+    return floor, epoch, be.synchronize, be.describe()
+
+
+def _bench_numpy_naive(spec):
+    """The course-style code: plain NumPy, one-hot labels, fresh arrays every epoch."""
+    data = _dataset(spec)
+    dtype = spec["dtype"]
+    rng = np.random.default_rng(0)
+    F, H, K = data.n_features, spec["workload"]["n_hidden"], data.n_classes
+    Wh = rng.normal(0, math.sqrt(2 / (F + H)), (F, H)).astype(dtype)
+    Wo = rng.normal(0, math.sqrt(2 / (H + K)), (H, K)).astype(dtype)
+    bh, bo = np.zeros((1, H), dtype), np.zeros((1, K), dtype)
+    params = [Wh, bh, Wo, bo]
+    vs = [np.full_like(p, 1e-5) for p in params]
+    onehot = np.eye(K, dtype=dtype)[data.train.y]
+    xs = [data.train.x, data.valid.x, data.test.x]
+    ys = [data.train.y, data.valid.y, data.test.y]
+
+    def forward(x):
+        h = np.maximum(x @ Wh + bh, 0)
+        o = h @ Wo + bo
+        e = np.exp(o - o.max(axis=1, keepdims=True))
+        return h, e / e.sum(axis=1, keepdims=True)
+
+    def epoch():
+        for x, y in zip(xs, ys, strict=True):
+            _, p = forward(x)
+            float(-np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
+            float(np.mean(p.argmax(axis=1) == y))
+        h, p = forward(xs[0])
+        do = (p - onehot) / len(onehot)
+        dz = (do @ Wo.T) * (h > 0)
+        grads = [xs[0].T @ dz, dz.sum(axis=0, keepdims=True), h.T @ do,
+                 do.sum(axis=0, keepdims=True)]
+        for p_, v, g in zip(params, vs, grads, strict=True):
+            v *= 0.9  # Python floats keep float32 arrays float32
+            v += 0.01 * g
+            p_ -= v
+
+    floor = gemm_floor(np, dtype, spec, lambda: None)
+    return floor, epoch, lambda: None, "cpu (numpy, course-style)"
+
+
+def _bench_torch(spec, compiled: bool):
+    import torch
+
+    data = _dataset(spec)
+    dev = "cuda" if spec["device"] == "cuda" else "cpu"
+    dtype = getattr(torch, spec["dtype"])
+    F, H, K = data.n_features, spec["workload"]["n_hidden"], data.n_classes
+    x = torch.as_tensor(np.concatenate([data.train.x, data.valid.x, data.test.x])).to(dev, dtype)
+    y = torch.as_tensor(np.concatenate([data.train.y, data.valid.y, data.test.y])).to(dev)
+    n_train, n_valid = len(data.train), len(data.valid)
+    model = torch.nn.Sequential(torch.nn.Linear(F, H), torch.nn.ReLU(), torch.nn.Linear(H, K))
+    model = model.to(dev, dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.functional.cross_entropy
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        loss = loss_fn(out[:n_train], y[:n_train])
+        loss.backward()
+        with torch.no_grad():
+            ev = out[n_train:].detach()
+            ends = (n_valid,)
+            metrics = torch.stack([loss_fn(ev[:ends[0]], y[n_train:n_train + n_valid]),
+                                   loss_fn(ev[ends[0]:], y[n_train + n_valid:]),
+                                   (out.argmax(1) == y).float().mean()])
+        opt.step()
+        return metrics
+
+    fn = torch.compile(step) if compiled else step
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+
+    def epoch():
+        fn(x, y).cpu()  # read the metrics, as every implementation does once per epoch
+
+    xp = np
+    if dev == "cuda":
+        import cupy as xp
+    floor = gemm_floor(xp, spec["dtype"], spec, sync if dev == "cuda" else (lambda: None))
+    label = f"{dev} (torch {torch.__version__}{', compile' if compiled else ''})"
+    return floor, epoch, sync, label
+
+
+def run_row(spec: dict[str, Any]) -> dict[str, Any]:
+    """Measure one implementation × device × dtype in this process; return its result row."""
+    impl = spec["impl"]
+    if impl == "fastmlp":
+        floor, epoch, sync, label = _bench_fastmlp(spec)
+    elif impl == "numpy-naive":
+        floor, epoch, sync, label = _bench_numpy_naive(spec)
+    elif impl in ("torch-eager", "torch-compile"):
+        floor, epoch, sync, label = _bench_torch(spec, compiled=impl == "torch-compile")
+    else:
+        raise ValueError(f"unknown implementation {impl!r}")
+    median, times = _median_seconds(epoch, sync, spec["warmup"], spec["epochs"])
+    return {
+        "impl": impl, "device": spec["device"], "dtype": spec["dtype"],
+        "batch_size": spec.get("batch_size"),
+        "epoch_ms": median * 1e3, "gemm_floor_ms": floor * 1e3, "ratio_to_floor": median / floor,
+        "gflops": gemm_flops(spec) / median / 1e9,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "epochs_ms": [t * 1e3 for t in times], "backend": label,
+        "workload": spec["workload"], "dataset": spec.get("dataset") or "random",
+    }
+
+
+def run_isolated(spec: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
+    """:func:`run_row` in a fresh Python process; an ``error`` row if it fails."""
+    cmd = [sys.executable, "-m", "fastmlp.bench", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=os.environ)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"impl": spec["impl"], "device": spec["device"], "dtype": spec["dtype"],
+                "batch_size": spec.get("batch_size"), "error": tail}
+    return json.loads(lines[-1])
+
+
+def available(impl: str) -> bool:
+    """Whether ``impl`` can run here (PyTorch rows need torch installed)."""
+    if impl.startswith("torch"):
+        import importlib.util
+
+        return importlib.util.find_spec("torch") is not None
+    return True
+
+
+TABLE_HEADER = (f"{'impl':<14} {'device':<8} {'dtype':<8} {'batch':>6} {'epoch ms':>9} "
+                f"{'floor ms':>9} {'ratio':>6} {'GFLOP/s':>8} {'peak MB':>8}")
+
+
+def format_row(r: dict[str, Any]) -> str:
+    """One fixed-width table line for a result row (an error row says why)."""
+    batch = "full" if r.get("batch_size") in (None, 0) else str(r["batch_size"])
+    lead = f"{r['impl']:<14} {r['device']:<8} {r['dtype']:<8} {batch:>6} "
+    if "error" in r:
+        return lead + f"error: {r['error']}"
+    return lead + (f"{r['epoch_ms']:>9.1f} {r['gemm_floor_ms']:>9.1f} "
+                   f"{r['ratio_to_floor']:>6.3f} {r['gflops']:>8.1f} {r['peak_rss_mb']:>8.0f}")
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Header, rule and one line per row."""
+    return "\n".join([TABLE_HEADER, "-" * len(TABLE_HEADER), *map(format_row, rows)])
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_row(json.loads(sys.argv[1]))))
