@@ -8,11 +8,19 @@
 Importing fastmlp never imports CuPy; the CUDA backend imports it when asked for.
 """
 
-from .backend import Backend, get_backend
-from .datasets import Dataset, Split, load_dataset
-from .errors import FastMLPError
-from .model import MLP
-from .train import History, Trainer, train
+import os
+
+# Before NumPy loads OpenBLAS (so only when fastmlp is imported first, as the CLI does): idle
+# OpenBLAS and OpenMP threads otherwise spin for up to ~0.1 s after each product or kernel,
+# starving the other pool's threads on a small machine. The user's own settings win.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+from .backend import Backend, get_backend  # noqa: E402
+from .datasets import Dataset, Split, load_dataset  # noqa: E402
+from .errors import FastMLPError  # noqa: E402
+from .model import MLP  # noqa: E402
+from .train import History, Trainer, train  # noqa: E402
 
 __version__ = "0.1.0"
 
