@@ -20,20 +20,20 @@ _JIT = dict(parallel=True, cache=True, fastmath=True, error_model="numpy", nogil
 
 
 @numba.njit(inline="always")
-def _activate(z, bh, act, zero, one):
-    # z (H,) in place: z ← act(z + bh)
+def _activate(h, z, bh, act, zero, one):
+    # h (H,) ← act(z + bh); h may be z
     if act == 0:
         for j in range(z.shape[0]):
             a = z[j] + bh[j]
-            z[j] = a if a > zero else zero
+            h[j] = a if a > zero else zero
     else:
         for j in range(z.shape[0]):
             a = z[j] + bh[j]
             if a >= zero:  # two branches: exp never overflows
-                z[j] = one / (one + np.exp(-a))
+                h[j] = one / (one + np.exp(-a))
             else:
                 e = np.exp(a)
-                z[j] = e / (one + e)
+                h[j] = e / (one + e)
 
 
 @numba.njit(inline="always")
@@ -69,21 +69,24 @@ def _head_kernel(Z, bh, WoT, bo, y, ends, n_grad, act, scale, zero, one,
         logits = np.empty((TILE, K), Z.dtype)
         dh = np.empty((TILE, H), Z.dtype)
         pad = np.zeros(H, Z.dtype)  # stands in for the rows past N in the last tile
+        hbuf = np.zeros((TILE, H), Z.dtype)
         # tiles interleaved across threads: training rows cost ~3x eval rows and come first
         for tile in range(t, n_tiles, T):
             i0 = tile * TILE
-            z0 = Z[i0]
-            z1 = Z[i0 + 1] if i0 + 1 < N else pad
-            z2 = Z[i0 + 2] if i0 + 2 < N else pad
-            z3 = Z[i0 + 3] if i0 + 3 < N else pad
             rows = min(TILE, N - i0)
-            _activate(z0, bh, act, zero, one)
-            if rows > 1:
-                _activate(z1, bh, act, zero, one)
-            if rows > 2:
-                _activate(z2, bh, act, zero, one)
-            if rows > 3:
-                _activate(z3, bh, act, zero, one)
+            if i0 < n_grad:
+                # training rows: h overwrites z in place, and dz will overwrite h
+                z0 = Z[i0]
+                z1 = Z[i0 + 1] if i0 + 1 < N else pad
+                z2 = Z[i0 + 2] if i0 + 2 < N else pad
+                z3 = Z[i0 + 3] if i0 + 3 < N else pad
+                for r in range(rows):
+                    _activate(Z[i0 + r], Z[i0 + r], bh, act, zero, one)
+            else:
+                # evaluation rows: h stays in cache, sparing a write of the row to memory
+                z0, z1, z2, z3 = hbuf[0], hbuf[1], hbuf[2], hbuf[3]
+                for r in range(rows):
+                    _activate(hbuf[r], Z[i0 + r], bh, act, zero, one)
             for k in range(K):
                 w = WoT[k]
                 a0 = a1 = a2 = a3 = bo[k]

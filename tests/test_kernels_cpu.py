@@ -28,6 +28,7 @@ def run_head(head, inputs, ends, n_grad, activation):
                dbh=np.full((1, H), np.nan, dtype), stats=np.full((len(ends), 2), np.nan))
     head(Z, inputs["bh"], inputs["Wo"], inputs["bo"], inputs["y"], ends, n_grad, activation,
          out["dWo"], out["dbo"], out["dbh"], out["stats"])
+    out["dz"] = out.pop("Z")[:n_grad]  # rows past n_grad are unspecified scratch
     if n_grad == 0:  # gradients are left alone when no row is a training row
         del out["dWo"], out["dbo"], out["dbh"]
     return out
