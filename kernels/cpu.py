@@ -55,12 +55,13 @@ TILE = 4  # rows per tile: each load of a WoT or dWoT row serves 4 rows of Z
 
 
 @numba.njit(**_JIT)
-def _head_kernel(Z, bh, WoT, bo, y, ends, n_grad, act, scale, zero, one,
-                 dWoT_part, dbo_part, dbh_part, stats_part):
+def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one,
+                 WoT, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dbo, dbh, stats):
     N, H = Z.shape
     K = WoT.shape[0]
     T = stats_part.shape[0]
     n_tiles = (N + TILE - 1) // TILE
+    WoT[:, :] = Wo.T  # rows of WoT are contiguous over H: the inner loops vectorise over j
     for t in prange(T):
         dWoT_part[t, :, :] = zero
         dbo_part[t, :] = zero
@@ -150,6 +151,12 @@ def _head_kernel(Z, bh, WoT, bo, y, ends, n_grad, act, scale, zero, one,
             gb = dbh_part[t]
             for r in range(min(rows, n_grad - i0)):
                 _activation_backward(Z[i0 + r], dh[r], act, zero, one, gb)
+    # the threads' partial sums, reduced here: one call from Python per head
+    stats[:, :] = stats_part.sum(axis=0)
+    if n_grad > 0:
+        dWo[:, :] = dWoT_part.sum(axis=0).T
+        dbo[:] = dbo_part.sum(axis=0)
+        dbh[:] = dbh_part.sum(axis=0)
 
 
 @numba.njit(**_JIT)
@@ -158,14 +165,6 @@ def _momentum_kernel(params, grads, velocity, lr, mu):
         v = mu * velocity[i] + lr * grads[i]
         velocity[i] = v
         params[i] -= v
-
-
-@numba.njit(cache=True)
-def _reduce_into(out, part):
-    # out (A, B) = Σ_t part[t] (T, A, B), in part's dtype
-    out[...] = part[0]
-    for t in range(1, part.shape[0]):
-        out += part[t]
 
 
 _workspaces: dict = {}
@@ -181,7 +180,6 @@ def _workspace(T: int, H: int, K: int, S: int, dtype) -> tuple:
             np.empty((T, K), dtype),  # dbo partials
             np.empty((T, H), dtype),  # dbh partials
             np.empty((T, S, 2), np.float64),  # stats partials
-            np.empty((K, H), dtype),  # dWoT
         )
         _workspaces[key] = ws
     return ws
@@ -198,17 +196,10 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     if ends.shape[0] == 0 or ends[-1] != N:
         raise ValueError(f"ends must finish at N={N}, got {ends.tolist()}")
     T = max(1, min(numba.get_num_threads(), N))
-    WoT, dWoT_part, dbo_part, dbh_part, stats_part, dWoT = _workspace(T, H, K, len(ends), Z.dtype)
-    WoT[...] = Wo.T
     dt = Z.dtype.type
-    _head_kernel(Z, bh.reshape(-1), WoT, bo.reshape(-1), y, ends, n_grad, activation_id(activation),
-                 dt(1.0 / max(n_grad, 1)), dt(0), dt(1), dWoT_part, dbo_part, dbh_part, stats_part)
-    _reduce_into(stats, stats_part)
-    if n_grad > 0:
-        _reduce_into(dWoT, dWoT_part)
-        dWo[...] = dWoT.T
-        _reduce_into(dbo.reshape(1, K), dbo_part.reshape(T, 1, K))
-        _reduce_into(dbh.reshape(1, H), dbh_part.reshape(T, 1, H))
+    _head_kernel(Z, bh.reshape(-1), Wo, bo.reshape(-1), y, ends, n_grad, activation_id(activation),
+                 dt(1.0 / max(n_grad, 1)), dt(0), dt(1), *_workspace(T, H, K, len(ends), Z.dtype),
+                 dWo, dbo.reshape(-1), dbh.reshape(-1), stats)
 
 
 def momentum(params, grads, velocity, lr: float, mu: float) -> None:
