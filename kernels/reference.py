@@ -39,7 +39,7 @@ def linear_forward(out, x, W, b) -> None:
 
 
 def linear_backward(dx, dW, db, dout, x, W) -> None:
-    """dW (F, M) = xᵀ dout, db (1, M) = Σ_rows dout, dx (N, F) = dout Wᵀ (skipped when dx is None)."""
+    """dW (F, M) = xᵀ dout, db (1, M) = Σ_rows dout, dx (N, F) = dout Wᵀ (skipped if dx is None)."""
     xp = namespace(dW, dout, x, W)
     xp.matmul(x.T, dout, out=dW)
     db[...] = dout.sum(axis=0, keepdims=True)
