@@ -6,10 +6,10 @@ Targets are checked with ``fastmlp bench`` and recorded in bench/RESULTS.md.
 
 import numpy as np
 import pytest
+from fastmlp.kernels import cpu, reference
 
 import fastmlp
 from fastmlp.bench import WORKLOAD
-from fastmlp.kernels import cpu, reference
 
 N_TRAIN, N_EVAL = WORKLOAD["n_train"], WORKLOAD["n_valid"] + WORKLOAD["n_test"]
 F, H, K = WORKLOAD["n_features"], WORKLOAD["n_hidden"], WORKLOAD["n_classes"]
