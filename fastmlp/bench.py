@@ -171,16 +171,22 @@ def _bench_torch(spec, compiled: bool):
     loss_fn = torch.nn.functional.cross_entropy
 
     def step(x, y):
+        # the idiomatic loop: backward through the training rows only; valid and test under
+        # no_grad at the same (pre-update) weights
         opt.zero_grad(set_to_none=True)
-        out = model(x)
-        loss = loss_fn(out[:n_train], y[:n_train])
+        out = model(x[:n_train])
+        loss = loss_fn(out, y[:n_train])
         loss.backward()
         with torch.no_grad():
-            ev = out[n_train:].detach()
-            ends = (n_valid,)
-            metrics = torch.stack([loss_fn(ev[:ends[0]], y[n_train:n_train + n_valid]),
-                                   loss_fn(ev[ends[0]:], y[n_train + n_valid:]),
-                                   (out.argmax(1) == y).float().mean()])
+            ev = model(x[n_train:])
+            y_ev = y[n_train:]
+
+            def loss_acc(o, t):
+                return [loss_fn(o, t), (o.argmax(1) == t).float().mean()]
+
+            metrics = torch.stack([loss.detach(), (out.argmax(1) == y[:n_train]).float().mean(),
+                                   *loss_acc(ev[:n_valid], y_ev[:n_valid]),
+                                   *loss_acc(ev[n_valid:], y_ev[n_valid:])])
         opt.step()
         return metrics
 
