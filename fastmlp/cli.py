@@ -406,6 +406,414 @@ register(Command(
 ))
 
 
+# -- shared by gradcheck, evaluate and predict ----------------------------------------------------
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _saved_config(path: str) -> dict:
+    """The JSON config stored next to a model's weights ({} when absent or unreadable)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            config = json.loads(str(f["config"])) if "config" in f.files else {}
+    except Exception:  # MLP.load has already reported a broken file; this is best effort
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _model_line(path: str, model: MLP) -> str:
+    return (f"{path} (MLP {model.n_in}-{model.n_hidden}-{model.n_out}, {model.activation}, "
+            f"{model.dtype})")
+
+
+# -- fastmlp gradcheck --------------------------------------------------------------------------
+
+GRADCHECK_MODEL_ENTRIES = 32  # entries per tensor checked in a saved model: two passes each
+GRADCHECK_RANDOM = {"hidden": 8, "n_in": 20, "n_classes": 10, "activation": "relu"}
+
+
+def _configure_gradcheck(p: argparse.ArgumentParser) -> None:
+    net = p.add_argument_group("network (default: a small random one)")
+    net.add_argument("--model", metavar="MODEL.npz", default=None,
+                     help="check this saved model instead of a random network")
+    net.add_argument("--hidden", type=positive_int, default=None, metavar="H",
+                     help=f"hidden units of the random network (default: "
+                          f"{GRADCHECK_RANDOM['hidden']})")
+    net.add_argument("--n-in", type=positive_int, default=None, metavar="F",
+                     help=f"inputs of the random network (default: {GRADCHECK_RANDOM['n_in']}; "
+                          f"784 with --dataset mnist)")
+    net.add_argument("--n-classes", type=positive_int, default=None, metavar="K",
+                     help=f"outputs of the random network (default: "
+                          f"{GRADCHECK_RANDOM['n_classes']})")
+    net.add_argument("--activation", choices=ACTIVATIONS, default=None,
+                     help=f"activation of the random network (default: "
+                          f"{GRADCHECK_RANDOM['activation']})")
+    net.add_argument("--device", choices=DEVICES, default="auto",
+                     help="device whose kernels are checked (default: auto)")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", choices=("synthetic", "mnist"), default="synthetic",
+                      help="rows to check on (default: %(default)s)")
+    data.add_argument("--data-path", metavar="DIR", default=None,
+                      help="a directory with the MNIST IDX files (default: the bundled copy)")
+    data.add_argument("--samples", type=positive_int, default=16, metavar="N",
+                      help="rows of data (default: %(default)s)")
+    check = p.add_argument_group("check")
+    check.add_argument("--max-entries", type=positive_int, default=None, metavar="M",
+                       help=f"check at most M seeded random entries per tensor (default: all "
+                            f"for the random network, {GRADCHECK_MODEL_ENTRIES} with --model)")
+    check.add_argument("--eps", type=positive_float, default=1e-6,
+                       help="finite-difference step (default: %(default)g)")
+    check.add_argument("--tol", type=positive_float, default=1e-6,
+                       help="largest relative error that passes (default: %(default)g)")
+    check.add_argument("--seed", type=non_negative_int, default=0,
+                       help="seed for the network, the data and the sampled entries "
+                            "(default: %(default)s)")
+
+
+def _gradcheck_model(args: argparse.Namespace, backend: Backend) -> MLP:
+    """The saved model, or a random float64 network with random biases too (zero biases are a
+    special point where some gradient bugs cancel out)."""
+    import numpy as np
+
+    shape_opts = ("hidden", "n_in", "n_classes", "activation")
+    if args.model is not None:
+        given = [f"--{o.replace('_', '-')}" for o in shape_opts if getattr(args, o) is not None]
+        if given:
+            raise FastMLPError(f"{', '.join(given)} describe the random network; leave them "
+                               f"out with --model (the model file fixes its shape)")
+        return MLP.load(args.model, device=backend)
+    opts = {o: GRADCHECK_RANDOM[o] if getattr(args, o) is None else getattr(args, o)
+            for o in shape_opts}
+    if args.dataset == "mnist" and args.n_in is None:
+        opts["n_in"] = 784
+    model = MLP(opts["n_in"], opts["hidden"], opts["n_classes"], activation=opts["activation"],
+                dtype="float64", device=backend, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    model.bh = backend.asarray(rng.normal(0.0, 0.5, model.shapes["bh"]))
+    model.bo = backend.asarray(rng.normal(0.0, 0.5, model.shapes["bo"]))
+    return model
+
+
+def _gradcheck_rows(args: argparse.Namespace, model: MLP):
+    """(x, y, description) of ``--samples`` rows that fit the model."""
+    if args.dataset == "synthetic":
+        if args.data_path is not None:
+            raise FastMLPError("--data-path is for --dataset mnist")
+        data = load_dataset("synthetic", n_train=args.samples, n_valid=0, n_test=0,
+                            n_features=model.n_in, n_classes=model.n_out, dtype="float64",
+                            seed=args.seed)
+    else:
+        if model.n_in != 784:
+            raise FastMLPError(f"--dataset mnist has 784 features but the network takes "
+                               f"{model.n_in}")
+        data = load_dataset("mnist", path=args.data_path, train_size=args.samples,
+                            dtype="float64")
+        if int(data.train.y.max()) >= model.n_out:
+            raise FastMLPError(f"--dataset mnist has 10 classes but the network outputs "
+                               f"{model.n_out}")
+    return data.train.x, data.train.y, f"{len(data.train)} {data.name} rows"
+
+
+def run_gradcheck(args: argparse.Namespace) -> int:
+    """``fastmlp gradcheck``: analytic gradients against central differences, per tensor."""
+    from .gradcheck import gradcheck
+
+    backend = get_backend(args.device)
+    model = _gradcheck_model(args, backend)
+    x, y, rows = _gradcheck_rows(args, model)
+    max_entries = args.max_entries
+    if max_entries is None and args.model is not None:
+        max_entries = GRADCHECK_MODEL_ENTRIES
+    result = gradcheck(model, x, y, eps=args.eps, max_entries=max_entries, seed=args.seed)
+    what = args.model if args.model is not None else "random network"
+    print(f"model:  {_model_line(what, model)}")
+    print(f"data:   {rows}; mean loss {result.loss:.6g}")
+    print(f"device: {backend.describe()} [{backend.reason or 'requested'}]")
+    print(f"check:  central differences, eps {result.eps:g}, tol {args.tol:g}")
+    for note in result.notes:
+        print(f"note:   {note}")
+    rows_out = [("tensor", "shape", "checked", "rel error", "result")]
+    for name, err in result.items():
+        shape = "x".join(str(d) for d in result.shapes[name])
+        rows_out.append((name, shape, str(result.checked[name]), f"{err:.2e}",
+                         "pass" if err < args.tol else "FAIL"))
+    widths = [max(len(r[i]) for r in rows_out) for i in range(5)]
+    print()
+    for r in rows_out:
+        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  "
+              f"{r[3]:>{widths[3]}}  {r[4]}")
+    failed = [name for name, err in result.items() if not err < args.tol]
+    print()
+    if failed:
+        print(f"FAILED: {', '.join(failed)} at or above tol {args.tol:g}", flush=True)
+        return 1
+    print(f"passed: all {len(result)} tensors below tol {args.tol:g}", flush=True)
+    return EXIT_OK
+
+
+register(Command(
+    name="gradcheck",
+    help="check the analytic gradients against central finite differences",
+    description="Compare the gradients of the mean loss (the fused kernels of --device) with "
+                "central finite differences on a float64 copy, per tensor. Exit 0 when every "
+                "relative error ||a-n||/(||a||+||n||) is below --tol, 1 otherwise.",
+    configure=_configure_gradcheck,
+    run=run_gradcheck,
+))
+
+
+# -- fastmlp evaluate ---------------------------------------------------------------------------
+
+EVAL_CHUNK = 4096  # rows per forward pass: bounds the rows x H hidden buffer
+
+
+def _configure_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL.npz", help="a model written by 'fastmlp train'")
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="mnist",
+                   help="default: %(default)s (bundled); notmnist and npz need --data-path")
+    p.add_argument("--data-path", metavar="PATH", default=None,
+                   help="notMNIST.npz / any .npz file / a directory with the MNIST IDX files")
+    p.add_argument("--train-size", type=train_size, default=None, metavar="N",
+                   help=f"the first N training rows, or 'all' (default: {MNIST_TRAIN_SIZE} for "
+                        f"mnist, all otherwise)")
+    p.add_argument("--scale", choices=SCALES, default=None,
+                   help="pixel scaling (default: the one the model was trained with, if "
+                        "recorded, else unit)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of --dataset synthetic (default: %(default)s)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+
+def _check_data_fits(model: MLP, dataset: Dataset) -> None:
+    if dataset.n_features != model.n_in:
+        raise FastMLPError(f"the model takes {model.n_in} features but {dataset.name} has "
+                           f"{dataset.n_features}")
+    if dataset.n_classes > model.n_out:
+        raise FastMLPError(f"{dataset.name} has {dataset.n_classes} classes but the model "
+                           f"outputs {model.n_out}")
+
+
+def evaluate_split(model: MLP, x, y, chunk: int = EVAL_CHUNK) -> dict[str, float]:
+    """{"rows", "loss", "accuracy"} of host rows ``x``, ``y`` (NaN for no rows), measured in
+    chunks by the same fused forward pass training uses."""
+    import numpy as np
+
+    be, xp, n = model.backend, model.backend.xp, len(y)
+    if n == 0:
+        return {"rows": 0, "loss": math.nan, "accuracy": math.nan}
+    Z = xp.empty((min(chunk, n), model.n_hidden), dtype=model.dtype)
+    stats = xp.zeros((1, 2), dtype=xp.float64)
+    total = np.zeros(2)
+    for start in range(0, n, chunk):
+        xc = be.asarray(x[start:start + chunk], dtype=model.dtype)
+        yc = be.asarray(y[start:start + chunk], dtype=np.int32)
+        m = len(yc)
+        model.forward_backward(xc, yc, (m,), 0, Z[:m], stats)
+        total += be.to_host(stats)[0]
+    return {"rows": n, "loss": float(total[0]) / n, "accuracy": float(total[1]) / n}
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``fastmlp evaluate``: loss and accuracy of a saved model on each split of a dataset."""
+    backend = get_backend(args.device)
+    model = MLP.load(args.model, device=backend)
+    if args.scale is None:
+        recorded = _saved_config(args.model).get("scale")
+        args.scale = recorded if recorded in SCALES else "unit"
+    args.dtype = model.dtype  # what _load_data reads, besides the data options
+    dataset = _load_data(args)
+    _check_data_fits(model, dataset)
+    results = {split: evaluate_split(model, getattr(dataset, split).x,
+                                     getattr(dataset, split).y)
+               for split in ("train", "valid", "test")}
+    if args.json:
+        clean = {s: {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                     for k, v in r.items()} for s, r in results.items()}
+        print(json.dumps({"model": args.model, "config": model.config(),
+                          "dataset": dataset.name, "data_path": args.data_path,
+                          "scale": args.scale, "device": backend.describe(),
+                          "splits": clean}), flush=True)
+        return EXIT_OK
+    print(f"model:  {_model_line(args.model, model)}")
+    print(f"data:   {dataset.summary()}, scale {args.scale}")
+    print(f"device: {backend.describe()} [{backend.reason or 'requested'}]")
+    print()
+    fmt = lambda v, spec: format(v, spec) if math.isfinite(v) else "n/a"  # noqa: E731
+    rows = [("split", "rows", "loss", "accuracy")]
+    rows += [(s, str(r["rows"]), fmt(r["loss"], ".4f"), fmt(r["accuracy"], ".4f"))
+             for s, r in results.items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(
+            r[1:], widths[1:], strict=True)))
+    return EXIT_OK
+
+
+register(Command(
+    name="evaluate",
+    help="loss and accuracy of a saved model on the train/valid/test splits of a dataset",
+    configure=_configure_evaluate,
+    run=run_evaluate,
+))
+
+
+# -- fastmlp predict ----------------------------------------------------------------------------
+
+PREDICT_SCALES = ("auto", "none", *SCALES)
+PREDICT_SUFFIXES = (".npy", ".csv")
+
+
+def _configure_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL.npz", help="a model written by 'fastmlp train'")
+    p.add_argument("images", metavar="IMAGES.npy",
+                   help="(N, 784) or (N, 28, 28): floats already scaled, or uint8 pixels 0..255")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="write to FILE.npy or FILE.csv instead of printing")
+    p.add_argument("--proba", action="store_true",
+                   help="class probabilities (N x K) instead of labels")
+    p.add_argument("--scale", choices=PREDICT_SCALES, default="auto",
+                   help="unit: pixels/255; symmetric: pixels/127.5-1; none: as given; auto (the "
+                        "default): uint8 images get the model's training scale (unit if not "
+                        "recorded), floats are used as given")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")
+
+
+def _check_predict_out(out: str | None) -> Path | None:
+    """Validate --out before any work, so a typo does not cost a forward pass."""
+    if out is None:
+        return None
+    path = Path(out).expanduser()
+    if path.suffix.lower() not in PREDICT_SUFFIXES:
+        raise FastMLPError(f"--out must end in .npy or .csv, got {path.name!r}")
+    if path.is_dir():
+        raise FastMLPError(f"--out {path} is a directory")
+    if not path.parent.is_dir():
+        raise FastMLPError(f"--out: directory {path.parent} does not exist")
+    return path
+
+
+def _read_images(name: str):
+    """The array in a .npy file; one-line errors for anything else."""
+    import numpy as np
+
+    path = Path(name).expanduser()
+    if path.suffix.lower() != ".npy":
+        raise FastMLPError(f"images must be a .npy file (numpy.save), got {path.name!r}")
+    if not path.is_file():
+        raise FastMLPError(f"images file not found: {path}")
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # pickled objects, truncated, not .npy
+        raise FastMLPError(f"cannot read {path} as .npy (corrupt or truncated?): "
+                           f"{exc}") from None
+    if not isinstance(images, np.ndarray):  # an .npz archive under a .npy name
+        raise FastMLPError(f"{path} is an .npz archive, not a .npy array")
+    if images.dtype == np.bool_ or images.dtype.kind not in "iuf":
+        raise FastMLPError(f"{path}: images must be real numbers, got dtype {images.dtype}")
+    return images
+
+
+def _prepare_images(images, model: MLP, scale: str, recorded_scale: str | None, where: str):
+    """(N, F) float rows of the model's dtype, plus a note for the user (or "")."""
+    import numpy as np
+
+    side = math.isqrt(model.n_in)
+    square = f" or (N, {side}, {side})" if side * side == model.n_in else ""
+    if images.ndim not in (2, 3) or math.prod(images.shape[1:]) != model.n_in or (
+            images.ndim == 3 and images.shape[1:] != (side, side)):
+        raise FastMLPError(f"{where} has shape {images.shape} but the model takes "
+                           f"{model.n_in} features: expected (N, {model.n_in}){square}")
+    if len(images) == 0:
+        raise FastMLPError(f"{where} holds no images (shape {images.shape})")
+    x = images.reshape(len(images), model.n_in).astype(np.float64)
+    if not np.isfinite(x).all():
+        raise FastMLPError(f"{where} contains NaN or infinite values")
+    note = ""
+    if scale == "auto":
+        if images.dtype == np.uint8:
+            scale = recorded_scale if recorded_scale in SCALES else "unit"
+            target = "[0, 1]" if scale == "unit" else "[-1, 1]"
+            note = (f"note: uint8 pixels scaled to {target} (--scale {scale}); "
+                    f"--scale none uses them as given")
+        else:
+            scale = "none"
+            if x.max() > 2.0:  # raw pixels saved as floats, most likely
+                note = (f"note: values go up to {x.max():g}; if these are 0..255 pixels, "
+                        f"pass --scale unit")
+    if scale == "unit":
+        x = x / 255.0  # in float64, then cast: the same values load_dataset gives
+    elif scale == "symmetric":
+        x = x / 127.5 - 1.0
+    with np.errstate(over="ignore"):
+        x = np.ascontiguousarray(x, dtype=model.dtype)
+    if not np.isfinite(x).all():  # float64 beyond float32's range
+        raise FastMLPError(f"{where}: values overflow {model.dtype}")
+    return x, note
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """``fastmlp predict``: labels (or probabilities) for the images in a .npy file."""
+    import numpy as np
+
+    from . import report
+
+    out = _check_predict_out(args.out)
+    images = _read_images(args.images)
+    backend = get_backend(args.device)
+    model = MLP.load(args.model, device=backend)
+    x, note = _prepare_images(images, model, args.scale, _saved_config(args.model).get("scale"),
+                              args.images)
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    probs = np.concatenate([backend.to_host(model.forward(backend.asarray(x[i:i + EVAL_CHUNK])))
+                            for i in range(0, len(x), EVAL_CHUNK)])
+    labels = probs.argmax(axis=1).astype(np.int64)
+    if out is None:
+        for label, p in zip(labels, probs, strict=True):
+            print(" ".join(f"{v:.6f}" for v in p) if args.proba else label)
+        return EXIT_OK
+
+    def write_csv(f) -> None:
+        header = ["row", "prediction"] + ([f"p{k}" for k in range(model.n_out)]
+                                          if args.proba else [])
+        f.write(",".join(header) + "\n")
+        for i, (label, p) in enumerate(zip(labels, probs, strict=True)):
+            extra = "".join(f",{v:.8g}" for v in p) if args.proba else ""
+            f.write(f"{i},{label}{extra}\n")
+
+    try:  # atomic: an interrupted write never leaves a complete-looking file
+        if out.suffix.lower() == ".npy":
+            result = probs if args.proba else labels
+            report.atomic_write(out, lambda f: np.save(f, result), binary=True)
+        else:
+            report.atomic_write(out, write_csv, newline="")
+    except OSError as exc:
+        raise FastMLPError(f"cannot write {out}: {exc.strerror or exc}") from None
+    what = "probabilities" if args.proba else "predictions"
+    print(f"wrote {len(labels)} {what} to {out}", flush=True)
+    return EXIT_OK
+
+
+register(Command(
+    name="predict",
+    help="predict the labels of images in a .npy file with a saved model",
+    configure=_configure_predict,
+    run=run_predict,
+))
+
+
 # -- entry point --------------------------------------------------------------------------------
 
 
@@ -433,6 +841,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside training (loading data, writing results)
         print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except MemoryError as exc:  # NumPy's _ArrayMemoryError, CuPy's OutOfMemoryError
+        _error(out_of_memory_message(exc))
+        return EXIT_USAGE
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise  # a genuine bug: keep its traceback
+        _error(out_of_memory_message(exc))
+        return EXIT_USAGE
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an out-of-memory error of any array library, recognised by type name so that
+    CuPy (``cupy.cuda.memory.OutOfMemoryError``) or PyTorch need not be imported to catch it."""
+    return isinstance(exc, MemoryError) or any(
+        cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
+
+
+def out_of_memory_message(exc: BaseException) -> str:
+    """One line: what ran out and what to shrink."""
+    gpu = any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    what = "out of GPU memory" if gpu else "out of memory"
+    hint = "try a smaller --batch-size, --hidden or --train-size"
+    hint += ", or --device cpu" if gpu else ""
+    return f"{what} ({type(exc).__name__}{': ' + detail if detail else ''}); {hint}"
 
 
 if __name__ == "__main__":  # pragma: no cover

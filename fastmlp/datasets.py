@@ -63,6 +63,9 @@ NOTMNIST_SEED = 521
 NOTMNIST_TRAIN_END = 10_000
 NOTMNIST_VALID_END = 16_000
 
+# An npz whose largest label exceeds both this and its row count holds ids, not class indices.
+NPZ_MAX_SPARSE_CLASSES = 1000
+
 SYNTHETIC_SEPARATION = 8.0  # typical distance between class means, in noise standard deviations
 
 _NPZ_ERRORS = (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error)
@@ -555,6 +558,13 @@ def _load_npz(p: Path, dtype: np.dtype) -> Dataset:
             )
     empty = Split(np.empty((0, width), dtype=dtype), np.empty(0, dtype=np.int64))
     n_classes = max(2, 1 + max((int(s.y.max()) for s in splits.values() if len(s)), default=0))
+    n_rows = sum(len(s) for s in splits.values())
+    if n_classes > max(n_rows, NPZ_MAX_SPARSE_CLASSES):
+        # K = max label + 1 would build a huge output layer: these are ids, not class indices.
+        raise FastMLPError(
+            f"{p}: labels must be class indices 0..K-1, but the largest is {n_classes - 1} for "
+            f"{n_rows} rows (remap them, e.g. with numpy.unique(y, return_inverse=True))"
+        )
     return Dataset(
         name="npz",
         train=splits["train"],

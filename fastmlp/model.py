@@ -93,8 +93,12 @@ class MLP:
         xp = self.backend.xp
         self.shapes = param_shapes(self.n_in, self.n_hidden, self.n_out)
         self.n_params = sum(math.prod(s) for s in self.shapes.values())
-        self.params = xp.zeros(self.n_params, dtype=self.dtype)
-        self.grads = xp.zeros(self.n_params, dtype=self.dtype)
+        try:
+            self.params = xp.zeros(self.n_params, dtype=self.dtype)
+            self.grads = xp.zeros(self.n_params, dtype=self.dtype)
+        except (ValueError, OverflowError):  # beyond what any array can hold (not just RAM)
+            raise FastMLPError(f"network {self.n_in}-{self.n_hidden}-{self.n_out} is too large: "
+                               f"{self.n_params:,} parameters") from None
         self.views = flat_views(self.params, self.shapes)
         self.grad_views = flat_views(self.grads, self.shapes)
         self.reset_parameters(seed)

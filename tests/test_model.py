@@ -8,6 +8,7 @@ import pytest
 from fastmlp.kernels import reference as ref
 
 import fastmlp
+from fastmlp.gradcheck import numerical_grads, rel_error
 from fastmlp.model import PARAM_NAMES
 
 
@@ -19,28 +20,6 @@ def small_net(activation, fused=True, seed=0, F=6, H=5, K=4, N=9):
     x = rng.normal(0, 1, (N, F))
     y = rng.integers(0, K, N)
     return model, x, y
-
-
-def numerical_grads(model, x, y, eps=1e-6):
-    """Central finite differences of the mean loss over every parameter (float64)."""
-    grads = {}
-    for name in PARAM_NAMES:
-        view = model.views[name]
-        g = np.zeros_like(view)
-        for idx in np.ndindex(view.shape):
-            old = view[idx]
-            view[idx] = old + eps
-            plus, _ = model.loss_and_grads(x, y)
-            view[idx] = old - eps
-            minus, _ = model.loss_and_grads(x, y)
-            view[idx] = old
-            g[idx] = (plus - minus) / (2 * eps)
-        grads[name] = g
-    return grads
-
-
-def rel_error(a, b):
-    return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300)
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])

@@ -1,0 +1,295 @@
+"""A scikit-learn-style classifier around :class:`MLP` and :func:`train`.
+
+:class:`MLPClassifier` follows the scikit-learn estimator conventions (``__init__`` only stores
+its arguments; ``get_params`` / ``set_params``; ``fit`` returns ``self``; fitted attributes end in
+``_``; ``predict``, ``predict_proba``, ``score``) without importing scikit-learn, so it works in
+``Pipeline``, ``GridSearchCV`` and ``clone`` where scikit-learn is installed, and on its own where
+it is not.
+
+>>> from fastmlp import MLPClassifier
+>>> clf = MLPClassifier(hidden=64, epochs=50).fit(X_train, y_train)   # doctest: +SKIP
+>>> clf.score(X_test, y_test)                                         # doctest: +SKIP
+0.97
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .backend import DEVICES, Backend
+from .datasets import Dataset, Split
+from .errors import FastMLPError
+from .kernels import ACTIVATIONS
+from .model import DTYPES, INITS, MLP
+from .train import History, train
+
+__all__ = ["InvalidInputError", "MLPClassifier", "NotFittedError"]
+
+PREDICT_CHUNK = 8192  # rows per forward pass in predict_proba: bounds the N×H hidden buffer
+
+
+class NotFittedError(FastMLPError, ValueError, AttributeError):
+    """An estimator was used before ``fit`` (like ``sklearn.exceptions.NotFittedError``, it is
+    both a ValueError and an AttributeError, so ``hasattr``-style checks keep working)."""
+
+
+class InvalidInputError(FastMLPError, ValueError):
+    """Bad ``X``/``y`` or a bad hyper-parameter; a ValueError, as scikit-learn raises."""
+
+
+class MLPClassifier:
+    """The course two-layer perceptron as a classifier: X (N, F) → ``hidden`` units → softmax
+    over the classes found in ``y``, trained by full-batch (or minibatch) momentum descent.
+
+    Parameters mirror ``fastmlp train``: ``hidden`` units, ``activation`` ("relu" | "sigmoid"),
+    ``init`` ("xavier" | "he"), ``epochs``, ``lr``, ``momentum``, ``batch_size`` (None = full
+    batch; larger than the data is clipped to it, with a warning, as scikit-learn does),
+    ``dtype`` ("float32" | "float64"), ``device`` ("cpu" | "cuda" | "auto" | "cudasim"), ``seed``
+    (initial weights and minibatch order), ``velocity_init`` (initial velocity entries).
+
+    Fitted attributes: ``model_`` (the :class:`MLP`), ``history_`` (:class:`History`),
+    ``classes_`` (sorted labels), ``n_features_in_``.
+    """
+
+    _estimator_type = "classifier"  # what scikit-learn's is_classifier() looks at
+
+    def __init__(self, hidden: int = 1000, activation: str = "relu", init: str = "xavier",
+                 epochs: int = 200, lr: float = 0.1, momentum: float = 0.99,
+                 batch_size: int | None = None, dtype: str = "float32",
+                 device: str | Backend = "cpu", seed: int = 0, velocity_init: float = 1e-5):
+        # scikit-learn convention: store the arguments untouched, validate in fit()
+        self.hidden = hidden
+        self.activation = activation
+        self.init = init
+        self.epochs = epochs
+        self.lr = lr
+        self.momentum = momentum
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.device = device
+        self.seed = seed
+        self.velocity_init = velocity_init
+
+    # -- parameters -----------------------------------------------------------------------------
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """The ``__init__`` argument names, in signature order."""
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters as a dict (``deep`` is accepted for compatibility; there
+        are no nested estimators)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> MLPClassifier:
+        """Set constructor parameters; an unknown name raises ValueError. Returns ``self``."""
+        valid = self._get_param_names()
+        for key in params:
+            if key not in valid:
+                raise ValueError(f"Invalid parameter {key!r} for estimator {self}. "
+                                 f"Valid parameters are: {sorted(valid)!r}.")
+        for key, value in params.items():
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__)
+                    .parameters.values() if p.name != "self"}
+        # compared by repr, as scikit-learn does in effect: robust to NaN and NumPy scalars
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if repr(v) != repr(
+            defaults[k])]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def _validate_params(self, n_rows: int) -> int | None:
+        """Check every hyper-parameter; return the batch size to use."""
+        def bad(name: str, value: Any, what: str) -> InvalidInputError:
+            return InvalidInputError(f"MLPClassifier: {name} must be {what}, got {value!r}")
+
+        for name in ("hidden", "epochs"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise bad(name, value, "a positive integer")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise bad("seed", self.seed, "a non-negative integer")
+        for name in ("lr", "momentum", "velocity_init"):
+            value = getattr(self, name)
+            if not _is_real(value) or not math.isfinite(value) or (name != "velocity_init"
+                                                                   and value < 0):
+                raise bad(name, value, "a finite number" + (" >= 0" if name != "velocity_init"
+                                                             else ""))
+        for name, choices in (("activation", ACTIVATIONS), ("init", INITS), ("dtype", DTYPES)):
+            if getattr(self, name) not in choices:
+                raise bad(name, getattr(self, name), f"one of {', '.join(choices)}")
+        if not isinstance(self.device, Backend) and self.device not in DEVICES:
+            raise bad("device", self.device, f"one of {', '.join(DEVICES)}")
+        batch = self.batch_size
+        if batch is None:
+            return None
+        if not _is_int(batch) or batch < 1:
+            raise bad("batch_size", batch, "a positive integer or None")
+        if batch > n_rows:
+            warnings.warn(f"batch_size {batch} is larger than the {n_rows} training rows; "
+                          f"it is clipped to {n_rows}", UserWarning, stacklevel=3)
+            return n_rows
+        return int(batch)
+
+    # -- fitting --------------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any) -> MLPClassifier:
+        """Train a fresh network on X (N, F) and labels y (N,) of any kind (ints, strings, ...).
+
+        The classes are ``np.unique(y)``; at least two are needed. All rows are training rows
+        (no validation split is held out). Returns ``self``.
+        """
+        x = _check_X(X, self.dtype if self.dtype in DTYPES else "float64")
+        labels = _check_y(y, len(x))
+        try:
+            classes, encoded = np.unique(labels, return_inverse=True)
+        except TypeError as exc:  # e.g. a mix of strings and numbers
+            raise InvalidInputError(f"y: labels cannot be sorted ({exc})") from None
+        if len(classes) < 2:
+            raise InvalidInputError(f"y: need samples of at least 2 classes, got only "
+                                    f"{classes.tolist()!r}")
+        batch = self._validate_params(len(x))
+        n, f = x.shape
+        model = MLP(f, self.hidden, len(classes), activation=self.activation, init=self.init,
+                    dtype=self.dtype, device=self.device, seed=self.seed)
+        empty = Split(np.empty((0, f), dtype=x.dtype), np.empty(0, dtype=np.int64))
+        data = Dataset("MLPClassifier.fit", Split(x, encoded.reshape(-1).astype(np.int64)),
+                       empty, empty, n_classes=len(classes))
+        history = train(model, data, epochs=int(self.epochs), lr=float(self.lr),
+                        momentum=float(self.momentum), batch_size=batch,
+                        velocity_init=float(self.velocity_init), seed=int(self.seed))
+        self.model_: MLP = model
+        self.history_: History = history
+        self.classes_: np.ndarray = classes
+        self.n_features_in_: int = f
+        return self
+
+    # -- prediction -----------------------------------------------------------------------------
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "model_")
+
+    def _check_fitted(self) -> None:
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call "
+                                 f"'fit' with appropriate arguments before using this estimator.")
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (N, n_classes) as a host NumPy array; columns follow
+        ``classes_``, rows sum to 1."""
+        self._check_fitted()
+        x = _check_X(X, self.model_.dtype)
+        if x.shape[1] != self.n_features_in_:
+            raise InvalidInputError(f"X has {x.shape[1]} features, but {type(self).__name__} "
+                                    f"is expecting {self.n_features_in_} features as input")
+        be = self.model_.backend
+        parts = [be.to_host(self.model_.forward(be.asarray(x[i:i + PREDICT_CHUNK])))
+                 for i in range(0, len(x), PREDICT_CHUNK)]
+        return np.concatenate(parts)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels (N,), drawn from ``classes_`` (so of the same kind as ``y``)."""
+        proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
+        return self.classes_[proba.argmax(axis=1)]
+
+    def score(self, X: Any, y: Any) -> float:
+        """Mean accuracy of ``predict(X)`` against ``y``."""
+        pred = self.predict(X)
+        labels = _check_y(y, len(pred))
+        return float(np.mean(pred == labels))
+
+    # -- pickling: the backend holds modules, so keep the weights, rebuild the model ------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        model = state.pop("model_", None)
+        if model is not None:
+            state["_model_state"] = {"config": model.config(), "weights": model.state(),
+                                     "device": model.backend.name,
+                                     "fused": model.backend.fused}
+        if isinstance(state.get("device"), Backend):
+            state["device"] = state["device"].name
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        saved = state.pop("_model_state", None)
+        self.__dict__.update(state)
+        if saved is None:
+            return
+        c = saved["config"]
+        kwargs = dict(activation=c["activation"], init=c["init"], dtype=c["dtype"],
+                      seed=c["seed"], fused=saved["fused"])
+        try:
+            model = MLP(c["n_in"], c["n_hidden"], c["n_out"], device=saved["device"], **kwargs)
+        except FastMLPError as exc:  # pickled on a GPU machine, unpickled without one
+            warnings.warn(f"cannot rebuild the model on {saved['device']!r} ({exc}); using the "
+                          f"CPU", UserWarning, stacklevel=2)
+            model = MLP(c["n_in"], c["n_hidden"], c["n_out"], device="cpu", **kwargs)
+        for name, array in saved["weights"].items():
+            setattr(model, name, model.backend.asarray(array))
+        self.model_ = model
+
+
+# -- input validation ---------------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+
+
+def _check_X(X: Any, dtype: str) -> np.ndarray:
+    """X as a C-contiguous (N, F) host array of ``dtype``, finite, N >= 1, F >= 1."""
+    if hasattr(X, "__cuda_array_interface__") and hasattr(X, "get"):
+        X = X.get()  # a CuPy array: the estimator takes host data, like scikit-learn
+    try:
+        arr = np.asarray(X)
+    except (TypeError, ValueError) as exc:  # ragged lists and the like
+        raise InvalidInputError(f"X cannot be read as an array: {exc}") from None
+    if arr.dtype.kind == "O":  # lists holding numbers as objects: try to read them as floats
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError("X must hold real numbers, got objects") from None
+    if arr.dtype.kind not in "biuf":
+        raise InvalidInputError(f"X must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise InvalidInputError(f"X must be a 2-D array (n_samples, n_features), got shape "
+                                f"{arr.shape}; reshape 1-D data with X.reshape(-1, 1) for one "
+                                f"feature or X.reshape(1, -1) for one sample")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise InvalidInputError(f"X must have at least one sample and one feature, got shape "
+                                f"{arr.shape}")
+    with np.errstate(over="ignore"):  # an overflow to inf is reported just below
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(out).all():
+        raise InvalidInputError(f"X contains NaN or infinite values (as {dtype})")
+    return out
+
+
+def _check_y(y: Any, n: int) -> np.ndarray:
+    """y as a 1-D host array of length ``n`` (an (n, 1) column is accepted and flattened)."""
+    if hasattr(y, "__cuda_array_interface__") and hasattr(y, "get"):
+        y = y.get()
+    try:
+        arr = np.asarray(y)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"y cannot be read as an array: {exc}") from None
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise InvalidInputError(f"y must be 1-D (n_samples,), got shape {arr.shape}")
+    if len(arr) != n:
+        raise InvalidInputError(f"X has {n} samples but y has {len(arr)}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InvalidInputError("y contains NaN or infinite labels")
+    return arr

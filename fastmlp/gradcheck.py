@@ -1,0 +1,151 @@
+"""Gradient checking: :meth:`MLP.loss_and_grads` against central finite differences.
+
+The check runs on a float64 copy of the model on the model's own device (float32 finite
+differences are too noisy to tell a bug from rounding), so the model passed in is never touched.
+For big networks ``max_entries`` checks a seeded random sample of entries per tensor: every
+checked entry costs two forward passes.
+
+>>> from fastmlp import MLP
+>>> from fastmlp.gradcheck import gradcheck
+>>> errors = gradcheck(MLP(6, 5, 3), x, y)          # doctest: +SKIP
+>>> errors                                          # doctest: +SKIP
+{'Wh': 3.1e-10, 'bh': 2.2e-10, 'Wo': 1.4e-10, 'bo': 9.8e-11}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .model import MLP, PARAM_NAMES
+
+__all__ = ["GradcheckResult", "float64_copy", "gradcheck", "numerical_grads", "rel_error",
+           "sample_entries"]
+
+
+class GradcheckResult(dict):
+    """``{tensor name: relative error}`` plus what was checked and how.
+
+    Attributes: ``shapes`` (tensor shapes), ``checked`` (entries compared per tensor), ``eps``,
+    ``loss`` (mean loss at the checked point), ``dtype`` (the model's own dtype) and ``notes``
+    (human-readable remarks, e.g. that a float32 model was checked on a float64 copy).
+    """
+
+    def __init__(self, errors: dict[str, float], *, shapes: dict[str, tuple[int, ...]],
+                 checked: dict[str, int], eps: float, loss: float, dtype: str,
+                 notes: list[str]):
+        super().__init__(errors)
+        self.shapes, self.checked, self.eps, self.loss = shapes, checked, eps, loss
+        self.dtype, self.notes = dtype, notes
+
+    def passed(self, tol: float) -> bool:
+        """True when every tensor's relative error is below ``tol`` (NaN fails)."""
+        return all(err < tol for err in self.values())
+
+
+def rel_error(a: Any, b: Any) -> float:
+    """``||a - b|| / (||a|| + ||b||)`` on host arrays; 0 when both are zero."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    denom = np.linalg.norm(a) + np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / denom) if denom > 0 else 0.0
+
+
+def float64_copy(model: MLP) -> MLP:
+    """A float64 model with the same configuration and weights, on the same backend object."""
+    copy = MLP(model.n_in, model.n_hidden, model.n_out, activation=model.activation,
+               init=model.init, dtype="float64", device=model.backend, seed=model.seed)
+    copy.params[...] = model.params.astype(copy.params.dtype)
+    return copy
+
+
+def numerical_grads(model: MLP, x: Any, y: Any, eps: float = 1e-6,
+                    entries: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Central differences ``(L(w + eps) - L(w - eps)) / 2 eps`` of the mean loss, on the host.
+
+    Perturbs ``model`` in place, one entry at a time, and restores every entry (exactly: the
+    old value is put back, not recomputed). ``entries`` maps a tensor name to the flat indices
+    to differentiate; the result then holds only those (in that order), else whole tensors.
+    Use a float64 model: float32 differences are dominated by rounding.
+    """
+    x, y = model._inputs(x, y)
+    be, xp = model.backend, model.backend.xp
+    # Forward-only passes into buffers allocated once: the loss is all a difference needs.
+    Z = xp.empty((x.shape[0], model.n_hidden), dtype=model.dtype)
+    stats = xp.zeros((1, 2), dtype=xp.float64)
+    n = x.shape[0]
+
+    def loss() -> float:
+        model.forward_backward(x, y, (n,), 0, Z, stats)
+        return float(be.to_host(stats)[0, 0]) / n
+
+    out: dict[str, np.ndarray] = {}
+    for name in PARAM_NAMES:
+        flat = model.views[name].reshape(-1)  # a view: writes land in the parameter buffer
+        idx = np.arange(flat.size) if entries is None else np.asarray(entries[name])
+        g = np.empty(len(idx), dtype=np.float64)
+        for k, i in enumerate(idx.tolist()):
+            old = flat[i].copy()
+            flat[i] = old + eps
+            plus = loss()
+            flat[i] = old - eps
+            minus = loss()
+            flat[i] = old
+            g[k] = (plus - minus) / (2 * eps)
+        out[name] = g.reshape(model.views[name].shape) if entries is None else g
+    return out
+
+
+def sample_entries(shapes: dict[str, tuple[int, ...]], max_entries: int | None,
+                   seed: int = 0) -> dict[str, np.ndarray]:
+    """Sorted flat indices per tensor: all of them, or ``max_entries`` drawn without
+    replacement from ``seed`` (the same draw for the same shapes and seed)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        if max_entries is None or max_entries >= size:
+            out[name] = np.arange(size)
+        else:
+            out[name] = np.sort(rng.choice(size, size=max_entries, replace=False))
+    return out
+
+
+def gradcheck(model: MLP, x: Any, y: Any, eps: float = 1e-6, max_entries: int | None = None,
+              seed: int = 0) -> GradcheckResult:
+    """Per-tensor relative errors ``||a - n|| / (||a|| + ||n||)`` between the analytic gradients
+    of :meth:`MLP.loss_and_grads` and central finite differences, on rows ``x`` with labels ``y``.
+
+    Works on a float64 copy of ``model`` on its device (``model`` is left untouched; a float32
+    model gets a note in ``result.notes``). ``x``/``y`` may be host arrays or arrays of the model's
+    device. ``max_entries`` checks at most that many seeded random entries per tensor. Errors
+    around 1e-9 are typical for a correct float64 gradient; above ~1e-5 something is wrong.
+    """
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    if max_entries is not None and (not isinstance(max_entries, (int, np.integer))
+                                    or max_entries < 1):
+        raise ValueError(f"max_entries must be a positive integer or None, got {max_entries!r}")
+    be = model.backend
+    notes = []
+    if model.dtype != "float64":
+        notes.append(f"checked on a float64 copy of the {model.dtype} model "
+                     f"(finite differences need float64)")
+    work = float64_copy(model)
+    x64 = be.asarray(x, dtype="float64")
+    y64 = be.asarray(y)
+    loss, analytic = work.loss_and_grads(x64, y64)
+    entries = sample_entries(work.shapes, max_entries, seed)
+    numeric = numerical_grads(work, x64, y64, eps=eps, entries=entries)
+    errors, checked = {}, {}
+    for name in PARAM_NAMES:
+        a = be.to_host(analytic[name]).reshape(-1)[entries[name]]
+        errors[name] = rel_error(a, numeric[name])
+        checked[name] = len(entries[name])
+    sampled = [n for n in PARAM_NAMES if checked[n] < math.prod(work.shapes[n])]
+    if sampled:
+        notes.append(f"sampled at most {max_entries} entries per tensor (seed {seed}) "
+                     f"for {', '.join(sampled)}")
+    return GradcheckResult(errors, shapes=dict(work.shapes), checked=checked, eps=float(eps),
+                           loss=loss, dtype=model.dtype, notes=notes)

@@ -1,0 +1,179 @@
+"""MLPClassifier: scikit-learn estimator conventions (without scikit-learn), accuracy on easy
+data, arbitrary labels, parameters, fitted state, pickling and input validation."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import MLPClassifier
+from fastmlp.estimator import InvalidInputError, NotFittedError
+
+FAST = dict(hidden=16, epochs=30, momentum=0.9, lr=0.1)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """Three well-separated classes in 12 dimensions: (X_train, y_train, X_test, y_test)."""
+    d = fastmlp.load_dataset("synthetic", n_train=240, n_valid=0, n_test=120, n_features=12,
+                             n_classes=3, seed=2, dtype="float64")
+    return d.train.x, d.train.y, d.test.x, d.test.y
+
+
+def test_fit_predict_score_reach_high_accuracy(blobs):
+    X, y, Xt, yt = blobs
+    clf = MLPClassifier(**FAST)
+    assert clf.fit(X, y) is clf
+    assert clf.score(Xt, yt) >= 0.95
+    assert clf.score(X, y) >= 0.95
+    pred = clf.predict(Xt)
+    assert pred.shape == (len(Xt),) and set(np.unique(pred)) <= {0, 1, 2}
+    proba = clf.predict_proba(Xt)
+    assert proba.shape == (len(Xt), 3) and isinstance(proba, np.ndarray)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], pred)
+    # fitted attributes
+    assert clf.n_features_in_ == 12 and list(clf.classes_) == [0, 1, 2]
+    assert isinstance(clf.model_, fastmlp.MLP) and clf.model_.n_hidden == 16
+    assert clf.history_.epochs == 30 and clf.history_.train_loss[-1] < clf.history_.train_loss[0]
+
+
+def test_string_and_sparse_integer_labels_map_back(blobs):
+    X, y, Xt, yt = blobs
+    names = np.array(["setosa", "versicolor", "virginica"])
+    clf = MLPClassifier(**FAST).fit(X, names[y].tolist())  # a plain list works too
+    assert list(clf.classes_) == list(names)
+    pred = clf.predict(Xt)
+    assert pred.dtype.kind == "U" and set(pred) <= set(names)
+    assert clf.score(Xt, names[yt]) >= 0.95
+    odd = np.array([-7, 3, 42])
+    clf2 = MLPClassifier(**FAST).fit(X, odd[y])
+    assert list(clf2.classes_) == [-7, 3, 42]
+    assert set(clf2.predict(Xt)) <= {-7, 3, 42} and clf2.score(Xt, odd[yt]) >= 0.95
+    # same seed, same data: the encoding must not change what is learned
+    np.testing.assert_array_equal(clf.model_.params, clf2.model_.params)
+
+
+def test_two_classes_minibatch_float64(blobs):
+    X, y, Xt, yt = blobs
+    keep, keep_t = y < 2, yt < 2
+    clf = MLPClassifier(hidden=8, epochs=10, batch_size=32, dtype="float64", momentum=0.9)
+    clf.fit(X[keep], y[keep] == 1)  # boolean labels
+    assert list(clf.classes_) == [False, True]
+    assert clf.model_.dtype == "float64" and clf.predict_proba(Xt[keep_t]).dtype == np.float64
+    assert clf.score(Xt[keep_t], yt[keep_t] == 1) >= 0.95
+
+
+def test_get_params_set_params_round_trip():
+    clf = MLPClassifier(hidden=7, lr=0.5)
+    params = clf.get_params()
+    assert list(params) == ["hidden", "activation", "init", "epochs", "lr", "momentum",
+                            "batch_size", "dtype", "device", "seed", "velocity_init"]
+    assert params["hidden"] == 7 and params["lr"] == 0.5 and params["epochs"] == 200
+    assert clf.get_params(deep=False) == params
+    assert clf.set_params(epochs=3, activation="sigmoid") is clf
+    assert clf.epochs == 3 and clf.get_params()["activation"] == "sigmoid"
+    assert clf.set_params() is clf
+    with pytest.raises(ValueError, match="Invalid parameter 'hiden'"):
+        clf.set_params(hiden=3)
+    assert clf.epochs == 3  # a failed set_params changes nothing
+
+
+def test_clone_like_reconstruction_is_identical(blobs):
+    X, y, Xt, _ = blobs
+    clf = MLPClassifier(**FAST, seed=5)
+    clone = type(clf)(**clf.get_params())
+    assert clone.get_params() == clf.get_params() and repr(clone) == repr(clf)
+    assert not hasattr(clone, "model_")
+    np.testing.assert_array_equal(clf.fit(X, y).predict_proba(Xt),
+                                  clone.fit(X, y).predict_proba(Xt))
+
+
+def test_init_only_stores_and_repr_shows_non_defaults():
+    assert repr(MLPClassifier()) == "MLPClassifier()"
+    assert repr(MLPClassifier(hidden=64, device="cpu", lr=0.01)) == \
+        "MLPClassifier(hidden=64, lr=0.01)"
+    weird = MLPClassifier(hidden=-1, activation="tanh")  # stored as given, checked in fit
+    assert weird.hidden == -1 and weird.activation == "tanh"
+    assert "hidden=-1" in repr(weird)
+
+
+def test_unfitted_use_is_a_clear_error(blobs):
+    X, y, _, _ = blobs
+    clf = MLPClassifier()
+    for call in (clf.predict, clf.predict_proba, lambda a: clf.score(a, y)):
+        with pytest.raises(NotFittedError, match="not fitted yet") as info:
+            call(X)
+        assert isinstance(info.value, (fastmlp.FastMLPError, AttributeError, ValueError))
+
+
+def test_pickle_round_trip(blobs):
+    X, y, Xt, _ = blobs
+    clf = MLPClassifier(**FAST).fit(X, y)
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(Xt), clf.predict_proba(Xt))
+    assert again.get_params() == clf.get_params() and again.history_.epochs == 30
+    unfitted = pickle.loads(pickle.dumps(MLPClassifier(hidden=3)))
+    assert unfitted.hidden == 3 and not hasattr(unfitted, "model_")
+
+
+BAD_FIT = {
+    "1-D X": (lambda X, y: (X[:, 0], y), "2-D"),
+    "3-D X": (lambda X, y: (X[:, :, None], y), "2-D"),
+    "NaN in X": (lambda X, y: (np.where(X > 2.5, np.nan, X), y), "NaN"),
+    "inf in X": (lambda X, y: (np.where(X > 2.5, np.inf, X), y), "infinite"),
+    "float32 overflow": (lambda X, y: (X * 1e300, y), "NaN or infinite"),
+    "length mismatch": (lambda X, y: (X, y[:-1]), "samples"),
+    "2-D y": (lambda X, y: (X, np.stack([y, y], axis=1)), "1-D"),
+    "one class": (lambda X, y: (X, np.zeros_like(y)), "at least 2 classes"),
+    "NaN label": (lambda X, y: (X, np.where(y == 0, np.nan, y)), "NaN"),
+    "string X": (lambda X, y: (X.astype(str), y), "real numbers"),
+    "complex X": (lambda X, y: (X.astype(complex), y), "real numbers"),
+    "ragged X": (lambda X, y: ([[1.0, 2.0], [3.0]], [0, 1]), "X"),
+    "no features": (lambda X, y: (X[:, :0], y), "at least one"),
+    "mixed labels": (lambda X, y: (X, np.array(["a", 1] * (len(y) // 2), dtype=object)),
+                     "labels"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FIT))
+def test_bad_fit_input(case, blobs):
+    make, fragment = BAD_FIT[case]
+    X, y = make(*blobs[:2])
+    with pytest.raises(ValueError, match=fragment) as info:
+        MLPClassifier(**FAST).fit(X, y)
+    assert isinstance(info.value, InvalidInputError)
+
+
+@pytest.mark.parametrize("params, fragment", [
+    (dict(hidden=0), "hidden"), (dict(epochs=2.5), "epochs"), (dict(lr=-1.0), "lr"),
+    (dict(momentum=float("nan")), "momentum"), (dict(activation="tanh"), "activation"),
+    (dict(dtype="float16"), "dtype"), (dict(device="tpu"), "device"),
+    (dict(batch_size=0), "batch_size"), (dict(seed=-1), "seed"), (dict(init="zeros"), "init"),
+])
+def test_bad_hyper_parameters_fail_in_fit(params, fragment, blobs):
+    clf = MLPClassifier(**{**FAST, **params})  # construction never fails
+    with pytest.raises(ValueError, match=fragment):
+        clf.fit(*blobs[:2])
+
+
+def test_batch_larger_than_data_is_clipped_with_a_warning(blobs):
+    X, y, _, _ = blobs
+    clf = MLPClassifier(hidden=4, epochs=2, batch_size=10_000)
+    with pytest.warns(UserWarning, match="clipped to 240"):
+        clf.fit(X, y)
+    assert clf.history_.config["batch_size"] == 240
+
+
+def test_predict_checks_its_input(blobs):
+    X, y, Xt, _ = blobs
+    clf = MLPClassifier(**FAST).fit(X, y)
+    with pytest.raises(ValueError, match="X has 11 features, but MLPClassifier is expecting 12"):
+        clf.predict(Xt[:, :11])
+    with pytest.raises(ValueError, match="NaN"):
+        clf.predict_proba(np.full_like(Xt, np.nan))
+    with pytest.raises(ValueError, match="samples"):
+        clf.score(Xt, np.zeros(3))

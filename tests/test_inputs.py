@@ -1,0 +1,564 @@
+"""The hardened-inputs table: every bad input a user can hand the command line, and the one-line
+error it gets.
+
+Each row runs ``fastmlp.cli.main`` in-process and asserts: a non-zero exit; exactly one stderr
+line, starting ``fastmlp: error:`` and containing the row's fragment; no traceback anywhere; and no
+complete-looking output (no history.json / model.npz in the train --out directory, no predict
+--out file). Files are built on demand, per row, by :class:`Files`. At the end: the inputs
+``evaluate`` and ``predict`` accept, and that their results agree with training and each other.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp.cli import main
+
+try:
+    import cupy  # noqa: F401
+
+    HAVE_CUPY = True
+except Exception:
+    HAVE_CUPY = False
+
+
+# -- files, built lazily: "{name}" in a row's argv creates tmp/<name> the first time -------------
+
+
+def _idx(magic: int, array: np.ndarray) -> bytes:
+    """IDX bytes: big-endian magic, one big-endian uint32 per dimension, then the uint8 data."""
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return magic.to_bytes(4, "big") + dims + array.astype(np.uint8).tobytes()
+
+
+def _mnist_dir(d: Path, *, n_train: int = 10_020, labels: np.ndarray | None = None,
+               gz: bool = True) -> dict[str, Path]:
+    """A small MNIST directory (4x4 images, enough rows for the 10000-row validation split)."""
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": (0x803, rng.integers(0, 256, (n_train, 4, 4))),
+        "train-labels-idx1-ubyte": (0x801, rng.integers(0, 10, n_train) if labels is None
+                                    else labels),
+        "t10k-images-idx3-ubyte": (0x803, rng.integers(0, 256, (5, 4, 4))),
+        "t10k-labels-idx1-ubyte": (0x801, rng.integers(0, 10, 5)),
+    }
+    paths = {}
+    for base, (magic, arr) in arrays.items():
+        data = _idx(magic, arr)
+        paths[base] = d / (base + (".gz" if gz else ""))
+        paths[base].write_bytes(gzip.compress(data) if gz else data)
+    return paths
+
+
+def _truncated_gz(d: Path) -> None:
+    p = _mnist_dir(d)["train-images-idx3-ubyte"]
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _bad_magic(d: Path) -> None:
+    p = _mnist_dir(d, gz=False)["train-labels-idx1-ubyte"]
+    p.write_bytes(b"\x00\x00\x08\x02" + p.read_bytes()[4:])  # 0x802: not the labels magic
+
+
+def _trailing_bytes(d: Path) -> None:
+    p = _mnist_dir(d, gz=False)["t10k-labels-idx1-ubyte"]
+    p.write_bytes(p.read_bytes() + b"\x00\x00")
+
+
+def _truncated_idx(d: Path) -> None:
+    p = _mnist_dir(d, gz=False)["train-images-idx3-ubyte"]
+    p.write_bytes(p.read_bytes()[:-7])
+
+
+def _missing_idx(d: Path) -> None:
+    _mnist_dir(d)["t10k-labels-idx1-ubyte"].unlink()
+
+
+def _npz(**arrays) -> Callable[[Path], None]:
+    return lambda p: np.savez(p, **arrays)
+
+
+def _truncated_npz(p: Path) -> None:
+    np.savez_compressed(p, x_train=np.random.default_rng(0).random((50, 784)),
+                        y_train=np.arange(50) % 10)
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _random_bytes(p: Path) -> None:
+    p.write_bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+
+
+def _truncated_file(make: Callable[[Path], None]) -> Callable[[Path], None]:
+    def build(p: Path) -> None:
+        make(p)
+        p.write_bytes(p.read_bytes()[: p.stat().st_size - 40])
+    return build
+
+
+def _model(F: int = 784, H: int = 8, K: int = 10) -> Callable[[Path], None]:
+    return lambda p: fastmlp.MLP(F, H, K).save(p)
+
+
+def _npy(array: np.ndarray, allow_pickle: bool = False) -> Callable[[Path], None]:
+    return lambda p: np.save(p, array, allow_pickle=allow_pickle)
+
+
+X10 = np.random.default_rng(2).random((10, 5))
+Y10 = np.arange(10) % 3
+IMAGES = np.random.default_rng(3).random((3, 784)).astype(np.float32)
+
+BUILDERS: dict[str, Callable[[Path], None]] = {
+    # datasets
+    "truncated.npz": _truncated_npz,
+    "random.npz": _random_bytes,
+    "rows_mismatch.npz": _npz(x_train=X10, y_train=np.arange(12) % 3),
+    "x_1d.npz": _npz(x_train=X10[:, 0], y_train=Y10),
+    "width_mismatch.npz": _npz(x_train=X10, y_train=Y10, x_test=X10[:, :4], y_test=Y10),
+    "onehot.npz": _npz(x_train=X10, y_train=np.eye(3)[Y10]),
+    "no_y_test.npz": _npz(x_train=X10, y_train=Y10, x_test=X10),
+    "negative_labels.npz": _npz(x_train=X10, y_train=Y10 - 1),
+    "fractional_labels.npz": _npz(x_train=X10, y_train=Y10 + 0.5),
+    "string_labels.npz": _npz(x_train=X10, y_train=np.array(list("abcdefghij"))),
+    "nan.npz": _npz(x_train=np.where(X10 > 0.9, np.nan, X10), y_train=Y10),
+    "inf.npz": _npz(x_train=np.where(X10 > 0.9, np.inf, X10), y_train=Y10),
+    "ninf_valid.npz": _npz(x_train=X10, y_train=Y10, x_valid=-np.inf * X10, y_valid=Y10),
+    "huge.npz": _npz(x_train=X10 * 1e300, y_train=Y10),  # inf once cast to float32
+    "no_rows.npz": _npz(x_train=X10[:0], y_train=Y10[:0]),
+    "no_features.npz": _npz(x_train=X10[:, :0], y_train=Y10),
+    "string_x.npz": _npz(x_train=X10.astype(str), y_train=Y10),
+    "object_x.npz": lambda p: np.savez(p, x_train=np.array([[1], "a"], dtype=object),
+                                       y_train=Y10[:2]),
+    "not_npz.npy": _npy(X10),
+    "notmnist_label10.npz": _npz(images=np.zeros((16_001, 2, 2), np.uint8),
+                                 labels=np.r_[np.zeros(16_000, int), 10]),
+    "notmnist_small.npz": _npz(images=np.zeros((100, 28, 28), np.uint8), labels=np.zeros(100)),
+    "mnist_trunc_gz": _truncated_gz,
+    "mnist_bad_magic": _bad_magic,
+    "mnist_trailing": _trailing_bytes,
+    "mnist_trunc_idx": _truncated_idx,
+    "mnist_missing": _missing_idx,
+    "mnist_label12": lambda d: _mnist_dir(d, labels=np.r_[np.zeros(10_019, int), 12]),
+    "mnist_few_rows": lambda d: _mnist_dir(d, n_train=50),
+    "label_ids.npz": _npz(x_train=X10, y_train=np.r_[Y10[:9], 10**9]),
+    "label_2_62.npz": _npz(x_train=X10, y_train=np.r_[Y10[:9], 2**62]),
+    "a_file": lambda p: p.write_text("not a directory"),
+    "dir.csv": lambda p: p.mkdir(),
+    # models
+    "model.npz": _model(),
+    "model_5in.npz": _model(F=5, H=4, K=3),
+    "model_3out.npz": _model(K=3),
+    "model_random.npz": _random_bytes,
+    "model_truncated.npz": _truncated_file(_model()),
+    "model_no_wh.npz": _npz(Wo=np.zeros((8, 10)), bo=np.zeros((1, 10))),
+    "model_bad_shapes.npz": _npz(Wh=np.zeros((784, 8)), bh=np.zeros((1, 8)),
+                                 Wo=np.zeros((9, 10)), bo=np.zeros((1, 10))),
+    "model_int.npz": _npz(Wh=np.zeros((4, 3), int), bh=np.zeros((1, 3), int),
+                          Wo=np.zeros((3, 2), int), bo=np.zeros((1, 2), int)),
+    # images
+    "images.npy": _npy(IMAGES),
+    "images.txt": lambda p: p.write_text("0.5 0.5\n"),
+    "images_random.npy": _random_bytes,
+    "images_truncated.npy": _truncated_file(_npy(IMAGES)),
+    "images_object.npy": _npy(np.array([IMAGES[0], "x"], dtype=object), allow_pickle=True),
+    "images_strings.npy": _npy(np.array([["a"] * 784])),
+    "images_complex.npy": _npy(IMAGES.astype(np.complex64)),
+    "images_bool.npy": _npy(IMAGES > 0.5),
+    "images_npz.npy": lambda p: p.write_bytes(_savez_bytes(p, x=IMAGES)),
+    "images_wrong_width.npy": _npy(IMAGES[:, :100]),
+    "images_wrong_square.npy": _npy(np.zeros((3, 20, 20), np.float32)),
+    "images_flat_1d.npy": _npy(IMAGES[0]),
+    "images_empty.npy": _npy(IMAGES[:0]),
+    "images_nan.npy": _npy(np.where(IMAGES > 0.99, np.nan, IMAGES)),
+    "images_inf.npy": _npy(np.where(IMAGES > 0.99, np.inf, IMAGES)),
+    "images_huge.npy": _npy(IMAGES.astype(np.float64) * 1e300),  # inf in a float32 model
+}
+
+
+def _savez_bytes(p: Path, **arrays) -> bytes:
+    tmp = p.with_name(p.name + ".zip.npz")
+    np.savez(tmp, **arrays)
+    data = tmp.read_bytes()
+    tmp.unlink()
+    return data
+
+
+class Files(dict):
+    """``files["name"]``: the path tmp/<name>, built by BUILDERS[name] on first use; names
+    without a builder (``out``, ``preds.npy``, ``missing.npz``) are just paths."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name: str) -> str:
+        path = self.root / name
+        if name in BUILDERS:
+            BUILDERS[name](path)
+        self[name] = str(path)
+        return self[name]
+
+    def expand(self, arg: str) -> str:
+        """``arg`` with every ``{name}`` replaced by that file's path."""
+        return re.sub(r"\{([^{}]+)\}", lambda m: self[m.group(1)], arg)
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    argv: tuple[str, ...]
+    fragment: str
+    patch: Callable[[pytest.MonkeyPatch], None] | None = None
+    needs_no_cupy: bool = False
+
+
+def _train(*options: str, **kw) -> Row:
+    """A small train run (synthetic data unless the options say otherwise) plus ``options``."""
+    fragment = kw.pop("fragment")
+    base = ("train", "--dataset", "synthetic", "--hidden", "8", "--epochs", "2", "--device",
+            "cpu", "--no-progress", "--out", "{out}")
+    return Row(base + options, fragment, **kw)
+
+
+def _data(path_key: str, fragment: str, dataset: str = "npz", *extra: str) -> Row:
+    return _train("--dataset", dataset, "--data-path", "{" + path_key + "}", *extra,
+                  fragment=fragment)
+
+
+def _evaluate(*options: str, fragment: str, **kw) -> Row:
+    return Row(("evaluate", *options, "--device", "cpu"), fragment, **kw)
+
+
+def _predict(*options: str, fragment: str, **kw) -> Row:
+    return Row(("predict", *options, "--device", "cpu"), fragment, **kw)
+
+
+class OutOfMemoryError(MemoryError):
+    """Stands in for cupy.cuda.memory.OutOfMemoryError (matched by type name, not by import)."""
+
+
+OutOfMemoryError.__module__ = "cupy.cuda.memory"
+
+
+def _gpu_oom(*args, **kwargs):
+    raise OutOfMemoryError("Out of memory allocating 4,000,000,000 bytes "
+                           "(allocated so far: 1,000,000 bytes).")
+
+
+class FakeTorchOOM(RuntimeError):  # not a MemoryError at all: only the name tells
+    pass
+
+
+FakeTorchOOM.__name__ = FakeTorchOOM.__qualname__ = "OutOfMemoryError"
+
+
+def _patch_trainer(mp: pytest.MonkeyPatch) -> None:
+    # fastmlp.train (the attribute) is the function; the module is in sys.modules
+    mp.setattr(importlib.import_module("fastmlp.train"), "Trainer", _gpu_oom)
+
+
+def _patch_trainer_torch(mp: pytest.MonkeyPatch) -> None:
+    def boom(*a, **k):
+        raise FakeTorchOOM("CUDA out of memory. Tried to allocate 2.00 GiB")
+    mp.setattr(importlib.import_module("fastmlp.train"), "Trainer", boom)
+
+
+def _patch_evaluate(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(importlib.import_module("fastmlp.cli"), "evaluate_split", _gpu_oom)
+
+
+ROWS: dict[str, Row] = {
+    # -- corrupt or truncated data files
+    "truncated npz": _data("truncated.npz", "corrupt or truncated"),
+    "corrupt npz (random bytes)": _data("random.npz", "corrupt or truncated"),
+    "npz is an .npy": _data("not_npz.npy", "not an .npz archive"),
+    "npz is missing": _data("missing.npz", "not found"),
+    "npz path is a directory": _data("mnist_few_rows", "directory"),
+    "notmnist missing": _data("missing.npz", "not found", "notmnist"),
+    "truncated IDX .gz": _data("mnist_trunc_gz", "corrupt or truncated gzip", "mnist"),
+    "corrupt IDX (bad magic)": _data("mnist_bad_magic", "bad magic number", "mnist"),
+    "IDX with trailing bytes": _data("mnist_trailing", "unexpected bytes", "mnist"),
+    "truncated IDX data": _data("mnist_trunc_idx", "truncated IDX file", "mnist"),
+    "IDX file missing": _data("mnist_missing", "not found in", "mnist"),
+    "MNIST dir missing": _data("no_such_dir", "not found", "mnist"),
+    "MNIST path is a file": _data("a_file", "must be a directory", "mnist"),
+    "MNIST too few rows": _data("mnist_few_rows", "more are needed", "mnist"),
+    # -- wrong shapes and values
+    "npz rows vs labels": _data("rows_mismatch.npz", "10 feature rows but 12 labels"),
+    "npz 1-D features": _data("x_1d.npz", "2-D"),
+    "npz split widths differ": _data("width_mismatch.npz", "x_test has 4 features"),
+    "npz one-hot labels": _data("onehot.npz", "one-hot"),
+    "npz x_test without y_test": _data("no_y_test.npz", "missing key y_test"),
+    "npz no rows": _data("no_rows.npz", "no rows"),
+    "npz no features": _data("no_features.npz", "n_in must be a positive integer"),
+    "npz string features": _data("string_x.npz", "real numbers"),
+    "npz object features": _data("object_x.npz", "corrupt or truncated"),
+    "labels out of range (negative)": _data("negative_labels.npz", "labels must be in 0..K-1"),
+    "labels out of range (notmnist 10)": _data("notmnist_label10.npz", "labels must be in 0..9",
+                                               "notmnist"),
+    "labels out of range (MNIST 12)": _data("mnist_label12", "labels outside 0..9", "mnist"),
+    "labels are ids (10**9)": _data("label_ids.npz", "class indices 0..K-1"),
+    "labels are ids (2**62)": _data("label_2_62.npz", "class indices 0..K-1"),
+    "fractional labels": _data("fractional_labels.npz", "non-integer"),
+    "string labels": _data("string_labels.npz", "labels must be integers"),
+    "notmnist too small": _data("notmnist_small.npz", "needs more than 16000", "notmnist"),
+    "NaN features": _data("nan.npz", "NaN or infinite"),
+    "inf features": _data("inf.npz", "NaN or infinite"),
+    "-inf in the valid split": _data("ninf_valid.npz", "(valid): features contain NaN"),
+    "float32 overflow to inf": _data("huge.npz", "NaN or infinite", "npz", "--dtype",
+                                     "float32"),
+    # -- sizes
+    "--hidden 0": _train("--hidden", "0", fragment="--hidden"),
+    "--hidden -3": _train("--hidden", "-3", fragment="--hidden"),
+    "--epochs 0 (zero epochs)": _train("--epochs", "0", fragment="--epochs"),
+    "--epochs -1": _train("--epochs", "-1", fragment="--epochs"),
+    "--train-size 0": _train("--train-size", "0", fragment="--train-size"),
+    "--train-size -5": _train("--train-size", "-5", fragment="--train-size"),
+    "--train-size too big": _train("--train-size", "1001", fragment="between 1 and 1000"),
+    "--batch-size 0": _train("--batch-size", "0", fragment="--batch-size"),
+    "batch larger than the data": _train("--batch-size", "1001", fragment="--batch-size"),
+    "--eval-every 0": _train("--eval-every", "0", fragment="--eval-every"),
+    "--lr nan": _train("--lr", "nan", fragment="--lr"),
+    "--momentum inf": _train("--momentum", "inf", fragment="--momentum"),
+    # -- names and option syntax
+    "unknown device": _train("--device", "tpu", fragment="--device"),
+    "unknown dataset": _train("--dataset", "cifar", fragment="--dataset"),
+    "unknown activation": _train("--activation", "tanh", fragment="--activation"),
+    "unknown dtype": _train("--dtype", "float16", fragment="--dtype"),
+    "--lr abc": _train("--lr", "abc", fragment="--lr"),
+    "--hidden ten": _train("--hidden", "ten", fragment="--hidden"),
+    "--epochs 2.5": _train("--epochs", "2.5", fragment="--epochs"),
+    "--seed -1": _train("--seed", "-1", fragment="--seed"),
+    "--lr without a value": _train("--lr", fragment="--lr"),
+    "unknown option": _train("--bogus", fragment="--bogus"),
+    "--out is a file": _train("--out", "{a_file}", fragment="not a directory"),
+    # -- devices and memory
+    "missing CuPy (train)": _train("--device", "cuda", fragment="fastmlp[cuda12]",
+                                   needs_no_cupy=True),
+    "missing CuPy (evaluate)": Row(("evaluate", "{model.npz}", "--device", "cuda"),
+                                   "fastmlp[cuda12]", needs_no_cupy=True),
+    "missing CuPy (predict)": Row(("predict", "{model.npz}", "{images.npy}", "--device", "cuda"),
+                                  "fastmlp[cuda12]", needs_no_cupy=True),
+    "missing CuPy (gradcheck)": Row(("gradcheck", "--device", "cuda"), "fastmlp[cuda12]",
+                                    needs_no_cupy=True),
+    "GPU out of memory (train)": _train(fragment="out of GPU memory", patch=_patch_trainer),
+    "GPU OOM suggests --batch-size": _train(fragment="--batch-size", patch=_patch_trainer),
+    "torch-style OOM by name only": _train(fragment="OutOfMemoryError",
+                                           patch=_patch_trainer_torch),
+    "GPU out of memory (evaluate)": _evaluate("{model.npz}", "--dataset", "synthetic",
+                                              fragment="out of GPU memory",
+                                              patch=_patch_evaluate),
+    "host out of memory (huge --hidden)": _train("--hidden", "1000000000000",
+                                                 fragment="out of memory"),
+    "network beyond any array (--hidden 1e20)": _train("--hidden", "1" + "0" * 20,
+                                                       fragment="too large"),
+    # -- evaluate
+    "evaluate: model missing": _evaluate("{missing.npz}", fragment="model file not found"),
+    "evaluate: model random bytes": _evaluate("{model_random.npz}", fragment="cannot read model"),
+    "evaluate: model truncated": _evaluate("{model_truncated.npz}",
+                                           fragment="cannot read model"),
+    "evaluate: not a fastmlp model": _evaluate("{model_no_wh.npz}", fragment="missing array"),
+    "evaluate: inconsistent model": _evaluate("{model_bad_shapes.npz}",
+                                              fragment="inconsistent arrays"),
+    "evaluate: integer weights": _evaluate("{model_int.npz}", fragment="dtype"),
+    "evaluate: model is a dataset": _evaluate("{nan.npz}", fragment="not a fastmlp model"),
+    "evaluate: features differ": _evaluate("{model_5in.npz}", "--dataset", "synthetic",
+                                           fragment="takes 5 features but synthetic has 784"),
+    "evaluate: too few outputs": _evaluate("{model_3out.npz}", "--dataset", "synthetic",
+                                           fragment="10 classes but the model outputs 3"),
+    "evaluate: NaN data": _evaluate("{model_5in.npz}", "--dataset", "npz", "--data-path",
+                                    "{nan.npz}", fragment="NaN or infinite"),
+    "evaluate: npz without --data-path": _evaluate("{model.npz}", "--dataset", "npz",
+                                                   fragment="--data-path"),
+    "evaluate: --train-size 0": _evaluate("{model.npz}", "--train-size", "0",
+                                          fragment="--train-size"),
+    "evaluate: unknown dataset": _evaluate("{model.npz}", "--dataset", "cifar",
+                                           fragment="--dataset"),
+    "evaluate: no model argument": Row(("evaluate",), "MODEL.npz"),
+    # -- predict
+    "predict: images missing": _predict("{model.npz}", "{missing.npy}", fragment="not found"),
+    "predict: images not .npy": _predict("{model.npz}", "{images.txt}", fragment=".npy file"),
+    "predict: images random bytes": _predict("{model.npz}", "{images_random.npy}",
+                                             fragment="corrupt or truncated"),
+    "predict: images truncated": _predict("{model.npz}", "{images_truncated.npy}",
+                                          fragment="corrupt or truncated"),
+    "predict: pickled objects": _predict("{model.npz}", "{images_object.npy}",
+                                         fragment="corrupt or truncated"),
+    "predict: strings": _predict("{model.npz}", "{images_strings.npy}", fragment="real numbers"),
+    "predict: complex": _predict("{model.npz}", "{images_complex.npy}", fragment="real numbers"),
+    "predict: booleans": _predict("{model.npz}", "{images_bool.npy}", fragment="real numbers"),
+    "predict: an .npz named .npy": _predict("{model.npz}", "{images_npz.npy}",
+                                            fragment="archive"),
+    "predict: shape mismatch": _predict("{model.npz}", "{images_wrong_width.npy}",
+                                        fragment="shape (3, 100) but the model takes 784"),
+    "predict: wrong image size": _predict("{model.npz}", "{images_wrong_square.npy}",
+                                          fragment="(N, 28, 28)"),
+    "predict: one flat image": _predict("{model.npz}", "{images_flat_1d.npy}",
+                                        fragment="expected (N, 784)"),
+    "predict: shape vs a 5-input model": _predict("{model_5in.npz}", "{images.npy}",
+                                                  fragment="takes 5 features"),
+    "predict: no images": _predict("{model.npz}", "{images_empty.npy}", fragment="no images"),
+    "predict: NaN": _predict("{model.npz}", "{images_nan.npy}", fragment="NaN or infinite"),
+    "predict: inf": _predict("{model.npz}", "{images_inf.npy}", fragment="NaN or infinite"),
+    "predict: float32 overflow": _predict("{model.npz}", "{images_huge.npy}",
+                                          fragment="overflow float32"),
+    "predict: model missing": _predict("{missing.npz}", "{images.npy}", fragment="not found"),
+    "predict: model corrupt": _predict("{model_random.npz}", "{images.npy}",
+                                       fragment="cannot read model"),
+    "predict: --out suffix": _predict("{model.npz}", "{images.npy}", "--out", "{preds.txt}",
+                                      fragment=".npy or .csv"),
+    "predict: --out directory missing": _predict("{model.npz}", "{images.npy}", "--out",
+                                                 "{no_such_dir}/p.csv",
+                                                 fragment="does not exist"),
+    "predict: --out is a directory": _predict("{model.npz}", "{images.npy}", "--out",
+                                              "{dir.csv}", fragment="is a directory"),
+    "predict: bad --scale": _predict("{model.npz}", "{images.npy}", "--scale", "x",
+                                     fragment="--scale"),
+    # -- gradcheck
+    "gradcheck: model missing": Row(("gradcheck", "--model", "{missing.npz}"), "not found"),
+    "gradcheck: --model with --hidden": Row(("gradcheck", "--model", "{model.npz}", "--hidden",
+                                             "4"), "--hidden"),
+    "gradcheck: mnist needs 784 inputs": Row(("gradcheck", "--dataset", "mnist", "--n-in", "5"),
+                                             "784 features"),
+    "gradcheck: one class": Row(("gradcheck", "--n-classes", "1"), "at least 2"),
+    "gradcheck: --tol 0": Row(("gradcheck", "--tol", "0"), "--tol"),
+    "gradcheck: --eps abc": Row(("gradcheck", "--eps", "abc"), "--eps"),
+    "gradcheck: --samples 0": Row(("gradcheck", "--samples", "0"), "--samples"),
+    "gradcheck: network too large": Row(("gradcheck", "--hidden", "1" + "0" * 17), "too large"),
+    "gradcheck: --max-entries -1": Row(("gradcheck", "--max-entries", "-1"), "--max-entries"),
+}
+
+
+def _complete_outputs(files: Files) -> list[Path]:
+    """Output files that must not exist after a failure."""
+    out = files.root / "out"
+    return [out / "history.json", out / "model.npz", files.root / "preds.npy",
+            files.root / "preds.txt", files.root / "no_such_dir" / "p.csv"]
+
+
+@pytest.mark.parametrize("case", list(ROWS))
+def test_bad_input_gets_one_clear_line(case: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    row = ROWS[case]
+    if row.needs_no_cupy and HAVE_CUPY:
+        pytest.skip("CuPy is installed here")
+    if row.patch is not None:
+        row.patch(monkeypatch)
+    files = Files(tmp_path)
+    argv = [files.expand(arg) for arg in row.argv]
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code != 0, f"exit 0 for {argv}"
+    assert "Traceback" not in captured.err + captured.out
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("fastmlp: error: "), lines[0]
+    assert row.fragment in lines[0], lines[0]
+    for path in _complete_outputs(files):
+        assert not path.exists(), f"{path} left behind"
+
+
+def test_every_command_has_rows() -> None:
+    from fastmlp.cli import COMMANDS
+
+    covered = {row.argv[0] for row in ROWS.values()}
+    assert {"train", "evaluate", "predict", "gradcheck"} <= covered <= set(COMMANDS)
+
+
+def test_a_genuine_bug_still_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only out-of-memory errors are caught by type: anything else keeps its traceback."""
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a real bug")
+
+    monkeypatch.setattr(importlib.import_module("fastmlp.train"), "Trainer", bug)
+    with pytest.raises(ZeroDivisionError):
+        main(["train", "--dataset", "synthetic", "--hidden", "4", "--epochs", "1",
+              "--no-progress", "--quiet", "--device", "cpu", "--out", str(tmp_path / "o")])
+
+
+# -- accepted inputs: what evaluate and predict take, and that they agree ------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small run of ``fastmlp train`` on synthetic data; its output directory."""
+    out = tmp_path_factory.mktemp("run")
+    argv = ["train", "--dataset", "synthetic", "--hidden", "8", "--epochs", "3", "--device",
+            "cpu", "--no-progress", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+def test_evaluate_reproduces_the_final_metrics_of_training(trained: Path, capsys) -> None:
+    capsys.readouterr()
+    final = json.loads((trained / "history.json").read_text())["final"]
+    assert main(["evaluate", str(trained / "model.npz"), "--dataset", "synthetic", "--json",
+                 "--device", "cpu"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["dataset"] == "synthetic" and data["scale"] == "unit"
+    for split in ("train", "valid", "test"):
+        got = data["splits"][split]
+        assert got["loss"] == pytest.approx(final[f"{split}_loss"], rel=1e-6)
+        assert got["accuracy"] == pytest.approx(final[f"{split}_acc"], abs=1e-12)
+    assert [data["splits"][s]["rows"] for s in ("train", "valid", "test")] == [1000, 200, 200]
+    assert main(["evaluate", str(trained / "model.npz"), "--dataset", "synthetic"]) == 0
+    table = capsys.readouterr().out
+    assert "784-8-10" in table and f"{final['test_acc']:.4f}" in table
+
+
+def test_evaluate_empty_splits_are_null_in_json(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "d.npz"
+    np.savez(data, x_train=X10, y_train=Y10)  # no valid/test split
+    model = tmp_path / "m.npz"
+    fastmlp.MLP(5, 4, 3).save(model)
+    assert main(["evaluate", str(model), "--dataset", "npz", "--data-path", str(data), "--json",
+                 "--device", "cpu"]) == 0
+    splits = json.loads(capsys.readouterr().out)["splits"]
+    assert splits["valid"] == {"rows": 0, "loss": None, "accuracy": None}
+    assert splits["train"]["rows"] == 10 and 0 <= splits["train"]["accuracy"] <= 1
+
+
+def test_predict_formats_agree(tmp_path: Path, capsys) -> None:
+    model_path = tmp_path / "m.npz"
+    model = fastmlp.MLP(784, 8, 10, seed=4)
+    model.save(model_path, extra={"scale": "symmetric"})  # as a --scale symmetric run records
+    pixels = np.random.default_rng(5).integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    scaled = (pixels.reshape(6, 784) / 127.5 - 1.0).astype(np.float32)
+    expected = model.forward(scaled)
+    np.save(tmp_path / "u8.npy", pixels)
+    np.save(tmp_path / "f.npy", scaled)
+    run = ["predict", str(model_path), "--device", "cpu"]
+    # uint8 (N, 28, 28): scaled as the model was trained, with a note on stderr
+    assert main([*run[:2], str(tmp_path / "u8.npy"), *run[2:]]) == 0
+    captured = capsys.readouterr()
+    assert "[-1, 1]" in captured.err and "--scale symmetric" in captured.err
+    assert [int(v) for v in captured.out.split()] == expected.argmax(axis=1).tolist()
+    # floats (N, 784), already scaled: used as given, silently; probabilities to .npy and .csv
+    for out in ("p.npy", "p.csv"):
+        assert main([*run[:2], str(tmp_path / "f.npy"), *run[2:], "--proba", "--out",
+                     str(tmp_path / out)]) == 0
+        assert capsys.readouterr().err == ""
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, rtol=1e-6)
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0] == "row,prediction," + ",".join(f"p{k}" for k in range(10))
+    table = np.array([r.split(",") for r in rows[1:]], dtype=float)
+    np.testing.assert_array_equal(table[:, 1], expected.argmax(axis=1))
+    np.testing.assert_allclose(table[:, 2:], expected, rtol=1e-6)
+    # labels to .npy; --scale unit overrides the recorded scale
+    assert main([*run[:2], str(tmp_path / "u8.npy"), *run[2:], "--scale", "unit", "--out",
+                 str(tmp_path / "l.npy")]) == 0
+    unit = model.forward((pixels.reshape(6, 784) / 255.0).astype(np.float32)).argmax(axis=1)
+    np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), unit)
+    assert capsys.readouterr().err == ""
