@@ -6,7 +6,7 @@ that adds its options and a ``run(args) -> int``. To add one (``bench``, ``sweep
 
 Error policy: a problem the user can fix (:class:`FastMLPError`, a bad option) prints one line
 ``fastmlp: error: <message>`` on stderr and exits 2, never a traceback; Ctrl-C exits 130 with one
-line. Genuine bugs still raise, with their traceback.
+line; training that diverges exits 3. Genuine bugs still raise, with their traceback.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from .datasets import DATASET_NAMES, SCALES, Dataset, load_dataset
 from .errors import FastMLPError
 from .kernels import ACTIVATIONS
 from .model import DTYPES, INITS, MLP
-from .train import History, Trainer, train
+from .train import DivergenceError, History, Trainer, train
 
 PROG = "fastmlp"
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad options or input: FastMLPError, argparse
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_DIVERGED = 3  # fastmlp train: non-finite loss or weights
 
 MNIST_TRAIN_SIZE = 10_000  # the course trains on the first 10000 MNIST images
 
@@ -184,14 +185,22 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--quiet", action="store_true",
                      help="print only the output directory (implies --no-progress)")
+    out.add_argument("--checkpoint-every", type=non_negative_int, default=None, metavar="N",
+                     help="write checkpoint.npz into --out every N epochs; 0: only at the end "
+                          "and on Ctrl-C (default: every 10 epochs, at most once a minute)")
+    out.add_argument("--resume", metavar="DIR", default=None,
+                     help="continue the run whose checkpoint.npz is in DIR, with its options, "
+                          "writing into DIR; only --epochs, --device, --checkpoint-every, "
+                          "--no-progress and --quiet may be given too")
 
 
 @dataclass
 class TrainRun:
     """What a ``fastmlp train`` run has built so far; handed to :func:`on_interrupt`.
 
-    ``history`` collects the epochs completed so far (through the training callback), so an
-    interrupted run still knows them; ``trainer`` holds the model, velocity and epoch counter.
+    ``history`` is the History that ``train()`` appends to (the checkpoint's, on --resume), so
+    an interrupted run still knows its epochs; ``trainer`` (set by the per-epoch callback) holds
+    the model, velocity and epoch counter.
     """
 
     args: argparse.Namespace
@@ -202,22 +211,118 @@ class TrainRun:
     history: History = field(default_factory=History)
 
     def record(self, trainer: Trainer, record: dict[str, float]) -> None:
-        """The per-epoch training callback."""
+        """The per-epoch training callback (``train()`` itself appends to ``history``)."""
         self.trainer = trainer
-        self.history.append(record)
 
 
 def on_interrupt(run: TrainRun) -> str:
-    """Ctrl-C during training; returns the one-line message to print.
+    """Ctrl-C during training; writes the history so far and returns the one-line message.
 
-    HOOK for checkpointing: ``run.trainer`` (model weights, velocity, ``epoch``) and
-    ``run.history`` (completed epochs) are here; write them into ``run.out_dir`` with
-    :func:`fastmlp.report.atomic_write` / ``atomic_path`` so a resume can pick them up.
-    For now nothing is saved.
+    ``train()`` has already written ``checkpoint.npz`` (it stops at the end of the running epoch
+    on the first Ctrl-C; after a second, immediate one the last checkpoint stands). Any
+    checkpoint in ``out_dir`` belongs to this run: a fresh run removes an older one first.
     """
-    done = run.history.epochs
-    return (f"interrupted after {done} of {run.args.epochs} epochs; nothing saved "
-            f"(output directory {run.out_dir})")
+    from . import report
+    from .checkpoint import load_checkpoint
+
+    done, out = run.history.epochs, run.out_dir
+    head = f"interrupted after {done} of {run.args.epochs} epochs"
+    wrote = ""
+    if done:
+        try:
+            report.write_history(run.history, out)
+            wrote = "history so far written; "
+        except (OSError, ValueError):  # keep the exit quick and the message one line
+            pass
+    try:
+        saved = load_checkpoint(out)["epoch"]
+    except FastMLPError:
+        return f"{head}; {wrote or 'nothing saved '}(output directory {out})"
+    return (f"{head}; {wrote}checkpoint at epoch {saved} in {out}; resume with: "
+            f"{PROG} train --resume {shlex.quote(str(out))}")
+
+
+# Options that rebuild data, model and trainer: stored in the checkpoint, reused by --resume.
+TRAIN_CONFIG = ("dataset", "data_path", "train_size", "scale", "hidden", "activation", "init",
+                "dtype", "device", "epochs", "lr", "momentum", "batch_size", "velocity_init",
+                "eval_every", "seed", "checkpoint_every")
+RESUME_MAY_CHANGE = ("epochs", "device", "checkpoint_every", "no_progress", "quiet", "resume")
+
+
+def _run_config(args: argparse.Namespace) -> dict:
+    """The run's options for its checkpoint (data path made absolute, the original command)."""
+    config = {key: getattr(args, key) for key in TRAIN_CONFIG}
+    if config["data_path"] is not None:  # so --resume works from any directory
+        config["data_path"] = str(Path(config["data_path"]).expanduser().resolve())
+    config["argv"] = getattr(args, "_first_argv", None) or _command_line(args)
+    return config
+
+
+def _explicit_options(args: argparse.Namespace) -> dict:
+    """The ``train`` options given on the command line (not defaulted): dest -> value."""
+    argv = getattr(args, "_argv", None)
+    if not argv or "train" not in argv:
+        return {}
+    p = _Parser(prog=f"{PROG} train")
+    _configure_train(p)
+    for action in p._actions:  # absent options then leave no attribute at all
+        action.default = argparse.SUPPRESS
+    return vars(p.parse_args(argv[argv.index("train") + 1:]))
+
+
+def _resume_args(args: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
+    """--resume DIR: the checkpoint in DIR and the options it records, with the few that may
+    change taken from the command line; any other differing option is an error."""
+    from .checkpoint import load_checkpoint, remove_stale_temps
+
+    directory = Path(args.resume).expanduser()
+    if not directory.is_dir():
+        raise FastMLPError(f"--resume {directory}: no such directory")
+    ck = load_checkpoint(directory)
+    config = ck["config"]
+    missing = [key for key in TRAIN_CONFIG if key not in config]
+    if missing:
+        raise FastMLPError(f"{ck['path']} was not written by 'fastmlp train' (no {missing[0]} "
+                           f"recorded); continue it from Python with train(state=...)")
+    merged = argparse.Namespace(**vars(args))
+    for key in TRAIN_CONFIG:
+        setattr(merged, key, config[key])
+    conflicts = []
+    for key, value in _explicit_options(args).items():
+        if key in RESUME_MAY_CHANGE:
+            setattr(merged, key, value)
+        elif key == "out":
+            if Path(value).expanduser().resolve() != directory.resolve():
+                conflicts.append(f"--out {value} (the outputs go into {directory})")
+        elif key in config:
+            recorded = config[key]
+            if key == "data_path" and value is not None:
+                value = str(Path(value).expanduser().resolve())
+            if value != recorded:
+                conflicts.append(f"--{key.replace('_', '-')} {value} (recorded: {recorded})")
+    if conflicts:
+        raise FastMLPError(
+            f"--resume continues the run recorded in {directory} with its own options; "
+            f"{'; '.join(conflicts)}; only --epochs, --device, --checkpoint-every, "
+            f"--no-progress and --quiet may change")
+    if ck["epoch"] > merged.epochs:
+        raise FastMLPError(f"the checkpoint in {directory} is at epoch {ck['epoch']}, past "
+                           f"--epochs {merged.epochs}")
+    merged.out, merged._first_argv = str(directory), config.get("argv")
+    remove_stale_temps(directory)  # left by a killed writer; harmless, but clutter
+    return merged, ck
+
+
+def _check_same_data(ck: dict, model: MLP, dataset: Dataset) -> None:
+    """The rebuilt model and data must be the checkpoint's (a data file may have changed)."""
+    now = dict(model.config(), n_train=len(dataset.train), n_valid=len(dataset.valid),
+               n_test=len(dataset.test))
+    then = dict(ck["history"].config, **ck["model"])
+    diff = [f"{k} {then[k]} then, {now[k]} now" for k in now
+            if k != "seed" and k in then and then[k] != now[k]]
+    if diff:
+        raise FastMLPError(f"the data or model no longer match the checkpoint {ck['path']}: "
+                           f"{', '.join(diff)}")
 
 
 def _resolve_out_dir(out: str | None) -> Path:
@@ -278,9 +383,14 @@ def _header(dataset: Dataset, model: MLP, backend: Backend, args: argparse.Names
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """``fastmlp train``: load, build, train, write history/plots/model, print the summary."""
+    """``fastmlp train``: load, build, train (checkpointing into --out), write history, plots
+    and model, print the summary. ``--resume DIR`` continues the run checkpointed in DIR."""
     from . import report  # matplotlib stays unimported until the plots are drawn
+    from .checkpoint import CHECKPOINT_NPZ, remove_stale_temps
 
+    resumed = None
+    if args.resume is not None:
+        args, resumed = _resume_args(args)
     dataset = _load_data(args)
     backend = get_backend(args.device)
     model = MLP(dataset.n_features, args.hidden, dataset.n_classes, activation=args.activation,
@@ -289,20 +399,50 @@ def run_train(args: argparse.Namespace) -> int:
         # train() checks this too, but only after the output directory would exist
         raise FastMLPError(f"--batch-size must be at most the {len(dataset.train)} training "
                            f"rows, got {args.batch_size}")
+    if resumed is not None:
+        _check_same_data(resumed, model, dataset)
     out_dir = _resolve_out_dir(args.out)
+    checkpoint = out_dir / CHECKPOINT_NPZ
     _say(args, *_header(dataset, model, backend, args), f"output:   {out_dir}")
-    run = TrainRun(args=args, out_dir=out_dir, dataset=dataset, model=model)
+    if resumed is not None:
+        _say(args, f"resume:   from epoch {resumed['epoch']} ({checkpoint})")
+        resumed["history"].config.setdefault("resumed_at_epoch", []).append(resumed["epoch"])
+    elif checkpoint.exists():  # an earlier run's: --resume must never pick it up for this one
+        checkpoint.unlink()
+        remove_stale_temps(out_dir)
+        _say(args, f"note:     removed the checkpoint of an earlier run in {out_dir}")
+    run = TrainRun(args=args, out_dir=out_dir, dataset=dataset, model=model,
+                   history=resumed["history"] if resumed is not None else History())
     try:
         history = train(model, dataset, epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                         batch_size=args.batch_size, eval_every=args.eval_every,
                         velocity_init=args.velocity_init, seed=args.seed,
-                        progress=not (args.no_progress or args.quiet), callback=run.record)
+                        progress=not (args.no_progress or args.quiet), callback=run.record,
+                        history=run.history, state=resumed, checkpoint=checkpoint,
+                        checkpoint_every=args.checkpoint_every,
+                        checkpoint_config=_run_config(args))
     except KeyboardInterrupt:
         print(f"{PROG}: {on_interrupt(run)}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    # What train() does not know: how the data was prepared and the exact command.
+    except DivergenceError as exc:
+        # The model holds the last finite weights and exc.history the epochs up to them.
+        _write_results(exc.history, model, out_dir, args)
+        _error(f"{exc}; the history and those weights are in {out_dir}")
+        return EXIT_DIVERGED
+    _write_results(history, model, out_dir, args)
+    _say(args, "", report.format_summary(history), "")
+    print(f"results in {out_dir}" if not args.quiet else out_dir, flush=True)
+    return EXIT_OK
+
+
+def _write_results(history: History, model: MLP, out_dir: Path, args: argparse.Namespace) -> None:
+    """history.json/csv, loss/accuracy plots and model.npz into ``out_dir``."""
+    from . import report
+
+    # What train() does not know: how the data was prepared and the exact (first) command.
     history.config.update(scale=args.scale, data_path=args.data_path,
-                          device_requested=args.device, argv=_command_line(args))
+                          device_requested=args.device,
+                          argv=getattr(args, "_first_argv", None) or _command_line(args))
     try:
         report.write_history(history, out_dir)
         report.plot_history(history, out_dir)
@@ -310,9 +450,6 @@ def run_train(args: argparse.Namespace) -> int:
     except OSError as exc:  # disk full, permissions, directory removed during training
         where = exc.filename or out_dir
         raise FastMLPError(f"cannot write results to {where}: {exc.strerror or exc}") from None
-    _say(args, "", report.format_summary(history), "")
-    print(f"results in {out_dir}" if not args.quiet else out_dir, flush=True)
-    return EXIT_OK
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -811,6 +948,23 @@ register(Command(
     help="predict the labels of images in a .npy file with a saved model",
     configure=_configure_predict,
     run=run_predict,
+))
+
+
+# -- fastmlp sweep (fastmlp/sweep.py: imports Dask and matplotlib only when they are used) ------
+
+from .sweep import configure_sweep, run_sweep  # noqa: E402
+
+register(Command(
+    name="sweep",
+    help="train a grid of hyperparameters x seeds and summarise it as mean ± std",
+    description="Train every combination of --hidden, --lr, --momentum, --batch-size and "
+                "--activation once per seed (in this process, --workers processes or on a Dask "
+                "cluster with --scheduler); write each run's history.json, summary.csv, "
+                "summary.json and mean-curve plots into --out. Rerun with the same --out to "
+                "resume.",
+    configure=configure_sweep,
+    run=run_sweep,
 ))
 
 

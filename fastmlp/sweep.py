@@ -1,0 +1,843 @@
+"""``fastmlp sweep``: a hyperparameter grid × seeds, run in parallel, summarised as mean ± std.
+
+A *grid point* is one combination of ``--hidden``, ``--lr``, ``--momentum``, ``--batch-size`` and
+``--activation``; a *run* is one grid point trained with one seed. Each run is exactly what
+``fastmlp train`` does with the same options and ``--seed`` (the seed draws the initial weights,
+the minibatch order and, for ``--dataset synthetic``, the data), so any run can be reproduced on
+its own.
+
+Layout of ``--out DIR``::
+
+    DIR/summary.csv, DIR/summary.json        one row per grid point: mean ± std over the seeds
+    DIR/curves_loss.png, curves_accuracy.png mean validation curves per grid point, ± std bands
+    DIR/<point>/seed-<s>/history.json        one finished run (config["sweep"] = its spec)
+    DIR/<point>/seed-<s>/history.csv         the same, per epoch
+    DIR/<point>/seed-<s>/model.npz           with --save-models
+    DIR/<point>/seed-<s>/error.json          a failed run (divergence, crash); retried on resume
+
+where ``<point>`` is e.g. ``h100-lr0.05-m0.9-bfull-relu``.
+
+Execution: ``--workers 1`` (the default) trains in this process, one run after the other; each
+CPU training already uses every core (Numba threads + BLAS), so more processes on the same cores
+mostly compete. ``--workers N`` uses N spawned processes (spawn, not fork: Numba's thread pool
+does not survive a fork), worth it for runs too small to fill the machine or to keep a GPU busy.
+``--scheduler ADDRESS`` sends the runs to a Dask distributed cluster. Every task is
+:func:`run_one`: it loads the dataset itself, trains and *returns* the history; the driver (this
+process) writes every file, so workers need not share its filesystem.
+
+A Dask cluster for sweeps runs one training per worker process at a time, each using all the
+cores of its machine. Dask limits its workers' BLAS to one thread by default, so set it back::
+
+    dask scheduler                                                     # once, on any machine
+    OPENBLAS_NUM_THREADS=16 dask worker tcp://HOST:8786 --nworkers 1 --nthreads 1   # per machine
+    fastmlp sweep --scheduler tcp://HOST:8786 --hidden 100 500 1000 2000 \
+        --lr 0.05 0.01 0.001 0.0001 --seeds 3 --out runs/grid
+
+(the sweep prints a note when runs used several Numba threads but one BLAS thread). For a
+``distributed.LocalCluster`` in Python, set ``distributed.nanny.pre-spawn-environ.<VAR>`` to
+None for OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS with ``dask.config.set``.
+
+Determinism: a run's result depends only on its spec and on the numbers of Numba and BLAS threads
+(the CPU head kernel sums per-thread partials; OpenBLAS splits its products by thread), so on one
+machine ``--workers N`` and a local Dask cluster with the same thread counts give bit-identical
+metrics to ``--workers 1``. Both counts are recorded in each history (``threads``, ``blas_env``).
+
+Resume: rerunning the same command with the same ``--out`` skips every run whose history.json
+exists and whose stored spec equals the run's spec (and, with ``--save-models``, whose model.npz
+exists); failed and mismatching runs are trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import itertools
+import json
+import math
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from . import report
+from .errors import FastMLPError
+from .train import METRICS, SPLITS, History
+
+__all__ = ["configure_sweep", "run_sweep", "run_one", "build_specs", "point_name", "summarize"]
+
+GRID_KEYS = ("hidden", "lr", "momentum", "batch_size", "activation")
+SUMMARY_CSV = "summary.csv"
+SUMMARY_JSON = "summary.json"
+CURVES_LOSS_PNG = "curves_loss.png"
+CURVES_ACCURACY_PNG = "curves_accuracy.png"
+ERROR_JSON = "error.json"
+DEFAULT_SEEDS = 3
+EXIT_FAILED = 1  # the sweep finished but some runs failed (2 stays "bad options", 130 Ctrl-C)
+DASK_HINT = "pip install 'fastmlp[dask]'"
+DASK_CONNECT_TIMEOUT = "20s"
+# Dask's nanny sets these to 1 in its workers (distributed.nanny.pre-spawn-environ); recorded per
+# run, since the BLAS thread count changes both the speed and the last bits of the products
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+Spec = dict[str, Any]  # one run: the shared options, the grid values and the seed (JSON-ready)
+Result = dict[str, Any]  # what run_one returns (see its docstring)
+
+
+# -- command-line options -----------------------------------------------------------------------
+
+
+def configure_sweep(p: argparse.ArgumentParser) -> None:
+    """Add the ``fastmlp sweep`` options to ``p``."""
+    # cli imports this module, so cli's names are only taken once cli is fully loaded
+    from .backend import DEVICES
+    from .cli import (
+        MNIST_TRAIN_SIZE,
+        batch_or_full,
+        non_negative_float,
+        non_negative_int,
+        positive_int,
+        train_size,
+    )
+    from .datasets import DATASET_NAMES, SCALES
+    from .kernels import ACTIVATIONS
+    from .model import DTYPES, INITS
+
+    grid = p.add_argument_group("grid (every combination is a grid point)")
+    grid.add_argument("--hidden", nargs="+", type=positive_int, default=[1000], metavar="H",
+                      help="hidden units (default: 1000)")
+    grid.add_argument("--lr", nargs="+", type=non_negative_float, default=[0.1], metavar="LR",
+                      help="learning rates (default: 0.1)")
+    grid.add_argument("--momentum", nargs="+", type=non_negative_float, default=[0.99],
+                      metavar="MU", help="momentum coefficients (default: 0.99)")
+    grid.add_argument("--batch-size", nargs="+", type=batch_or_full, default=[None], metavar="B",
+                      help="minibatch sizes, or 'full' for full batch (default: full)")
+    grid.add_argument("--activation", nargs="+", choices=ACTIVATIONS, default=["relu"],
+                      help="hidden activations (default: relu)")
+
+    seeds = p.add_argument_group("seeds (every grid point runs once per seed)")
+    one_of = seeds.add_mutually_exclusive_group()
+    one_of.add_argument("--seeds", type=positive_int, default=None, metavar="R",
+                        help=f"seeds 0 .. R-1 (default: {DEFAULT_SEEDS})")
+    one_of.add_argument("--seed-list", nargs="+", type=non_negative_int, default=None,
+                        metavar="S", help="these seeds instead")
+
+    shared = p.add_argument_group("shared by every run (as in 'fastmlp train')")
+    shared.add_argument("--dataset", choices=DATASET_NAMES, default="mnist",
+                        help="default: %(default)s (bundled); notmnist and npz need --data-path")
+    shared.add_argument("--data-path", metavar="PATH", default=None,
+                        help="data file or directory; with --scheduler, a path on the workers")
+    shared.add_argument("--train-size", type=train_size, default=None, metavar="N",
+                        help=f"first N training rows, or 'all' (default: {MNIST_TRAIN_SIZE} for "
+                             f"mnist, all otherwise)")
+    shared.add_argument("--scale", choices=SCALES, default="unit",
+                        help="pixels to [0, 1] (unit, the default) or [-1, 1] (symmetric)")
+    shared.add_argument("--epochs", type=positive_int, default=200, metavar="N",
+                        help="default: %(default)s")
+    shared.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="default: %(default)s")
+    shared.add_argument("--device", choices=DEVICES, default="auto",
+                        help="default: auto (CUDA when CuPy sees a GPU, else the CPU); with "
+                             "--scheduler, decided on each worker")
+    shared.add_argument("--eval-every", type=positive_int, default=1, metavar="N",
+                        help="measure valid/test every N epochs (default: %(default)s)")
+    shared.add_argument("--init", choices=INITS, default="xavier",
+                        help="weight initialisation (default: %(default)s)")
+    shared.add_argument("--velocity-init", type=non_negative_float, default=1e-5, metavar="V",
+                        help="initial value of every velocity entry (default: %(default)s)")
+
+    ex = p.add_argument_group("execution")
+    ex.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                    help="worker processes on this machine (default: 1, in this process: each "
+                         "CPU run already uses every core)")
+    ex.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                    help="run on a Dask distributed cluster, e.g. tcp://host:8786 (needs "
+                         f"{DASK_HINT})")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--out", metavar="DIR", default=None,
+                     help="output directory (default: runs/sweep-<YYYYmmdd-HHMMSS>); rerun with "
+                          "the same DIR to resume")
+    out.add_argument("--save-models", action="store_true",
+                     help="also write each run's model.npz")
+    out.add_argument("--quiet", action="store_true",
+                     help="no line per finished run; only the table and the directory")
+
+
+# -- specs and names ----------------------------------------------------------------------------
+
+
+def _unique(values: Iterable[Any]) -> list[Any]:
+    """``values`` without repeats, first occurrence kept (``--hidden 100 100`` is one value)."""
+    seen: list[Any] = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+def _num(x: float) -> str:
+    """Shortest exact text of a float (repr), so names of distinct values never collide."""
+    return repr(float(x))
+
+
+def point_name(spec: Spec) -> str:
+    """Directory name of a grid point, e.g. ``h100-lr0.05-m0.9-bfull-relu``."""
+    batch = "full" if spec["batch_size"] is None else str(spec["batch_size"])
+    return (f"h{spec['hidden']}-lr{_num(spec['lr'])}-m{_num(spec['momentum'])}-b{batch}-"
+            f"{spec['activation']}")
+
+
+def run_dir(out: Path, spec: Spec) -> Path:
+    """``out/<point>/seed-<s>``: where one run's files live."""
+    return out / point_name(spec) / f"seed-{spec['seed']}"
+
+
+def _point(spec: Spec) -> tuple:
+    return tuple(spec[k] for k in GRID_KEYS)
+
+
+def _canonical(spec: Spec) -> Spec:
+    """``spec`` as it reads back from JSON (what history.json stores), for resume comparison."""
+    return json.loads(json.dumps(spec))
+
+
+def build_specs(args: argparse.Namespace) -> tuple[dict[str, list[Any]], list[int], list[Spec]]:
+    """(grid values per key, seeds, one spec per run in grid order then seed order)."""
+    grid = {
+        "hidden": _unique(args.hidden),
+        "lr": _unique(float(v) for v in args.lr),
+        "momentum": _unique(float(v) for v in args.momentum),
+        "batch_size": _unique(args.batch_size),
+        "activation": _unique(args.activation),
+    }
+    if args.seed_list is not None:
+        if len(set(args.seed_list)) != len(args.seed_list):
+            raise FastMLPError(f"--seed-list has repeated seeds: {args.seed_list}")
+        seeds = list(args.seed_list)
+    else:
+        seeds = list(range(args.seeds if args.seeds is not None else DEFAULT_SEEDS))
+    shared = dict(dataset=args.dataset, data_path=args.data_path, train_size=args.train_size,
+                  scale=args.scale, epochs=args.epochs, dtype=args.dtype, device=args.device,
+                  eval_every=args.eval_every, init=args.init, velocity_init=args.velocity_init)
+    specs = [dict(shared, **dict(zip(GRID_KEYS, values, strict=True)), seed=seed)
+             for values in itertools.product(*grid.values()) for seed in seeds]
+    return grid, seeds, specs
+
+
+# -- the task: one run, anywhere ----------------------------------------------------------------
+
+_DATA_CACHE: dict[tuple, Any] = {}  # one dataset per process: a worker reuses it across its runs
+
+
+def _data_key(spec: Spec) -> tuple:
+    # only synthetic data depends on the seed (load_dataset ignores it otherwise)
+    seed = spec["seed"] if spec["dataset"] == "synthetic" else None
+    return (spec["dataset"], spec["data_path"], spec["train_size"], spec["scale"], spec["dtype"],
+            seed)
+
+
+def load_data(spec: Spec) -> Any:
+    """The :class:`~fastmlp.datasets.Dataset` of ``spec``, loaded as ``fastmlp train`` loads it
+    (cached: the last one stays in memory)."""
+    from .cli import _load_data
+
+    key = _data_key(spec)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # keep one: a second MNIST copy is ~100 MB per worker
+        _DATA_CACHE[key] = _load_data(argparse.Namespace(
+            dataset=spec["dataset"], data_path=spec["data_path"], train_size=spec["train_size"],
+            scale=spec["scale"], dtype=spec["dtype"], seed=spec["seed"]))
+    return _DATA_CACHE[key]
+
+
+class _Diverged(Exception):
+    def __init__(self, epoch: int, loss: float):
+        super().__init__(f"diverged at epoch {epoch}: train loss {loss}")
+
+
+def _threads(backend: Any) -> int | None:
+    if backend.name != "cpu":
+        return None
+    import numba
+
+    return int(numba.get_num_threads())
+
+
+def run_one(spec: Spec, save_model: bool = False) -> Result:
+    """Train the run ``spec`` (a dict from :func:`build_specs`) and return its result.
+
+    Top-level and self-contained so that a spawned process or a Dask worker can run it: it loads
+    the dataset by name/options and writes nothing. Returns a picklable dict:
+
+    - ``status``: ``"ok"`` or ``"failed"``;
+    - ``history``: ``History.to_dict()`` (per-epoch lists of length ``epochs``, ``final``,
+      ``config`` with ``config["sweep"] = spec``); for a failed run the epochs done, or None;
+    - ``error`` (one line) and ``traceback`` (for unexpected exceptions) when failed;
+    - ``model``: ``{"Wh" (F×H), "bh" (1×H), "Wo" (H×K), "bo" (1×K)}`` host arrays when
+      ``save_model`` and ok, else None;
+    - ``host``, ``pid``: where it ran.
+
+    A non-finite training loss stops the run early as failed ("diverged"). Any exception but
+    KeyboardInterrupt becomes a failed result, so one bad run never ends the sweep.
+    """
+    from .backend import get_backend
+    from .model import MLP
+    from .train import train
+
+    result: Result = dict(status="failed", history=None, error=None, traceback=None, model=None,
+                          host=socket.gethostname(), pid=os.getpid())
+    partial = History()  # the epochs done so far, kept for a run that fails midway
+
+    def watch(trainer: Any, record: dict[str, float]) -> None:
+        partial.append(record)
+        if not math.isfinite(record["train_loss"]):
+            raise _Diverged(trainer.epoch, record["train_loss"])
+
+    try:
+        data = load_data(spec)
+        backend = get_backend(spec["device"])
+        model = MLP(data.n_features, spec["hidden"], data.n_classes,
+                    activation=spec["activation"], init=spec["init"], dtype=spec["dtype"],
+                    device=backend, seed=spec["seed"])
+        partial.config = dict(model.config(), sweep=spec)
+        history = train(model, data, epochs=spec["epochs"], lr=spec["lr"],
+                        momentum=spec["momentum"], batch_size=spec["batch_size"],
+                        eval_every=spec["eval_every"], velocity_init=spec["velocity_init"],
+                        seed=spec["seed"], callback=watch)
+        finals = [history.final.get(k, math.nan) for k in ("train_loss", "train_acc")]
+        if not all(math.isfinite(v) for v in finals):
+            raise _Diverged(history.epochs, finals[0])
+    except _Diverged as exc:
+        result["error"] = str(exc)
+        result["history"] = partial.to_dict()
+        return result
+    except Exception as exc:  # noqa: BLE001 - recorded as a failed run, never ends the sweep
+        if isinstance(exc, FastMLPError):  # the user's kind of problem: its message says it all
+            result["error"] = " ".join(str(exc).split())
+        else:  # a bug: name it and keep its traceback in error.json
+            result["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())
+            result["traceback"] = traceback.format_exc()
+        # train()'s own divergence error carries the history up to the last finite weights
+        failed_history = getattr(exc, "history", None)
+        if isinstance(failed_history, History):
+            result["history"] = failed_history.to_dict()
+        else:
+            result["history"] = partial.to_dict() if partial.epochs else None
+        return result
+    # what train() does not know; "sweep" is the run's identity for resume
+    history.config.update(sweep=spec, scale=spec["scale"], data_path=spec["data_path"],
+                          device_requested=spec["device"], threads=_threads(backend),
+                          blas_env={k: os.environ[k] for k in BLAS_ENV if k in os.environ})
+    result.update(status="ok", history=history.to_dict())
+    if save_model:
+        result["model"] = model.state()
+    return result
+
+
+# -- executors: yield (spec, result) as runs finish ---------------------------------------------
+
+
+def _failed(exc: BaseException) -> Result:
+    """The result of a run whose task itself failed (worker died, pool broken, cancelled)."""
+    return dict(status="failed", history=None, error=" ".join(
+        f"{type(exc).__name__}: {exc}".split()) or type(exc).__name__, traceback=None,
+        model=None, host=None, pid=None)
+
+
+def _run_inline(todo: Sequence[Spec], save_model: bool) -> Iterator[tuple[Spec, Result]]:
+    for spec in todo:
+        yield spec, run_one(spec, save_model)
+
+
+def _ignore_sigint() -> None:
+    # Pool workers leave Ctrl-C to the driver, which cancels and terminates them: otherwise every
+    # idle worker would print its own KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_pool(todo: Sequence[Spec], save_model: bool,
+              workers: int) -> Iterator[tuple[Spec, Result]]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)),
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_ignore_sigint)
+    finished = False
+    futures: dict[Any, Spec] = {}
+    try:
+        futures = {pool.submit(run_one, spec, save_model): spec for spec in todo}
+        for fut in as_completed(futures):
+            try:
+                result = fut.result()
+            except Exception as exc:  # noqa: BLE001 - BrokenProcessPool etc.: that run failed
+                result = _failed(exc)
+            yield futures[fut], result
+        finished = True
+    finally:
+        if not finished:  # Ctrl-C (or the consumer stopped): drop queued runs, stop running ones
+            for fut in futures:
+                fut.cancel()
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                with contextlib.suppress(Exception):
+                    proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _dask_client(address: str) -> Any:
+    """A ``distributed.Client`` on ``address``; one-line errors when Dask is missing or the
+    scheduler cannot be reached."""
+    try:
+        import distributed
+    except ImportError:
+        raise FastMLPError(f"--scheduler needs Dask's distributed scheduler: {DASK_HINT}"
+                           ) from None
+    try:
+        return distributed.Client(address, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise FastMLPError(f"cannot connect to the Dask scheduler at {address}: {exc}") from None
+
+
+def _run_dask(todo: Sequence[Spec], save_model: bool,
+              client: Any) -> Iterator[tuple[Spec, Result]]:
+    from distributed import as_completed
+
+    futures = {client.submit(run_one, spec, save_model, pure=False): spec for spec in todo}
+    pending = set(futures)
+    try:
+        for fut in as_completed(list(futures), loop=client.loop):
+            pending.discard(fut)
+            try:
+                result = fut.result()
+            except Exception as exc:  # noqa: BLE001 - KilledWorker, lost connection, ...
+                result = _failed(exc)
+            fut.release()  # the driver has it now; free the worker's copy
+            yield futures[fut], result
+    finally:
+        if pending:  # Ctrl-C: queued and running tasks are cancelled on the cluster
+            with contextlib.suppress(Exception):
+                client.cancel(list(pending))
+
+
+# -- files --------------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, data: Any) -> None:
+    clean = report._json_clean(data)
+    report.atomic_write(path, lambda f: (json.dump(clean, f, indent=2, allow_nan=False),
+                                         f.write("\n")))
+
+
+def _finished_history(out: Path, spec: Spec, save_model: bool) -> dict[str, Any] | None:
+    """history.json of ``spec`` if that run is already done with the same spec, else None."""
+    d = run_dir(out, spec)
+    try:
+        data = json.loads((d / report.HISTORY_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("config", {}).get("sweep") != _canonical(spec):
+        return None
+    if save_model and not (d / report.MODEL_NPZ).is_file():
+        return None
+    return data
+
+
+def _write_run(out: Path, spec: Spec, result: Result) -> None:
+    """Write one finished run's files into its directory (atomically; history.json last, since
+    its presence is what marks the run as done)."""
+    d = run_dir(out, spec)
+    d.mkdir(parents=True, exist_ok=True)
+    if result["status"] != "ok":
+        _write_json(d / ERROR_JSON, {"config": {"sweep": spec}, "error": result["error"],
+                                     "traceback": result["traceback"], "host": result["host"],
+                                     "history": result["history"]})
+        with contextlib.suppress(FileNotFoundError):  # a stale run's files must not look done
+            (d / report.HISTORY_JSON).unlink()
+        return
+    history = History.from_dict(result["history"])
+    if result.get("model") is not None:
+        from .model import MLP
+
+        c = history.config
+        model = MLP(c["n_in"], c["n_hidden"], c["n_out"], activation=c["activation"],
+                    init=c["init"], dtype=c["dtype"], device="cpu", seed=c["seed"])
+        for name, value in result["model"].items():
+            setattr(model, name, value)
+        report.save_model(model, d / report.MODEL_NPZ, extra=history.config)
+    report.write_history(history, d)
+    with contextlib.suppress(FileNotFoundError):
+        (d / ERROR_JSON).unlink()
+
+
+def _default_out_dir() -> Path:
+    base = Path("runs") / f"sweep-{datetime.now():%Y%m%d-%H%M%S}"
+    for n in range(1, 1000):  # two sweeps started in the same second get -2, -3, ...
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise FastMLPError(f"cannot create output directory {path}: "
+                               f"{exc.strerror or exc}") from None
+    raise FastMLPError(f"cannot find a free output directory next to {base}; use --out")
+
+
+# -- summary ------------------------------------------------------------------------------------
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard deviation over seeds: ddof=1 (sample) for 2+ values, 0 for one."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return math.nan, math.nan
+    return float(a.mean()), float(a.std(ddof=1 if a.size > 1 else 0))
+
+
+def _as_float(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def summarize(specs: Sequence[Spec], results: dict[int, Result],
+              out: Path) -> list[dict[str, Any]]:
+    """One row per grid point (grid order): the grid values, ``status`` ("ok" / "partial" /
+    "failed"), ``n_seeds`` (runs that finished) and ``n_failed``, ``<metric>_mean`` and
+    ``<metric>_std`` of the six final metrics and of ``wall_time_s`` over the finished seeds,
+    ``seeds`` and ``failed_seeds``, and ``runs`` (seed, status, dir, error per run).
+
+    ``results`` maps an index into ``specs`` to that run's result (with a ``history`` dict).
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, spec in enumerate(specs):
+        groups.setdefault(_point(spec), []).append(i)
+    rows = []
+    for point, idx in groups.items():
+        ok = [i for i in idx if results.get(i, {}).get("status") == "ok"]
+        failed = [i for i in idx if i not in ok]
+        row: dict[str, Any] = dict(point=point_name(specs[idx[0]]),
+                                   **dict(zip(GRID_KEYS, point, strict=True)))
+        row.update(status="ok" if not failed else ("partial" if ok else "failed"),
+                   n_seeds=len(ok), n_failed=len(failed))
+        for key in (*METRICS, "wall_time_s"):
+            values = [(_as_float(results[i]["history"]["final"].get(key)) if key in METRICS
+                       else float(results[i]["history"]["wall_time_s"])) for i in ok]
+            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
+        row["seeds"] = [specs[i]["seed"] for i in ok]
+        row["failed_seeds"] = [specs[i]["seed"] for i in failed]
+        row["runs"] = [dict(seed=specs[i]["seed"],
+                            status=results.get(i, {}).get("status", "not run"),
+                            dir=str(run_dir(out, specs[i]).relative_to(out)),
+                            error=results.get(i, {}).get("error")) for i in idx]
+        rows.append(row)
+    return rows
+
+
+CSV_KEYS = ("point", *GRID_KEYS, "status", "n_seeds", "n_failed",
+            *(f"{m}_{s}" for m in (*METRICS, "wall_time_s") for s in ("mean", "std")),
+            "seeds", "failed_seeds")
+
+
+def _csv_value(v: Any) -> str:
+    if v is None:
+        return "full"  # the only None among the row values: batch_size of full batch
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ""
+    if isinstance(v, list):
+        return " ".join(str(x) for x in v)
+    return str(v)
+
+
+def write_summary(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """``summary.csv`` (columns :data:`CSV_KEYS`; empty cell for NaN, ``full`` for full batch;
+    seeds space-separated) and ``summary.json`` (``meta`` plus ``rows``; NaN as null)."""
+    def write_csv(f: IO[str]) -> None:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(CSV_KEYS)
+        for row in rows:
+            w.writerow([_csv_value(row[k]) for k in CSV_KEYS])
+
+    report.atomic_write(out / SUMMARY_CSV, write_csv, newline="")
+    _write_json(out / SUMMARY_JSON, dict(meta, rows=rows))
+
+
+def _pm(mean: float, std: float, spec: str = ".4f") -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:{spec}} ± {std:{spec}}"
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The summary as an aligned text table: grid values, seeds, mean ± std of each metric."""
+    head = ["H", "lr", "momentum", "batch", "act", "seeds",
+            *(m.replace("_", " ") for m in METRICS), "time/run (s)"]
+    body = []
+    for r in rows:
+        seeds = str(r["n_seeds"]) + (f" ({r['n_failed']} failed)" if r["n_failed"] else "")
+        body.append([str(r["hidden"]), f"{r['lr']:g}", f"{r['momentum']:g}",
+                     "full" if r["batch_size"] is None else str(r["batch_size"]),
+                     r["activation"], seeds,
+                     *(_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS),
+                     _pm(r["wall_time_s_mean"], r["wall_time_s_std"], ".2f")])
+    widths = [max(len(row[c]) for row in (head, *body)) for c in range(len(head))]
+    n_left = 5  # grid columns left-aligned, numbers right-aligned
+    lines = ["  ".join(cell.ljust(w) if c < n_left else cell.rjust(w)
+                       for c, (cell, w) in enumerate(zip(row, widths, strict=True)))
+             for row in (head, *body)]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+# -- plots --------------------------------------------------------------------------------------
+
+
+def curves_split(results: Iterable[Result]) -> str:
+    """The split the curve plots show: valid (the model-selection split) when the data has one,
+    else test, else train."""
+    histories = [r["history"] for r in results if r.get("status") == "ok"]
+    for split in ("valid", "test"):
+        if any(any(v is not None for v in h[f"{split}_loss"]) for h in histories):
+            return split
+    return "train"
+
+
+def _labels(grid: dict[str, list[Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """Legend labels naming only the grid keys that vary (all of them if none does)."""
+    short = {"hidden": "H", "lr": "lr", "momentum": "mom", "batch_size": "B", "activation": ""}
+    varying = [k for k in GRID_KEYS if len(grid[k]) > 1] or list(GRID_KEYS)
+
+    def text(k: str, v: Any) -> str:
+        v = "full" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
+        return f"{short[k]}={v}" if short[k] else v
+
+    return [", ".join(text(k, r[k]) for k in varying) for r in rows]
+
+
+def plot_curves(out: Path, grid: dict[str, list[Any]], specs: Sequence[Spec],
+                results: dict[int, Result], rows: list[dict[str, Any]],
+                split: str) -> tuple[Path, Path]:
+    """``curves_loss.png`` and ``curves_accuracy.png``: per grid point the mean ``split`` curve
+    over its finished seeds, with a ± std band (same ddof rule as the summary)."""
+    # Figure + Agg canvas, not pyplot: no global backend or figure registry (as report.py does)
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    by_point: dict[tuple, list[dict[str, Any]]] = {}
+    for i, spec in enumerate(specs):
+        if results.get(i, {}).get("status") == "ok":
+            by_point.setdefault(_point(spec), []).append(results[i]["history"])
+    labels = _labels(grid, rows)
+    n = len(rows)
+    cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "viridis"]
+    name = {"train": "training", "valid": "validation", "test": "test"}[split]
+    seeds = sorted({s["seed"] for s in specs})
+    paths = []
+    for metric, ylabel, filename in (("loss", "average cross-entropy", CURVES_LOSS_PNG),
+                                     ("acc", "accuracy", CURVES_ACCURACY_PNG)):
+        fig = Figure(figsize=(9, 5.5), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        for k, (row, label) in enumerate(zip(rows, labels, strict=True)):
+            hists = by_point.get(tuple(row[g] for g in GRID_KEYS), [])
+            if not hists:
+                continue
+            curves = np.array([[_as_float(v) for v in h[f"{split}_{metric}"]] for h in hists])
+            epochs = np.arange(1, curves.shape[1] + 1)
+            keep = np.isfinite(curves).all(axis=0)  # epochs --eval-every measured
+            if not keep.any():
+                continue
+            mean = curves[:, keep].mean(axis=0)
+            std = curves[:, keep].std(axis=0, ddof=1 if len(hists) > 1 else 0)
+            color = cmap(k / max(n - 1, 1) if cmap.N > 20 else k % cmap.N)
+            marker = "o" if keep.sum() <= 30 else None
+            ax.plot(epochs[keep], mean, color=color, marker=marker, markersize=3, linewidth=1.5,
+                    label=f"{label} (n={len(hists)})")
+            ax.fill_between(epochs[keep], mean - std, mean + std, color=color, alpha=0.2,
+                            linewidth=0)
+        ax.set_title(f"{name.capitalize()} {'loss' if metric == 'loss' else 'accuracy'}: mean "
+                     f"± std over seeds {', '.join(map(str, seeds))} ({specs[0]['dataset']})")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(f"{name} {ylabel}")
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                      title="grid point", ncol=1 if n <= 25 else 2)
+        else:
+            ax.text(0.5, 0.5, "no finished runs", ha="center", va="center",
+                    transform=ax.transAxes)
+        path = out / filename
+        report.atomic_write(path, lambda f, fig=fig: fig.savefig(f, format="png"), binary=True)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+# -- fastmlp sweep ------------------------------------------------------------------------------
+
+
+def _validate(args: argparse.Namespace, specs: list[Spec]) -> None:
+    """Fail in seconds, before any directory exists, on what would fail every run."""
+    from .backend import get_backend
+
+    if args.scheduler is not None and args.data_path is not None:
+        return  # the path is on the workers; each run checks it there
+    data = load_data(specs[0])  # cached: the first inline run reuses it
+    n_train = len(data.train)
+    too_big = [b for b in _unique(s["batch_size"] for s in specs) if b is not None and b > n_train]
+    if too_big:
+        raise FastMLPError(f"--batch-size must be at most the {n_train} training rows, "
+                           f"got {too_big[0]}")
+    if args.scheduler is None:
+        get_backend(args.device)  # e.g. --device cuda without a GPU: one clear line now
+
+
+def _resume_hint(args: argparse.Namespace, out: Path) -> str:
+    argv = getattr(args, "_argv", None)
+    if argv is None:
+        return f"rerun the same sweep with --out {out}"
+    argv = list(argv) + ([] if args.out is not None else ["--out", str(out)])
+    return f"to resume, run: {shlex.join(['fastmlp', *argv])}"
+
+
+def _run_line(k: int, n: int, spec: Spec, result: Result) -> str:
+    head = f"[{k:>{len(str(n))}}/{n}] {point_name(spec)} seed {spec['seed']}:"
+    if result["status"] != "ok":
+        return f"{head} FAILED: {result['error']}"
+    h = result["history"]
+    final = h["final"]
+    parts = [f"{s} acc {final[f'{s}_acc']:.4f}" for s in SPLITS
+             if final.get(f"{s}_acc") is not None]
+    return f"{head} {', '.join(parts)} ({h['wall_time_s']:.2f} s)"
+
+
+def _blas_note(results: Iterable[Result]) -> str:
+    """A note when runs used several Numba threads but one BLAS thread (Dask's worker default),
+    so the matrix products, most of an epoch, ran single-threaded."""
+    for r in results:
+        c = r["history"].get("config", {})
+        env = c.get("blas_env") or {}
+        # OpenBLAS reads OPENBLAS_NUM_THREADS first and falls back to OMP_NUM_THREADS
+        blas = env.get("OPENBLAS_NUM_THREADS", env.get("OMP_NUM_THREADS"))
+        if (c.get("threads") or 1) > 1 and blas == "1":
+            return (f"fastmlp: note: runs used {c['threads']} Numba threads but 1 BLAS thread "
+                    f"(Dask's worker default); for full speed start the workers with "
+                    f"OPENBLAS_NUM_THREADS=<cores> in their environment")
+    return ""
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """``fastmlp sweep``: train every grid point × seed (resuming finished runs), then write
+    summary.csv/json and the curve plots and print the table. Exit 0, 1 if any run failed, 130
+    on Ctrl-C."""
+    from .cli import _resolve_out_dir
+
+    started = time.perf_counter()
+    if args.scheduler is not None and args.workers is not None:
+        raise FastMLPError("--workers is for this machine; with --scheduler the cluster's "
+                           "workers run the runs: use one or the other")
+    grid, seeds, specs = build_specs(args)
+    _validate(args, specs)
+    client = _dask_client(args.scheduler) if args.scheduler is not None else None
+    try:
+        out = _resolve_out_dir(args.out) if args.out is not None else _default_out_dir()
+        return _sweep(args, out, grid, seeds, specs, client, started)
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def _sweep(args: argparse.Namespace, out: Path, grid: dict[str, list[Any]], seeds: list[int],
+           specs: list[Spec], client: Any, started: float) -> int:
+    from .cli import EXIT_INTERRUPTED
+
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    results: dict[int, Result] = {}
+    for i, spec in enumerate(specs):
+        done = _finished_history(out, spec, args.save_models)
+        if done is not None:
+            results[i] = dict(status="ok", history=done, error=None)
+    todo = [i for i in range(len(specs)) if i not in results]
+    n_points = len(specs) // len(seeds)
+    workers = args.workers or 1
+    where = (f"Dask scheduler {args.scheduler} "
+             f"({len(client.scheduler_info().get('workers', {}))} workers)" if client is not None
+             else f"{min(workers, max(len(todo), 1))} worker processes" if workers > 1
+             else "this process")
+    say(f"sweep:    {n_points} grid points x {len(seeds)} seeds = {len(specs)} runs on {where}")
+    say(f"output:   {out}")
+    if results:
+        # printed even with --quiet: it says why the sweep trains fewer runs than it has
+        print(f"resume:   {len(results)} of {len(specs)} runs already finished in {out}, "
+              f"skipped; training {len(todo)}", flush=True)
+
+    todo_specs = [specs[i] for i in todo]
+    index = {id(s): i for i, s in zip(todo, todo_specs, strict=True)}
+    stream: Iterator[tuple[Spec, Result]]
+    if not todo_specs:
+        stream = _run_inline([], args.save_models)  # a generator, like the others
+    elif client is not None:
+        stream = _run_dask(todo_specs, args.save_models, client)
+    elif workers > 1:
+        stream = _run_pool(todo_specs, args.save_models, workers)
+    else:
+        stream = _run_inline(todo_specs, args.save_models)
+    n_trained = 0
+    try:
+        with contextlib.closing(stream):
+            for spec, result in stream:
+                i = index[id(spec)]  # executors yield the very spec objects they were given
+                try:
+                    _write_run(out, spec, result)
+                except OSError as exc:
+                    raise FastMLPError(f"cannot write results to {exc.filename or out}: "
+                                       f"{exc.strerror or exc}") from None
+                result["model"] = None  # written; do not keep every model in memory
+                results[i] = result
+                n_trained += 1
+                say(_run_line(n_trained, len(todo), spec, result))
+    except KeyboardInterrupt:
+        finished = sum(r["status"] == "ok" for r in results.values())
+        print(f"fastmlp: interrupted: {finished} of {len(specs)} runs finished and kept in "
+              f"{out}; {_resume_hint(args, out)}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+
+    note = _blas_note([r for r in results.values() if r["status"] == "ok"])
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    rows = summarize(specs, results, out)
+    split = curves_split(results.values())
+    n_failed = sum(r["status"] != "ok" for r in results.values())
+    meta = dict(
+        command=shlex.join(["fastmlp", *args._argv]) if getattr(args, "_argv", None) else "",
+        grid=grid, seeds=seeds,
+        options={k: specs[0][k] for k in specs[0] if k not in (*GRID_KEYS, "seed")},
+        executor=("dask" if client is not None else "processes" if workers > 1 else "inline"),
+        n_runs=len(specs), n_ok=len(specs) - n_failed, n_failed=n_failed,
+        n_skipped=len(specs) - len(todo), n_trained=n_trained, curves_split=split,
+        wall_time_s=time.perf_counter() - started)
+    try:
+        write_summary(out, rows, meta)
+        plot_curves(out, grid, specs, results, rows, split)
+    except OSError as exc:
+        raise FastMLPError(f"cannot write results to {exc.filename or out}: "
+                           f"{exc.strerror or exc}") from None
+    print("", format_table(rows), "", sep="\n", flush=True)
+    if n_failed:
+        print(f"fastmlp: {n_failed} of {len(specs)} runs failed (see error.json in their "
+              f"directories); rerunning the same command retries them", file=sys.stderr,
+              flush=True)
+    print(f"results in {out}", flush=True)
+    return EXIT_FAILED if n_failed else 0
