@@ -325,8 +325,9 @@ def _check_same_data(ck: dict, model: MLP, dataset: Dataset) -> None:
                            f"{', '.join(diff)}")
 
 
-def _resolve_out_dir(out: str | None) -> Path:
-    """Create the output directory now, before training, so a bad path fails in seconds."""
+def _resolve_out_dir(out: str | None, prefix: str = "") -> Path:
+    """Create the output directory (default runs/<prefix><timestamp>) now, before any work,
+    so a bad path fails in seconds."""
     if out is not None:
         path = Path(out).expanduser()
         if path.exists() and not path.is_dir():
@@ -337,7 +338,7 @@ def _resolve_out_dir(out: str | None) -> Path:
             raise FastMLPError(f"cannot create output directory {path}: "
                                f"{exc.strerror or exc}") from None
         return path
-    base = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{prefix}{datetime.now():%Y%m%d-%H%M%S}"
     for n in range(1, 1000):  # two runs started in the same second get -2, -3, ...
         path = base if n == 1 else base.with_name(f"{base.name}-{n}")
         try:

@@ -63,7 +63,6 @@ import sys
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -479,21 +478,6 @@ def _write_run(out: Path, spec: Spec, result: Result) -> None:
         (d / ERROR_JSON).unlink()
 
 
-def _default_out_dir() -> Path:
-    base = Path("runs") / f"sweep-{datetime.now():%Y%m%d-%H%M%S}"
-    for n in range(1, 1000):  # two sweeps started in the same second get -2, -3, ...
-        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
-        try:
-            path.mkdir(parents=True, exist_ok=False)
-            return path
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise FastMLPError(f"cannot create output directory {path}: "
-                               f"{exc.strerror or exc}") from None
-    raise FastMLPError(f"cannot find a free output directory next to {base}; use --out")
-
-
 # -- summary ------------------------------------------------------------------------------------
 
 
@@ -751,7 +735,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     _validate(args, specs)
     client = _dask_client(args.scheduler) if args.scheduler is not None else None
     try:
-        out = _resolve_out_dir(args.out) if args.out is not None else _default_out_dir()
+        out = _resolve_out_dir(args.out, prefix="sweep-")
         return _sweep(args, out, grid, seeds, specs, client, started)
     finally:
         if client is not None:
