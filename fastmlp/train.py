@@ -7,9 +7,14 @@ before the update, as the course code records them). Buffers are allocated once,
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +26,19 @@ from .model import MLP
 
 METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc", "test_loss", "test_acc")
 SPLITS = ("train", "valid", "test")
+
+
+class DivergenceError(FastMLPError):
+    """Training produced a non-finite loss or parameter.
+
+    ``epoch`` is the (1-based) epoch where it was detected; ``history`` holds the epochs up to
+    the last finite weights, which the model has been restored to (with ``history.final``
+    measured at them), so the pair is as if training had stopped there.
+    """
+
+    def __init__(self, message: str, *, epoch: int, history: History):
+        super().__init__(message)
+        self.epoch, self.history = epoch, history
 
 
 @dataclass
@@ -185,55 +203,280 @@ class Trainer:
         """All six metrics at the current weights (one forward pass over all rows)."""
         return _metrics(self._forward_only(0, self.ends[-1]), self.counts)
 
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What training changes, as host copies: ``params``, ``velocity`` (flat arrays),
+        ``epoch`` and ``rng_state`` (the minibatch Generator's state, a JSON-ready dict).
+
+        Take it between epochs; :meth:`load_state_dict` of it continues bit for bit on the CPU.
+        """
+        be = self.model.backend
+        return {"params": be.to_host(self.model.params).copy(),
+                "velocity": be.to_host(self.velocity).copy(), "epoch": int(self.epoch),
+                "rng_state": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (e.g. from :func:`fastmlp.checkpoint.load_checkpoint`)
+        taken from a trainer of the same model shape and dtype."""
+        model = self.model
+        epoch = state.get("epoch")
+        if not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise FastMLPError(f"the state's epoch must be an integer >= 0, got {epoch!r}")
+        arrays = {}
+        for name in ("params", "velocity"):
+            a = np.asarray(model.backend.to_host(state[name]) if hasattr(state[name], "shape")
+                           else state[name])
+            if a.shape != (model.n_params,):
+                raise FastMLPError(f"the state's {name} has shape {a.shape}; this "
+                                   f"{model.n_in}-{model.n_hidden}-{model.n_out} model has "
+                                   f"{model.n_params} parameters")
+            if a.dtype.name != model.dtype:  # a silent cast would break exact continuation
+                raise FastMLPError(f"the state's {name} are {a.dtype.name}; the model is "
+                                   f"{model.dtype}")
+            arrays[name] = a
+        rng = np.random.default_rng()
+        try:
+            rng.bit_generator.state = state["rng_state"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FastMLPError(f"the state's random generator state is unusable: {exc}") from None
+        model.params[...] = model.backend.asarray(arrays["params"])
+        self.velocity[...] = model.backend.asarray(arrays["velocity"])
+        self.rng, self.epoch = rng, int(epoch)
+
 
 def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentum: float = 0.99,
           batch_size: int | None = None, eval_every: int = 1, velocity_init: float = 1e-5,
           seed: int = 0, progress: bool = False,
-          callback: Callable[[Trainer, dict[str, float]], None] | None = None) -> History:
+          callback: Callable[[Trainer, dict[str, float]], None] | None = None,
+          history: History | None = None, state: dict[str, Any] | None = None,
+          checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int | None = None,
+          checkpoint_config: dict[str, Any] | None = None) -> History:
     """Train ``model`` on ``dataset`` for ``epochs`` epochs; return the :class:`History`.
 
     ``batch_size`` None is full batch (the course); B gives minibatches reshuffled every epoch
     from ``seed``; 1 is per-sample SGD. ``callback(trainer, record)`` runs after each epoch.
+
+    To continue a run, pass its ``state`` (:meth:`Trainer.state_dict`, or
+    :func:`fastmlp.checkpoint.load_checkpoint`) and the ``history`` recorded up to it: training
+    goes on until ``epochs`` epochs in all, wall time accumulating, exactly as if never stopped.
+    A given ``history`` is appended to in place (even if training is interrupted).
+
+    ``checkpoint`` (a file, or an existing directory to hold ``checkpoint.npz``) writes
+    checkpoints, with ``checkpoint_config`` (default: ``history.config``) in them: every
+    ``checkpoint_every`` epochs (None: every 10 epochs, at most once a minute; 0: never), after
+    the last epoch and on Ctrl-C. With it, Ctrl-C stops at the end of the running epoch (a second
+    one stops at once) and raises KeyboardInterrupt after the checkpoint is written.
+
+    Raises :class:`DivergenceError` on a non-finite loss or parameter, with the model restored
+    to its last finite weights.
     """
     if not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise FastMLPError(f"epochs must be a positive integer, got {epochs!r}")
     trainer = Trainer(model, dataset, lr=lr, momentum=momentum, batch_size=batch_size,
                       eval_every=eval_every, velocity_init=velocity_init, seed=seed)
-    history = History(device=model.backend.describe(), config=dict(
+    if state is not None:
+        if history is None:
+            raise FastMLPError("continuing from a state needs the history recorded up to it")
+        trainer.load_state_dict(state)
+    history = History() if history is None else history
+    history.device = model.backend.describe()  # where this (last) stretch of training ran
+    history.config.update(
         model.config(), epochs=int(epochs), lr=lr, momentum=momentum, batch_size=batch_size,
         eval_every=eval_every, velocity_init=velocity_init, shuffle_seed=seed,
         dataset=dataset.name, n_train=trainer.counts[0], n_valid=trainer.counts[1],
-        n_test=trainer.counts[2]))
-    return run(trainer, history, epochs, progress=progress, callback=callback)
+        n_test=trainer.counts[2])
+    return run(trainer, history, epochs, progress=progress, callback=callback,
+               checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+               checkpoint_config=checkpoint_config)
 
 
 def run(trainer: Trainer, history: History, epochs: int, *, progress: bool = False,
-        callback: Callable[[Trainer, dict[str, float]], None] | None = None) -> History:
-    """Continue ``trainer`` until ``epochs`` epochs are done, appending to ``history``."""
+        callback: Callable[[Trainer, dict[str, float]], None] | None = None,
+        checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int | None = None,
+        checkpoint_config: dict[str, Any] | None = None) -> History:
+    """Continue ``trainer`` until ``epochs`` epochs are done, appending to ``history`` (which
+    must hold exactly the trainer's completed epochs). Checkpoints and errors as in
+    :func:`train`."""
+    if history.epochs != trainer.epoch:
+        raise FastMLPError(f"the history holds {history.epochs} epochs but the trainer has done "
+                           f"{trainer.epoch}")
+    if trainer.epoch > epochs:
+        raise FastMLPError(f"the run is already at epoch {trainer.epoch}, past the {epochs} "
+                           f"epochs asked for")
+    saver = None if checkpoint is None else _Checkpointer(
+        checkpoint, checkpoint_every, history.config if checkpoint_config is None
+        else checkpoint_config)
+    rollback = _Rollback(trainer)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, initial=trainer.epoch, unit="epoch", dynamic_ncols=True,
                    mininterval=0.2)
-    start = time.perf_counter() - history.wall_time_s
+    if trainer.epoch < epochs:
+        history.final = {}  # measured again after the last epoch
+    start = time.perf_counter() - history.wall_time_s  # wall time accumulates over resumes
+    at_boundary = True  # between epochs: weights, epoch counter and history agree
     try:
-        while trainer.epoch < epochs:
-            record = trainer.run_epoch()
-            history.append(record)
-            history.wall_time_s = time.perf_counter() - start
-            if bar is not None:
-                bar.set_postfix_str(_postfix(record), refresh=False)
-                bar.update(1)
-            if callback is not None:
-                callback(trainer, record)
-        trainer.model.backend.synchronize()
-        history.final = trainer.evaluate()
-        history.wall_time_s = time.perf_counter() - start
+        with _sigint_at_epoch_end(saver is not None) as stop_requested:
+            try:
+                while trainer.epoch < epochs:
+                    rollback.save(trainer)
+                    at_boundary = False
+                    record = trainer.run_epoch()
+                    if not math.isfinite(record["train_loss"]):
+                        raise _diverged(trainer, history, rollback, start, trainer.epoch - 1,
+                                        trainer.epoch,
+                                        f"the training loss is {record['train_loss']}")
+                    history.append(record)
+                    history.wall_time_s = time.perf_counter() - start
+                    at_boundary = True
+                    if bar is not None:
+                        bar.set_postfix_str(_postfix(record), refresh=False)
+                        bar.update(1)
+                    if callback is not None:
+                        callback(trainer, record)
+                    if saver is not None:
+                        saver.periodic(trainer, history)
+                    if stop_requested():
+                        raise KeyboardInterrupt
+                trainer.model.backend.synchronize()
+                final = trainer.evaluate()
+                xp = trainer.model.backend.xp
+                if not math.isfinite(final["train_loss"]):
+                    raise _diverged(trainer, history, rollback, start, trainer.epoch,
+                                    trainer.epoch,
+                                    f"the loss after the last update is {final['train_loss']}")
+                if not bool(xp.isfinite(trainer.model.params).all()):
+                    raise _diverged(trainer, history, rollback, start, trainer.epoch,
+                                    trainer.epoch, "a parameter is not finite after the last "
+                                    "update")
+                history.final = final
+                history.wall_time_s = time.perf_counter() - start
+                if saver is not None:
+                    saver.save(trainer, history)
+            except KeyboardInterrupt:
+                # Only between epochs is the state consistent; a second, immediate Ctrl-C in
+                # mid-epoch keeps the last checkpoint instead.
+                if saver is not None and at_boundary and saver.saved_epoch != trainer.epoch:
+                    saver.save(trainer, history)
+                raise
     finally:
         if bar is not None:
             bar.close()
     return history
+
+
+class _Rollback:
+    """Params, velocity and RNG state at the start of the last two epochs (divergence guard).
+
+    An epoch's training loss is measured at the weights it starts from (full batch) or along its
+    updates (minibatch), so a non-finite loss in epoch e condemns the weights e started from;
+    the last weights known to give a finite loss are those epoch e-1 started from: two snapshots
+    back. Cost: two device copies per epoch, no host transfer, no extra sync.
+    """
+
+    def __init__(self, trainer: Trainer):
+        xp = trainer.model.backend.xp
+        self.params = [xp.empty_like(trainer.model.params) for _ in range(2)]
+        self.velocity = [xp.empty_like(trainer.velocity) for _ in range(2)]
+        self.rng_state: list[dict | None] = [None, None]
+        self.epoch = [-1, -1]
+
+    def save(self, trainer: Trainer) -> None:
+        """Snapshot the trainer at the start of epoch ``trainer.epoch``."""
+        i, xp = trainer.epoch % 2, trainer.model.backend.xp
+        xp.copyto(self.params[i], trainer.model.params)
+        xp.copyto(self.velocity[i], trainer.velocity)
+        self.rng_state[i], self.epoch[i] = trainer.rng.bit_generator.state, trainer.epoch
+
+    def restore(self, trainer: Trainer, epoch: int) -> bool:
+        """Put the trainer back to the start of ``epoch`` if that snapshot is still held."""
+        i, xp = epoch % 2, trainer.model.backend.xp
+        if epoch < 0 or self.epoch[i] != epoch:
+            return False
+        xp.copyto(trainer.model.params, self.params[i])
+        xp.copyto(trainer.velocity, self.velocity[i])
+        trainer.rng.bit_generator.state = self.rng_state[i]
+        trainer.epoch = epoch
+        return True
+
+
+def _diverged(trainer: Trainer, history: History, rollback: _Rollback, start: float, bad: int,
+              detected: int, what: str) -> DivergenceError:
+    """Restore the last finite weights before ``bad`` (the weights found non-finite, counted in
+    completed epochs), trim ``history`` to them, and build the error for (1-based) epoch
+    ``detected``."""
+    for epoch in (bad - 1, bad):  # bad itself only when the one before is not held (resume)
+        if rollback.restore(trainer, epoch):
+            break
+    kept = trainer.epoch
+    for key in METRICS:
+        del getattr(history, key)[kept:]
+    history.final = trainer.evaluate()
+    history.wall_time_s = time.perf_counter() - start
+    history.config["diverged_at_epoch"] = detected
+    weights = "the initial weights" if kept == 0 else f"the weights after epoch {kept}"
+    return DivergenceError(
+        f"training diverged at epoch {detected}: {what}; kept {weights}, the last finite ones; "
+        f"try a smaller learning rate than {trainer.lr:g}", epoch=detected, history=history)
+
+
+class _Checkpointer:
+    """Writes the checkpoints of :func:`run`: periodic ones, the final one, the one on Ctrl-C."""
+
+    AUTO_EVERY = 10
+    AUTO_MIN_INTERVAL_S = 60.0  # the default keeps checkpoint I/O negligible on fast devices
+
+    def __init__(self, path: str | os.PathLike[str], every: int | None, config: dict[str, Any]):
+        if every is not None and (not isinstance(every, (int, np.integer)) or every < 0):
+            raise FastMLPError(f"checkpoint_every must be an integer >= 0, got {every!r}")
+        self.path, self.config = path, config
+        self.every = self.AUTO_EVERY if every is None else int(every)
+        self.min_interval_s = self.AUTO_MIN_INTERVAL_S if every is None else 0.0
+        self.last_save = time.monotonic()
+        self.saved_epoch = -1
+
+    def periodic(self, trainer: Trainer, history: History) -> None:
+        if (self.every and trainer.epoch % self.every == 0
+                and time.monotonic() - self.last_save >= self.min_interval_s):
+            self.save(trainer, history)
+
+    def save(self, trainer: Trainer, history: History) -> None:
+        from .checkpoint import save_checkpoint  # checkpoint imports this module
+
+        try:
+            save_checkpoint(self.path, trainer, history, self.config)
+        except OSError as exc:
+            raise FastMLPError(f"cannot write checkpoint {exc.filename or self.path}: "
+                               f"{exc.strerror or exc}") from None
+        self.saved_epoch, self.last_save = trainer.epoch, time.monotonic()
+
+
+@contextlib.contextmanager
+def _sigint_at_epoch_end(enabled: bool) -> Iterator[Callable[[], bool]]:
+    """Make the first Ctrl-C a request to stop at the end of the epoch (so the checkpoint
+    written then is consistent); a second one raises KeyboardInterrupt at once. Yields a
+    function telling whether a stop was requested. Only in the main thread, and only where
+    SIGINT still has Python's default handler (not under a host that set its own)."""
+    if (not enabled or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield lambda: False
+        return
+    pending: list[bool] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(True)
+        sys.stderr.write("\nstopping at the end of this epoch (Ctrl-C again to stop now)\n")
+        sys.stderr.flush()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(pending)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _postfix(record: dict[str, float]) -> str:

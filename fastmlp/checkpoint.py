@@ -1,0 +1,145 @@
+"""Checkpoints: everything needed to continue a run exactly, in one atomically written ``.npz``.
+
+``checkpoint.npz`` holds two arrays, ``params`` and ``velocity`` (host copies of the flat
+buffers), and ``meta``, one JSON string: the format and its version, the epoch, the minibatch
+``np.random.Generator`` state, the history so far and the run configuration (whatever the writer
+needs to rebuild data, model and trainer; ``fastmlp train`` stores its options).
+
+It is written through :func:`fastmlp.report.atomic_path` (temp file in the same directory,
+fsync, ``os.replace``), so a process killed at any moment leaves the previous checkpoint intact.
+A killed writer may leave a hidden ``.checkpoint.npz.*.tmp`` behind; it is never read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import FastMLPError
+from .train import History
+
+if TYPE_CHECKING:
+    from .train import Trainer
+
+__all__ = ["CHECKPOINT_NPZ", "FORMAT", "VERSION", "checkpoint_path", "load_checkpoint",
+           "remove_stale_temps", "save_checkpoint"]
+
+CHECKPOINT_NPZ = "checkpoint.npz"
+FORMAT = "fastmlp-checkpoint"
+VERSION = 1
+
+
+def checkpoint_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself, or ``path/checkpoint.npz`` when ``path`` is a directory."""
+    p = Path(path).expanduser()
+    return p / CHECKPOINT_NPZ if p.is_dir() else p
+
+
+def save_checkpoint(path: str | os.PathLike[str], trainer: Trainer, history: History,
+                    config: dict[str, Any]) -> Path:
+    """Atomically write ``trainer``'s state, ``history`` and ``config`` to ``path`` (a file, or
+    a directory to hold ``checkpoint.npz``); return the file's path.
+
+    Call it between epochs only: mid-epoch the weights and the epoch counter disagree.
+    """
+    from .report import _json_clean, atomic_path  # report imports matplotlib lazily; cheap
+
+    if history.epochs != trainer.epoch:
+        raise FastMLPError(f"cannot checkpoint: the history holds {history.epochs} epochs but "
+                           f"the trainer has done {trainer.epoch}")
+    target = checkpoint_path(path)
+    state = trainer.state_dict()
+    meta = {"format": FORMAT, "version": VERSION, "epoch": state["epoch"],
+            "rng_state": state["rng_state"], "model": trainer.model.config(),
+            "history": history.to_dict(), "config": config}
+    # allow_nan=False: strict JSON; _json_clean already mapped non-finite floats to null
+    text = json.dumps(_json_clean(meta), allow_nan=False)
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        np.savez(f, params=state["params"], velocity=state["velocity"], meta=np.array(text))
+        f.flush()
+    return target
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint (a file, or a directory holding ``checkpoint.npz``).
+
+    Returns ``{"params", "velocity", "epoch", "rng_state"}`` (a :meth:`Trainer.state_dict`, so
+    it can go straight to ``load_state_dict`` or ``train(state=...)``) plus ``"history"`` (a
+    :class:`History`), ``"config"``, ``"model"`` (the model's config), ``"version"`` and
+    ``"path"``. Raises :class:`FastMLPError` for a missing, corrupt or incompatible file.
+    """
+    given = Path(path).expanduser()
+    target = checkpoint_path(given)
+    if not target.is_file():
+        where = f"in {given}" if given.is_dir() else f"at {given}"
+        raise FastMLPError(f"no checkpoint {where}")
+    name = target.name if target.parent == given else str(target)
+    try:
+        with np.load(target, allow_pickle=False) as f:
+            missing = [k for k in ("params", "velocity", "meta") if k not in f.files]
+            if missing:
+                raise ValueError(f"missing {', '.join(missing)}")
+            params, velocity, meta = f["params"], f["velocity"], json.loads(str(f["meta"]))
+    except Exception as exc:  # bad zip, truncated member, bad JSON, ...: all mean corrupt
+        raise FastMLPError(f"{name} is corrupt: {_reason(exc)}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise FastMLPError(f"{name} is not a fastmlp checkpoint")
+    version = meta.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise FastMLPError(f"{name} has checkpoint format version {version}; this fastmlp "
+                           f"reads versions up to {VERSION} (upgrade fastmlp)")
+    try:
+        epoch = meta["epoch"]
+        history = History.from_dict(meta["history"])
+        out = {"params": params, "velocity": velocity, "epoch": epoch,
+               "rng_state": meta["rng_state"], "history": history,
+               "config": meta.get("config") or {}, "model": meta.get("model") or {},
+               "version": version, "path": target}
+        problem = _inconsistency(out)
+    except (KeyError, TypeError, ValueError) as exc:
+        problem = _reason(exc)
+    if problem:
+        raise FastMLPError(f"{name} is corrupt: {problem}")
+    return out
+
+
+def remove_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:
+    """Delete temp files a killed checkpoint writer left in ``directory``; return them."""
+    removed = []
+    for p in Path(directory).glob(f".{CHECKPOINT_NPZ}.*.tmp"):
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+def _inconsistency(ck: dict[str, Any]) -> str:
+    """Why the parts of a loaded checkpoint disagree, or "" when they agree."""
+    params, velocity, epoch = ck["params"], ck["velocity"], ck["epoch"]
+    if params.ndim != 1 or params.dtype.name not in ("float32", "float64"):
+        return f"params must be a flat float32/float64 array, got {params.dtype} {params.shape}"
+    if velocity.shape != params.shape or velocity.dtype != params.dtype:
+        return "params and velocity differ in shape or dtype"
+    if not isinstance(epoch, int) or epoch < 0:
+        return f"bad epoch {epoch!r}"
+    if ck["history"].epochs != epoch:
+        return f"the history holds {ck['history'].epochs} epochs but the epoch is {epoch}"
+    if not isinstance(ck["rng_state"], dict):
+        return "bad random generator state"
+    m = ck["model"]
+    if {"n_in", "n_hidden", "n_out"} <= m.keys():
+        n = (m["n_in"] + 1) * m["n_hidden"] + (m["n_hidden"] + 1) * m["n_out"]
+        if params.size != n:
+            return f"{params.size} parameters for a {m['n_in']}-{m['n_hidden']}-{m['n_out']} model"
+    return ""
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,279 @@
+"""Checkpoints, --resume, Ctrl-C and the divergence guard.
+
+Resumed runs must equal uninterrupted ones bit for bit on the CPU (full batch and minibatch);
+a process killed at any moment must leave a loadable checkpoint; Ctrl-C saves and exits 130;
+a diverging run stops with the last finite weights (DivergenceError, CLI exit 3).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastmlp
+import fastmlp.cli as cli
+from fastmlp.checkpoint import CHECKPOINT_NPZ, VERSION, load_checkpoint
+from fastmlp.cli import main
+from fastmlp.train import METRICS, DivergenceError, Trainer
+
+PARAMS = ("Wh", "bh", "Wo", "bo")
+SYN = ["train", "--dataset", "synthetic", "--hidden", "16", "--lr", "0.05", "--momentum", "0.9",
+       "--device", "cpu", "--no-progress"]
+ENV = dict(os.environ, PYTHONWARNINGS="ignore")
+
+
+def small_data() -> fastmlp.Dataset:
+    return fastmlp.load_dataset("synthetic", n_train=120, n_valid=30, n_test=30, n_features=12)
+
+
+def interrupt_at(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Make the CLI's per-epoch callback raise KeyboardInterrupt once ``epoch`` epochs are done,
+    as a Ctrl-C arriving between epochs would."""
+    original = cli.TrainRun.record
+
+    def record(self, trainer, rec):
+        original(self, trainer, rec)
+        if trainer.epoch == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.TrainRun, "record", record)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """model.npz arrays bit-identical; history lists and final metrics equal."""
+    with np.load(a / "model.npz") as fa, np.load(b / "model.npz") as fb:
+        for name in PARAMS:
+            assert np.array_equal(fa[name], fb[name]), name
+    ha, hb = (json.loads((d / "history.json").read_text()) for d in (a, b))
+    for key in (*METRICS, "final", "epochs"):
+        assert ha[key] == hb[key], key
+
+
+# -- library ------------------------------------------------------------------------------------
+
+
+def test_state_dict_roundtrip_and_checks() -> None:
+    data = small_data()
+    model = fastmlp.MLP(12, 8, 10)
+    trainer = Trainer(model, data, lr=0.05, momentum=0.9, batch_size=32)
+    for _ in range(3):
+        trainer.run_epoch()
+    state = trainer.state_dict()
+    assert state["epoch"] == 3 and state["params"].shape == (model.n_params,)
+    json.dumps(state["rng_state"])  # JSON-ready
+    expected = [trainer.run_epoch() for _ in range(2)]
+    other = Trainer(fastmlp.MLP(12, 8, 10, seed=7), data, lr=0.05, momentum=0.9, batch_size=32,
+                    seed=99)
+    other.load_state_dict(state)
+    assert [other.run_epoch() for _ in range(2)] == expected
+    assert np.array_equal(other.model.params, trainer.model.params)
+    with pytest.raises(fastmlp.FastMLPError, match="parameters"):
+        Trainer(fastmlp.MLP(12, 9, 10), data).load_state_dict(state)
+    with pytest.raises(fastmlp.FastMLPError, match="float64"):
+        Trainer(fastmlp.MLP(12, 8, 10, dtype="float64"), data).load_state_dict(state)
+
+
+def test_library_checkpoint_and_resume(tmp_path: Path) -> None:
+    data = small_data()
+    kwargs = dict(epochs=7, lr=0.05, momentum=0.9, batch_size=25, eval_every=2)
+    full = fastmlp.MLP(12, 8, 10)
+    h_full = fastmlp.train(full, data, **kwargs)
+
+    def stop(trainer, record):
+        if trainer.epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fastmlp.train(fastmlp.MLP(12, 8, 10), data, **kwargs, callback=stop, checkpoint=tmp_path,
+                      checkpoint_every=0)
+    ck = load_checkpoint(tmp_path)
+    assert ck["epoch"] == 3 and ck["history"].epochs == 3 and ck["version"] == VERSION
+    resumed = fastmlp.MLP(12, 8, 10, seed=5)  # different init: the state overrides it
+    h = fastmlp.train(resumed, data, **kwargs, state=ck, history=ck["history"],
+                      checkpoint=tmp_path)
+    assert np.array_equal(resumed.params, full.params)
+    for key in METRICS:
+        np.testing.assert_array_equal(getattr(h, key), getattr(h_full, key))
+    assert h.final == h_full.final
+    assert load_checkpoint(tmp_path)["epoch"] == 7  # the final checkpoint
+
+
+def test_divergence_error_keeps_last_finite_weights() -> None:
+    model = fastmlp.MLP(12, 16, 10)
+    with pytest.raises(DivergenceError) as info:
+        fastmlp.train(model, small_data(), epochs=50, lr=1e6, momentum=0.9)
+    err = info.value
+    assert isinstance(err, fastmlp.FastMLPError)
+    assert f"epoch {err.epoch}" in str(err) and "learning rate" in str(err)
+    assert 1 <= err.epoch < 50
+    assert np.isfinite(model.params).all()
+    h = err.history
+    # full batch: the loss of epoch e is measured at the weights e started from, so the kept
+    # weights are those epoch e-1 started from, and the history stops just before them
+    assert h.epochs == max(err.epoch - 2, 0)
+    assert all(math.isfinite(v) for v in h.train_loss)
+    assert math.isfinite(h.final["train_loss"]) and h.config["diverged_at_epoch"] == err.epoch
+
+
+def test_checkpoint_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(fastmlp.FastMLPError, match="no checkpoint in"):
+        load_checkpoint(tmp_path)
+    target = tmp_path / CHECKPOINT_NPZ
+    target.write_bytes(b"not a zip file")
+    with pytest.raises(fastmlp.FastMLPError, match="checkpoint.npz is corrupt: "):
+        load_checkpoint(tmp_path)
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint.npz is corrupt" in err[0]
+
+    fastmlp.train(fastmlp.MLP(12, 8, 10), small_data(), epochs=2, checkpoint=tmp_path)
+    good = target.read_bytes()
+    target.write_bytes(good[: len(good) // 2])  # truncated, as a non-atomic writer could leave
+    with pytest.raises(fastmlp.FastMLPError, match="corrupt"):
+        load_checkpoint(target)
+    target.write_bytes(good)
+    with np.load(target) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["version"] = VERSION + 1
+    np.savez(target, **dict(arrays, meta=np.array(json.dumps(meta))))
+    with pytest.raises(fastmlp.FastMLPError, match="version"):
+        load_checkpoint(target)
+    target.write_bytes(good)
+    assert main(["train", "--resume", str(tmp_path)]) == 2  # no CLI options recorded
+    assert "not written by 'fastmlp train'" in capsys.readouterr().err
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [None, "64"], ids=["full-batch", "minibatch"])
+def test_resume_is_bit_identical(batch: str | None, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture) -> None:
+    argv = [*SYN, "--epochs", "9", "--eval-every", "2"] + (["--batch-size", batch] if batch else [])
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert main([*argv, "--out", str(whole)]) == 0
+    with monkeypatch.context() as m:
+        interrupt_at(m, 4)
+        assert main([*argv, "--out", str(parts), "--checkpoint-every", "0"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after 4 of 9 epochs" in err and "checkpoint at epoch 4" in err
+    assert f"resume with: fastmlp train --resume {parts}" in err
+    assert json.loads((parts / "history.json").read_text())["epochs"] == 4
+    assert load_checkpoint(parts)["epoch"] == 4
+    assert main(["train", "--resume", str(parts), "--no-progress"]) == 0
+    assert "resume:   from epoch 4" in capsys.readouterr().out
+    assert_same_run(whole, parts)
+    history = json.loads((parts / "history.json").read_text())
+    assert history["config"]["resumed_at_epoch"] == [4]
+    assert load_checkpoint(parts)["epoch"] == 9
+
+
+def test_resume_option_rules(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main([*SYN, "--epochs", "3", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--lr 0.5 (recorded: 0.05)" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 2
+    assert "past --epochs 2" in capsys.readouterr().err
+    # same values, and the options that may change, are accepted; --epochs extends the run
+    assert main(["train", "--resume", str(out), "--hidden", "16", "--epochs", "5",
+                 "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "history.json").read_text())["epochs"] == 5
+    # a fresh run into the same directory drops the old checkpoint before training
+    assert main([*SYN, "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
+    assert "removed the checkpoint of an earlier run" in capsys.readouterr().out
+    assert load_checkpoint(out)["epoch"] == 2
+
+
+def test_divergence_cli_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main([*SYN, "--epochs", "50", "--lr", "1e6", "--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastmlp: error: training diverged at epoch ")
+    assert "learning rate" in err[0] and str(out) in err[0]
+    history = json.loads((out / "history.json").read_text())
+    assert all(v is not None and math.isfinite(v) for v in history["train_loss"])
+    assert history["config"]["diverged_at_epoch"] >= 1
+    with np.load(out / "model.npz") as f:
+        assert all(np.isfinite(f[name]).all() for name in PARAMS)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode}: {proc.communicate()[1]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no {path.name} after {timeout} s")
+        time.sleep(0.02)
+
+
+def test_sigkill_never_breaks_the_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = [sys.executable, "-m", "fastmlp", *SYN, "--hidden", "64", "--epochs", "1000000",
+             "--checkpoint-every", "1", "--out", str(out), "--quiet"]
+    again = [sys.executable, "-m", "fastmlp", "train", "--resume", str(out), "--quiet"]
+    rng = random.Random()
+    last_epoch = 0
+    for attempt in range(4):
+        proc = subprocess.Popen(first if attempt == 0 else again, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env=ENV)
+        _wait_for(out / CHECKPOINT_NPZ, proc)
+        if attempt:  # the resumed process is running once its first new checkpoint appears
+            while load_checkpoint(out)["epoch"] <= last_epoch and proc.poll() is None:
+                time.sleep(0.02)
+        delay = rng.uniform(0.0, 0.4)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stderr.close()
+        ck = load_checkpoint(out)  # loads: never a torn file under the final name
+        assert ck["epoch"] >= max(last_epoch, 1), delay
+        assert ck["history"].epochs == ck["epoch"] and ck["config"]["epochs"] == 1000000
+        assert np.isfinite(ck["params"]).all() and np.isfinite(ck["velocity"]).all()
+        for p in out.iterdir():  # only the checkpoint and, maybe, a killed writer's temp file
+            assert p.name == CHECKPOINT_NPZ or (p.name.startswith(f".{CHECKPOINT_NPZ}.")
+                                                and p.name.endswith(".tmp")), p.name
+        last_epoch = ck["epoch"]
+    # and the survivor continues to the end (shortened here with --epochs)
+    target = last_epoch + 3
+    assert main(["train", "--resume", str(out), "--epochs", str(target), "--quiet"]) == 0
+    assert json.loads((out / "history.json").read_text())["epochs"] == target
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sigint_saves_and_exits_130(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fastmlp", *SYN, "--epochs", "1000",
+                             "--batch-size", "250", "--checkpoint-every", "1",
+                             "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    _wait_for(out / CHECKPOINT_NPZ, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert f"resume with: fastmlp train --resume {out}" in stderr
+    saved = load_checkpoint(out)
+    done = json.loads((out / "history.json").read_text())["epochs"]
+    assert 1 <= saved["epoch"] == done < 1000
+    assert f"interrupted after {done} of 1000 epochs" in stderr
+    assert main(["train", "--resume", str(out), "--checkpoint-every", "0"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert history["epochs"] == 1000 and load_checkpoint(out)["epoch"] == 1000
+    assert (out / "model.npz").is_file()
