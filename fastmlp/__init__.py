@@ -21,9 +21,9 @@ from .datasets import Dataset, Split, load_dataset  # noqa: E402
 from .errors import FastMLPError  # noqa: E402
 from .estimator import MLPClassifier  # noqa: E402
 from .model import MLP  # noqa: E402
-from .train import History, Trainer, train  # noqa: E402
+from .train import DivergenceError, History, Trainer, train  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "MLPClassifier", "Backend", "Dataset", "FastMLPError", "History", "Split",
-           "Trainer", "get_backend", "load_dataset", "train", "__version__"]
+__all__ = ["MLP", "MLPClassifier", "Backend", "Dataset", "DivergenceError", "FastMLPError",
+           "History", "Split", "Trainer", "get_backend", "load_dataset", "train", "__version__"]
