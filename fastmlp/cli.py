@@ -28,7 +28,15 @@ from .datasets import DATASET_NAMES, SCALES, Dataset, load_dataset
 from .errors import FastMLPError
 from .kernels import ACTIVATIONS
 from .model import DTYPES, INITS, MLP
-from .train import DivergenceError, History, Trainer, train
+from .train import (
+    EVAL_CHUNK_ROWS,
+    DivergenceError,
+    History,
+    Trainer,
+    check_compatible,
+    split_stats,
+    train,
+)
 
 PROG = "fastmlp"
 EXIT_OK = 0
@@ -713,9 +721,6 @@ register(Command(
 
 # -- fastmlp evaluate ---------------------------------------------------------------------------
 
-EVAL_CHUNK = 4096  # rows per forward pass: bounds the rows x H hidden buffer
-
-
 def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL.npz", help="a model written by 'fastmlp train'")
     p.add_argument("--dataset", choices=DATASET_NAMES, default="mnist",
@@ -734,33 +739,18 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
-def _check_data_fits(model: MLP, dataset: Dataset) -> None:
-    if dataset.n_features != model.n_in:
-        raise FastMLPError(f"the model takes {model.n_in} features but {dataset.name} has "
-                           f"{dataset.n_features}")
-    if dataset.n_classes > model.n_out:
-        raise FastMLPError(f"{dataset.name} has {dataset.n_classes} classes but the model "
-                           f"outputs {model.n_out}")
-
-
-def evaluate_split(model: MLP, x, y, chunk: int = EVAL_CHUNK) -> dict[str, float]:
-    """{"rows", "loss", "accuracy"} of host rows ``x``, ``y`` (NaN for no rows), measured in
-    chunks by the same fused forward pass training uses."""
+def evaluate_split(model: MLP, x, y) -> dict[str, float]:
+    """{"rows", "loss", "accuracy"} of host rows ``x``, ``y`` (NaN for no rows), measured by the
+    same fused forward pass training uses, in chunks."""
     import numpy as np
 
-    be, xp, n = model.backend, model.backend.xp, len(y)
+    be, n = model.backend, len(y)
     if n == 0:
         return {"rows": 0, "loss": math.nan, "accuracy": math.nan}
-    Z = xp.empty((min(chunk, n), model.n_hidden), dtype=model.dtype)
-    stats = xp.zeros((1, 2), dtype=xp.float64)
-    total = np.zeros(2)
-    for start in range(0, n, chunk):
-        xc = be.asarray(x[start:start + chunk], dtype=model.dtype)
-        yc = be.asarray(y[start:start + chunk], dtype=np.int32)
-        m = len(yc)
-        model.forward_backward(xc, yc, (m,), 0, Z[:m], stats)
-        total += be.to_host(stats)[0]
-    return {"rows": n, "loss": float(total[0]) / n, "accuracy": float(total[1]) / n}
+    Z = be.xp.empty((min(EVAL_CHUNK_ROWS, n), model.n_hidden), dtype=model.dtype)
+    loss_sum, correct = split_stats(model, be.asarray(x, dtype=model.dtype),
+                                    be.asarray(y, dtype=np.int32), (n,), Z)[0]
+    return {"rows": n, "loss": float(loss_sum) / n, "accuracy": float(correct) / n}
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -772,7 +762,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.scale = recorded if recorded in SCALES else "unit"
     args.dtype = model.dtype  # what _load_data reads, besides the data options
     dataset = _load_data(args)
-    _check_data_fits(model, dataset)
+    check_compatible(model, dataset)
     results = {split: evaluate_split(model, getattr(dataset, split).x,
                                      getattr(dataset, split).y)
                for split in ("train", "valid", "test")}
@@ -915,8 +905,8 @@ def run_predict(args: argparse.Namespace) -> int:
                               args.images)
     if note:
         print(note, file=sys.stderr, flush=True)
-    probs = np.concatenate([backend.to_host(model.forward(backend.asarray(x[i:i + EVAL_CHUNK])))
-                            for i in range(0, len(x), EVAL_CHUNK)])
+    chunks = (backend.asarray(x[i:i + EVAL_CHUNK_ROWS]) for i in range(0, len(x), EVAL_CHUNK_ROWS))
+    probs = np.concatenate([backend.to_host(model.forward(c)) for c in chunks])
     labels = probs.argmax(axis=1).astype(np.int64)
     if out is None:
         for label, p in zip(labels, probs, strict=True):

@@ -93,6 +93,36 @@ def _metrics(stats: np.ndarray, counts: tuple[int, ...]) -> dict[str, float]:
     return out
 
 
+EVAL_CHUNK_ROWS = 8192  # minibatch/evaluation scratch: rows of Z per forward pass
+
+
+def check_compatible(model: MLP, dataset: Dataset) -> None:
+    """A clear FastMLPError when ``dataset`` does not fit ``model`` (features, classes)."""
+    if dataset.n_features != model.n_in:
+        raise FastMLPError(f"the data ({dataset.name}) has {dataset.n_features} features but the "
+                           f"model takes {model.n_in}")
+    if dataset.n_classes > model.n_out:
+        raise FastMLPError(f"the data ({dataset.name}) has {dataset.n_classes} classes but the "
+                           f"model outputs {model.n_out}")
+
+
+def split_stats(model: MLP, X: Any, y: Any, ends: tuple[int, ...], Z: Any) -> np.ndarray:
+    """Host (S×2) summed loss and correct count per split of device rows X (N×F), y (N,).
+
+    Split s is rows [ends[s-1], ends[s]). Forward passes run in chunks of Z's rows (Z: scratch
+    (C×H)), so evaluation needs no N×H buffer; one device->host read at the end.
+    """
+    xp, N, chunk = model.backend.xp, X.shape[0], Z.shape[0]
+    stats = xp.zeros((len(ends), 2), dtype=xp.float64)
+    total = xp.zeros_like(stats)
+    for a in range(0, N, chunk):
+        b = min(N, a + chunk)
+        local = tuple(min(max(e - a, 0), b - a) for e in ends)
+        model.forward_backward(X[a:b], y[a:b], local, 0, Z[:b - a], stats)
+        total += stats
+    return model.backend.to_host(total)
+
+
 class Trainer:
     """Owns the device copies of the data, the velocity buffer and every scratch buffer.
 
@@ -103,12 +133,7 @@ class Trainer:
     def __init__(self, model: MLP, dataset: Dataset, *, lr: float = 0.1, momentum: float = 0.99,
                  batch_size: int | None = None, eval_every: int = 1,
                  velocity_init: float = 1e-5, seed: int = 0):
-        if dataset.n_features != model.n_in:
-            raise FastMLPError(f"the data has {dataset.n_features} features but the model takes "
-                               f"{model.n_in}")
-        if dataset.n_classes > model.n_out:
-            raise FastMLPError(f"the data has {dataset.n_classes} classes but the model outputs "
-                               f"{model.n_out}")
+        check_compatible(model, dataset)
         n_train = len(dataset.train)
         if n_train < 1:
             raise FastMLPError("the training split is empty")
@@ -131,7 +156,10 @@ class Trainer:
         # one contiguous copy of all rows: one product X·Wh serves training and evaluation
         self.X = be.asarray(np.concatenate([s.x for s in splits]), dtype=model.dtype)
         self.y = be.asarray(np.concatenate([s.y for s in splits]), dtype=np.int32)
-        self.Z = xp.empty((n_all, model.n_hidden), dtype=model.dtype)
+        # full batch: Z holds every row; minibatch: a batch, or a chunk of rows to evaluate
+        rows = n_all if self.batch_size is None else min(n_all, max(self.batch_size,
+                                                                    EVAL_CHUNK_ROWS))
+        self.Z = xp.empty((rows, model.n_hidden), dtype=model.dtype)
         self.stats = xp.zeros((3, 2), dtype=xp.float64)
         self.velocity = xp.full(model.n_params, velocity_init, dtype=model.dtype)
         self.rng = np.random.default_rng(seed)  # minibatch order; host-side, so it is restorable
@@ -190,10 +218,7 @@ class Trainer:
     def _forward_only(self, start: int, stop: int) -> np.ndarray:
         """Host (3×2) stats of rows [start, stop) split at the dataset's split ends."""
         ends = tuple(min(max(e - start, 0), stop - start) for e in self.ends)
-        n = stop - start
-        self.model.forward_backward(self.X[start:stop], self.y[start:stop], ends, 0, self.Z[:n],
-                                    self.stats)
-        return self.model.backend.to_host(self.stats)
+        return split_stats(self.model, self.X[start:stop], self.y[start:stop], ends, self.Z)
 
     def _step(self) -> None:
         self.model.backend.momentum(self.model.params, self.model.grads, self.velocity, self.lr,

@@ -375,7 +375,7 @@ ROWS: dict[str, Row] = {
     "evaluate: integer weights": _evaluate("{model_int.npz}", fragment="dtype"),
     "evaluate: model is a dataset": _evaluate("{nan.npz}", fragment="not a fastmlp model"),
     "evaluate: features differ": _evaluate("{model_5in.npz}", "--dataset", "synthetic",
-                                           fragment="takes 5 features but synthetic has 784"),
+                                           fragment="784 features but the model takes 5"),
     "evaluate: too few outputs": _evaluate("{model_3out.npz}", "--dataset", "synthetic",
                                            fragment="10 classes but the model outputs 3"),
     "evaluate: NaN data": _evaluate("{model_5in.npz}", "--dataset", "npz", "--data-path",

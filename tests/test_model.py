@@ -265,3 +265,21 @@ def test_unknown_device_and_cudasim_without_simulator():
         fastmlp.get_backend("tpu")
     with pytest.raises(fastmlp.FastMLPError, match="NUMBA_ENABLE_CUDASIM=1"):
         fastmlp.get_backend("cudasim")
+
+
+def test_chunked_evaluation_equals_one_pass_and_minibatch_scratch_is_small():
+    from fastmlp.train import split_stats
+
+    data = fastmlp.load_dataset("synthetic", n_train=50, n_valid=23, n_test=17, n_features=9,
+                                n_classes=4, dtype="float64", seed=7)
+    model = fastmlp.MLP(9, 6, 4, dtype="float64", seed=1)
+    trainer = fastmlp.Trainer(model, data, batch_size=5)
+    X, y, ends = trainer.X, trainer.y, trainer.ends
+    one_pass = split_stats(model, X, y, ends, np.empty((90, 6)))
+    chunked = split_stats(model, X, y, ends, np.empty((7, 6)))  # chunks straddle split ends
+    np.testing.assert_allclose(chunked, one_pass, rtol=1e-12)
+    assert one_pass[:, 1].sum() == (model.predict(X) == y).sum()
+    big = fastmlp.Trainer(model, fastmlp.load_dataset("synthetic", n_train=20000, n_valid=0,
+                                                      n_test=0, n_features=9, n_classes=4),
+                          batch_size=100)
+    assert big.Z.shape[0] < 20000  # minibatch mode never holds an N×H buffer
