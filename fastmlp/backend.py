@@ -181,7 +181,7 @@ def get_backend(device: str = "cpu", *, fused: bool = True, tf32: bool = False) 
             return CupyBackend(cupy, ops, fused=fused, reason=reason, tf32=tf32)
         if device == "cuda":
             raise FastMLPError(f"device 'cuda' is unavailable: {why_not}; {CUDA_EXTRA_HINT}")
-        reason = f"auto: {why_not}, using the CPU"
+        reason = f"auto: {why_not}, using the CPU" + ("; TF32 does not apply" if tf32 else "")
     else:
         reason = "requested"
     ops = _kernels("cpu") if fused else _kernels("reference")

@@ -169,6 +169,9 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
                        help="data and parameter precision (default: %(default)s)")
     model.add_argument("--device", choices=DEVICES, default="auto",
                        help="default: auto, which uses CUDA when CuPy sees a GPU, else the CPU")
+    model.add_argument("--tf32", action="store_true",
+                       help="allow TF32 tensor-core products for float32 on the GPU (faster, "
+                            "10-bit mantissa inputs; off unless asked for)")
 
     opt = p.add_argument_group("training")
     opt.add_argument("--epochs", type=positive_int, default=200, metavar="N",
@@ -254,7 +257,8 @@ def on_interrupt(run: TrainRun) -> str:
 TRAIN_CONFIG = ("dataset", "data_path", "train_size", "scale", "hidden", "activation", "init",
                 "dtype", "device", "epochs", "lr", "momentum", "batch_size", "velocity_init",
                 "eval_every", "seed", "checkpoint_every")
-RESUME_MAY_CHANGE = ("epochs", "device", "checkpoint_every", "no_progress", "quiet", "resume")
+RESUME_MAY_CHANGE = ("epochs", "device", "tf32", "checkpoint_every", "no_progress", "quiet",
+                     "resume")
 
 
 def _run_config(args: argparse.Namespace) -> dict:
@@ -311,7 +315,7 @@ def _resume_args(args: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
     if conflicts:
         raise FastMLPError(
             f"--resume continues the run recorded in {directory} with its own options; "
-            f"{'; '.join(conflicts)}; only --epochs, --device, --checkpoint-every, "
+            f"{'; '.join(conflicts)}; only --epochs, --device, --tf32, --checkpoint-every, "
             f"--no-progress and --quiet may change")
     if ck["epoch"] > merged.epochs:
         raise FastMLPError(f"the checkpoint in {directory} is at epoch {ck['epoch']}, past "
@@ -401,7 +405,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         args, resumed = _resume_args(args)
     dataset = _load_data(args)
-    backend = get_backend(args.device)
+    backend = get_backend(args.device, tf32=args.tf32)
     model = MLP(dataset.n_features, args.hidden, dataset.n_classes, activation=args.activation,
                 init=args.init, dtype=args.dtype, device=backend, seed=args.seed)
     if args.batch_size is not None and args.batch_size > len(dataset.train):
