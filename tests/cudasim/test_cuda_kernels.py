@@ -15,6 +15,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from fastmlp.kernels import cuda as cuda_kernels  # noqa: E402
 from fastmlp.kernels import reference  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 pytestmark = pytest.mark.cudasim
 
@@ -222,3 +224,24 @@ def test_momentum_matches_reference(P, dtype, tpb, blocks):
     cuda_kernels.momentum(p, g, v, lr, mu, threads_per_block=tpb, blocks=blocks)
     check("momentum v", v, want_v, dtype)
     check("momentum p", p, want_p, dtype)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(N=st.integers(1, 6), H=st.integers(1, 9), K=st.integers(2, 12),
+       grad_frac=st.floats(0, 1), scale=st.sampled_from([1e-3, 1.0, 50.0, 1e3]),
+       activation=st.sampled_from(["relu", "sigmoid"]), tpb=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_head_property_random_shapes_and_extreme_values(N, H, K, grad_frac, scale, activation,
+                                                        tpb, seed):
+    # Hypothesis: any small shape, launch width and input scale (large ones push the stable
+    # sigmoid and log-sum-exp to their limits) gives the reference's results, all finite.
+    Z, bh, Wo, bo, y = make_case(N, H, K, np.float64, seed)
+    Z *= scale
+    n_grad = int(round(grad_frac * N))
+    ends = (n_grad, (n_grad + N) // 2, N)
+    ref, got = run_both(Z, bh, Wo, bo, y, ends, n_grad, activation, threads_per_block=tpb,
+                        blocks=2)
+    for name in ("Z", "stats") + (("dWo", "dbo", "dbh") if n_grad else ()):
+        assert np.isfinite(got[name]).all(), name
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-9, atol=1e-9 * scale,
+                                   err_msg=name)
