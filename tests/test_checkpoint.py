@@ -257,12 +257,19 @@ def test_sigkill_never_breaks_the_checkpoint(tmp_path: Path) -> None:
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+def _default_sigint() -> None:
+    # A job started with '&' by a non-interactive shell (as CI runners may do) inherits SIGINT
+    # ignored, and Python then keeps ignoring it; give the child the default, as a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_saves_and_exits_130(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "fastmlp", *SYN, "--epochs", "1000",
                              "--batch-size", "250", "--checkpoint-every", "1",
                              "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=_default_sigint)
     _wait_for(out / CHECKPOINT_NPZ, proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
