@@ -9,6 +9,8 @@ partial gradients, so no atomics are needed; a tiny reduction over threads follo
 
 from __future__ import annotations
 
+import types
+
 import numba
 import numpy as np
 from numba import prange
@@ -179,11 +181,31 @@ def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one,
 
 
 @numba.njit(**_JIT)
-def _momentum_kernel(params, grads, velocity, lr, mu):
+def _momentum_kernel(params, grads, velocity, lr, mu, tiny, zero):
     for i in prange(params.shape[0]):
         v = mu * velocity[i] + lr * grads[i]
+        # flush subnormals to zero, as FTZ hardware would: a velocity whose gradient stays
+        # zero (a blank pixel's weights, a dead unit) decays by mu every step into the
+        # subnormal range, where x86 arithmetic is ~100x slower
+        v = v if abs(v) >= tiny else zero
         velocity[i] = v
         params[i] -= v
+
+
+# The same kernels compiled without threads: starting a parallel region costs ~60-70 µs (the
+# pool's threads sleep between calls), more than the whole work of a small batch or network.
+def _serial(kernel, name: str):
+    # a copy of the Python function under its own name, so the two compilations keep separate
+    # on-disk caches
+    fn = kernel.py_func
+    copy = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = name
+    return numba.njit(**dict(_JIT, parallel=False))(copy)
+
+
+_head_kernel_serial = _serial(_head_kernel, "_head_kernel_serial")
+_momentum_kernel_serial = _serial(_momentum_kernel, "_momentum_kernel_serial")
+SERIAL_MOMENTUM_BELOW = 65_536  # parameters; the course network has 795 010
 
 
 _workspaces: dict = {}
@@ -218,12 +240,19 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     # than it saves (measured 214 µs with two threads, 167 µs with one)
     T = max(1, min(numba.get_num_threads(), N // 512))
     dt = Z.dtype.type
-    _head_kernel(Z, bh.reshape(-1), Wo, bo.reshape(-1), y, ends, n_grad, activation_id(activation),
-                 dt(1.0 / max(n_grad, 1)), dt(0), dt(1), *_workspace(T, H, K, len(ends), Z.dtype),
-                 dWo, dbo.reshape(-1), dbh.reshape(-1), stats)
+    kernel = _head_kernel if T > 1 else _head_kernel_serial
+    kernel(Z, bh.reshape(-1), Wo, bo.reshape(-1), y, ends, n_grad, activation_id(activation),
+           dt(1.0 / max(n_grad, 1)), dt(0), dt(1), *_workspace(T, H, K, len(ends), Z.dtype),
+           dWo, dbo.reshape(-1), dbh.reshape(-1), stats)
 
 
 def momentum(params, grads, velocity, lr: float, mu: float) -> None:
-    """v ← mu·v + lr·g; p ← p − v over flat buffers (P,), one parallel pass."""
+    """v ← mu·v + lr·g; p ← p − v over flat buffers (P,), one pass.
+
+    Velocities below the dtype's smallest normal number are flushed to zero (a change of less
+    than 1.2e-38 in float32), so that they never slow the arithmetic down.
+    """
     dt = params.dtype.type
-    _momentum_kernel(params, grads, velocity, dt(lr), dt(mu))
+    small = params.shape[0] < SERIAL_MOMENTUM_BELOW
+    kernel = _momentum_kernel_serial if small else _momentum_kernel
+    kernel(params, grads, velocity, dt(lr), dt(mu), dt(np.finfo(params.dtype).tiny), dt(0))

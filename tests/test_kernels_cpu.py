@@ -100,3 +100,15 @@ def test_head_property_random_shapes_and_extreme_values(N, H, K, n_grad_frac, sc
     assert all(e <= 1e-9 for e in errors.values()), errors
     # stats count every row once
     assert got["stats"][:, 1].sum() <= N
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [3, 100_003])  # the serial and the threaded kernel
+def test_momentum_flushes_subnormal_velocities(dtype, size):
+    tiny = np.finfo(dtype).tiny
+    v = np.full(size, 2 * tiny, dtype)  # decays below the smallest normal number this step
+    v[0] = 1.0
+    p, g = np.zeros(size, dtype), np.zeros(size, dtype)
+    cpu.momentum(p, g, v, 0.1, 0.25)
+    assert v[0] == dtype(0.25) and p[0] == dtype(-0.25)  # normal values follow the rule
+    assert not v[1:].any() and not p[1:].any()  # subnormal results are exactly zero
