@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,6 +124,22 @@ def split_stats(model: MLP, X: Any, y: Any, ends: tuple[int, ...], Z: Any) -> np
     return model.backend.to_host(total)
 
 
+_spin_warned = False
+
+
+def _warn_if_openblas_spins() -> None:
+    """Once per process: NumPy was imported before fastmlp, too late to calm OpenBLAS."""
+    global _spin_warned
+    import fastmlp
+
+    if fastmlp._OPENBLAS_LOADED_FIRST and not _spin_warned:
+        _spin_warned = True
+        warnings.warn("NumPy was imported before fastmlp, so OpenBLAS's idle threads spin after "
+                      "each product and slow the CPU kernels (about 10% per epoch on 2 cores); "
+                      "import fastmlp first, or set OPENBLAS_THREAD_TIMEOUT=4 before starting "
+                      "Python", RuntimeWarning, stacklevel=3)
+
+
 class Trainer:
     """Owns the device copies of the data, the velocity buffer and every scratch buffer.
 
@@ -134,6 +151,8 @@ class Trainer:
                  batch_size: int | None = None, eval_every: int = 1,
                  velocity_init: float = 1e-5, seed: int = 0):
         check_compatible(model, dataset)
+        if model.backend.name == "cpu":
+            _warn_if_openblas_spins()
         n_train = len(dataset.train)
         if n_train < 1:
             raise FastMLPError("the training split is empty")

@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+import fastmlp  # noqa: F401  (first, before NumPy: it sets the thread-pool variables OpenBLAS reads)
+
 # tests/cudasim needs NUMBA_ENABLE_CUDASIM=1 before numba is imported, so it runs in its own
 # pytest process (see README): a plain `pytest` run leaves it out.
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":

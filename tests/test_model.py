@@ -1,5 +1,6 @@
 """The network's maths: gradients, numerical stability, the momentum rule, dtypes, API."""
 
+import os
 import subprocess
 import sys
 
@@ -283,3 +284,17 @@ def test_chunked_evaluation_equals_one_pass_and_minibatch_scratch_is_small():
                                                       n_test=0, n_features=9, n_classes=4),
                           batch_size=100)
     assert big.Z.shape[0] < 20000  # minibatch mode never holds an N×H buffer
+
+
+def test_warns_once_when_numpy_was_imported_first():
+    code = ("import numpy, fastmlp\n"
+            "d = fastmlp.load_dataset('synthetic', n_train=8, n_valid=0, n_test=0, n_features=3,"
+            " n_classes=2)\n"
+            "for _ in range(2): fastmlp.Trainer(fastmlp.MLP(3, 2, 2), d)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    late = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          check=True)
+    assert late.stderr.count("NumPy was imported before fastmlp") == 1
+    first = subprocess.run([sys.executable, "-c", code.replace("numpy, fastmlp", "fastmlp, numpy")],
+                           capture_output=True, text=True, env=env, check=True)
+    assert "NumPy was imported before fastmlp" not in first.stderr
