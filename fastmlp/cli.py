@@ -65,27 +65,24 @@ class _Parser(argparse.ArgumentParser):
 # -- option types: argparse shows "argument --lr: <message>" for an ArgumentTypeError ----------
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
+def _int_at_least(text: str, minimum: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be a {what}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return _int_at_least(text, 1, "positive integer")
 
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
-    return value
+    return _int_at_least(text, 0, "non-negative integer")
 
 
 def non_negative_float(text: str) -> float:
@@ -146,17 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
 # -- fastmlp train ------------------------------------------------------------------------------
 
 
+def add_data_options(group, *, scale_default: str | None = "unit",
+                     scale_help: str = "pixels to [0, 1] (unit, the default) or [-1, 1] "
+                                       "(symmetric)",
+                     path_help: str = "notMNIST.npz / any .npz file / a directory with the "
+                                      "MNIST IDX files") -> None:
+    """The options :func:`_load_data` reads (--dataset, --data-path, --train-size, --scale),
+    shared by train, evaluate and sweep."""
+    group.add_argument("--dataset", choices=DATASET_NAMES, default="mnist",
+                       help="default: %(default)s (bundled); notmnist and npz need --data-path")
+    group.add_argument("--data-path", metavar="PATH", default=None, help=path_help)
+    group.add_argument("--train-size", type=train_size, default=None, metavar="N",
+                       help=f"keep the first N training rows, or 'all' "
+                            f"(default: {MNIST_TRAIN_SIZE} for mnist, all otherwise)")
+    group.add_argument("--scale", choices=SCALES, default=scale_default, help=scale_help)
+
+
 def _configure_train(p: argparse.ArgumentParser) -> None:
-    data = p.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASET_NAMES, default="mnist",
-                      help="default: %(default)s (bundled); notmnist and npz need --data-path")
-    data.add_argument("--data-path", metavar="PATH", default=None,
-                      help="notMNIST.npz / any .npz file / a directory with the MNIST IDX files")
-    data.add_argument("--train-size", type=train_size, default=None, metavar="N",
-                      help=f"keep the first N training rows, or 'all' "
-                           f"(default: {MNIST_TRAIN_SIZE} for mnist, all otherwise)")
-    data.add_argument("--scale", choices=SCALES, default="unit",
-                      help="pixels to [0, 1] (unit, the default) or [-1, 1] (symmetric)")
+    add_data_options(p.add_argument_group("data"))
 
     model = p.add_argument_group("model")
     model.add_argument("--hidden", type=positive_int, default=1000, metavar="H",
@@ -727,16 +731,9 @@ register(Command(
 
 def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL.npz", help="a model written by 'fastmlp train'")
-    p.add_argument("--dataset", choices=DATASET_NAMES, default="mnist",
-                   help="default: %(default)s (bundled); notmnist and npz need --data-path")
-    p.add_argument("--data-path", metavar="PATH", default=None,
-                   help="notMNIST.npz / any .npz file / a directory with the MNIST IDX files")
-    p.add_argument("--train-size", type=train_size, default=None, metavar="N",
-                   help=f"the first N training rows, or 'all' (default: {MNIST_TRAIN_SIZE} for "
-                        f"mnist, all otherwise)")
-    p.add_argument("--scale", choices=SCALES, default=None,
-                   help="pixel scaling (default: the one the model was trained with, if "
-                        "recorded, else unit)")
+    add_data_options(p, scale_default=None,
+                     scale_help="pixel scaling (default: the one the model was trained with, if "
+                                "recorded, else unit)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of --dataset synthetic (default: %(default)s)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")

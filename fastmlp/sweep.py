@@ -100,14 +100,12 @@ def configure_sweep(p: argparse.ArgumentParser) -> None:
     # cli imports this module, so cli's names are only taken once cli is fully loaded
     from .backend import DEVICES
     from .cli import (
-        MNIST_TRAIN_SIZE,
+        add_data_options,
         batch_or_full,
         non_negative_float,
         non_negative_int,
         positive_int,
-        train_size,
     )
-    from .datasets import DATASET_NAMES, SCALES
     from .kernels import ACTIVATIONS
     from .model import DTYPES, INITS
 
@@ -131,15 +129,8 @@ def configure_sweep(p: argparse.ArgumentParser) -> None:
                         metavar="S", help="these seeds instead")
 
     shared = p.add_argument_group("shared by every run (as in 'fastmlp train')")
-    shared.add_argument("--dataset", choices=DATASET_NAMES, default="mnist",
-                        help="default: %(default)s (bundled); notmnist and npz need --data-path")
-    shared.add_argument("--data-path", metavar="PATH", default=None,
-                        help="data file or directory; with --scheduler, a path on the workers")
-    shared.add_argument("--train-size", type=train_size, default=None, metavar="N",
-                        help=f"first N training rows, or 'all' (default: {MNIST_TRAIN_SIZE} for "
-                             f"mnist, all otherwise)")
-    shared.add_argument("--scale", choices=SCALES, default="unit",
-                        help="pixels to [0, 1] (unit, the default) or [-1, 1] (symmetric)")
+    add_data_options(shared, path_help="data file or directory; with --scheduler, a path on "
+                                       "the workers")
     shared.add_argument("--epochs", type=positive_int, default=200, metavar="N",
                         help="default: %(default)s")
     shared.add_argument("--dtype", choices=DTYPES, default="float32",
