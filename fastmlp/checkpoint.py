@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import FastMLPError
+from .jsonsafe import json_clean
 from .train import History
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def save_checkpoint(path: str | os.PathLike[str], trainer: Trainer, history: His
 
     Call it between epochs only: mid-epoch the weights and the epoch counter disagree.
     """
-    from .report import _json_clean, atomic_path  # report imports matplotlib lazily; cheap
+    from .report import atomic_path  # report imports matplotlib lazily; cheap
 
     if history.epochs != trainer.epoch:
         raise FastMLPError(f"cannot checkpoint: the history holds {history.epochs} epochs but "
@@ -56,8 +57,8 @@ def save_checkpoint(path: str | os.PathLike[str], trainer: Trainer, history: His
     meta = {"format": FORMAT, "version": VERSION, "epoch": state["epoch"],
             "rng_state": state["rng_state"], "model": trainer.model.config(),
             "history": history.to_dict(), "config": config}
-    # allow_nan=False: strict JSON; _json_clean already mapped non-finite floats to null
-    text = json.dumps(_json_clean(meta), allow_nan=False)
+    # allow_nan=False: strict JSON; json_clean already mapped non-finite floats to null
+    text = json.dumps(json_clean(meta), allow_nan=False)
     with atomic_path(target) as tmp, open(tmp, "wb") as f:
         np.savez(f, params=state["params"], velocity=state["velocity"], meta=np.array(text))
         f.flush()

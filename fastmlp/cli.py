@@ -26,6 +26,7 @@ from . import __version__
 from .backend import DEVICES, Backend, get_backend
 from .datasets import DATASET_NAMES, SCALES, Dataset, load_dataset
 from .errors import FastMLPError
+from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .model import DTYPES, INITS, MLP
 from .train import (
@@ -768,12 +769,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                      getattr(dataset, split).y)
                for split in ("train", "valid", "test")}
     if args.json:
-        clean = {s: {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                     for k, v in r.items()} for s, r in results.items()}
-        print(json.dumps({"model": args.model, "config": model.config(),
-                          "dataset": dataset.name, "data_path": args.data_path,
-                          "scale": args.scale, "device": backend.describe(),
-                          "splits": clean}), flush=True)
+        print(json.dumps(json_clean({"model": args.model, "config": model.config(),
+                                     "dataset": dataset.name, "data_path": args.data_path,
+                                     "scale": args.scale, "device": backend.describe(),
+                                     "splits": results})), flush=True)
         return EXIT_OK
     print(f"model:  {_model_line(args.model, model)}")
     print(f"data:   {dataset.summary()}, scale {args.scale}")

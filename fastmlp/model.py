@@ -17,6 +17,7 @@ import numpy as np
 
 from .backend import Backend, get_backend
 from .errors import FastMLPError
+from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .kernels import reference as ref
 
@@ -129,7 +130,7 @@ class MLP:
         """Write ``Wh, bh, Wo, bo`` and the config (JSON in key ``config``) to an .npz file."""
         config = dict(self.config(), **(extra or {}))
         with open(path, "wb") as f:
-            np.savez(f, **self.state(), config=np.array(json.dumps(config)))
+            np.savez(f, **self.state(), config=np.array(json.dumps(json_clean(config))))
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | Backend = "cpu") -> MLP:

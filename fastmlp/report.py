@@ -120,21 +120,6 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[Any]], Any],
 # -- history ------------------------------------------------------------------------------------
 
 
-def _json_clean(value: Any) -> Any:
-    """Strict-JSON version of ``value``: non-finite floats become null, NumPy scalars plain."""
-    if isinstance(value, dict):
-        return {str(k): _json_clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_clean(v) for v in value]
-    if hasattr(value, "tolist"):  # NumPy scalar or array -> Python scalar or (nested) list
-        return _json_clean(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)  # e.g. a Path in the config: readable rather than a crash at the very end
-
-
 def _csv_cell(value: float) -> str:
     """Shortest round-tripping repr; empty for NaN (a metric that was not evaluated)."""
     return repr(float(value)) if math.isfinite(value) else ""
@@ -148,7 +133,7 @@ def write_history(history: History, out_dir: str | os.PathLike[str]) -> tuple[Pa
     evaluated. Returns the two paths.
     """
     out = Path(out_dir)
-    data = _json_clean(history.to_dict())
+    data = history.to_dict()  # already strict JSON
     json_path = atomic_write(out / HISTORY_JSON, lambda f: (
         json.dump(data, f, indent=2, allow_nan=False), f.write("\n")))
 
@@ -168,7 +153,7 @@ def save_model(model: MLP, path: str | os.PathLike[str],
     """``model.save(path, extra)`` through a temp file, so a half-written model never appears."""
     target = Path(path)
     with atomic_path(target) as tmp:
-        model.save(tmp, extra=_json_clean(extra) if extra else None)
+        model.save(tmp, extra=extra)
     return target
 
 

@@ -70,6 +70,7 @@ import numpy as np
 
 from . import report
 from .errors import FastMLPError
+from .jsonsafe import json_clean
 from .train import METRICS, SPLITS, History
 
 __all__ = ["configure_sweep", "run_sweep", "run_one", "build_specs", "point_name", "summarize"]
@@ -423,7 +424,7 @@ def _run_dask(todo: Sequence[Spec], save_model: bool,
 
 
 def _write_json(path: Path, data: Any) -> None:
-    clean = report._json_clean(data)
+    clean = json_clean(data)
     report.atomic_write(path, lambda f: (json.dump(clean, f, indent=2, allow_nan=False),
                                          f.write("\n")))
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from .datasets import Dataset
 from .errors import FastMLPError
+from .jsonsafe import json_clean
 from .model import MLP
 
 METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc", "test_loss", "test_acc")
@@ -67,13 +68,11 @@ class History:
             getattr(self, key).append(record[key])
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; NaN (not evaluated) becomes None."""
-        clean = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
-        out: dict[str, Any] = {key: [clean(v) for v in getattr(self, key)] for key in METRICS}
-        out["final"] = {k: clean(v) for k, v in self.final.items()}
-        out.update(config=self.config, wall_time_s=self.wall_time_s, device=self.device,
-                   epochs=self.epochs)
-        return out
+        """Strict-JSON-ready dict; NaN (not evaluated) becomes None."""
+        out: dict[str, Any] = {key: getattr(self, key) for key in METRICS}
+        out.update(final=self.final, config=self.config, wall_time_s=self.wall_time_s,
+                   device=self.device, epochs=self.epochs)
+        return json_clean(out)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:
