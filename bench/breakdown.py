@@ -1,0 +1,117 @@
+"""Where an epoch's time goes, on the canonical workload (random data, float32).
+
+Run: ``python bench/breakdown.py [full] [minibatch] [sgd] [torch]`` (all four by default).
+Each part prints medians in ms; bench/RESULTS.md quotes them. Not a test.
+
+- full: one full-batch epoch taken apart (X·Wh for all rows, a plain copy of Z for scale, the
+  fused head, Xᵀ·dZ, the momentum update).
+- minibatch: one B = 100 epoch, each call of the loop timed, plus the valid/test evaluation.
+- sgd: one per-sample (B = 1) epoch on 10000 rows, H = 1000.
+- torch: the three big products with torch.matmul (MKL), when PyTorch is installed.
+"""
+
+# ruff: noqa: I001  (fastmlp must be imported before NumPy, see below)
+import sys
+import time
+
+import fastmlp  # first: it sets the thread-pool variables before NumPy loads OpenBLAS
+import numpy as np
+from fastmlp.bench import WORKLOAD, _dataset
+
+
+def median_ms(fn, repeats=10, setup=None):
+    fn()
+    times = []
+    for _ in range(repeats):
+        if setup:
+            setup()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
+
+
+def trainer(batch_size, n_hidden=1000):
+    data = _dataset(dict(dtype="float32", workload=WORKLOAD))
+    model = fastmlp.MLP(784, n_hidden, 10)
+    tr = fastmlp.Trainer(model, data, lr=0.01, momentum=0.9, batch_size=batch_size)
+    tr.run_epoch()  # compile and warm up
+    return model, tr
+
+
+def full():
+    model, tr = trainer(None)
+    be, g, n = model.backend, model.grad_views, tr.counts[0]
+    X, Z, y = tr.X, tr.Z, tr.y
+    Z0 = Z.copy()
+    rows = {
+        "X·Wh (all rows)": lambda: be.matmul(X, model.Wh, out=Z),
+        "copy of Z": lambda: np.copyto(Z, Z0),
+        "fused head": lambda: be.head(Z, model.bh, model.Wo, model.bo, y, tr.ends, n, "relu",
+                                      g["Wo"], g["bo"], g["bh"], tr.stats),
+        "Xᵀ·dZ": lambda: be.matmul(X[:n].T, Z[:n], out=g["Wh"]),
+        "momentum": lambda: be.momentum(model.params, model.grads, tr.velocity, 0.01, 0.9),
+        "whole epoch": tr.run_epoch,
+    }
+    for name, fn in rows.items():
+        setup = (lambda: np.copyto(Z, Z0)) if name == "fused head" else None
+        print(f"full batch  {name:18s} {median_ms(fn, setup=setup):8.1f} ms")
+
+
+def minibatch(B=100, epochs=3):
+    model, tr = trainer(B)
+    be, g, n = model.backend, model.grad_views, tr.counts[0]
+    spent = dict.fromkeys(("batch gathers", "X·Wh", "fused head", "Xᵀ·dZ", "momentum"), 0.0)
+    order = np.random.default_rng(0).permutation(n)
+    for _ in range(epochs):
+        for start in range(0, n, B):
+            idx = order[start:start + B]
+            t0 = time.perf_counter()
+            np.take(tr.X, idx, axis=0, out=tr.Xb)
+            np.take(tr.y, idx, axis=0, out=tr.yb)
+            t1 = time.perf_counter()
+            be.matmul(tr.Xb, model.Wh, out=tr.Z[:B])
+            t2 = time.perf_counter()
+            be.head(tr.Z[:B], model.bh, model.Wo, model.bo, tr.yb, (B,), B, "relu", g["Wo"],
+                    g["bo"], g["bh"], tr.batch_stats)
+            t3 = time.perf_counter()
+            be.matmul(tr.Xb.T, tr.Z[:B], out=g["Wh"])
+            t4 = time.perf_counter()
+            tr._step()
+            t5 = time.perf_counter()
+            for key, a, b in zip(spent, (t0, t1, t2, t3, t4), (t1, t2, t3, t4, t5), strict=True):
+                spent[key] += b - a
+    for key, total in spent.items():
+        print(f"B={B} epoch {key:18s} {total / epochs * 1e3:8.1f} ms")
+    evaluation = median_ms(lambda: tr._forward_only(tr.ends[0], tr.ends[-1]))
+    print(f"B={B} epoch {'valid+test eval':18s} {evaluation:8.1f} ms")
+    print(f"B={B} epoch {'whole epoch':18s} {median_ms(tr.run_epoch, repeats=5):8.1f} ms")
+
+
+def sgd():
+    _, tr = trainer(1)
+    print(f"B=1 epoch   {'whole epoch':18s} {median_ms(tr.run_epoch, repeats=2):8.1f} ms")
+
+
+def torch_floor():
+    try:
+        import torch
+    except ImportError:
+        print("torch: not installed")
+        return
+    n, N = WORKLOAD["n_train"], WORKLOAD["n_train"] + WORKLOAD["n_valid"] + WORKLOAD["n_test"]
+    X, W = torch.rand(N, 784), torch.rand(784, 1000)
+    Z, dW = torch.empty(N, 1000), torch.empty(784, 1000)
+
+    def products():
+        torch.matmul(X[:n], W, out=Z[:n])
+        torch.matmul(X[:n].T, Z[:n], out=dW)
+        torch.matmul(X[n:], W, out=Z[n:])
+
+    print(f"torch {torch.__version__} three products {median_ms(products):8.1f} ms")
+
+
+if __name__ == "__main__":
+    parts = {"full": full, "minibatch": minibatch, "sgd": sgd, "torch": torch_floor}
+    for name in sys.argv[1:] or parts:
+        parts[name]()
