@@ -10,7 +10,6 @@ plain references in :mod:`fastmlp.kernels.reference`, on any device.
 from __future__ import annotations
 
 import importlib
-import os
 from types import ModuleType
 from typing import Any
 
@@ -187,9 +186,3 @@ def get_backend(device: str = "cpu", *, fused: bool = True, tf32: bool = False) 
     ops = _kernels("cpu") if fused else _kernels("reference")
     return Backend(np, ops, fused=fused, reason=reason)
 
-
-def cpu_threads() -> int:
-    """Threads the CPU kernels use (Numba's count; OpenBLAS picks its own for the products)."""
-    import numba
-
-    return int(os.environ.get("NUMBA_NUM_THREADS", numba.config.NUMBA_NUM_THREADS))

@@ -262,10 +262,5 @@ def format_row(r: dict[str, Any]) -> str:
                    f"{r['ratio_to_floor']:>6.3f} {r['gflops']:>8.1f} {r['peak_rss_mb']:>8.0f}")
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Header, rule and one line per row."""
-    return "\n".join([TABLE_HEADER, "-" * len(TABLE_HEADER), *map(format_row, rows)])
-
-
 if __name__ == "__main__":
     print(json.dumps(run_row(json.loads(sys.argv[1]))))

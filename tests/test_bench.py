@@ -1,0 +1,34 @@
+"""`fastmlp bench` end to end on the CPU, at a small hidden size (figures are not checked:
+a benchmark is not a test)."""
+
+import json
+import subprocess
+import sys
+
+from fastmlp import bench
+
+
+def test_bench_json_rows_have_the_documented_keys():
+    out = subprocess.run([sys.executable, "-m", "fastmlp", "bench", "--hidden", "16", "--epochs",
+                          "2", "--warmup", "1", "--batch-size", "full", "500", "--compare",
+                          "--json"], capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["impl"], r["batch_size"]) for r in rows][:3] == [
+        ("fastmlp", None), ("fastmlp", 500), ("numpy-naive", None)]
+    for row in rows:
+        assert set(bench.ROW_KEYS) <= set(row) and "error" not in row
+        assert row["device"] == "cpu" and row["dtype"] == "float32"
+        assert row["epoch_ms"] > 0 and row["gemm_floor_ms"] > 0
+        assert abs(row["ratio_to_floor"] - row["epoch_ms"] / row["gemm_floor_ms"]) < 1e-9
+
+
+def test_bench_table_and_unusable_device():
+    out = subprocess.run([sys.executable, "-m", "fastmlp", "bench", "--hidden", "8", "--epochs",
+                          "1", "--warmup", "1"], capture_output=True, text=True, check=True)
+    header, rule, row = out.stdout.splitlines()[:3]
+    assert header == bench.TABLE_HEADER and set(rule) == {"-"}
+    assert row.split()[:4] == ["fastmlp", "cpu", "float32", "full"]
+    bad = subprocess.run([sys.executable, "-m", "fastmlp", "bench", "--device", "cudasim"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "NUMBA_ENABLE_CUDASIM=1" in bad.stderr
+    assert "Traceback" not in bad.stderr
