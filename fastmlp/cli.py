@@ -28,9 +28,8 @@ from .datasets import DATASET_NAMES, SCALES, Dataset, load_dataset
 from .errors import FastMLPError
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
-from .model import DTYPES, INITS, MLP
+from .model import CHUNK_ROWS, DTYPES, INITS, MLP
 from .train import (
-    EVAL_CHUNK_ROWS,
     DivergenceError,
     History,
     Trainer,
@@ -749,7 +748,7 @@ def evaluate_split(model: MLP, x, y) -> dict[str, float]:
     be, n = model.backend, len(y)
     if n == 0:
         return {"rows": 0, "loss": math.nan, "accuracy": math.nan}
-    Z = be.xp.empty((min(EVAL_CHUNK_ROWS, n), model.n_hidden), dtype=model.dtype)
+    Z = be.xp.empty((min(CHUNK_ROWS, n), model.n_hidden), dtype=model.dtype)
     loss_sum, correct = split_stats(model, be.asarray(x, dtype=model.dtype),
                                     be.asarray(y, dtype=np.int32), (n,), Z)[0]
     return {"rows": n, "loss": float(loss_sum) / n, "accuracy": float(correct) / n}
@@ -905,8 +904,7 @@ def run_predict(args: argparse.Namespace) -> int:
                               args.images)
     if note:
         print(note, file=sys.stderr, flush=True)
-    chunks = (backend.asarray(x[i:i + EVAL_CHUNK_ROWS]) for i in range(0, len(x), EVAL_CHUNK_ROWS))
-    probs = np.concatenate([backend.to_host(model.forward(c)) for c in chunks])
+    probs = backend.to_host(model.forward(backend.asarray(x, dtype=model.dtype)))
     labels = probs.argmax(axis=1).astype(np.int64)
     if out is None:
         for label, p in zip(labels, probs, strict=True):

@@ -30,7 +30,6 @@ from .train import History, train
 
 __all__ = ["InvalidInputError", "MLPClassifier", "NotFittedError"]
 
-PREDICT_CHUNK = 8192  # rows per forward pass in predict_proba: bounds the N×H hidden buffer
 
 
 class NotFittedError(FastMLPError, ValueError, AttributeError):
@@ -189,9 +188,7 @@ class MLPClassifier:
             raise InvalidInputError(f"X has {x.shape[1]} features, but {type(self).__name__} "
                                     f"is expecting {self.n_features_in_} features as input")
         be = self.model_.backend
-        parts = [be.to_host(self.model_.forward(be.asarray(x[i:i + PREDICT_CHUNK])))
-                 for i in range(0, len(x), PREDICT_CHUNK)]
-        return np.concatenate(parts)
+        return be.to_host(self.model_.forward(be.asarray(x)))
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels (N,), drawn from ``classes_`` (so of the same kind as ``y``)."""

@@ -24,6 +24,7 @@ from .kernels import reference as ref
 PARAM_NAMES = ("Wh", "bh", "Wo", "bo")
 INITS = ("xavier", "he")
 DTYPES = ("float32", "float64")
+CHUNK_ROWS = 8192  # rows per forward pass outside the training step: bounds the rows×H buffer
 
 
 def param_shapes(n_in: int, n_hidden: int, n_out: int) -> dict[str, tuple[int, int]]:
@@ -184,10 +185,15 @@ class MLP:
         return loss, {name: self.grad_views[name].copy() for name in PARAM_NAMES}
 
     def forward(self, x) -> Any:
-        """Class probabilities (N×K) for x (N×F), on the model's device."""
+        """Class probabilities (N×K) for x (N×F), on the model's device; computed in chunks of
+        :data:`CHUNK_ROWS` rows, so no N×H buffer is ever needed."""
         x = self._inputs(x)
         v = self.views
-        return ref.predict_proba(x, v["Wh"], v["bh"], v["Wo"], v["bo"], self.activation)
+        probs = self.backend.xp.empty((x.shape[0], self.n_out), dtype=self.dtype)
+        for a in range(0, x.shape[0], CHUNK_ROWS):
+            probs[a:a + CHUNK_ROWS] = ref.predict_proba(x[a:a + CHUNK_ROWS], v["Wh"], v["bh"],
+                                                        v["Wo"], v["bo"], self.activation)
+        return probs
 
     def predict(self, x) -> Any:
         """Predicted labels (N,) for x (N×F), on the model's device."""

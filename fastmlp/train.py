@@ -24,7 +24,7 @@ import numpy as np
 from .datasets import Dataset
 from .errors import FastMLPError
 from .jsonsafe import json_clean
-from .model import MLP
+from .model import CHUNK_ROWS, MLP
 
 METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc", "test_loss", "test_acc")
 SPLITS = ("train", "valid", "test")
@@ -93,7 +93,6 @@ def _metrics(stats: np.ndarray, counts: tuple[int, ...]) -> dict[str, float]:
     return out
 
 
-EVAL_CHUNK_ROWS = 8192  # minibatch/evaluation scratch: rows of Z per forward pass
 
 
 def check_compatible(model: MLP, dataset: Dataset) -> None:
@@ -175,8 +174,7 @@ class Trainer:
         self.X = be.asarray(np.concatenate([s.x for s in splits]), dtype=model.dtype)
         self.y = be.asarray(np.concatenate([s.y for s in splits]), dtype=np.int32)
         # full batch: Z holds every row; minibatch: a batch, or a chunk of rows to evaluate
-        rows = n_all if self.batch_size is None else min(n_all, max(self.batch_size,
-                                                                    EVAL_CHUNK_ROWS))
+        rows = n_all if self.batch_size is None else min(n_all, max(self.batch_size, CHUNK_ROWS))
         self.Z = xp.empty((rows, model.n_hidden), dtype=model.dtype)
         self.stats = xp.zeros((3, 2), dtype=xp.float64)
         self.velocity = xp.full(model.n_params, velocity_init, dtype=model.dtype)

@@ -298,3 +298,11 @@ def test_warns_once_when_numpy_was_imported_first():
     first = subprocess.run([sys.executable, "-c", code.replace("numpy, fastmlp", "fastmlp, numpy")],
                            capture_output=True, text=True, env=env, check=True)
     assert "NumPy was imported before fastmlp" not in first.stderr
+
+
+def test_forward_in_chunks_equals_one_pass(monkeypatch):
+    model, x, _ = small_net("sigmoid", N=23)
+    whole = model.forward(x)
+    monkeypatch.setattr(sys.modules["fastmlp.model"], "CHUNK_ROWS", 5)
+    np.testing.assert_array_equal(model.forward(x), whole)
+    np.testing.assert_allclose(whole.sum(axis=1), 1.0, rtol=1e-12)
