@@ -251,11 +251,6 @@ def load_data(spec: Spec) -> Any:
     return _DATA_CACHE[key]
 
 
-class _Diverged(Exception):
-    def __init__(self, epoch: int, loss: float):
-        super().__init__(f"diverged at epoch {epoch}: train loss {loss}")
-
-
 def _threads(backend: Any) -> int | None:
     if backend.name != "cpu":
         return None
@@ -278,8 +273,9 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
       ``save_model`` and ok, else None;
     - ``host``, ``pid``: where it ran.
 
-    A non-finite training loss stops the run early as failed ("diverged"). Any exception but
-    KeyboardInterrupt becomes a failed result, so one bad run never ends the sweep.
+    A divergence (train()'s :class:`~fastmlp.train.DivergenceError`) fails the run with the
+    history up to its last finite weights. Any exception but KeyboardInterrupt becomes a failed
+    result, so one bad run never ends the sweep.
     """
     from .backend import get_backend
     from .model import MLP
@@ -291,8 +287,6 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
 
     def watch(trainer: Any, record: dict[str, float]) -> None:
         partial.append(record)
-        if not math.isfinite(record["train_loss"]):
-            raise _Diverged(trainer.epoch, record["train_loss"])
 
     try:
         data = load_data(spec)
@@ -305,13 +299,6 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
                         momentum=spec["momentum"], batch_size=spec["batch_size"],
                         eval_every=spec["eval_every"], velocity_init=spec["velocity_init"],
                         seed=spec["seed"], callback=watch)
-        finals = [history.final.get(k, math.nan) for k in ("train_loss", "train_acc")]
-        if not all(math.isfinite(v) for v in finals):
-            raise _Diverged(history.epochs, finals[0])
-    except _Diverged as exc:
-        result["error"] = str(exc)
-        result["history"] = partial.to_dict()
-        return result
     except Exception as exc:  # noqa: BLE001 - recorded as a failed run, never ends the sweep
         if isinstance(exc, FastMLPError):  # the user's kind of problem: its message says it all
             result["error"] = " ".join(str(exc).split())
