@@ -92,7 +92,25 @@ def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one,
                 z0, z1, z2, z3 = hbuf[0], hbuf[1], hbuf[2], hbuf[3]
                 for r in range(rows):
                     _activate(hbuf[r], Z[i0 + r], bh, act, zero, one)
-            for k in range(K):
+            # two outputs per sweep: each load of a z element serves 8 products
+            for k in range(0, K - 1, 2):
+                w, u = WoT[k], WoT[k + 1]
+                a0 = a1 = a2 = a3 = bo[k]
+                b0 = b1 = b2 = b3 = bo[k + 1]
+                for j in range(H):
+                    x0, x1, x2, x3 = z0[j], z1[j], z2[j], z3[j]
+                    a0 += x0 * w[j]
+                    a1 += x1 * w[j]
+                    a2 += x2 * w[j]
+                    a3 += x3 * w[j]
+                    b0 += x0 * u[j]
+                    b1 += x1 * u[j]
+                    b2 += x2 * u[j]
+                    b3 += x3 * u[j]
+                logits[0, k], logits[1, k], logits[2, k], logits[3, k] = a0, a1, a2, a3
+                logits[0, k + 1], logits[1, k + 1] = b0, b1
+                logits[2, k + 1], logits[3, k + 1] = b2, b3
+            for k in range(K - K % 2, K):  # the last output when K is odd
                 w = WoT[k]
                 a0 = a1 = a2 = a3 = bo[k]
                 for j in range(H):
@@ -100,10 +118,7 @@ def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one,
                     a1 += z1[j] * w[j]
                     a2 += z2[j] * w[j]
                     a3 += z3[j] * w[j]
-                logits[0, k] = a0
-                logits[1, k] = a1
-                logits[2, k] = a2
-                logits[3, k] = a3
+                logits[0, k], logits[1, k], logits[2, k], logits[3, k] = a0, a1, a2, a3
             # softmax cross-entropy per row; logits[r] becomes do (zero for non-training rows)
             for r in range(TILE):
                 i = i0 + r
@@ -142,7 +157,23 @@ def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one,
             # dWo += hᵀ·do and dh = do·Woᵀ for the tile, one sweep over WoT and dWoT
             dh[:, :] = zero
             d0, d1, d2, d3 = dh[0], dh[1], dh[2], dh[3]
-            for k in range(K):
+            # two outputs per sweep: half the loads and stores of the dh rows
+            for k in range(0, K - 1, 2):
+                w, u = WoT[k], WoT[k + 1]
+                g, f = dWoT_part[t, k], dWoT_part[t, k + 1]
+                c0, c1, c2, c3 = logits[0, k], logits[1, k], logits[2, k], logits[3, k]
+                e0, e1 = logits[0, k + 1], logits[1, k + 1]
+                e2, e3 = logits[2, k + 1], logits[3, k + 1]
+                for j in range(H):
+                    x0, x1, x2, x3 = z0[j], z1[j], z2[j], z3[j]
+                    g[j] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
+                    f[j] += e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
+                    wj, uj = w[j], u[j]
+                    d0[j] += c0 * wj + e0 * uj
+                    d1[j] += c1 * wj + e1 * uj
+                    d2[j] += c2 * wj + e2 * uj
+                    d3[j] += c3 * wj + e3 * uj
+            for k in range(K - K % 2, K):  # the last output when K is odd
                 w = WoT[k]
                 g = dWoT_part[t, k]
                 c0, c1, c2, c3 = logits[0, k], logits[1, k], logits[2, k], logits[3, k]
@@ -162,7 +193,14 @@ def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one,
             for t in range(T):
                 total += stats_part[t, s, c]
             stats[s, c] = total
-    if n_grad > 0:
+    if n_grad == 0:
+        return
+    if T == 1:  # one thread: a plain transpose, no sums
+        for j in range(H):
+            for k in range(K):
+                dWo[j, k] = dWoT_part[0, k, j]
+            dbh[j] = dbh_part[0, j]
+    else:
         for j in range(H):
             for k in range(K):
                 g = zero
@@ -173,11 +211,11 @@ def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one,
             for t in range(T):
                 g += dbh_part[t, j]
             dbh[j] = g
-        for k in range(K):
-            g = zero
-            for t in range(T):
-                g += dbo_part[t, k]
-            dbo[k] = g
+    for k in range(K):
+        g = zero
+        for t in range(T):
+            g += dbo_part[t, k]
+        dbo[k] = g
 
 
 @numba.njit(**_JIT)
