@@ -112,3 +112,29 @@ def test_momentum_flushes_subnormal_velocities(dtype, size):
     cpu.momentum(p, g, v, 0.1, 0.25)
     assert v[0] == dtype(0.25) and p[0] == dtype(-0.25)  # normal values follow the rule
     assert not v[1:].any() and not p[1:].any()  # subnormal results are exactly zero
+
+
+def _subnormal(a):
+    a = np.asarray(a)
+    return (a != 0) & (np.abs(a) < np.finfo(a.dtype).tiny)
+
+
+@pytest.mark.parametrize("N", [5, 2048])  # the serial and the threaded kernel
+@pytest.mark.parametrize("case,tensor", [("do", "dbo"), ("dz", "dz")])
+def test_head_flushes_subnormal_gradients(N, case, tensor):
+    # a confident softmax, as late in training: the wrong classes get p = e^-margin
+    H, K = 3, 10
+    inputs = dict(Z=np.ones((N, H), np.float32), bh=np.zeros((1, H), np.float32),
+                  Wo=np.zeros((H, K), np.float32), bo=np.zeros((1, K), np.float32),
+                  y=np.zeros(N, np.int32))
+    if case == "do":  # p − y itself is subnormal: e^-88 ≈ 6.1e-39
+        inputs["bo"][0, 0] = 88.0
+    else:  # do is normal (e^-60 ≈ 8.7e-27) but dh = do·Woᵀ is not
+        inputs["bo"][0, 0] = 60.0
+        inputs["Wo"][:, 1:] = 1e-14
+    got = run_head(cpu.head, inputs, (N,), N, "relu")
+    want = run_head(reference.head, inputs, (N,), N, "relu")
+    assert _subnormal(want[tensor]).any()  # the reference keeps them: the case is real
+    for name, a in got.items():
+        assert not _subnormal(a).any(), name  # flushed to exactly zero
+        np.testing.assert_allclose(a, want[name], rtol=TOL[np.float32], atol=1e-37)
