@@ -1,6 +1,7 @@
 """Where an epoch's time goes, on the canonical workload (random data, float32).
 
-Run: ``python bench/breakdown.py [full] [minibatch] [sgd] [torch]`` (all four by default).
+Run: ``python bench/breakdown.py [full] [minibatch] [sgd] [torch] [subnormal]`` (the first four
+by default).
 Each part prints medians in ms; bench/RESULTS.md quotes them. Not a test.
 
 - full: one full-batch epoch taken apart (X·Wh for all rows, a plain copy of Z for scale, the
@@ -8,6 +9,8 @@ Each part prints medians in ms; bench/RESULTS.md quotes them. Not a test.
 - minibatch: one B = 100 epoch, each call of the loop timed, plus the valid/test evaluation.
 - sgd: one per-sample (B = 1) epoch on 10000 rows, H = 1000.
 - torch: the three big products with torch.matmul (MKL), when PyTorch is installed.
+- subnormal: the default recipe (bundled MNIST, 200 full-batch epochs) with the epoch time and
+  the count of subnormal entries of dZ every 50 epochs.
 """
 
 # ruff: noqa: I001  (fastmlp must be imported before NumPy, see below)
@@ -111,7 +114,24 @@ def torch_floor():
     print(f"torch {torch.__version__} three products {median_ms(products):8.1f} ms")
 
 
+def subnormal():
+    data = fastmlp.load_dataset("mnist", train_size=10000)
+    model = fastmlp.MLP(784, 1000, 10)
+    tr = fastmlp.Trainer(model, data, lr=0.1, momentum=0.99)
+    n, tiny, times = tr.counts[0], np.finfo(np.float32).tiny, []
+    for epoch in range(1, 201):
+        start = time.perf_counter()
+        tr.run_epoch()
+        times.append(time.perf_counter() - start)
+        if epoch % 50 == 0:
+            dZ = tr.Z[:n]  # the head left dZ of the training rows here
+            count = np.count_nonzero((dZ != 0) & (np.abs(dZ) < tiny))
+            print(f"default recipe epoch {epoch:3d}  {np.median(times[-10:]) * 1e3:6.1f} ms "
+                  f"(median of the last 10)  subnormal dZ entries {count}")
+
+
 if __name__ == "__main__":
-    parts = {"full": full, "minibatch": minibatch, "sgd": sgd, "torch": torch_floor}
-    for name in sys.argv[1:] or parts:
+    parts = {"full": full, "minibatch": minibatch, "sgd": sgd, "torch": torch_floor,
+             "subnormal": subnormal}
+    for name in sys.argv[1:] or ("full", "minibatch", "sgd", "torch"):
         parts[name]()
