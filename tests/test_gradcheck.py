@@ -3,6 +3,7 @@ sampled entries, a planted gradient bug is caught, and the command's table and e
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,13 @@ import pytest
 
 import fastmlp
 from fastmlp.cli import main
-from fastmlp.gradcheck import gradcheck, numerical_grads, rel_error, sample_entries
+from fastmlp.gradcheck import (
+    GradcheckResult,
+    gradcheck,
+    numerical_grads,
+    rel_error,
+    sample_entries,
+)
 from fastmlp.model import PARAM_NAMES
 
 
@@ -29,7 +36,8 @@ def test_correct_gradients_pass_and_model_is_untouched(activation):
     result = gradcheck(model, x, y)
     assert set(result) == set(PARAM_NAMES)
     assert all(err < 1e-7 for err in result.values()), dict(result)
-    assert result.passed(1e-7) and not result.passed(0.0)
+    # the bound is strict: the largest error itself is not below it
+    assert result.passed(1e-7) and not result.passed(max(result.values()))
     assert result.checked == {n: int(np.prod(model.shapes[n])) for n in PARAM_NAMES}
     assert result.notes == [] and result.dtype == "float64"
     np.testing.assert_array_equal(model.params, before)  # the check ran on a copy
@@ -69,6 +77,17 @@ def test_a_wrong_gradient_is_caught(monkeypatch):
     result = gradcheck(model, x, y)
     assert result["Wo"] > 1e-3
     assert max(result[n] for n in ("Wh", "bh", "bo")) < 1e-7
+
+
+def test_a_nan_error_never_passes():
+    errors = {"Wh": 1e-12, "bh": math.nan, "Wo": 1e-12, "bo": 1e-12}
+    shapes = {"Wh": (2, 2), "bh": (1, 2), "Wo": (2, 2), "bo": (1, 2)}
+    result = GradcheckResult(errors, shapes=shapes, checked={n: 4 for n in shapes}, eps=1e-6,
+                             loss=1.0, dtype="float64", notes=[])
+    assert not result.passed(1.0) and not result.passed(math.inf)
+    errors["bh"] = 1e-12  # the same result without the NaN passes
+    assert GradcheckResult(errors, shapes=shapes, checked={n: 4 for n in shapes}, eps=1e-6,
+                           loss=1.0, dtype="float64", notes=[]).passed(1.0)
 
 
 def test_numerical_grads_restores_parameters_exactly():
