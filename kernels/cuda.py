@@ -109,7 +109,8 @@ def _head_kernel(dtype: np.dtype):
         for i in range(b, N, cuda.gridDim.x):
             for k in range(K):
                 red[k * nt + tid] = zero
-            # forward: h = act(z + bh) in place, and this thread's share of o = h Wo
+            # forward: h = act(z + bh), and this thread's share of o = h Wo; training rows keep
+            # h in Z for the backward pass, evaluation rows skip the store (Z is left as it was)
             for j in range(tid, H, nt):
                 x = Z[i, j] + bh[0, j]
                 if act == 0:
@@ -117,7 +118,8 @@ def _head_kernel(dtype: np.dtype):
                 else:
                     e = math.exp(-abs(x))  # in (0, 1]: never overflows
                     h = (one if x >= zero else e) / (one + e)
-                Z[i, j] = h
+                if i < n_grad:
+                    Z[i, j] = h
                 for k in range(K):
                     red[k * nt + tid] += h * Wo[j, k]
             cuda.syncthreads()
@@ -236,7 +238,8 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
          threads_per_block: int | None = None, blocks: int | None = None) -> None:
     """Fused :func:`.reference.head`: same arguments, shapes and results.
 
-    Z (N, H) in place: rows [n_grad, N) become h = act(Z + bh), rows [0, n_grad) become dz.
+    Z (N, H) in place: rows [0, n_grad) become dz; rows [n_grad, N) are left as they were (the
+    reference calls them unspecified), sparing a store of every evaluation row.
     bh (1, H), Wo (H, K), bo (1, K), y (N,) integer labels in [0, K), ends (S,) split ends.
     stats (S, 2) float64 is overwritten with per-split summed loss and correct count; dWo (H, K),
     dbo (1, K), dbh (1, H) are overwritten when n_grad > 0. K ≤ MAX_CLASSES.

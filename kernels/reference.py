@@ -109,7 +109,7 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
 
     Z (N, H): on entry x·Wh (no bias). On return rows [0, n_grad) hold dz = (do · Woᵀ) ∘ act′,
       with do = (softmax(o) − onehot(y)) / n_grad; rows [n_grad, N) are unspecified (here they
-      hold h = act(z + bh); the CPU kernel leaves them, sparing a write of every eval row).
+      hold h = act(z + bh); the fused kernels leave them, sparing a write of every eval row).
     bh (1, H), Wo (H, K), bo (1, K); y (N,) integer labels.
     ends (S,) integers: split s is rows [ends[s-1], ends[s]) (ends[-1] == N).
     stats (S, 2) float64, overwritten: per split, the summed cross-entropy and the correct count.
