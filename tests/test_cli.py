@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,37 +22,44 @@ SYNTHETIC = ["train", "--dataset", "synthetic", "--hidden", "32", "--epochs", "8
              "--lr", "0.05", "--momentum", "0.9", "--device", "cpu"]
 
 
-def check_run(out: Path, epochs: int, dataset: fastmlp.Dataset) -> dict:
-    """Every output exists and agrees with the others; returns history.json's contents."""
-    for name in OUTPUTS:
-        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
-    data = json.loads((out / "history.json").read_text())
-    for key in (*METRICS, "final", "config", "wall_time_s", "device", "epochs"):
-        assert key in data, key
-    assert data["epochs"] == epochs
-    for key in METRICS:
-        assert len(data[key]) == epochs, key
-    assert data["train_loss"][-1] < data["train_loss"][0]  # it learns
-    assert data["final"]["train_loss"] < data["train_loss"][0]
-    assert data["wall_time_s"] > 0 and data["device"].startswith("cpu")
-    lines = (out / "history.csv").read_text().splitlines()
-    assert lines[0] == "epoch," + ",".join(METRICS) and len(lines) == epochs + 1
-    for png in ("loss.png", "accuracy.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the saved model reproduces the final accuracies the run measured
-    model = fastmlp.MLP.load(out / "model.npz")
-    for split in ("train", "test"):
-        part = getattr(dataset, split)
-        acc = float(np.mean(model.predict(part.x) == part.y))
-        assert acc == pytest.approx(data["final"][f"{split}_acc"], abs=2 / len(part))
-    with np.load(out / "model.npz") as f:
-        config = json.loads(str(f["config"]))
-    assert config["epochs"] == epochs and config["n_hidden"] == 32
-    return data
+@pytest.fixture
+def check_run(png_size, assert_no_temp_files):
+    """``check_run(out, epochs, dataset)``: every output exists and agrees with the others;
+    returns history.json's contents."""
+
+    def check(out: Path, epochs: int, dataset: fastmlp.Dataset) -> dict:
+        for name in OUTPUTS:
+            assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+        assert_no_temp_files(out)
+        data = json.loads((out / "history.json").read_text())
+        for key in (*METRICS, "final", "config", "wall_time_s", "device", "epochs"):
+            assert key in data, key
+        assert data["epochs"] == epochs
+        for key in METRICS:
+            assert len(data[key]) == epochs, key
+        assert data["train_loss"][-1] < data["train_loss"][0]  # it learns
+        assert data["final"]["train_loss"] < data["train_loss"][0]
+        assert data["wall_time_s"] > 0 and data["device"].startswith("cpu")
+        lines = (out / "history.csv").read_text().splitlines()
+        assert lines[0] == "epoch," + ",".join(METRICS) and len(lines) == epochs + 1
+        for png in ("loss.png", "accuracy.png"):
+            png_size(out / png)
+        # the saved model reproduces the final accuracies the run measured
+        model = fastmlp.MLP.load(out / "model.npz")
+        for split in ("train", "test"):
+            part = getattr(dataset, split)
+            acc = float(np.mean(model.predict(part.x) == part.y))
+            assert acc == pytest.approx(data["final"][f"{split}_acc"], abs=2 / len(part))
+        with np.load(out / "model.npz") as f:
+            config = json.loads(str(f["config"]))
+        assert config["epochs"] == epochs and config["n_hidden"] == 32
+        return data
+
+    return check
 
 
-def test_train_synthetic_in_process(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_train_synthetic_in_process(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                    check_run) -> None:
     out = tmp_path / "run"
     assert main([*SYNTHETIC, "--out", str(out), "--no-progress"]) == 0
     stdout = capsys.readouterr().out
@@ -63,7 +71,7 @@ def test_train_synthetic_in_process(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert data["config"]["argv"].startswith("fastmlp train --dataset synthetic")
 
 
-def test_train_synthetic_subprocess(tmp_path: Path) -> None:
+def test_train_synthetic_subprocess(tmp_path: Path, check_run) -> None:
     out = tmp_path / "run"
     # progress bar on (the default): it goes to stderr and must not break anything
     proc = subprocess.run([sys.executable, "-m", "fastmlp", *SYNTHETIC, "--out", str(out)],
@@ -75,17 +83,31 @@ def test_train_synthetic_subprocess(tmp_path: Path) -> None:
     check_run(out, 8, fastmlp.load_dataset("synthetic"))
 
 
-def test_train_bundled_mnist(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_train_bundled_mnist(tmp_path: Path, capsys: pytest.CaptureFixture, check_run) -> None:
     out = tmp_path / "mnist"
     argv = ["train", "--train-size", "500", "--hidden", "32", "--epochs", "5", "--lr", "0.1",
-            "--momentum", "0.9", "--eval-every", "2", "--out", str(out), "--quiet"]
+            "--momentum", "0.9", "--eval-every", "2", "--device", "cpu", "--out", str(out),
+            "--quiet"]
     assert main(argv) == 0
     assert capsys.readouterr().out.strip() == str(out)  # --quiet: only the directory
     data = check_run(out, 5, fastmlp.load_dataset("mnist", train_size=500))
     assert data["config"]["n_train"] == 500 and data["config"]["n_valid"] == 10000
     # --eval-every 2: valid/test measured on epochs 1, 3, 5 only
     assert [v is None for v in data["valid_acc"]] == [False, True, False, True, False]
-    assert data["device"].startswith("cpu")  # auto picks the CPU without CuPy + GPU
+
+
+def test_device_auto_without_cupy_uses_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", None)  # CuPy missing, whether or not it is installed
+    argv = [*SYNTHETIC[:-2], "--device", "auto", "--epochs", "1", "--out", str(tmp_path / "o"),
+            "--no-progress"]
+    assert "--device" not in SYNTHETIC[:-2]
+    assert main(argv) == 0
+    device = next(line for line in capsys.readouterr().out.splitlines()
+                  if line.startswith("device:"))
+    assert device.split()[1] == "cpu" and "[auto: CuPy is not importable" in device, device
+    history = json.loads((tmp_path / "o" / "history.json").read_text())
+    assert history["device"].startswith("cpu")
 
 
 def test_version(capsys: pytest.CaptureFixture) -> None:
@@ -95,12 +117,15 @@ def test_version(capsys: pytest.CaptureFixture) -> None:
 
 def test_help_lists_train(capsys: pytest.CaptureFixture) -> None:
     assert main(["--help"]) == 0
-    assert "train" in capsys.readouterr().out
+    top = capsys.readouterr().out
+    # the command list: one line per registered command, indented under "commands:"
+    listed = re.findall(r"^ {4}(\S+)", top, flags=re.MULTILINE)
+    assert listed == list(COMMANDS) and listed[0] == "train", top
+    assert re.search(r"^ {4}train +train the two-layer perceptron", top, flags=re.MULTILINE), top
     assert main(["train", "--help"]) == 0
     help_text = capsys.readouterr().out
     for option in ("--dataset", "--hidden", "--epochs", "--device", "--velocity-init", "--out"):
         assert option in help_text
-    assert "train" in COMMANDS
 
 
 # -- errors: one line on stderr, exit 2, no traceback, nothing written ---------------------------
@@ -129,16 +154,9 @@ ERROR_CASES = {
 }
 
 
-def assert_one_line_error(stderr: str, fragment: str) -> None:
-    assert "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("fastmlp: error: "), stderr
-    assert fragment in lines[0]
-
-
 @pytest.mark.parametrize("case", list(ERROR_CASES))
-def test_train_errors(case: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_train_errors(case: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+                      assert_one_line_error) -> None:
     options, fragment = ERROR_CASES[case]
     options = [o.format(tmp=tmp_path, bad=bad_npz(tmp_path)) for o in options]
     out = tmp_path / "out"
@@ -148,21 +166,23 @@ def test_train_errors(case: str, tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert not out.exists()  # failed before anything was created
 
 
-def test_no_command_and_unknown_command(capsys: pytest.CaptureFixture) -> None:
+def test_no_command_and_unknown_command(capsys: pytest.CaptureFixture,
+                                        assert_one_line_error) -> None:
     assert main([]) == 2
     assert_one_line_error(capsys.readouterr().err, "command")
     assert main(["fly"]) == 2
     assert_one_line_error(capsys.readouterr().err, "fly")
 
 
-def test_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture,
+                       assert_one_line_error) -> None:
     f = tmp_path / "file"
     f.write_text("x")
     assert main([*SYNTHETIC, "--epochs", "1", "--out", str(f), "--no-progress"]) == 2
     assert_one_line_error(capsys.readouterr().err, "not a directory")
 
 
-def test_error_in_subprocess(tmp_path: Path) -> None:
+def test_error_in_subprocess(tmp_path: Path, assert_one_line_error) -> None:
     proc = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--device", "tpu",
                            "--out", str(tmp_path / "o")], capture_output=True, text=True,
                           timeout=120)
