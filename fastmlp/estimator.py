@@ -49,7 +49,8 @@ class MLPClassifier:
     ``init`` ("xavier" | "he"), ``epochs``, ``lr``, ``momentum``, ``batch_size`` (None = full
     batch; larger than the data is clipped to it, with a warning, as scikit-learn does),
     ``dtype`` ("float32" | "float64"), ``device`` ("cpu" | "cuda" | "auto" | "cudasim"), ``seed``
-    (initial weights and minibatch order), ``velocity_init`` (initial velocity entries).
+    (initial weights and minibatch order), ``velocity_init`` (initial velocity entries, a
+    finite number >= 0).
 
     Fitted attributes: ``model_`` (the :class:`MLP`), ``history_`` (:class:`History`),
     ``classes_`` (sorted labels), ``n_features_in_``.
@@ -118,10 +119,8 @@ class MLPClassifier:
             raise bad("seed", self.seed, "a non-negative integer")
         for name in ("lr", "momentum", "velocity_init"):
             value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value) or (name != "velocity_init"
-                                                                   and value < 0):
-                raise bad(name, value, "a finite number" + (" >= 0" if name != "velocity_init"
-                                                             else ""))
+            if not _is_real(value) or not math.isfinite(value) or value < 0:
+                raise bad(name, value, "a finite number >= 0")  # the rule train() applies
         for name, choices in (("activation", ACTIVATIONS), ("init", INITS), ("dtype", DTYPES)):
             if getattr(self, name) not in choices:
                 raise bad(name, getattr(self, name), f"one of {', '.join(choices)}")

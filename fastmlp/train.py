@@ -159,7 +159,9 @@ class Trainer:
                                f"got {batch_size}")
         if eval_every < 1:
             raise FastMLPError(f"eval_every must be at least 1, got {eval_every}")
-        for name, value in (("learning rate", lr), ("momentum", momentum)):
+        # velocity_init too: a NaN start would otherwise surface later as a false "diverged"
+        for name, value in (("learning rate", lr), ("momentum", momentum),
+                            ("velocity_init", velocity_init)):
             if not math.isfinite(value) or value < 0:
                 raise FastMLPError(f"{name} must be a finite number >= 0, got {value}")
         self.model, self.lr, self.mu = model, float(lr), float(momentum)

@@ -332,6 +332,8 @@ ROWS: dict[str, Row] = {
     "--eval-every 0": _train("--eval-every", "0", fragment="--eval-every"),
     "--lr nan": _train("--lr", "nan", fragment="--lr"),
     "--momentum inf": _train("--momentum", "inf", fragment="--momentum"),
+    "--velocity-init nan": _train("--velocity-init", "nan", fragment="--velocity-init"),
+    "--velocity-init -1": _train("--velocity-init", "-1", fragment="--velocity-init"),
     # -- names and option syntax
     "unknown device": _train("--device", "tpu", fragment="--device"),
     "unknown dataset": _train("--dataset", "cifar", fragment="--dataset"),
@@ -486,6 +488,22 @@ def test_a_genuine_bug_still_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(ZeroDivisionError):
         main(["train", "--dataset", "synthetic", "--hidden", "4", "--epochs", "1",
               "--no-progress", "--quiet", "--device", "cpu", "--out", str(tmp_path / "o")])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_velocity_init_must_be_finite_and_non_negative(value: float) -> None:
+    """One rule for train(), the estimator and the CLI: NaN must not pass as a start value and
+    be reported later as a divergence."""
+    from fastmlp.datasets import load_dataset
+    from fastmlp.errors import FastMLPError
+    from fastmlp.estimator import MLPClassifier
+
+    data = load_dataset("synthetic", n_train=20, n_valid=5, n_test=5, n_features=5, n_classes=3)
+    with pytest.raises(FastMLPError, match="velocity_init") as excinfo:
+        fastmlp.train(fastmlp.MLP(5, 4, 3), data, epochs=1, velocity_init=value)
+    assert not isinstance(excinfo.value, fastmlp.DivergenceError)
+    with pytest.raises(FastMLPError, match="velocity_init"):
+        MLPClassifier(hidden=4, epochs=1, velocity_init=value).fit(X10, Y10)
 
 
 # -- accepted inputs: what evaluate and predict take, and that they agree ------------------------
