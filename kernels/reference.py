@@ -114,8 +114,10 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     ends (S,) integers: split s is rows [ends[s-1], ends[s]) (ends[-1] == N).
     stats (S, 2) float64, overwritten: per split, the summed cross-entropy and the correct count.
     dWo (H, K), dbo (1, K), dbh (1, H): overwritten with the gradients when n_grad > 0.
+    Fused kernels may flush do and dz values below the dtype's smallest normal number
+    (``finfo(dtype).tiny``) to zero, as the CPU kernel does; this reference keeps them.
     """
-    xp = namespace(Z, bh, Wo, bo, y)
+    xp = namespace(Z, bh, Wo, bo, y, stats)
     Z += bh
     ACTIVATION_FORWARD[activation](Z, Z)
     logits = xp.empty((Z.shape[0], Wo.shape[1]), dtype=Z.dtype)
@@ -125,8 +127,9 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     correct = logits.argmax(axis=1) == y
     start = 0
     for s, end in enumerate(int(e) for e in ends):
-        stats[s, 0] = float(losses[start:end].sum(dtype=xp.float64))
-        stats[s, 1] = float(correct[start:end].sum())
+        # device scalars assigned as they are: float() would synchronise CuPy once per split
+        stats[s, 0] = losses[start:end].sum(dtype=xp.float64)
+        stats[s, 1] = correct[start:end].sum()
         start = end
     if n_grad == 0:
         return
