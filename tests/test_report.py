@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-import struct
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,6 @@ from fastmlp.report import (
 from fastmlp.train import METRICS, History
 
 NAN = math.nan
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def make_history() -> History:
@@ -47,10 +47,6 @@ def assert_nan_equal(a: list[float], b: list[float]) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
         assert (math.isnan(x) and math.isnan(y)) or x == y
-
-
-def no_temp_files(directory: Path) -> bool:
-    return not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
 
 
 # -- history.json / history.csv -----------------------------------------------------------------
@@ -107,24 +103,17 @@ def test_history_csv_rows_columns_and_empty_nan(tmp_path: Path) -> None:
 # -- plots --------------------------------------------------------------------------------------
 
 
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
-    assert data[12:16] == b"IHDR"
-    return struct.unpack(">II", data[16:24])
-
-
-def test_plot_history_writes_valid_pngs(tmp_path: Path) -> None:
+def test_plot_history_writes_valid_pngs(tmp_path: Path, png_size, assert_no_temp_files) -> None:
     loss, acc = plot_history(make_history(), tmp_path)
     assert (loss, acc) == (tmp_path / "loss.png", tmp_path / "accuracy.png")
     for path in (loss, acc):
         width, height = png_size(path)
         assert width >= 300 and height >= 200
         assert path.stat().st_size > 5000  # axes, curves and text, not an empty canvas
-    assert no_temp_files(tmp_path)
+    assert_no_temp_files(tmp_path)
 
 
-def test_plot_history_without_any_evaluated_split(tmp_path: Path) -> None:
+def test_plot_history_without_any_evaluated_split(tmp_path: Path, png_size) -> None:
     h = History()
     for _ in range(3):
         h.append(dict.fromkeys(METRICS, NAN))
@@ -132,12 +121,23 @@ def test_plot_history_without_any_evaluated_split(tmp_path: Path) -> None:
     png_size(loss), png_size(acc)
 
 
-def test_plotting_leaves_pyplot_alone(tmp_path: Path) -> None:
+def test_plotting_leaves_pyplot_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      png_size) -> None:
+    # Not via matplotlib.get_backend(): that resolves the backend by importing pyplot itself.
+    # Instead any import of pyplot fails, and so does a backend switch.
     import matplotlib
 
-    before = matplotlib.get_backend()
-    plot_history(make_history(), tmp_path)
-    assert matplotlib.get_backend() == before
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    monkeypatch.delattr(matplotlib, "pyplot", raising=False)  # `from matplotlib import pyplot`
+
+    def use(*args, **kwargs):
+        raise AssertionError(f"plot_history called matplotlib.use{args}")
+
+    monkeypatch.setattr(matplotlib, "use", use)
+    backend = dict.__getitem__(matplotlib.rcParams, "backend")  # raw: reading resolves it
+    loss, acc = plot_history(make_history(), tmp_path)
+    png_size(loss), png_size(acc)
+    assert dict.__getitem__(matplotlib.rcParams, "backend") is backend
 
 
 # -- summary ------------------------------------------------------------------------------------
@@ -198,17 +198,27 @@ def test_atomic_write_failure_creates_nothing(tmp_path: Path) -> None:
 def test_atomic_path_keeps_mode_of_existing_file(tmp_path: Path) -> None:
     target = tmp_path / "m.txt"
     target.write_text("x")
-    target.chmod(0o640)
+    target.chmod(0o705)  # execute bits: no fresh file gets them, whatever the umask
     with atomic_path(target) as tmp:
         assert tmp.parent == tmp_path and tmp.name.startswith(".m.txt.")
         tmp.write_text("y")
-    assert target.read_text() == "y" and target.stat().st_mode & 0o777 == 0o640
+    assert target.read_text() == "y" and target.stat().st_mode & 0o777 == 0o705
 
 
-def test_save_model_atomic_and_loadable(tmp_path: Path) -> None:
+def test_atomic_path_gives_a_new_file_the_umask_mode(tmp_path: Path) -> None:
+    # what open(path, "w") would give (0o666 minus the umask), not mkstemp's 0o600
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "new.txt", lambda f: f.write("x"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_save_model_atomic_and_loadable(tmp_path: Path, assert_no_temp_files) -> None:
     model = fastmlp.MLP(6, 4, 3, seed=1)
     path = save_model(model, tmp_path / "model.npz", extra={"lr": 0.1, "epochs": np.int64(7)})
-    assert no_temp_files(tmp_path)
+    assert_no_temp_files(tmp_path)
     loaded = fastmlp.MLP.load(path)
     x = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
