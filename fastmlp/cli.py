@@ -33,6 +33,7 @@ from .train import (
     DivergenceError,
     History,
     Trainer,
+    check_batch_size,
     check_compatible,
     split_stats,
     train,
@@ -412,10 +413,8 @@ def run_train(args: argparse.Namespace) -> int:
     backend = get_backend(args.device, tf32=args.tf32)
     model = MLP(dataset.n_features, args.hidden, dataset.n_classes, activation=args.activation,
                 init=args.init, dtype=args.dtype, device=backend, seed=args.seed)
-    if args.batch_size is not None and args.batch_size > len(dataset.train):
-        # train() checks this too, but only after the output directory would exist
-        raise FastMLPError(f"--batch-size must be at most the {len(dataset.train)} training "
-                           f"rows, got {args.batch_size}")
+    # train() checks this too, but only after the output directory would exist
+    check_batch_size(args.batch_size, len(dataset.train), "--batch-size")
     if resumed is not None:
         _check_same_data(resumed, model, dataset)
     out_dir = _resolve_out_dir(args.out)

@@ -71,7 +71,7 @@ import numpy as np
 from . import report
 from .errors import FastMLPError
 from .jsonsafe import json_clean
-from .train import METRICS, SPLITS, History
+from .train import METRICS, SPLITS, History, check_batch_size
 
 __all__ = ["configure_sweep", "run_sweep", "run_one", "build_specs", "point_name", "summarize"]
 
@@ -658,10 +658,8 @@ def _validate(args: argparse.Namespace, specs: list[Spec]) -> None:
         return  # the path is on the workers; each run checks it there
     data = load_data(specs[0])  # cached: the first inline run reuses it
     n_train = len(data.train)
-    too_big = [b for b in _unique(s["batch_size"] for s in specs) if b is not None and b > n_train]
-    if too_big:
-        raise FastMLPError(f"--batch-size must be at most the {n_train} training rows, "
-                           f"got {too_big[0]}")
+    for batch_size in _unique(s["batch_size"] for s in specs):
+        check_batch_size(batch_size, n_train, "--batch-size")
     if args.scheduler is None:
         get_backend(args.device)  # e.g. --device cuda without a GPU: one clear line now
 

@@ -105,6 +105,17 @@ def check_compatible(model: MLP, dataset: Dataset) -> None:
                            f"model outputs {model.n_out}")
 
 
+def check_batch_size(batch_size: int | None, n_train: int, what: str = "batch size") -> None:
+    """A clear FastMLPError unless ``batch_size`` is None (full batch) or an integer in
+    [1, n_train]; ``what`` names it as the caller's user spells it (e.g. "--batch-size")."""
+    if batch_size is None:
+        return
+    if (not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool)
+            or not 1 <= batch_size <= n_train):
+        raise FastMLPError(f"{what} must be between 1 and the {n_train} training rows, "
+                           f"got {batch_size!r}")
+
+
 def split_stats(model: MLP, X: Any, y: Any, ends: tuple[int, ...], Z: Any) -> np.ndarray:
     """Host (S×2) summed loss and correct count per split of device rows X (N×F), y (N,).
 
@@ -154,9 +165,7 @@ class Trainer:
         n_train = len(dataset.train)
         if n_train < 1:
             raise FastMLPError("the training split is empty")
-        if batch_size is not None and not 1 <= batch_size <= n_train:
-            raise FastMLPError(f"batch size must be between 1 and the {n_train} training rows, "
-                               f"got {batch_size}")
+        check_batch_size(batch_size, n_train)
         if eval_every < 1:
             raise FastMLPError(f"eval_every must be at least 1, got {eval_every}")
         # velocity_init too: a NaN start would otherwise surface later as a false "diverged"

@@ -328,7 +328,8 @@ ROWS: dict[str, Row] = {
     "--train-size -5": _train("--train-size", "-5", fragment="--train-size"),
     "--train-size too big": _train("--train-size", "1001", fragment="between 1 and 1000"),
     "--batch-size 0": _train("--batch-size", "0", fragment="--batch-size"),
-    "batch larger than the data": _train("--batch-size", "1001", fragment="--batch-size"),
+    "batch larger than the data": _train("--batch-size", "1001", fragment="--batch-size must "
+                                         "be between 1 and the 1000 training rows, got 1001"),
     "--eval-every 0": _train("--eval-every", "0", fragment="--eval-every"),
     "--lr nan": _train("--lr", "nan", fragment="--lr"),
     "--momentum inf": _train("--momentum", "inf", fragment="--momentum"),
@@ -504,6 +505,17 @@ def test_velocity_init_must_be_finite_and_non_negative(value: float) -> None:
     assert not isinstance(excinfo.value, fastmlp.DivergenceError)
     with pytest.raises(FastMLPError, match="velocity_init"):
         MLPClassifier(hidden=4, epochs=1, velocity_init=value).fit(X10, Y10)
+
+
+@pytest.mark.parametrize("value", [0, 21, 2.5, True])
+def test_train_checks_the_batch_size(value: object) -> None:
+    from fastmlp.datasets import load_dataset
+    from fastmlp.errors import FastMLPError
+
+    data = load_dataset("synthetic", n_train=20, n_valid=5, n_test=5, n_features=5, n_classes=3)
+    with pytest.raises(FastMLPError, match="batch size must be between 1 and the 20 training "
+                                           "rows"):
+        fastmlp.train(fastmlp.MLP(5, 4, 3), data, epochs=1, batch_size=value)
 
 
 # -- accepted inputs: what evaluate and predict take, and that they agree ------------------------

@@ -264,7 +264,8 @@ ERROR_CASES = {
     "negative hidden": (["--hidden", "8", "-1"], "--hidden"),
     "bad lr": (["--lr", "abc"], "--lr"),
     "bad batch": (["--batch-size", "zero"], "--batch-size"),
-    "batch too big": (["--batch-size", "full", "5000"], "--batch-size"),
+    "batch too big": (["--batch-size", "full", "5000"],
+                      "--batch-size must be between 1 and the 1000 training rows, got 5000"),
     "unknown activation": (["--activation", "tanh"], "--activation"),
     "npz without path": (["--dataset", "npz"], "--data-path"),
 }
