@@ -223,7 +223,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60.0) -> None
         time.sleep(0.02)
 
 
-def test_sigkill_never_breaks_the_checkpoint(tmp_path: Path) -> None:
+def test_sigkill_never_breaks_the_checkpoint(tmp_path: Path, assert_no_temp_files) -> None:
     out = tmp_path / "run"
     first = [sys.executable, "-m", "fastmlp", *SYN, "--hidden", "64", "--epochs", "1000000",
              "--checkpoint-every", "1", "--out", str(out), "--quiet"]
@@ -232,18 +232,28 @@ def test_sigkill_never_breaks_the_checkpoint(tmp_path: Path) -> None:
     last_epoch = 0
     for attempt in range(4):
         proc = subprocess.Popen(first if attempt == 0 else again, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env=ENV)
-        _wait_for(out / CHECKPOINT_NPZ, proc)
-        if attempt:  # the resumed process is running once its first new checkpoint appears
-            while load_checkpoint(out)["epoch"] <= last_epoch and proc.poll() is None:
-                time.sleep(0.02)
-        delay = rng.uniform(0.0, 0.4)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        proc.stderr.close()
+                                stderr=subprocess.PIPE, text=True, env=ENV)
+        try:
+            _wait_for(out / CHECKPOINT_NPZ, proc)
+            if attempt:  # the resumed process is running once its first new checkpoint appears
+                deadline = time.monotonic() + 60
+                while load_checkpoint(out)["epoch"] <= last_epoch and proc.poll() is None:
+                    assert time.monotonic() < deadline, "no new checkpoint after 60 s"
+                    time.sleep(0.02)
+            delay = rng.uniform(0.0, 0.4)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=30)
+        # it was still running when killed: a resume that failed at once would have its own code
+        assert proc.returncode == -signal.SIGKILL, (attempt, proc.returncode, stderr)
         ck = load_checkpoint(out)  # loads: never a torn file under the final name
         assert ck["epoch"] >= max(last_epoch, 1), delay
+        if attempt:
+            assert ck["epoch"] > last_epoch, (attempt, last_epoch, stderr)  # it made progress
         assert ck["history"].epochs == ck["epoch"] and ck["config"]["epochs"] == 1000000
         assert np.isfinite(ck["params"]).all() and np.isfinite(ck["velocity"]).all()
         for p in out.iterdir():  # only the checkpoint and, maybe, a killed writer's temp file
@@ -254,7 +264,8 @@ def test_sigkill_never_breaks_the_checkpoint(tmp_path: Path) -> None:
     target = last_epoch + 3
     assert main(["train", "--resume", str(out), "--epochs", str(target), "--quiet"]) == 0
     assert json.loads((out / "history.json").read_text())["epochs"] == target
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert load_checkpoint(out)["epoch"] == target
+    assert_no_temp_files(out)
 
 
 def _default_sigint() -> None:
@@ -270,9 +281,14 @@ def test_sigint_saves_and_exits_130(tmp_path: Path, capsys: pytest.CaptureFixtur
                              "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                             preexec_fn=_default_sigint)
-    _wait_for(out / CHECKPOINT_NPZ, proc)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        _wait_for(out / CHECKPOINT_NPZ, proc)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # a timeout above: never leave it training 1000 epochs
+            proc.kill()
+            proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert f"resume with: fastmlp train --resume {out}" in stderr
@@ -280,7 +296,11 @@ def test_sigint_saves_and_exits_130(tmp_path: Path, capsys: pytest.CaptureFixtur
     done = json.loads((out / "history.json").read_text())["epochs"]
     assert 1 <= saved["epoch"] == done < 1000
     assert f"interrupted after {done} of 1000 epochs" in stderr
-    assert main(["train", "--resume", str(out), "--checkpoint-every", "0"]) == 0
+    # the saved state resumes and runs to its end (shortened here with --epochs)
+    target = done + 3
+    assert main(["train", "--resume", str(out), "--epochs", str(target),
+                 "--checkpoint-every", "0", "--no-progress"]) == 0
     history = json.loads((out / "history.json").read_text())
-    assert history["epochs"] == 1000 and load_checkpoint(out)["epoch"] == 1000
+    assert history["epochs"] == target and load_checkpoint(out)["epoch"] == target
+    assert history["config"]["resumed_at_epoch"] == [done]
     assert (out / "model.npz").is_file()
