@@ -283,34 +283,26 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
 
     result: Result = dict(status="failed", history=None, error=None, traceback=None, model=None,
                           host=socket.gethostname(), pid=os.getpid())
-    partial = History()  # the epochs done so far, kept for a run that fails midway
-
-    def watch(trainer: Any, record: dict[str, float]) -> None:
-        partial.append(record)
-
+    # train() appends to this in place, also when it raises: a run that fails midway keeps its
+    # epochs (after a divergence, those up to the last finite weights)
+    history = History(config={"sweep": spec})
     try:
         data = load_data(spec)
         backend = get_backend(spec["device"])
         model = MLP(data.n_features, spec["hidden"], data.n_classes,
                     activation=spec["activation"], init=spec["init"], dtype=spec["dtype"],
                     device=backend, seed=spec["seed"])
-        partial.config = dict(model.config(), sweep=spec)
-        history = train(model, data, epochs=spec["epochs"], lr=spec["lr"],
-                        momentum=spec["momentum"], batch_size=spec["batch_size"],
-                        eval_every=spec["eval_every"], velocity_init=spec["velocity_init"],
-                        seed=spec["seed"], callback=watch)
+        train(model, data, epochs=spec["epochs"], lr=spec["lr"], momentum=spec["momentum"],
+              batch_size=spec["batch_size"], eval_every=spec["eval_every"],
+              velocity_init=spec["velocity_init"], seed=spec["seed"], history=history)
     except Exception as exc:  # noqa: BLE001 - recorded as a failed run, never ends the sweep
         if isinstance(exc, FastMLPError):  # the user's kind of problem: its message says it all
             result["error"] = " ".join(str(exc).split())
         else:  # a bug: name it and keep its traceback in error.json
             result["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())
             result["traceback"] = traceback.format_exc()
-        # train()'s own divergence error carries the history up to the last finite weights
-        failed_history = getattr(exc, "history", None)
-        if isinstance(failed_history, History):
-            result["history"] = failed_history.to_dict()
-        else:
-            result["history"] = partial.to_dict() if partial.epochs else None
+        # a divergence measures ``final`` at the kept weights, even when no epoch is kept
+        result["history"] = history.to_dict() if history.epochs or history.final else None
         return result
     # what train() does not know; "sweep" is the run's identity for resume
     history.config.update(sweep=spec, scale=spec["scale"], data_path=spec["data_path"],

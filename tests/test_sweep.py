@@ -241,6 +241,28 @@ def test_failed_run_is_recorded_and_retried(tmp_path, monkeypatch, capsys) -> No
     assert [s["lr"] for s in counter.specs] == [1e10]
 
 
+def test_run_that_fails_midway_keeps_its_epochs(monkeypatch) -> None:
+    """A bug in epoch 3 of 4: run_one reports it with its traceback and the 2 epochs done."""
+    trainer_cls = sys.modules["fastmlp.train"].Trainer
+    original = trainer_cls.run_epoch
+
+    def flaky(self):
+        if self.epoch == 2:
+            raise ZeroDivisionError("a bug in epoch 3")
+        return original(self)
+
+    monkeypatch.setattr(trainer_cls, "run_epoch", flaky)
+    spec = dict(dataset="synthetic", data_path=None, train_size=None, scale="unit", epochs=4,
+                dtype="float32", device="cpu", eval_every=1, init="xavier", velocity_init=1e-5,
+                hidden=8, lr=0.05, momentum=0.9, batch_size=None, activation="relu", seed=0)
+    result = sweep.run_one(spec)
+    assert result["status"] == "failed" and result["error"] == "ZeroDivisionError: a bug in epoch 3"
+    assert "ZeroDivisionError" in result["traceback"]
+    history = result["history"]
+    assert history["epochs"] == 2 and len(history["valid_acc"]) == 2
+    assert history["config"]["sweep"] == spec and history["config"]["n_hidden"] == 8
+
+
 def test_ctrl_c_keeps_finished_runs(tmp_path, monkeypatch, capsys) -> None:
     out = tmp_path / "ctrl-c"
     monkeypatch.setattr(sweep, "run_one", CountRuns(fail_on=3))
