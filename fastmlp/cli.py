@@ -206,8 +206,7 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
                           "and on Ctrl-C (default: every 10 epochs, at most once a minute)")
     out.add_argument("--resume", metavar="DIR", default=None,
                      help="continue the run whose checkpoint.npz is in DIR, with its options, "
-                          "writing into DIR; only --epochs, --device, --checkpoint-every, "
-                          "--no-progress and --quiet may be given too")
+                          f"writing into DIR; only {resume_may_change()} may be given too")
 
 
 @dataclass
@@ -266,6 +265,13 @@ RESUME_MAY_CHANGE = ("epochs", "device", "tf32", "checkpoint_every", "no_progres
                      "resume")
 
 
+def resume_may_change() -> str:
+    """'--epochs, ... and --quiet': the options of :data:`RESUME_MAY_CHANGE` besides --resume,
+    for the help and the error, so neither can drift from the tuple."""
+    names = [f"--{key.replace('_', '-')}" for key in RESUME_MAY_CHANGE if key != "resume"]
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _run_config(args: argparse.Namespace) -> dict:
     """The run's options for its checkpoint (data path made absolute, the original command)."""
     config = {key: getattr(args, key) for key in TRAIN_CONFIG}
@@ -320,8 +326,7 @@ def _resume_args(args: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
     if conflicts:
         raise FastMLPError(
             f"--resume continues the run recorded in {directory} with its own options; "
-            f"{'; '.join(conflicts)}; only --epochs, --device, --tf32, --checkpoint-every, "
-            f"--no-progress and --quiet may change")
+            f"{'; '.join(conflicts)}; only {resume_may_change()} may change")
     if ck["epoch"] > merged.epochs:
         raise FastMLPError(f"the checkpoint in {directory} is at epoch {ck['epoch']}, past "
                            f"--epochs {merged.epochs}")

@@ -548,6 +548,24 @@ def test_evaluate_reproduces_the_final_metrics_of_training(trained: Path, capsys
     assert "784-8-10" in table and f"{final['test_acc']:.4f}" in table
 
 
+def test_resume_help_and_error_name_every_option_that_may_change(trained: Path, capsys,
+                                                                  monkeypatch) -> None:
+    import argparse
+
+    from fastmlp.cli import RESUME_MAY_CHANGE, _configure_train
+
+    options = [f"--{key.replace('_', '-')}" for key in RESUME_MAY_CHANGE if key != "resume"]
+    monkeypatch.setenv("COLUMNS", "1000")  # no line breaks (textwrap splits at hyphens)
+    parser = argparse.ArgumentParser()
+    _configure_train(parser)
+    help_text = parser.format_help()
+    resume_help = help_text[help_text.index("--resume DIR  "):]
+    assert main(["train", "--resume", str(trained), "--lr", "0.5"]) == 2
+    error = capsys.readouterr().err
+    for option in options:
+        assert option in resume_help and option in error, option
+
+
 def test_evaluate_empty_splits_are_null_in_json(tmp_path: Path, capsys) -> None:
     data = tmp_path / "d.npz"
     np.savez(data, x_train=X10, y_train=Y10)  # no valid/test split
