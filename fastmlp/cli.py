@@ -28,14 +28,14 @@ from .datasets import DATASET_NAMES, SCALES, Dataset, load_dataset
 from .errors import FastMLPError
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
-from .model import CHUNK_ROWS, DTYPES, INITS, MLP
+from .model import DTYPES, INITS, MLP
 from .train import (
+    SPLITS,
     DivergenceError,
     History,
     Trainer,
     check_batch_size,
-    check_compatible,
-    split_stats,
+    evaluate,
     train,
 )
 
@@ -744,20 +744,6 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
-def evaluate_split(model: MLP, x, y) -> dict[str, float]:
-    """{"rows", "loss", "accuracy"} of host rows ``x``, ``y`` (NaN for no rows), measured by the
-    same fused forward pass training uses, in chunks."""
-    import numpy as np
-
-    be, n = model.backend, len(y)
-    if n == 0:
-        return {"rows": 0, "loss": math.nan, "accuracy": math.nan}
-    Z = be.xp.empty((min(CHUNK_ROWS, n), model.n_hidden), dtype=model.dtype)
-    loss_sum, correct = split_stats(model, be.asarray(x, dtype=model.dtype),
-                                    be.asarray(y, dtype=np.int32), (n,), Z)[0]
-    return {"rows": n, "loss": float(loss_sum) / n, "accuracy": float(correct) / n}
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
     """``fastmlp evaluate``: loss and accuracy of a saved model on each split of a dataset."""
     backend = get_backend(args.device)
@@ -767,10 +753,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.scale = recorded if recorded in SCALES else "unit"
     args.dtype = model.dtype  # what _load_data reads, besides the data options
     dataset = _load_data(args)
-    check_compatible(model, dataset)
-    results = {split: evaluate_split(model, getattr(dataset, split).x,
-                                     getattr(dataset, split).y)
-               for split in ("train", "valid", "test")}
+    metrics = evaluate(model, dataset)  # checks that the data fits the model first
+    results = {split: {"rows": len(getattr(dataset, split)), "loss": metrics[f"{split}_loss"],
+                       "accuracy": metrics[f"{split}_acc"]} for split in SPLITS}
     if args.json:
         print(json.dumps(json_clean({"model": args.model, "config": model.config(),
                                      "dataset": dataset.name, "data_path": args.data_path,

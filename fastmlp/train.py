@@ -133,6 +133,32 @@ def split_stats(model: MLP, X: Any, y: Any, ends: tuple[int, ...], Z: Any) -> np
     return model.backend.to_host(total)
 
 
+def _all_rows(model: MLP, dataset: Dataset) -> tuple[Any, Any, tuple[int, ...], tuple[int, ...]]:
+    """Device copies of every row, train then valid then test: X (N×F) in the model's dtype,
+    y (N,) int32; with the split sizes and their cumulative ends."""
+    be = model.backend
+    splits = (dataset.train, dataset.valid, dataset.test)
+    counts = tuple(len(s) for s in splits)
+    ends = tuple(int(e) for e in np.cumsum(counts))
+    X = be.asarray(np.concatenate([s.x for s in splits]), dtype=model.dtype)
+    y = be.asarray(np.concatenate([s.y for s in splits]), dtype=np.int32)
+    return X, y, counts, ends
+
+
+def evaluate(model: MLP, dataset: Dataset) -> dict[str, float]:
+    """``{split}_loss`` and ``{split}_acc`` of ``model`` on every split of ``dataset`` at the
+    current weights (NaN for an empty split), measured as training measures them.
+
+    All rows go to the device as one array; one chunked forward pass (scratch of at most
+    :data:`~fastmlp.model.CHUNK_ROWS` rows × H) measures the three splits.
+    """
+    check_compatible(model, dataset)
+    X, y, counts, ends = _all_rows(model, dataset)
+    Z = model.backend.xp.empty((max(1, min(CHUNK_ROWS, ends[-1])), model.n_hidden),
+                               dtype=model.dtype)
+    return _metrics(split_stats(model, X, y, ends, Z), counts)
+
+
 _spin_warned = False
 
 
@@ -176,14 +202,10 @@ class Trainer:
         self.model, self.lr, self.mu = model, float(lr), float(momentum)
         self.batch_size = None if batch_size in (None, n_train) else int(batch_size)
         self.eval_every = int(eval_every)
-        be, xp = model.backend, model.backend.xp
-        splits = (dataset.train, dataset.valid, dataset.test)
-        self.counts = tuple(len(s) for s in splits)
-        self.ends = tuple(int(e) for e in np.cumsum(self.counts))
-        n_all = self.ends[-1]
+        xp = model.backend.xp
         # one contiguous copy of all rows: one product X·Wh serves training and evaluation
-        self.X = be.asarray(np.concatenate([s.x for s in splits]), dtype=model.dtype)
-        self.y = be.asarray(np.concatenate([s.y for s in splits]), dtype=np.int32)
+        self.X, self.y, self.counts, self.ends = _all_rows(model, dataset)
+        n_all = self.ends[-1]
         # full batch: Z holds every row; minibatch: a batch, or a chunk of rows to evaluate
         rows = n_all if self.batch_size is None else min(n_all, max(self.batch_size, CHUNK_ROWS))
         self.Z = xp.empty((rows, model.n_hidden), dtype=model.dtype)

@@ -276,7 +276,7 @@ def _patch_trainer_torch(mp: pytest.MonkeyPatch) -> None:
 
 
 def _patch_evaluate(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(importlib.import_module("fastmlp.cli"), "evaluate_split", _gpu_oom)
+    mp.setattr(importlib.import_module("fastmlp.cli"), "evaluate", _gpu_oom)
 
 
 ROWS: dict[str, Row] = {
