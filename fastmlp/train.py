@@ -87,12 +87,10 @@ class History:
 def _metrics(stats: np.ndarray, counts: tuple[int, ...]) -> dict[str, float]:
     """{split}_loss / {split}_acc from summed (loss, correct) rows; NaN for an empty split."""
     out = {}
-    for (loss_sum, correct), n, split in zip(stats, counts, SPLITS, strict=False):
+    for (loss_sum, correct), n, split in zip(stats, counts, SPLITS, strict=True):
         out[f"{split}_loss"] = float(loss_sum) / n if n else math.nan
         out[f"{split}_acc"] = float(correct) / n if n else math.nan
     return out
-
-
 
 
 def check_compatible(model: MLP, dataset: Dataset) -> None:
@@ -116,21 +114,25 @@ def check_batch_size(batch_size: int | None, n_train: int, what: str = "batch si
                            f"got {batch_size!r}")
 
 
-def split_stats(model: MLP, X: Any, y: Any, ends: tuple[int, ...], Z: Any) -> np.ndarray:
-    """Host (S×2) summed loss and correct count per split of device rows X (N×F), y (N,).
+def split_stats(model: MLP, X: Any, y: Any, ends: tuple[int, ...], Z: Any,
+                out: Any = None) -> Any:
+    """Device (S×2) float64 summed loss and correct count per split of device rows X (N×F),
+    y (N,), in ``out`` (overwritten) or a new array.
 
     Split s is rows [ends[s-1], ends[s]). Forward passes run in chunks of Z's rows (Z: scratch
-    (C×H)), so evaluation needs no N×H buffer; one device->host read at the end.
+    (C×H)), so evaluation needs no N×H buffer. No device->host read: the caller makes one
+    (``backend.to_host``), possibly together with other stats.
     """
     xp, N, chunk = model.backend.xp, X.shape[0], Z.shape[0]
-    stats = xp.zeros((len(ends), 2), dtype=xp.float64)
-    total = xp.zeros_like(stats)
+    total = xp.zeros((len(ends), 2), dtype=xp.float64) if out is None else out
+    total[...] = 0
+    stats = xp.empty_like(total)  # the head overwrites it per chunk
     for a in range(0, N, chunk):
         b = min(N, a + chunk)
         local = tuple(min(max(e - a, 0), b - a) for e in ends)
         model.forward_backward(X[a:b], y[a:b], local, 0, Z[:b - a], stats)
         total += stats
-    return model.backend.to_host(total)
+    return total
 
 
 def _all_rows(model: MLP, dataset: Dataset) -> tuple[Any, Any, tuple[int, ...], tuple[int, ...]]:
@@ -156,7 +158,7 @@ def evaluate(model: MLP, dataset: Dataset) -> dict[str, float]:
     X, y, counts, ends = _all_rows(model, dataset)
     Z = model.backend.xp.empty((max(1, min(CHUNK_ROWS, ends[-1])), model.n_hidden),
                                dtype=model.dtype)
-    return _metrics(split_stats(model, X, y, ends, Z), counts)
+    return _metrics(model.backend.to_host(split_stats(model, X, y, ends, Z)), counts)
 
 
 _spin_warned = False
@@ -209,6 +211,8 @@ class Trainer:
         # full batch: Z holds every row; minibatch: a batch, or a chunk of rows to evaluate
         rows = n_all if self.batch_size is None else min(n_all, max(self.batch_size, CHUNK_ROWS))
         self.Z = xp.empty((rows, model.n_hidden), dtype=model.dtype)
+        # per-split (loss sum, correct) of an epoch, read to the host once: full batch, the
+        # head writes all rows; minibatch, row 0 sums the batches, rows 1-2 evaluate
         self.stats = xp.zeros((3, 2), dtype=xp.float64)
         self.velocity = xp.full(model.n_params, velocity_init, dtype=model.dtype)
         self.rng = np.random.default_rng(seed)  # minibatch order; host-side, so it is restorable
@@ -217,7 +221,6 @@ class Trainer:
             self.Xb = xp.empty((B, model.n_in), dtype=model.dtype)
             self.yb = xp.empty(B, dtype=xp.int32)
             self.batch_stats = xp.zeros((1, 2), dtype=xp.float64)
-            self.epoch_stats = xp.zeros((1, 2), dtype=xp.float64)
         self.epoch = 0
 
     # -- one epoch ------------------------------------------------------------------------------
@@ -244,10 +247,14 @@ class Trainer:
     def _minibatch_epoch(self, evaluate: bool) -> dict[str, float]:
         be, xp, B = self.model.backend, self.model.backend.xp, self.batch_size
         n_train = self.counts[0]
-        if evaluate:
-            eval_stats = self._forward_only(self.ends[0], self.ends[-1])
-        order = be.asarray(self.rng.permutation(n_train).astype(np.int64))
-        self.epoch_stats[...] = 0
+        if evaluate:  # valid and test at the weights before the updates, into rows 1-2
+            a, b = self.ends[0], self.ends[-1]
+            split_stats(self.model, self.X[a:b], self.y[a:b], tuple(e - a for e in self.ends[1:]),
+                        self.Z, out=self.stats[1:])
+        train_stats = self.stats[:1]
+        train_stats[...] = 0
+        # no copy where NumPy's default int is int64 (all but Windows before NumPy 2)
+        order = be.asarray(self.rng.permutation(n_train).astype(np.int64, copy=False))
         for start in range(0, n_train, B):
             idx = order[start:start + B]
             nb = idx.shape[0]
@@ -256,16 +263,12 @@ class Trainer:
             self.model.forward_backward(self.Xb[:nb], self.yb[:nb], (nb,), nb, self.Z[:nb],
                                         self.batch_stats)
             self._step()
-            self.epoch_stats += self.batch_stats  # stays on the device: no sync per step
-        train_stats = be.to_host(self.epoch_stats)
-        record = _metrics(train_stats, (n_train,))
-        evaluated = _metrics(eval_stats if evaluate else np.zeros((3, 2)),
-                             (0,) + self.counts[1:] if evaluate else (0, 0, 0))
-        record.update({k: v for k, v in evaluated.items() if not k.startswith("train")})
-        return record
+            train_stats += self.batch_stats  # stays on the device: no sync per step
+        stats = be.to_host(self.stats)  # the epoch's one device->host read
+        return _metrics(stats, self.counts if evaluate else (n_train, 0, 0))
 
-    def _forward_only(self, start: int, stop: int) -> np.ndarray:
-        """Host (3×2) stats of rows [start, stop) split at the dataset's split ends."""
+    def _forward_only(self, start: int, stop: int) -> Any:
+        """Device (3×2) stats of rows [start, stop) split at the dataset's split ends."""
         ends = tuple(min(max(e - start, 0), stop - start) for e in self.ends)
         return split_stats(self.model, self.X[start:stop], self.y[start:stop], ends, self.Z)
 
@@ -275,7 +278,8 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """All six metrics at the current weights (one forward pass over all rows)."""
-        return _metrics(self._forward_only(0, self.ends[-1]), self.counts)
+        return _metrics(self.model.backend.to_host(self._forward_only(0, self.ends[-1])),
+                        self.counts)
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
