@@ -186,13 +186,21 @@ class MLP:
 
     def forward(self, x) -> Any:
         """Class probabilities (N×K) for x (N×F), on the model's device; computed in chunks of
-        :data:`CHUNK_ROWS` rows, so no N×H buffer is ever needed."""
+        :data:`CHUNK_ROWS` rows (scratch h: C×H), so no N×H buffer is ever needed."""
         x = self._inputs(x)
-        v = self.views
-        probs = self.backend.xp.empty((x.shape[0], self.n_out), dtype=self.dtype)
-        for a in range(0, x.shape[0], CHUNK_ROWS):
-            probs[a:a + CHUNK_ROWS] = ref.predict_proba(x[a:a + CHUNK_ROWS], v["Wh"], v["bh"],
-                                                        v["Wo"], v["bo"], self.activation)
+        be, v, N = self.backend, self.views, x.shape[0]
+        probs = be.xp.empty((N, self.n_out), dtype=self.dtype)
+        h = be.xp.empty((min(N, CHUNK_ROWS), self.n_hidden), dtype=self.dtype)
+        for a in range(0, N, CHUNK_ROWS):
+            b = min(N, a + CHUNK_ROWS)
+            hc, out = h[:b - a], probs[a:b]
+            # x·Wh through the backend, as training computes it (TF32 there when asked for);
+            # the rest as the reference does, like the head: full precision
+            be.matmul(x[a:b], v["Wh"], out=hc)
+            hc += v["bh"]
+            ref.ACTIVATION_FORWARD[self.activation](hc, hc)
+            ref.linear_forward(out, hc, v["Wo"], v["bo"])
+            ref.softmax_forward(out, out)
         return probs
 
     def predict(self, x) -> Any:
