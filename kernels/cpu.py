@@ -9,6 +9,7 @@ partial gradients, so no atomics are needed; a tiny reduction over threads follo
 
 from __future__ import annotations
 
+import threading
 import types
 
 import numba
@@ -250,12 +251,17 @@ SERIAL_MOMENTUM_BELOW = 65_536  # parameters; the course network has 795 010
 
 
 _workspaces: dict = {}
+_WORKSPACE_LIMIT = 64  # distinct shapes/threads seen; beyond it something is churning, start over
 
 
 def _workspace(T: int, H: int, K: int, S: int, dtype) -> tuple:
-    key = (T, H, K, S, np.dtype(dtype))
+    # keyed on the calling thread too: the kernels release the GIL, so two threads training
+    # same-shape models (Dask worker threads, say) would otherwise write the same buffers at once
+    key = (T, H, K, S, np.dtype(dtype), threading.get_ident())
     ws = _workspaces.get(key)
     if ws is None:
+        if len(_workspaces) >= _WORKSPACE_LIMIT:
+            _workspaces.clear()  # a call in flight keeps its own references
         ws = (
             np.empty((K, H), dtype),  # WoT
             np.empty((T, K, H), dtype),  # dWoT partials
@@ -273,7 +279,8 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     do and dz values below the dtype's smallest normal number are flushed to zero (a change of
     less than 1.2e-38 in float32): late in training, confident softmax outputs give subnormal
     gradients, and x86 arithmetic on them (in this kernel and in the Xᵀ·dZ product) is ~100×
-    slower. Buffers for the per-thread partial sums are allocated once per shape and reused.
+    slower. Buffers for the per-thread partial sums are allocated once per shape and calling
+    thread, and reused.
     """
     N, H = Z.shape
     K = Wo.shape[1]

@@ -8,15 +8,15 @@ the kernels are tested without a GPU. Shapes: N rows, H hidden units, K classes,
 ``head`` gives each block one row at a time (grid-stride over rows) and spreads the row's H hidden
 units over the block's threads. Gradients go, without atomics, into per-block partial rows in
 global memory (each hidden unit of a block belongs to one thread), summed over blocks afterwards
-by the array's own module. The partial buffers are cached, so a steady training loop allocates
-nothing. The cache makes concurrent calls from several host threads unsafe (one stream each is
-fine: the key includes the stream).
+by the array's own module. The partial buffers are cached per shape, stream and host thread, so
+a steady training loop allocates nothing and host threads calling at once never share them.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import threading
 from itertools import pairwise
 from typing import Any, NamedTuple
 
@@ -195,8 +195,11 @@ _CACHE_LIMIT = 64  # distinct shapes/streams seen; beyond it something is churni
 
 
 def _partials(xp, n_blocks: int, H: int, K: int, S: int, dtype, where) -> _Partials:
-    """Per-block accumulators, cached by (n_blocks, H, K, S, dtype, module, device/stream)."""
-    key = (n_blocks, H, K, S, np.dtype(dtype), xp.__name__, where)
+    """Per-block accumulators, cached by (n_blocks, H, K, S, dtype, module, device/stream, host
+    thread)."""
+    # keyed on the host thread too: two threads training same-shape models on one stream (Dask
+    # worker threads, say) would otherwise zero, fill and sum the same partials at once
+    key = (n_blocks, H, K, S, np.dtype(dtype), xp.__name__, where, threading.get_ident())
     parts = _PARTIALS.get(key)
     if parts is None:
         if len(_PARTIALS) >= _CACHE_LIMIT:

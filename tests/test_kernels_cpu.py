@@ -1,5 +1,8 @@
 """Numba CPU kernels against the NumPy references: per-tensor max error, awkward sizes."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from fastmlp.kernels import cpu, reference
@@ -111,6 +114,32 @@ def test_head_reuses_its_workspace():
     run_head(cpu.head, inputs, (9,), 9, "relu")
     after = {key: tuple(id(a) for a in ws) for key, ws in cpu._workspaces.items()}
     assert before == after
+
+
+def test_head_is_safe_from_two_threads_at_once():
+    # the kernels release the GIL: two threads running same-shape heads concurrently (Dask worker
+    # threads, say) must not share the cached workspace, or each would write the other's partials
+    N, H, K, ends, n_grad = 64, 200, 10, (40, 64), 40
+    cases = []
+    for seed in (1, 2):
+        inputs = make_head_inputs(np.random.default_rng(seed), N, H, K, np.float64)
+        cases.append((inputs, run_head(reference.head, inputs, ends, n_grad, "relu"),
+                      gradient_terms(inputs, n_grad, "relu")))
+    start = threading.Barrier(len(cases))
+
+    def worker(case):
+        inputs, want, terms = case
+        start.wait()
+        worst = {}
+        for _ in range(300):
+            got = run_head(cpu.head, inputs, ends, n_grad, "relu")
+            for name, err in max_errors(got, want, terms).items():
+                worst[name] = max(worst.get(name, 0.0), err)
+        return worst
+
+    with ThreadPoolExecutor(len(cases)) as pool:
+        for errors in pool.map(worker, cases):
+            assert all(e <= TOL[np.float64] for e in errors.values()), errors
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

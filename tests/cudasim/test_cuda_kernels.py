@@ -9,6 +9,7 @@ import os
 os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # before numba is imported, also when run without conftest
 
 import itertools  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -194,6 +195,20 @@ def test_partials_are_cached_and_reused():
     assert np.shares_memory(parts.dWo, parts.grads)  # one fill zeroes all gradient partials
     # another dtype gets its own buffers
     run_both(*make_case(N, H, K, np.float64, seed=11), ends, n_grad, "relu", **launch)
+    assert len(cuda_kernels._PARTIALS) == 2
+
+
+def test_partials_are_per_host_thread():
+    # two host threads training same-shape models must not share partials (the CPU kernels'
+    # concurrency test covers the race itself; the simulator is no place for concurrent launches)
+    cuda_kernels._PARTIALS.clear()
+    N, H, K, n_grad, ends = 6, 5, 10, 4, (4, 6, 6)
+    inputs = make_case(N, H, K, np.float64, seed=12)
+    launch = {"threads_per_block": 2, "blocks": 3}
+    with ThreadPoolExecutor(1) as pool:  # one after the other, from two threads
+        for ref, got in (run_both(*inputs, ends, n_grad, "relu", **launch),
+                         pool.submit(run_both, *inputs, ends, n_grad, "relu", **launch).result()):
+            compare(ref, got, inputs, n_grad, "relu", np.float64)
     assert len(cuda_kernels._PARTIALS) == 2
 
 
