@@ -455,6 +455,8 @@ def _features(x: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
     ):
         raise FastMLPError(f"{where}: features must be real numbers, got dtype {x.dtype}")
     flat = x.reshape(len(x), int(np.prod(x.shape[1:])))  # not -1: that fails for 0 rows
+    if flat.shape[1] == 0:  # caught here, not later as a model with n_in 0
+        raise FastMLPError(f"{where}: features have zero columns, got shape {x.shape}")
     with np.errstate(over="ignore"):  # overflow to inf is reported just below, as an error
         out = np.ascontiguousarray(flat, dtype=dtype)
     # Checked after the cast: float64 values beyond float32's range become inf there.

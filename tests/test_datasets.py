@@ -418,6 +418,8 @@ BAD_NPZ = {
     "overflow": ({"x_train": np.array([[1e300]]), "y_train": np.zeros(1)}, "infinite"),
     "strx": ({"x_train": np.array([["a", "b"]]), "y_train": np.zeros(1)}, "real numbers"),
     "empty": ({"x_train": np.zeros((0, 2)), "y_train": np.zeros(0)}, "no rows"),
+    "nocolumns": ({"x_train": np.zeros((2, 0)), "y_train": np.zeros(2)}, "zero columns"),
+    "nocolumns3d": ({"x_train": np.zeros((2, 0, 3)), "y_train": np.zeros(2)}, "zero columns"),
     "nokeys": ({"x": np.zeros((2, 2))}, "x_train, y_train"),
     "noy": ({"x_train": np.zeros((2, 2))}, "y_train"),
     "half_valid": (

@@ -302,7 +302,8 @@ ROWS: dict[str, Row] = {
     "npz one-hot labels": _data("onehot.npz", "one-hot"),
     "npz x_test without y_test": _data("no_y_test.npz", "missing key y_test"),
     "npz no rows": _data("no_rows.npz", "no rows"),
-    "npz no features": _data("no_features.npz", "n_in must be a positive integer"),
+    "npz no features": _data("no_features.npz", "(train): features have zero columns, got "
+                                                "shape (10, 0)"),
     "npz string features": _data("string_x.npz", "real numbers"),
     "npz object features": _data("object_x.npz", "corrupt or truncated"),
     "labels out of range (negative)": _data("negative_labels.npz", "labels must be in 0..K-1"),
