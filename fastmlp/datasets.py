@@ -438,9 +438,7 @@ def _read_npz(p: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()
                 )
             # Members are decompressed lazily, so corrupt data can surface only here.
             return {k: data[k] for k in (*required, *optional) if k in keys}
-    except FastMLPError:
-        raise
-    except _NPZ_ERRORS as e:
+    except _NPZ_ERRORS as e:  # FastMLPError is none of these: ours pass through
         raise FastMLPError(f"cannot read {p} as .npz (corrupt or truncated?): {e}") from e
 
 
@@ -450,9 +448,7 @@ def _features(x: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
         raise FastMLPError(
             f"{where}: features must be 2-D (N, F) or 3-D (N, H, W), got shape {x.shape}"
         )
-    if x.dtype == np.bool_ or not (
-        np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
-    ):
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise FastMLPError(f"{where}: features must be real numbers, got dtype {x.dtype}")
     flat = x.reshape(len(x), int(np.prod(x.shape[1:])))  # not -1: that fails for 0 rows
     if flat.shape[1] == 0:  # caught here, not later as a model with n_in 0
@@ -476,7 +472,7 @@ def _labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
         )
     if len(y) != n:
         raise FastMLPError(f"{where}: {n} feature rows but {len(y)} labels")
-    if np.issubdtype(y.dtype, np.integer) and y.dtype != np.bool_:
+    if np.issubdtype(y.dtype, np.integer):  # bool is no np.integer: rejected below
         out = y.astype(np.int64)
     elif np.issubdtype(y.dtype, np.floating):
         # Labels saved as floats are fine when every value is a whole number.

@@ -420,6 +420,9 @@ BAD_NPZ = {
     "empty": ({"x_train": np.zeros((0, 2)), "y_train": np.zeros(0)}, "no rows"),
     "nocolumns": ({"x_train": np.zeros((2, 0)), "y_train": np.zeros(2)}, "zero columns"),
     "nocolumns3d": ({"x_train": np.zeros((2, 0, 3)), "y_train": np.zeros(2)}, "zero columns"),
+    "boolx": ({"x_train": np.ones((2, 2), bool), "y_train": np.zeros(2)}, "real numbers"),
+    "boollabels": ({"x_train": np.zeros((2, 2)), "y_train": np.array([True, False])},
+                   "labels must be integers, got dtype bool"),
     "nokeys": ({"x": np.zeros((2, 2))}, "x_train, y_train"),
     "noy": ({"x_train": np.zeros((2, 2))}, "y_train"),
     "half_valid": (
