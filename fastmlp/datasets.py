@@ -397,8 +397,7 @@ def _load_mnist(
     x_tr, y_tr, x_te, y_te = _mnist_raw(path)
     cut = len(x_tr) - MNIST_VALID_ROWS
     keep = cut if train_size is None else train_size
-    if keep > cut:
-        raise FastMLPError(f"train_size must be between 1 and {cut} for 'mnist', got {keep}")
+    _check_train_size(keep, cut, "mnist")
     return Dataset(
         name="mnist",
         train=Split(_pixels(x_tr[:keep], scale, dtype), y_tr[:keep].astype(np.int64)),
@@ -633,13 +632,16 @@ def _float_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
+def _check_train_size(train_size: int, n: int, name: str) -> None:
+    """A clear FastMLPError unless ``train_size`` is in [1, n], the training rows of ``name``."""
+    if not 1 <= train_size <= n:
+        raise FastMLPError(f"train_size must be between 1 and {n} for {name!r}, got {train_size}")
+
+
 def _take_train(ds: Dataset, train_size: int | None) -> Dataset:
     """Keep the first ``train_size`` training rows (copied, so the rest can be freed)."""
     if train_size is None:
         return ds
-    if train_size > len(ds.train):
-        raise FastMLPError(
-            f"train_size must be between 1 and {len(ds.train)} for {ds.name!r}, got {train_size}"
-        )
+    _check_train_size(train_size, len(ds.train), ds.name)
     train = Split(ds.train.x[:train_size].copy(), ds.train.y[:train_size].copy())
     return Dataset(ds.name, train, ds.valid, ds.test, ds.n_classes)
