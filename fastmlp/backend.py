@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FastMLPError
+from .kernels.reference import library
 
 DEVICES = ("auto", "cpu", "cuda", "cudasim")
 CUDA_EXTRA_HINT = "install a CUDA extra: pip install 'fastmlp[cuda12]' (or 'fastmlp[cuda13]')"
@@ -47,7 +48,7 @@ class Backend:
 
     def check(self, a: Any, what: str = "array") -> Any:
         """``a`` itself if it lives on this backend, else a clear TypeError."""
-        module = type(a).__module__.split(".")[0]
+        module = library(a)
         expected = self.xp.__name__.split(".")[0]
         if module != expected:
             raise TypeError(
@@ -131,8 +132,9 @@ class _cublas_tf32:
         self.linalg.set_compute_type(self.cupy.float32, self.old)
 
 
-def _kernels(module: str) -> ModuleType:
-    return importlib.import_module(f"fastmlp.kernels.{module}")
+def _kernels(module: str, fused: bool = True) -> ModuleType:
+    """The kernels module ``module`` ("cpu" or "cuda"), or the references when not ``fused``."""
+    return importlib.import_module(f"fastmlp.kernels.{module if fused else 'reference'}")
 
 
 def _import_cupy() -> tuple[ModuleType | None, str]:
@@ -170,12 +172,12 @@ def get_backend(device: str = "cpu", *, fused: bool = True, tf32: bool = False) 
                 "device 'cudasim' needs Numba's CUDA simulator: set NUMBA_ENABLE_CUDASIM=1 in the "
                 "environment before Python starts (numba reads it once, at import)"
             )
-        ops = _kernels("cuda") if fused else _kernels("reference")
+        ops = _kernels("cuda", fused)
         return CudaSimBackend(np, ops, fused=fused, reason="requested")
     if device in ("cuda", "auto"):
         cupy, why_not = _import_cupy()
         if cupy is not None:
-            ops = _kernels("cuda") if fused else _kernels("reference")
+            ops = _kernels("cuda", fused)
             reason = "requested" if device == "cuda" else "auto: CuPy sees a GPU"
             return CupyBackend(cupy, ops, fused=fused, reason=reason, tf32=tf32)
         if device == "cuda":
@@ -183,6 +185,6 @@ def get_backend(device: str = "cpu", *, fused: bool = True, tf32: bool = False) 
         reason = f"auto: {why_not}, using the CPU" + ("; TF32 does not apply" if tf32 else "")
     else:
         reason = "requested"
-    ops = _kernels("cpu") if fused else _kernels("reference")
+    ops = _kernels("cpu", fused)
     return Backend(np, ops, fused=fused, reason=reason)
 

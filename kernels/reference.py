@@ -12,9 +12,14 @@ from typing import Any
 import numpy as np
 
 
+def library(a: Any) -> str:
+    """The top-level package that defines ``a``'s type ("numpy", "cupy", ...)."""
+    return type(a).__module__.split(".")[0]
+
+
 def namespace(*arrays: Any) -> Any:
     """The array module (numpy or cupy) of ``arrays``; a clear TypeError when they are mixed."""
-    modules = {type(a).__module__.split(".")[0] for a in arrays
+    modules = {library(a) for a in arrays
                if hasattr(a, "__array__") or hasattr(a, "__cuda_array_interface__")}
     if len(modules) > 1:
         raise TypeError(
