@@ -469,16 +469,16 @@ def test_npz_bad_files(tmp_path: Path) -> None:
     }
     for name, blob in cases.items():
         (tmp_path / name).write_bytes(blob)
-        with pytest.raises(FastMLPError, match="npz|npy") as excinfo:
+        with pytest.raises(FastMLPError, match=r"as \.npz \(corrupt or truncated\?\)") as excinfo:
             load_dataset("npz", path=tmp_path / name)
-        assert name in one_line(excinfo)
+        assert f"cannot read {tmp_path / name} as .npz" in one_line(excinfo)
     np.save(tmp_path / "plain.npy", np.zeros(3))
     with pytest.raises(FastMLPError, match="not an .npz"):
         load_dataset("npz", path=tmp_path / "plain.npy")
     obj = _npz(tmp_path, "obj", x_train=np.array([{"a": 1}], dtype=object), y_train=np.zeros(1))
-    with pytest.raises(FastMLPError, match="obj.npz") as excinfo:
+    with pytest.raises(FastMLPError, match=r"as \.npz \(corrupt or truncated\?\)") as excinfo:
         load_dataset("npz", path=obj)
-    one_line(excinfo)
+    assert f"cannot read {obj} as .npz" in one_line(excinfo)
     with pytest.raises(FastMLPError, match="not found"):
         load_dataset("npz", path=tmp_path / "missing.npz")
     with pytest.raises(FastMLPError, match="directory"):
