@@ -172,9 +172,9 @@ def _warn_if_openblas_spins() -> None:
     if fastmlp._OPENBLAS_LOADED_FIRST and not _spin_warned:
         _spin_warned = True
         warnings.warn("NumPy was imported before fastmlp, so OpenBLAS's idle threads spin after "
-                      "each product and slow the CPU kernels (about 10% per epoch on 2 cores); "
-                      "import fastmlp first, or set OPENBLAS_THREAD_TIMEOUT=4 before starting "
-                      "Python", RuntimeWarning, stacklevel=3)
+                      "each product and slow the CPU kernels (2-11% per epoch measured on 2 "
+                      "cores); import fastmlp first, or set OPENBLAS_THREAD_TIMEOUT=4 before "
+                      "starting Python", RuntimeWarning, stacklevel=3)
 
 
 class Trainer:
