@@ -293,14 +293,8 @@ ERROR_CASES = {
 }
 
 
-def assert_one_line_error(stderr: str, fragment: str) -> None:
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fastmlp: error: "), stderr
-    assert fragment in lines[0] and "Traceback" not in stderr
-
-
 @pytest.mark.parametrize("case", list(ERROR_CASES))
-def test_errors(case: str, tmp_path: Path, capsys) -> None:
+def test_errors(case: str, tmp_path: Path, capsys, assert_one_line_error) -> None:
     options, fragment = ERROR_CASES[case]
     out = tmp_path / "out"
     base = ["sweep", "--dataset", "synthetic", "--epochs", "1", "--hidden", "8"]
@@ -309,14 +303,14 @@ def test_errors(case: str, tmp_path: Path, capsys) -> None:
     assert not out.exists()
 
 
-def test_out_is_a_file(tmp_path: Path, capsys) -> None:
+def test_out_is_a_file(tmp_path: Path, capsys, assert_one_line_error) -> None:
     f = tmp_path / "file"
     f.write_text("x")
     assert main([*GRID, "--out", str(f)]) == 2
     assert_one_line_error(capsys.readouterr().err, "not a directory")
 
 
-def test_missing_dask_names_the_extra(tmp_path, monkeypatch, capsys) -> None:
+def test_missing_dask_names_the_extra(tmp_path, monkeypatch, capsys, assert_one_line_error) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
     out = tmp_path / "out"
     assert main([*GRID, "--scheduler", "tcp://127.0.0.1:1", "--out", str(out)]) == 2
@@ -325,7 +319,7 @@ def test_missing_dask_names_the_extra(tmp_path, monkeypatch, capsys) -> None:
 
 
 @pytest.mark.skipif(not HAVE_DISTRIBUTED, reason="needs distributed to try the connection")
-def test_unreachable_scheduler(tmp_path, monkeypatch, capsys) -> None:
+def test_unreachable_scheduler(tmp_path, monkeypatch, capsys, assert_one_line_error) -> None:
     monkeypatch.setattr(sweep, "DASK_CONNECT_TIMEOUT", "1s")
     out = tmp_path / "out"
     assert main([*GRID, "--scheduler", "tcp://127.0.0.1:9", "--out", str(out)]) == 2
