@@ -42,16 +42,21 @@ def _simulated() -> bool:
 
 @functools.cache
 def _sm_count(device_id: int) -> int:
+    """Multiprocessors of the current device; ``device_id``, the current device's id, is only the
+    cache key (the simulator has no such attribute, so this stays untested without a GPU)."""
     return cuda.get_current_device().MULTIPROCESSOR_COUNT
+
+
+def _default_threads() -> int:
+    return SIM_THREADS if _simulated() else DEFAULT_THREADS
 
 
 def _launch_config(n_work: int, per_sm: int, threads_per_block, blocks) -> tuple[int, int]:
     """(blocks, threads per block): explicit values win, else defaults for the platform."""
+    tpb = threads_per_block or _default_threads()
     if _simulated():
-        tpb = threads_per_block or SIM_THREADS
         default_blocks = min(n_work, SIM_BLOCKS)
     else:
-        tpb = threads_per_block or DEFAULT_THREADS
         default_blocks = min(n_work, per_sm * _sm_count(cuda.get_current_device().id))
     n_blocks = blocks or default_blocks
     if tpb < 1 or n_blocks < 0:
@@ -321,7 +326,7 @@ def momentum(params, grads, velocity, lr: float, mu: float, *,
     if not (params.shape == grads.shape == velocity.shape):
         raise ValueError(f"shape mismatch: {params.shape}, {grads.shape}, {velocity.shape}")
     P = params.shape[0]
-    tpb = threads_per_block or (SIM_THREADS if _simulated() else DEFAULT_THREADS)
+    tpb = threads_per_block or _default_threads()  # the work per block depends on it
     n_blocks, tpb = _launch_config(-(-P // tpb), MOMENTUM_BLOCKS_PER_SM, tpb, blocks)
     dtype = params.dtype.type
     on_gpu = xp is not np
