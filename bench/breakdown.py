@@ -1,12 +1,13 @@
 """Where an epoch's time goes, on the canonical workload (random data, float32).
 
-Run: ``python bench/breakdown.py [full] [minibatch] [sgd] [torch] [subnormal]`` (the first four
-by default).
-Each part prints medians in ms; bench/RESULTS.md quotes them. Not a test.
+Run: ``python bench/breakdown.py [full] [minibatch] [head] [sgd] [torch] [subnormal]`` (full,
+minibatch, sgd and torch by default). bench/RESULTS.md quotes the output. Not a test.
 
-- full: one full-batch epoch taken apart (X·Wh for all rows, a plain copy of Z for scale, the
-  fused head, Xᵀ·dZ, the momentum update).
-- minibatch: one B = 100 epoch, each call of the loop timed, plus the valid/test evaluation.
+- full: medians of one full-batch epoch taken apart (X·Wh for all rows, a plain copy of Z for
+  scale, the fused head, Xᵀ·dZ, the momentum update).
+- minibatch: one B = 100 epoch, each call of the loop timed (summed per epoch, mean of 3 epochs),
+  plus the valid/test evaluation and the whole epoch (medians).
+- head: one 100-row head call alone, its Z restored (and so in cache) before each call (median).
 - sgd: one per-sample (B = 1) epoch on 10000 rows, H = 1000.
 - torch: the three big products with torch.matmul (MKL), when PyTorch is installed.
 - subnormal: the default recipe (bundled MNIST, 200 full-batch epochs) with the epoch time and
@@ -91,6 +92,21 @@ def minibatch(B=100, epochs=3):
     print(f"B={B} epoch {'whole epoch':18s} {median_ms(tr.run_epoch, repeats=5):8.1f} ms")
 
 
+def head(B=100):
+    model, tr = trainer(B)
+    g = model.grad_views
+    Z = tr.Z[:B]
+    model.backend.matmul(tr.X[:B], model.Wh, out=Z)  # real pre-activations of 100 rows
+    Z0 = Z.copy()
+
+    def call():
+        model.backend.head(Z, model.bh, model.Wo, model.bo, tr.y[:B], (B,), B, "relu", g["Wo"],
+                           g["bo"], g["bh"], tr.batch_stats)
+
+    us = median_ms(call, repeats=2000, setup=lambda: np.copyto(Z, Z0)) * 1e3
+    print(f"B={B} head, one call alone {us:8.1f} µs")
+
+
 def sgd():
     _, tr = trainer(1)
     print(f"B=1 epoch   {'whole epoch':18s} {median_ms(tr.run_epoch, repeats=2):8.1f} ms")
@@ -131,7 +147,7 @@ def subnormal():
 
 
 if __name__ == "__main__":
-    parts = {"full": full, "minibatch": minibatch, "sgd": sgd, "torch": torch_floor,
+    parts = {"full": full, "minibatch": minibatch, "head": head, "sgd": sgd, "torch": torch_floor,
              "subnormal": subnormal}
     for name in sys.argv[1:] or ("full", "minibatch", "sgd", "torch"):
         parts[name]()
