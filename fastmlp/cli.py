@@ -17,7 +17,7 @@ import math
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
@@ -33,7 +33,6 @@ from .train import (
     SPLITS,
     DivergenceError,
     History,
-    Trainer,
     check_batch_size,
     evaluate,
     train,
@@ -209,29 +208,9 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
                           f"writing into DIR; only {resume_may_change()} may be given too")
 
 
-@dataclass
-class TrainRun:
-    """What a ``fastmlp train`` run has built so far; handed to :func:`on_interrupt`.
-
-    ``history`` is the History that ``train()`` appends to (the checkpoint's, on --resume), so
-    an interrupted run still knows its epochs; ``trainer`` (set by the per-epoch callback) holds
-    the model, velocity and epoch counter.
-    """
-
-    args: argparse.Namespace
-    out_dir: Path
-    dataset: Dataset | None = None
-    model: MLP | None = None
-    trainer: Trainer | None = None
-    history: History = field(default_factory=History)
-
-    def record(self, trainer: Trainer, record: dict[str, float]) -> None:
-        """The per-epoch training callback (``train()`` itself appends to ``history``)."""
-        self.trainer = trainer
-
-
-def on_interrupt(run: TrainRun) -> str:
-    """Ctrl-C during training; writes the history so far and returns the one-line message.
+def on_interrupt(history: History, out: Path, epochs: int) -> str:
+    """Ctrl-C during training of ``epochs`` epochs into ``out``; writes the ``history`` so far
+    and returns the one-line message.
 
     ``train()`` has already written ``checkpoint.npz`` (it stops at the end of the running epoch
     on the first Ctrl-C; after a second, immediate one the last checkpoint stands). Any
@@ -240,12 +219,12 @@ def on_interrupt(run: TrainRun) -> str:
     from . import report
     from .checkpoint import load_checkpoint
 
-    done, out = run.history.epochs, run.out_dir
-    head = f"interrupted after {done} of {run.args.epochs} epochs"
+    done = history.epochs
+    head = f"interrupted after {done} of {epochs} epochs"
     wrote = ""
     if done:
         try:
-            report.write_history(run.history, out)
+            report.write_history(history, out)
             wrote = "history so far written; "
         except (OSError, ValueError):  # keep the exit quick and the message one line
             pass
@@ -432,38 +411,42 @@ def run_train(args: argparse.Namespace) -> int:
         checkpoint.unlink()
         remove_stale_temps(out_dir)
         _say(args, f"note:     removed the checkpoint of an earlier run in {out_dir}")
-    run = TrainRun(args=args, out_dir=out_dir, dataset=dataset, model=model,
-                   history=resumed["history"] if resumed is not None else History())
+    history = resumed["history"] if resumed is not None else History()
+    # before training, so that a history written on Ctrl-C records them too
+    history.config.update(_cli_config(args))
     try:
         history = train(model, dataset, epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                         batch_size=args.batch_size, eval_every=args.eval_every,
                         velocity_init=args.velocity_init, seed=args.seed,
-                        progress=not (args.no_progress or args.quiet), callback=run.record,
-                        history=run.history, state=resumed, checkpoint=checkpoint,
+                        progress=not (args.no_progress or args.quiet), history=history,
+                        state=resumed, checkpoint=checkpoint,
                         checkpoint_every=args.checkpoint_every,
                         checkpoint_config=_run_config(args))
     except KeyboardInterrupt:
-        print(f"{PROG}: {on_interrupt(run)}", file=sys.stderr, flush=True)
+        print(f"{PROG}: {on_interrupt(history, out_dir, args.epochs)}", file=sys.stderr,
+              flush=True)
         return EXIT_INTERRUPTED
     except DivergenceError as exc:
         # The model holds the last finite weights and exc.history the epochs up to them.
-        _write_results(exc.history, model, out_dir, args)
+        _write_results(exc.history, model, out_dir)
         _error(f"{exc}; the history and those weights are in {out_dir}")
         return EXIT_DIVERGED
-    _write_results(history, model, out_dir, args)
+    _write_results(history, model, out_dir)
     _say(args, "", report.format_summary(history), "")
     print(f"results in {out_dir}" if not args.quiet else out_dir, flush=True)
     return EXIT_OK
 
 
-def _write_results(history: History, model: MLP, out_dir: Path, args: argparse.Namespace) -> None:
+def _cli_config(args: argparse.Namespace) -> dict:
+    """What train() does not know: how the data was prepared and the exact (first) command."""
+    return dict(scale=args.scale, data_path=args.data_path, device_requested=args.device,
+                argv=getattr(args, "_first_argv", None) or _command_line(args))
+
+
+def _write_results(history: History, model: MLP, out_dir: Path) -> None:
     """history.json/csv, loss/accuracy plots and model.npz into ``out_dir``."""
     from . import report
 
-    # What train() does not know: how the data was prepared and the exact (first) command.
-    history.config.update(scale=args.scale, data_path=args.data_path,
-                          device_requested=args.device,
-                          argv=getattr(args, "_first_argv", None) or _command_line(args))
     try:
         report.write_history(history, out_dir)
         report.plot_history(history, out_dir)

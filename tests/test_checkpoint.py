@@ -39,14 +39,13 @@ def small_data() -> fastmlp.Dataset:
 def interrupt_at(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     """Make the CLI's per-epoch callback raise KeyboardInterrupt once ``epoch`` epochs are done,
     as a Ctrl-C arriving between epochs would."""
-    original = cli.TrainRun.record
+    original = cli.train
 
-    def record(self, trainer, rec):
-        original(self, trainer, rec)
+    def stop(trainer, record):
         if trainer.epoch == epoch:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.TrainRun, "record", record)
+    monkeypatch.setattr(cli, "train", lambda *a, **kw: original(*a, callback=stop, **kw))
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -170,7 +169,11 @@ def test_resume_is_bit_identical(batch: str | None, tmp_path: Path,
     err = capsys.readouterr().err
     assert "interrupted after 4 of 9 epochs" in err and "checkpoint at epoch 4" in err
     assert f"resume with: fastmlp train --resume {parts}" in err
-    assert json.loads((parts / "history.json").read_text())["epochs"] == 4
+    interrupted = json.loads((parts / "history.json").read_text())
+    assert interrupted["epochs"] == 4
+    # the CLI's own settings are recorded before training, so an interrupted history has them
+    assert interrupted["config"]["argv"].startswith("fastmlp train --dataset synthetic")
+    assert interrupted["config"]["scale"] == "unit" and "device_requested" in interrupted["config"]
     assert load_checkpoint(parts)["epoch"] == 4
     assert main(["train", "--resume", str(parts), "--no-progress"]) == 0
     assert "resume:   from epoch 4" in capsys.readouterr().out

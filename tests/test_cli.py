@@ -197,17 +197,19 @@ def test_ctrl_c_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
     calls = []
 
-    def interrupted_train(*args, callback, **kwargs):
+    def interrupted_train(*args, **kwargs):
         calls.append(1)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "train", interrupted_train)
     seen = []
     original = cli.on_interrupt
-    monkeypatch.setattr(cli, "on_interrupt", lambda run: seen.append(run) or original(run))
+    monkeypatch.setattr(cli, "on_interrupt",
+                        lambda history, out, epochs: seen.append(out) or original(history, out,
+                                                                                 epochs))
     assert main([*SYNTHETIC, "--out", str(tmp_path / "o"), "--no-progress"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert calls and len(seen) == 1 and seen[0].out_dir == tmp_path / "o"
+    assert calls and len(seen) == 1 and seen[0] == tmp_path / "o"
     assert len(err) == 1 and err[0].startswith("fastmlp: interrupted after 0 of 8 epochs")
 
 
