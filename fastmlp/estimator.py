@@ -218,17 +218,14 @@ class MLPClassifier:
         if saved is None:
             return
         c = saved["config"]
-        kwargs = dict(activation=c["activation"], init=c["init"], dtype=c["dtype"],
-                      seed=c["seed"], fused=saved["fused"])
+        kwargs = dict(activation=c["activation"], init=c["init"], seed=c["seed"],
+                      fused=saved["fused"])
         try:
-            model = MLP(c["n_in"], c["n_hidden"], c["n_out"], device=saved["device"], **kwargs)
+            self.model_ = MLP.from_weights(saved["weights"], device=saved["device"], **kwargs)
         except FastMLPError as exc:  # pickled on a GPU machine, unpickled without one
             warnings.warn(f"cannot rebuild the model on {saved['device']!r} ({exc}); using the "
                           f"CPU", UserWarning, stacklevel=2)
-            model = MLP(c["n_in"], c["n_hidden"], c["n_out"], device="cpu", **kwargs)
-        for name, array in saved["weights"].items():
-            setattr(model, name, model.backend.asarray(array))
-        self.model_ = model
+            self.model_ = MLP.from_weights(saved["weights"], device="cpu", **kwargs)
 
 
 # -- input validation ---------------------------------------------------------------------------

@@ -54,10 +54,9 @@ def rel_error(a: Any, b: Any) -> float:
 
 def float64_copy(model: MLP) -> MLP:
     """A float64 model with the same configuration and weights, on the same backend object."""
-    copy = MLP(model.n_in, model.n_hidden, model.n_out, activation=model.activation,
-               init=model.init, dtype="float64", device=model.backend, seed=model.seed)
-    copy.params[...] = model.params.astype(copy.params.dtype)
-    return copy
+    weights = {name: model.views[name].astype("float64") for name in model.views}
+    return MLP.from_weights(weights, activation=model.activation, init=model.init,
+                            device=model.backend, seed=model.seed)
 
 
 def numerical_grads(model: MLP, x: Any, y: Any, eps: float = 1e-6,

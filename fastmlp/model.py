@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,30 @@ class MLP:
     def __init__(self, n_in: int, n_hidden: int, n_out: int, *, activation: str = "relu",
                  init: str = "xavier", dtype: str = "float32", device: str | Backend = "cpu",
                  seed: int = 0, fused: bool = True):
+        self._allocate(n_in, n_hidden, n_out, activation, init, dtype, device, seed, fused)
+        self.reset_parameters(seed)
+
+    @classmethod
+    def from_weights(cls, weights: Mapping[str, Any], *, activation: str = "relu",
+                     init: str = "xavier", device: str | Backend = "cpu", seed: int = 0,
+                     fused: bool = True) -> MLP:
+        """A model holding copies of ``weights``: ``Wh`` (F×H), ``bh`` (1×H), ``Wo`` (H×K),
+        ``bo`` (1×K), host arrays or arrays of ``device``. F, H, K and the dtype come from Wh and
+        Wo; ``init`` and ``seed`` are only recorded in the config (nothing is drawn)."""
+        Wh, Wo = weights["Wh"], weights["Wo"]
+        if getattr(Wh, "ndim", 0) != 2 or getattr(Wo, "ndim", 0) != 2:
+            raise FastMLPError(f"Wh and Wo must be 2-D arrays, got shapes "
+                               f"{getattr(Wh, 'shape', None)} and {getattr(Wo, 'shape', None)}")
+        model = cls.__new__(cls)
+        model._allocate(Wh.shape[0], Wh.shape[1], Wo.shape[1], activation, init, str(Wh.dtype),
+                        device, seed, fused)
+        for name in PARAM_NAMES:
+            setattr(model, name, model.backend.asarray(weights[name]))
+        return model
+
+    def _allocate(self, n_in, n_hidden, n_out, activation, init, dtype, device, seed,
+                  fused) -> None:
+        # checks the configuration; zeroed flat parameter and gradient buffers with their views
         for name, value in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise FastMLPError(f"{name} must be a positive integer, got {value!r}")
@@ -103,7 +128,7 @@ class MLP:
                                f"{self.n_params:,} parameters") from None
         self.views = flat_views(self.params, self.shapes)
         self.grad_views = flat_views(self.grads, self.shapes)
-        self.reset_parameters(seed)
+        self.saved_config: dict[str, Any] = {}  # what load() found in the file
 
     def reset_parameters(self, seed: int) -> None:
         """Draw Wh, Wo from the init scheme with a seeded generator (on the host); zero biases."""
@@ -146,17 +171,13 @@ class MLP:
             raise FastMLPError(f"{path} is not a fastmlp model: missing array {exc}") from None
         except Exception as exc:
             raise FastMLPError(f"cannot read model {path}: {type(exc).__name__}: {exc}") from None
-        F, H = arrays["Wh"].shape if arrays["Wh"].ndim == 2 else (0, 0)
-        K = arrays["Wo"].shape[1] if arrays["Wo"].ndim == 2 else 0
-        dtype = str(arrays["Wh"].dtype)
         try:
-            model = cls(F, H, K, activation=config.get("activation", "relu"),
-                        init=config.get("init", "xavier"), dtype=dtype, device=device,
-                        seed=config.get("seed", 0))
-            for name in PARAM_NAMES:
-                setattr(model, name, model.backend.asarray(arrays[name]))
+            model = cls.from_weights(arrays, activation=config.get("activation", "relu"),
+                                     init=config.get("init", "xavier"), device=device,
+                                     seed=config.get("seed", 0))
         except (ValueError, FastMLPError) as exc:
             raise FastMLPError(f"{path} holds inconsistent arrays: {exc}") from None
+        model.saved_config = config if isinstance(config, dict) else {}
         return model
 
     # -- forward / backward ---------------------------------------------------------------------

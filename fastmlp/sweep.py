@@ -439,10 +439,8 @@ def _write_run(out: Path, spec: Spec, result: Result) -> None:
         from .model import MLP
 
         c = history.config
-        model = MLP(c["n_in"], c["n_hidden"], c["n_out"], activation=c["activation"],
-                    init=c["init"], dtype=c["dtype"], device="cpu", seed=c["seed"])
-        for name, value in result["model"].items():
-            setattr(model, name, value)
+        model = MLP.from_weights(result["model"], activation=c["activation"], init=c["init"],
+                                 device="cpu", seed=c["seed"])
         report.save_model(model, d / report.MODEL_NPZ, extra=history.config)
     report.write_history(history, d)
     with contextlib.suppress(FileNotFoundError):

@@ -209,6 +209,26 @@ def test_save_and_load_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
 
 
+def test_from_weights_copies_the_weights_and_draws_nothing(monkeypatch):
+    model, x, _ = small_net("sigmoid")
+    weights = model.state()
+    # nothing is drawn: a model built from weights never calls the initialiser
+    monkeypatch.setattr(fastmlp.MLP, "reset_parameters", lambda *a: pytest.fail("drew weights"))
+    rebuilt = fastmlp.MLP.from_weights(weights, activation="sigmoid", init="he", seed=7)
+    assert (rebuilt.n_in, rebuilt.n_hidden, rebuilt.n_out) == (model.n_in, model.n_hidden,
+                                                                 model.n_out)
+    assert rebuilt.dtype == "float64" and rebuilt.config()["init"] == "he"
+    assert rebuilt.config()["seed"] == 7
+    np.testing.assert_array_equal(rebuilt.params, model.params)
+    np.testing.assert_array_equal(rebuilt.predict(x), model.predict(x))
+    weights["Wh"][...] = 0  # a copy: the caller's arrays stay the caller's
+    assert rebuilt.Wh.any()
+    with pytest.raises(fastmlp.FastMLPError, match="2-D"):
+        fastmlp.MLP.from_weights(dict(weights, Wh=weights["Wh"][0]))
+    with pytest.raises(ValueError, match="bo must have shape"):
+        fastmlp.MLP.from_weights(dict(weights, bo=np.zeros((1, 2))))
+
+
 def test_bad_model_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip file")
