@@ -24,7 +24,7 @@ from typing import NoReturn
 
 from . import __version__
 from .backend import DEVICES, Backend, get_backend
-from .datasets import DATASET_NAMES, SCALES, Dataset, load_dataset
+from .datasets import DATASET_NAMES, SCALES, Dataset, load_dataset, scale_pixels
 from .errors import FastMLPError
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
@@ -143,15 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
 # -- fastmlp train ------------------------------------------------------------------------------
 
 
-def add_data_options(group, *, scale_default: str | None = "unit",
+def add_data_options(group, *, dataset_default: str | None = "mnist",
+                     scale_default: str | None = "unit",
                      scale_help: str = "pixels to [0, 1] (unit, the default) or [-1, 1] "
                                        "(symmetric)",
                      path_help: str = "notMNIST.npz / any .npz file / a directory with the "
                                       "MNIST IDX files") -> None:
     """The options :func:`_load_data` reads (--dataset, --data-path, --train-size, --scale),
     shared by train, evaluate and sweep."""
-    group.add_argument("--dataset", choices=DATASET_NAMES, default="mnist",
-                       help="default: %(default)s (bundled); notmnist and npz need --data-path")
+    group.add_argument("--dataset", choices=DATASET_NAMES, default=dataset_default,
+                       help=f"default: {dataset_default or 'see below'} (mnist is bundled); "
+                            f"notmnist and npz need --data-path")
     group.add_argument("--data-path", metavar="PATH", default=None, help=path_help)
     group.add_argument("--train-size", type=train_size, default=None, metavar="N",
                        help=f"keep the first N training rows, or 'all' "
@@ -254,10 +256,8 @@ def resume_may_change() -> str:
 def _run_config(args: argparse.Namespace) -> dict:
     """The run's options for its checkpoint (data path made absolute, the original command)."""
     config = {key: getattr(args, key) for key in TRAIN_CONFIG}
-    if config["data_path"] is not None:  # so --resume works from any directory
-        config["data_path"] = str(Path(config["data_path"]).expanduser().resolve())
-    config["argv"] = getattr(args, "_first_argv", None) or _command_line(args)
-    return config
+    cli = _cli_config(args)  # data path made absolute, so --resume works from any directory
+    return dict(config, data_path=cli["data_path"], argv=cli["argv"])
 
 
 def _explicit_options(args: argparse.Namespace) -> dict:
@@ -439,7 +439,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _cli_config(args: argparse.Namespace) -> dict:
     """What train() does not know: how the data was prepared and the exact (first) command."""
-    return dict(scale=args.scale, data_path=args.data_path, device_requested=args.device,
+    data_path = args.data_path
+    if data_path is not None:  # absolute, so that evaluate finds it from any directory
+        data_path = str(Path(data_path).expanduser().resolve())
+    return dict(scale=args.scale, data_path=data_path, device_requested=args.device,
                 argv=getattr(args, "_first_argv", None) or _command_line(args))
 
 
@@ -559,18 +562,6 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
-
-
-def _saved_config(path: str) -> dict:
-    """The JSON config stored next to a model's weights ({} when absent or unreadable)."""
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            config = json.loads(str(f["config"])) if "config" in f.files else {}
-    except Exception:  # MLP.load has already reported a broken file; this is best effort
-        return {}
-    return config if isinstance(config, dict) else {}
 
 
 def _model_line(path: str, model: MLP) -> str:
@@ -718,22 +709,55 @@ register(Command(
 
 def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL.npz", help="a model written by 'fastmlp train'")
-    add_data_options(p, scale_default=None,
+    add_data_options(p, scale_default=None, dataset_default=None,
                      scale_help="pixel scaling (default: the one the model was trained with, if "
                                 "recorded, else unit)")
-    p.add_argument("--seed", type=non_negative_int, default=0,
-                   help="seed of --dataset synthetic (default: %(default)s)")
+    p.add_argument("--seed", type=non_negative_int, default=None,
+                   help="seed of --dataset synthetic (default: the training run's, else 0)")
+    p.epilog = ("Data options left out are those of the model's training run, as recorded in "
+                "MODEL.npz (dataset, data path, training rows, seed and scale), unless --dataset "
+                "names another dataset; without a record, mnist.")
     p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+
+def _data_options_from_run(args: argparse.Namespace, saved: dict) -> list[str]:
+    """Fill the data options left out (None) from the model's recorded training run, when it
+    recorded one and --dataset, if given, names the same dataset; return the options filled."""
+    recorded = saved.get("dataset")
+    same = recorded in DATASET_NAMES and args.dataset in (None, recorded)
+    filled = []
+    if args.dataset is None:
+        args.dataset = recorded if same else "mnist"
+        if same:
+            filled.append(f"--dataset {recorded}")
+    if same:
+        for option, key, ok in (
+                ("data_path", "data_path", lambda v: isinstance(v, str) and v),
+                ("train_size", "n_train", lambda v: _is_count(v) and v > 0),
+                ("seed", "seed", _is_count),
+                ("scale", "scale", lambda v: v in SCALES)):
+            value = saved.get(key)
+            if getattr(args, option) is None and ok(value):
+                setattr(args, option, value)
+                filled.append(f"--{option.replace('_', '-')} {value}")
+    if args.seed is None:
+        args.seed = 0
+    if args.scale is None:  # a recorded scale applies to any pixel data, the same or not
+        recorded_scale = saved.get("scale")
+        args.scale = recorded_scale if recorded_scale in SCALES else "unit"
+    return filled
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``fastmlp evaluate``: loss and accuracy of a saved model on each split of a dataset."""
     backend = get_backend(args.device)
     model = MLP.load(args.model, device=backend)
-    if args.scale is None:
-        recorded = _saved_config(args.model).get("scale")
-        args.scale = recorded if recorded in SCALES else "unit"
+    from_run = _data_options_from_run(args, model.saved_config)
     args.dtype = model.dtype  # what _load_data reads, besides the data options
     dataset = _load_data(args)
     metrics = evaluate(model, dataset)  # checks that the data fits the model first
@@ -742,11 +766,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json_clean({"model": args.model, "config": model.config(),
                                      "dataset": dataset.name, "data_path": args.data_path,
-                                     "scale": args.scale, "device": backend.describe(),
+                                     "scale": args.scale, "seed": args.seed,
+                                     "train_size": args.train_size,
+                                     "device": backend.describe(),
                                      "splits": results})), flush=True)
         return EXIT_OK
     print(f"model:  {_model_line(args.model, model)}")
     print(f"data:   {dataset.summary()}, scale {args.scale}")
+    if from_run:
+        print(f"        ({', '.join(from_run)} as in the model's training run)")
     print(f"device: {backend.describe()} [{backend.reason or 'requested'}]")
     print()
     fmt = lambda v, spec: format(v, spec) if math.isfinite(v) else "n/a"  # noqa: E731
@@ -851,12 +879,9 @@ def _prepare_images(images, model: MLP, scale: str, recorded_scale: str | None, 
             if x.max() > 2.0:  # raw pixels saved as floats, most likely
                 note = (f"note: values go up to {x.max():g}; if these are 0..255 pixels, "
                         f"pass --scale unit")
-    if scale == "unit":
-        x = x / 255.0  # in float64, then cast: the same values load_dataset gives
-    elif scale == "symmetric":
-        x = x / 127.5 - 1.0
     with np.errstate(over="ignore"):
-        x = np.ascontiguousarray(x, dtype=model.dtype)
+        x = (scale_pixels(images, scale, model.dtype) if scale in SCALES
+             else np.ascontiguousarray(x, dtype=model.dtype))
     if not np.isfinite(x).all():  # float64 beyond float32's range
         raise FastMLPError(f"{where}: values overflow {model.dtype}")
     return x, note
@@ -872,7 +897,7 @@ def run_predict(args: argparse.Namespace) -> int:
     images = _read_images(args.images)
     backend = get_backend(args.device)
     model = MLP.load(args.model, device=backend)
-    x, note = _prepare_images(images, model, args.scale, _saved_config(args.model).get("scale"),
+    x, note = _prepare_images(images, model, args.scale, model.saved_config.get("scale"),
                               args.images)
     if note:
         print(note, file=sys.stderr, flush=True)

@@ -391,6 +391,19 @@ def _pixels(raw: np.ndarray, scale: str, dtype: np.dtype) -> np.ndarray:
     return _pixel_table(scale, dtype)[raw.reshape(len(raw), -1)]
 
 
+def scale_pixels(pixels: np.ndarray, scale: str, dtype: Any) -> np.ndarray:
+    """Pixel values 0..255 (N, ...) -> (N, D) C-contiguous array of ``dtype``: [0, 1] for
+    ``"unit"`` (x / 255), [-1, 1] for ``"symmetric"`` (x / 127.5 - 1), computed in float64 and
+    then cast, so the values are those :func:`load_dataset` gives for the same pixels."""
+    if scale not in SCALES:
+        raise FastMLPError(f"unknown scale {scale!r}; choose {' or '.join(SCALES)}")
+    if pixels.dtype == np.uint8:
+        return _pixels(pixels, scale, np.dtype(dtype))
+    x = pixels.reshape(len(pixels), -1).astype(np.float64)
+    x = x / 255.0 if scale == "unit" else x / 127.5 - 1.0
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
 def _load_mnist(
     path: str | os.PathLike[str] | None, scale: str, dtype: np.dtype, train_size: int | None
 ) -> Dataset:

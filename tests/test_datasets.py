@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastmlp.datasets import Dataset, Split, load_dataset, parse_idx
+from fastmlp.datasets import Dataset, Split, load_dataset, parse_idx, scale_pixels
 from fastmlp.errors import FastMLPError
 
 # From fastmlp/data/mnist/README.md (checked facts about the real data).
@@ -102,6 +102,21 @@ def test_mnist_pixel_statistics(mnist: Dataset) -> None:
     std = np.sqrt(total_sq / n - mean**2)
     assert round(mean, 4) == 0.1307
     assert round(float(std), 4) == 0.3081
+
+
+@pytest.mark.parametrize("scale", ["unit", "symmetric"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_scale_pixels_gives_load_datasets_values(scale: str, dtype: str) -> None:
+    data = load_dataset("mnist", train_size=50, scale=scale, dtype=dtype)
+    raw = (data.train.x.astype(np.float64) + (1.0 if scale == "symmetric" else 0.0)) * (
+        127.5 if scale == "symmetric" else 255.0)
+    pixels = np.rint(raw).astype(np.uint8).reshape(50, 28, 28)
+    for images in (pixels, pixels.astype(np.float32), pixels.reshape(50, 784).astype(np.int64)):
+        x = scale_pixels(images, scale, dtype)
+        assert x.dtype == np.dtype(dtype) and x.shape == (50, 784) and x.flags.c_contiguous
+        np.testing.assert_array_equal(x, data.train.x)
+    with pytest.raises(FastMLPError, match="unknown scale"):
+        scale_pixels(pixels, "minmax", dtype)
 
 
 def test_mnist_train_size_and_float64(mnist: Dataset) -> None:

@@ -550,6 +550,39 @@ def test_evaluate_reproduces_the_final_metrics_of_training(trained: Path, capsys
     assert "784-8-10" in table and f"{final['test_acc']:.4f}" in table
 
 
+def test_evaluate_takes_left_out_data_options_from_the_training_run(tmp_path: Path,
+                                                                    capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "synthetic", "--seed", "3", "--train-size", "150",
+                 "--hidden", "8", "--epochs", "2", "--device", "cpu", "--quiet", "--out",
+                 str(out)]) == 0
+    final = json.loads((out / "history.json").read_text())["final"]
+    capsys.readouterr()
+    # no data options at all: the run's dataset, seed and training rows
+    assert main(["evaluate", str(out / "model.npz"), "--device", "cpu"]) == 0
+    table = capsys.readouterr().out
+    assert "(--dataset synthetic, --train-size 150, --seed 3, --scale unit as in the model's " \
+           "training run)" in table
+    assert f"{final['train_acc']:.4f}" in table and f"{final['test_acc']:.4f}" in table
+    assert main(["evaluate", str(out / "model.npz"), "--device", "cpu", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["seed"], data["train_size"], data["splits"]["train"]["rows"]) == (3, 150, 150)
+    for split in ("train", "valid", "test"):
+        assert data["splits"][split]["loss"] == pytest.approx(final[f"{split}_loss"], rel=1e-6)
+    # an option given on the command line wins over the recorded one
+    assert main(["evaluate", str(out / "model.npz"), "--device", "cpu", "--json", "--seed", "4",
+                 "--train-size", "all"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["seed"] == 4 and data["splits"]["train"]["rows"] == 1000
+    assert data["splits"]["test"]["loss"] != pytest.approx(final["test_loss"], rel=1e-6)
+    # another dataset named: nothing of the run's data options carries over
+    assert main(["evaluate", str(out / "model.npz"), "--device", "cpu", "--dataset", "mnist",
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["dataset"], data["seed"], data["train_size"]) == ("mnist", 0, None)
+    assert data["splits"]["train"]["rows"] == 10000
+
+
 def test_resume_help_and_error_name_every_option_that_may_change(trained: Path, capsys,
                                                                   monkeypatch) -> None:
     import argparse
