@@ -47,7 +47,7 @@ def save_checkpoint(path: str | os.PathLike[str], trainer: Trainer, history: His
 
     Call it between epochs only: mid-epoch the weights and the epoch counter disagree.
     """
-    from .report import atomic_path  # report imports matplotlib lazily; cheap
+    from .report import atomic_write  # report imports matplotlib lazily; cheap
 
     if history.epochs != trainer.epoch:
         raise FastMLPError(f"cannot checkpoint: the history holds {history.epochs} epochs but "
@@ -59,10 +59,8 @@ def save_checkpoint(path: str | os.PathLike[str], trainer: Trainer, history: His
             "history": history.to_dict(), "config": config}
     # allow_nan=False: strict JSON; json_clean already mapped non-finite floats to null
     text = json.dumps(json_clean(meta), allow_nan=False)
-    with atomic_path(target) as tmp, open(tmp, "wb") as f:
-        np.savez(f, params=state["params"], velocity=state["velocity"], meta=np.array(text))
-        f.flush()
-    return target
+    return atomic_write(target, lambda f: np.savez(
+        f, params=state["params"], velocity=state["velocity"], meta=np.array(text)), binary=True)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import NoReturn
 from . import __version__
 from .backend import DEVICES, Backend, get_backend
 from .datasets import DATASET_NAMES, SCALES, Dataset, load_dataset, scale_pixels
-from .errors import FastMLPError
+from .errors import FastMLPError, os_errors
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .model import DTYPES, INITS, MLP
@@ -333,23 +333,18 @@ def _resolve_out_dir(out: str | None, prefix: str = "") -> Path:
         path = Path(out).expanduser()
         if path.exists() and not path.is_dir():
             raise FastMLPError(f"--out {path} exists and is not a directory")
-        try:
+        with os_errors("create output directory", path, name_the_file=False):
             path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FastMLPError(f"cannot create output directory {path}: "
-                               f"{exc.strerror or exc}") from None
         return path
     base = Path("runs") / f"{prefix}{datetime.now():%Y%m%d-%H%M%S}"
     for n in range(1, 1000):  # two runs started in the same second get -2, -3, ...
         path = base if n == 1 else base.with_name(f"{base.name}-{n}")
-        try:
-            path.mkdir(parents=True, exist_ok=False)
-            return path
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise FastMLPError(f"cannot create output directory {path}: "
-                               f"{exc.strerror or exc}") from None
+        with os_errors("create output directory", path, name_the_file=False):
+            try:
+                path.mkdir(parents=True, exist_ok=False)
+                return path
+            except FileExistsError:
+                continue
     raise FastMLPError(f"cannot find a free output directory next to {base}; use --out")
 
 
@@ -450,13 +445,11 @@ def _write_results(history: History, model: MLP, out_dir: Path) -> None:
     """history.json/csv, loss/accuracy plots and model.npz into ``out_dir``."""
     from . import report
 
-    try:
+    # disk full, permissions, directory removed during training: one line, naming the file
+    with os_errors("write results to", out_dir):
         report.write_history(history, out_dir)
         report.plot_history(history, out_dir)
         report.save_model(model, out_dir / report.MODEL_NPZ, extra=history.config)
-    except OSError as exc:  # disk full, permissions, directory removed during training
-        where = exc.filename or out_dir
-        raise FastMLPError(f"cannot write results to {where}: {exc.strerror or exc}") from None
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -916,14 +909,13 @@ def run_predict(args: argparse.Namespace) -> int:
             extra = "".join(f",{v:.8g}" for v in p) if args.proba else ""
             f.write(f"{i},{label}{extra}\n")
 
-    try:  # atomic: an interrupted write never leaves a complete-looking file
+    # atomic: an interrupted write never leaves a complete-looking file
+    with os_errors("write", out, name_the_file=False):  # not the temp file's name
         if out.suffix.lower() == ".npy":
             result = probs if args.proba else labels
             report.atomic_write(out, lambda f: np.save(f, result), binary=True)
         else:
             report.atomic_write(out, write_csv, newline="")
-    except OSError as exc:
-        raise FastMLPError(f"cannot write {out}: {exc.strerror or exc}") from None
     what = "probabilities" if args.proba else "predictions"
     print(f"wrote {len(labels)} {what} to {out}", flush=True)
     return EXIT_OK

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastmlp.errors import FastMLPError
+from fastmlp.errors import FastMLPError, os_errors
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -203,11 +203,8 @@ def parse_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.n
 
 def _read_maybe_gzip(src: Path | Traversable, label: str) -> bytes:
     """The file's bytes, gunzipped when it starts with the gzip magic (not judged by its name)."""
-    try:
-        with src.open("rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise FastMLPError(f"cannot read {label}: {e.strerror or e}") from e
+    with os_errors("read", label, name_the_file=False), src.open("rb") as f:
+        raw = f.read()
     if raw[:2] != b"\x1f\x8b":
         return raw
     try:

@@ -1,5 +1,26 @@
 """The one exception type users see: bad input, bad options, missing extras."""
 
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
 
 class FastMLPError(Exception):
     """A problem the user can fix; the CLI prints its message on one line and exits non-zero."""
+
+
+@contextlib.contextmanager
+def os_errors(action: str, path: str | os.PathLike[str], *,
+              name_the_file: bool = True) -> Iterator[None]:
+    """Turn an OSError inside into ``FastMLPError("cannot {action} {file}: {reason}")``.
+
+    ``file`` is the one the error names (with ``name_the_file``), else ``path``; the reason is
+    the bare ``strerror`` ("No space left on device"), without the errno tuple.
+    """
+    try:
+        yield
+    except OSError as exc:
+        where = (exc.filename if name_the_file else None) or path
+        raise FastMLPError(f"cannot {action} {where}: {exc.strerror or exc}") from None

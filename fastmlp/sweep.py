@@ -69,7 +69,7 @@ from typing import IO, Any
 import numpy as np
 
 from . import report
-from .errors import FastMLPError
+from .errors import FastMLPError, os_errors
 from .jsonsafe import json_clean
 from .train import METRICS, SPLITS, History, check_batch_size
 
@@ -750,11 +750,8 @@ def _sweep(args: argparse.Namespace, out: Path, grid: dict[str, list[Any]], seed
         with contextlib.closing(stream):
             for spec, result in stream:
                 i = index[id(spec)]  # executors yield the very spec objects they were given
-                try:
+                with os_errors("write results to", out):
                     _write_run(out, spec, result)
-                except OSError as exc:
-                    raise FastMLPError(f"cannot write results to {exc.filename or out}: "
-                                       f"{exc.strerror or exc}") from None
                 result["model"] = None  # written; do not keep every model in memory
                 results[i] = result
                 n_trained += 1
@@ -779,12 +776,9 @@ def _sweep(args: argparse.Namespace, out: Path, grid: dict[str, list[Any]], seed
         n_runs=len(specs), n_ok=len(specs) - n_failed, n_failed=n_failed,
         n_skipped=len(specs) - len(todo), n_trained=n_trained, curves_split=split,
         wall_time_s=time.perf_counter() - started)
-    try:
+    with os_errors("write results to", out):
         write_summary(out, rows, meta)
         plot_curves(out, grid, specs, results, rows, split)
-    except OSError as exc:
-        raise FastMLPError(f"cannot write results to {exc.filename or out}: "
-                           f"{exc.strerror or exc}") from None
     print("", format_table(rows), "", sep="\n", flush=True)
     if n_failed:
         print(f"fastmlp: {n_failed} of {len(specs)} runs failed (see error.json in their "

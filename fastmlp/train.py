@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .datasets import Dataset
-from .errors import FastMLPError
+from .errors import FastMLPError, os_errors
 from .jsonsafe import json_clean
 from .model import CHUNK_ROWS, MLP
 
@@ -523,11 +523,8 @@ class _Checkpointer:
     def save(self, trainer: Trainer, history: History) -> None:
         from .checkpoint import save_checkpoint  # checkpoint imports this module
 
-        try:
+        with os_errors("write checkpoint", self.path):
             save_checkpoint(self.path, trainer, history, self.config)
-        except OSError as exc:
-            raise FastMLPError(f"cannot write checkpoint {exc.filename or self.path}: "
-                               f"{exc.strerror or exc}") from None
         self.saved_epoch, self.last_save = trainer.epoch, time.monotonic()
 
 

@@ -182,6 +182,50 @@ def test_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert_one_line_error(capsys.readouterr().err, "not a directory")
 
 
+def test_os_errors_names_the_file_and_the_reason() -> None:
+    from fastmlp.errors import FastMLPError, os_errors
+
+    full = OSError(28, "No space left on device", "/runs/x/history.json")
+    with pytest.raises(FastMLPError) as excinfo, os_errors("write results to", "/runs/x"):
+        raise full
+    assert str(excinfo.value) == ("cannot write results to /runs/x/history.json: No space left "
+                                  "on device")
+    with pytest.raises(FastMLPError) as excinfo, os_errors("write", "p.npy", name_the_file=False):
+        raise full
+    assert str(excinfo.value) == "cannot write p.npy: No space left on device"
+    with pytest.raises(ValueError), os_errors("write", "p.npy"):  # only OSErrors are turned
+        raise ValueError("not an OSError")
+
+
+def test_output_write_failures_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   assert_one_line_error) -> None:
+    import fastmlp.report as report
+
+    # a directory that cannot be made: its parent is a file
+    (tmp_path / "file").write_text("x")
+    assert main([*SYNTHETIC, "--epochs", "1", "--out", str(tmp_path / "file" / "o"),
+                 "--no-progress"]) == 2
+    assert_one_line_error(capsys.readouterr().err,
+                          f"cannot create output directory {tmp_path / 'file' / 'o'}: ")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "o" / "history.json"))
+
+    # the results after training, and a checkpoint during it
+    with monkeypatch.context() as m:
+        m.setattr(report, "write_history", disk_full)
+        assert main([*SYNTHETIC, "--epochs", "1", "--out", str(tmp_path / "o"),
+                     "--no-progress"]) == 2
+    assert_one_line_error(capsys.readouterr().err, f"cannot write results to "
+                          f"{tmp_path / 'o' / 'history.json'}: No space left on device")
+    with monkeypatch.context() as m:
+        m.setattr("fastmlp.checkpoint.save_checkpoint", disk_full)
+        assert main([*SYNTHETIC, "--epochs", "1", "--out", str(tmp_path / "o"),
+                     "--no-progress"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "cannot write checkpoint ")
+
+
 def test_error_in_subprocess(tmp_path: Path, assert_one_line_error) -> None:
     proc = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--device", "tpu",
                            "--out", str(tmp_path / "o")], capture_output=True, text=True,
