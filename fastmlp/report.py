@@ -15,7 +15,7 @@ import csv
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -39,11 +39,19 @@ SPLITS = ("train", "valid", "test")
 # -- atomic files -------------------------------------------------------------------------------
 
 
-def _default_mode() -> int:
-    """0o666 minus the umask: what ``open(path, "w")`` would have given (mkstemp gives 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _new_temp_file(directory: Path, name: str) -> Path:
+    """A new empty hidden file in ``directory``, created with mode 0o666 so that the umask
+    applies as for a plain ``open(path, "w")`` (mkstemp gives 0o600; reading the umask would
+    mean setting it, a race with other threads)."""
+    for _ in range(100):
+        tmp = directory / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary file name next to {directory / name}")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -71,9 +79,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     directory = target.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_temp_file(directory, target.name)
     try:
         yield tmp
         # The writer may have replaced the file or written through its own handle: reopen to fsync.
@@ -82,11 +88,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(fd)
         finally:
             os.close(fd)
-        try:
-            mode = target.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            mode = _default_mode()
-        os.chmod(tmp, mode)
+        with contextlib.suppress(FileNotFoundError):  # a replaced file keeps its mode
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
         os.replace(tmp, target)
     except BaseException:  # KeyboardInterrupt too: never leave the temp file behind
         with contextlib.suppress(FileNotFoundError):

@@ -205,11 +205,15 @@ def test_atomic_path_keeps_mode_of_existing_file(tmp_path: Path) -> None:
     assert target.read_text() == "y" and target.stat().st_mode & 0o777 == 0o705
 
 
-def test_atomic_path_gives_a_new_file_the_umask_mode(tmp_path: Path) -> None:
+def test_atomic_path_gives_a_new_file_the_umask_mode(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # what open(path, "w") would give (0o666 minus the umask), not mkstemp's 0o600
     old = os.umask(0o022)
     try:
-        atomic_write(tmp_path / "new.txt", lambda f: f.write("x"))
+        with monkeypatch.context() as m:
+            # without touching the process umask: setting it, even briefly, races other threads
+            m.setattr(os, "umask", lambda mask: pytest.fail("atomic_write set the umask"))
+            atomic_write(tmp_path / "new.txt", lambda f: f.write("x"))
     finally:
         os.umask(old)
     assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
