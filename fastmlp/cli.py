@@ -25,7 +25,7 @@ from typing import NoReturn
 from . import __version__
 from .backend import DEVICES, Backend, get_backend
 from .datasets import DATASET_NAMES, SCALES, Dataset, load_dataset, scale_pixels
-from .errors import FastMLPError, os_errors
+from .errors import FastMLPError, object_arrays_refused, os_errors
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .model import DTYPES, INITS, MLP
@@ -836,8 +836,8 @@ def _read_images(name: str):
     try:
         images = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:  # pickled objects, truncated, not .npy
-        raise FastMLPError(f"cannot read {path} as .npy (corrupt or truncated?): "
-                           f"{exc}") from None
+        raise object_arrays_refused(exc, path) or FastMLPError(
+            f"cannot read {path} as .npy (corrupt or truncated?): {exc}") from None
     if not isinstance(images, np.ndarray):  # an .npz archive under a .npy name
         raise FastMLPError(f"{path} is an .npz archive, not a .npy array")
     if images.dtype == np.bool_ or images.dtype.kind not in "iuf":

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastmlp.errors import FastMLPError, os_errors
+from fastmlp.errors import FastMLPError, object_arrays_refused, os_errors
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -173,9 +173,9 @@ def load_dataset(
     if key == "mnist":
         # Sliced before scaling: converting all 50000 rows to keep a few would waste time.
         return _load_mnist(path, scale, np_dtype, train_size)
-    if key == "notmnist":
-        ds = _load_notmnist(_require_file(path, key), scale, np_dtype)
-    elif key == "npz":
+    if key == "notmnist":  # sliced while converting, as mnist
+        return _load_notmnist(_require_file(path, key), scale, np_dtype, train_size)
+    if key == "npz":
         ds = _load_npz(_require_file(path, key), np_dtype)
     else:
         ds = _make_synthetic(seed, n_train, n_valid, n_test, n_features, n_classes, np_dtype)
@@ -396,7 +396,7 @@ def scale_pixels(pixels: np.ndarray, scale: str, dtype: Any) -> np.ndarray:
         raise FastMLPError(f"unknown scale {scale!r}; choose {' or '.join(SCALES)}")
     if pixels.dtype == np.uint8:
         return _pixels(pixels, scale, np.dtype(dtype))
-    x = pixels.reshape(len(pixels), -1).astype(np.float64)
+    x = pixels.reshape(len(pixels), -1).astype(np.float64, copy=False)
     x = x / 255.0 if scale == "unit" else x / 127.5 - 1.0
     return np.ascontiguousarray(x, dtype=dtype)
 
@@ -448,6 +448,9 @@ def _read_npz(p: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()
             # Members are decompressed lazily, so corrupt data can surface only here.
             return {k: data[k] for k in (*required, *optional) if k in keys}
     except _NPZ_ERRORS as e:  # FastMLPError is none of these: ours pass through
+        refused = object_arrays_refused(e, p)
+        if refused is not None:
+            raise refused from None
         raise FastMLPError(f"cannot read {p} as .npz (corrupt or truncated?): {e}") from e
 
 
@@ -502,7 +505,7 @@ def _check_range(split: Split, n_classes: int, where: str) -> None:
         )
 
 
-def _load_notmnist(p: Path, scale: str, dtype: np.dtype) -> Dataset:
+def _load_notmnist(p: Path, scale: str, dtype: np.dtype, train_size: int | None) -> Dataset:
     arrays = _read_npz(p, ("images", "labels"))
     images, labels = arrays["images"], arrays["labels"]
     where = f"notMNIST {p}"
@@ -521,19 +524,19 @@ def _load_notmnist(p: Path, scale: str, dtype: np.dtype) -> Dataset:
     # same MT19937 stream, so the order is identical without clobbering the user's global RNG.
     order = np.arange(n)
     np.random.RandomState(NOTMNIST_SEED).shuffle(order)
-    data = _features(images[order], np.dtype(np.float64), where) / 255.0  # as the course: float64
-    if scale == "symmetric":
-        data = data * 2.0 - 1.0
-    data = data.astype(dtype, copy=False)
-    target = target[order]
+    n_train = NOTMNIST_TRAIN_END if train_size is None else train_size
+    _check_train_size(n_train, NOTMNIST_TRAIN_END, "notmnist")
+    # only the rows kept are converted: train_size drops the end of the training split
+    keep = np.concatenate([order[:n_train], order[NOTMNIST_TRAIN_END:]])
+    # the course's x / 255 in float64 (scale_pixels), then cast
+    data = scale_pixels(_features(images[keep], np.dtype(np.float64), where), scale, dtype)
+    target = target[keep]
+    end_valid = n_train + NOTMNIST_VALID_END - NOTMNIST_TRAIN_END
     ds = Dataset(
         name="notmnist",
-        train=Split(data[:NOTMNIST_TRAIN_END], target[:NOTMNIST_TRAIN_END]),
-        valid=Split(
-            data[NOTMNIST_TRAIN_END:NOTMNIST_VALID_END],
-            target[NOTMNIST_TRAIN_END:NOTMNIST_VALID_END],
-        ),
-        test=Split(data[NOTMNIST_VALID_END:], target[NOTMNIST_VALID_END:]),
+        train=Split(data[:n_train], target[:n_train]),
+        valid=Split(data[n_train:end_valid], target[n_train:end_valid]),
+        test=Split(data[end_valid:], target[end_valid:]),
         n_classes=10,
     )
     for split_name in ("train", "valid", "test"):

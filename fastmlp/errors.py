@@ -24,3 +24,13 @@ def os_errors(action: str, path: str | os.PathLike[str], *,
     except OSError as exc:
         where = (exc.filename if name_the_file else None) or path
         raise FastMLPError(f"cannot {action} {where}: {exc.strerror or exc}") from None
+
+
+def object_arrays_refused(exc: BaseException, path: object) -> FastMLPError | None:
+    """The clear error for NumPy's refusal (without ``allow_pickle``) to load an array of Python
+    objects from ``path``; None for any other exception."""
+    # NumPy's wording since 1.16.3; were it to change, the caller's generic error still applies
+    if isinstance(exc, ValueError) and str(exc).startswith("Object arrays cannot be loaded"):
+        return FastMLPError(f"{path} holds arrays of Python objects, which fastmlp does not load "
+                            f"(unpickling can run code); save plain numeric arrays")
+    return None

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend, get_backend
-from .errors import FastMLPError
+from .errors import FastMLPError, object_arrays_refused
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .kernels import reference as ref
@@ -170,7 +170,8 @@ class MLP:
         except KeyError as exc:
             raise FastMLPError(f"{path} is not a fastmlp model: missing array {exc}") from None
         except Exception as exc:
-            raise FastMLPError(f"cannot read model {path}: {type(exc).__name__}: {exc}") from None
+            raise object_arrays_refused(exc, path) or FastMLPError(
+                f"cannot read model {path}: {type(exc).__name__}: {exc}") from None
         try:
             model = cls.from_weights(arrays, activation=config.get("activation", "relu"),
                                      init=config.get("init", "xavier"), device=device,

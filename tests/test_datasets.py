@@ -346,11 +346,18 @@ def test_notmnist_options(notmnist_file: Path) -> None:
     assert f32.train.x.dtype == np.float32
     np.testing.assert_array_equal(f32.test.x, base.test.x.astype(np.float32))
     sym = load_dataset("notmnist", path=notmnist_file, dtype="float64", scale="symmetric")
-    np.testing.assert_array_equal(sym.valid.x, base.valid.x * 2.0 - 1.0)
+    # x / 127.5 - 1 in float64, as for mnist (the course's x / 255, rescaled, rounds otherwise)
+    np.testing.assert_allclose(sym.valid.x, base.valid.x * 2.0 - 1.0, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(sym.valid.x, scale_pixels(np.rint(base.valid.x * 255.0),
+                                                            "symmetric", "float64"))
     assert sym.train.x.min() >= -1.0 and sym.train.x.max() <= 1.0
-    small = load_dataset("notmnist", path=notmnist_file, train_size=123)
+    small = load_dataset("notmnist", path=notmnist_file, train_size=123, dtype="float64")
     assert len(small.train) == 123 and len(small.valid) == 6000
     np.testing.assert_array_equal(small.train.y, base.train.y[:123])
+    for got, full in ((small.train, Split(base.train.x[:123], base.train.y[:123])),
+                      (small.valid, base.valid), (small.test, base.test)):
+        np.testing.assert_array_equal(got.x, full.x)
+        np.testing.assert_array_equal(got.y, full.y)
     with pytest.raises(FastMLPError, match="train_size"):
         load_dataset("notmnist", path=notmnist_file, train_size=10001)
 
@@ -491,9 +498,9 @@ def test_npz_bad_files(tmp_path: Path) -> None:
     with pytest.raises(FastMLPError, match="not an .npz"):
         load_dataset("npz", path=tmp_path / "plain.npy")
     obj = _npz(tmp_path, "obj", x_train=np.array([{"a": 1}], dtype=object), y_train=np.zeros(1))
-    with pytest.raises(FastMLPError, match=r"as \.npz \(corrupt or truncated\?\)") as excinfo:
+    with pytest.raises(FastMLPError, match="arrays of Python objects") as excinfo:
         load_dataset("npz", path=obj)
-    assert f"cannot read {obj} as .npz" in one_line(excinfo)
+    assert f"{obj} holds arrays of Python objects" in one_line(excinfo)
     with pytest.raises(FastMLPError, match="not found"):
         load_dataset("npz", path=tmp_path / "missing.npz")
     with pytest.raises(FastMLPError, match="directory"):
