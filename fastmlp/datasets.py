@@ -365,7 +365,7 @@ def _mnist_raw(path: str | os.PathLike[str] | None) -> MnistRaw:
     files = {base: _find_idx(directory, base) for base in _MNIST_FILES}
     sums_file = directory / "SHA256SUMS"
     watched = [*files.values(), *([sums_file] if sums_file.is_file() else [])]
-    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in watched)
+    stamp = tuple((str(p), st.st_size, st.st_mtime_ns) for p in watched for st in [p.stat()])
     return _user_mnist(
         tuple((b, str(p.resolve())) for b, p in files.items()),
         str(sums_file.resolve()) if sums_file.is_file() else None,
