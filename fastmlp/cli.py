@@ -29,6 +29,7 @@ from .errors import FastMLPError, object_arrays_refused, os_errors
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .model import DTYPES, INITS, MLP
+from .texttable import text_table
 from .train import (
     SPLITS,
     DivergenceError,
@@ -85,15 +86,25 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "non-negative integer")
 
 
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0."""
+def _finite_float(text: str, positive: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text!r}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    return _finite_float(text, positive=False)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    return _finite_float(text, positive=True)
 
 
 def train_size(text: str) -> int | str:
@@ -546,17 +557,6 @@ register(Command(
 # -- shared by gradcheck, evaluate and predict ----------------------------------------------------
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
 def _model_line(path: str, model: MLP) -> str:
     return (f"{path} (MLP {model.n_in}-{model.n_hidden}-{model.n_out}, {model.activation}, "
             f"{model.dtype})")
@@ -673,11 +673,8 @@ def run_gradcheck(args: argparse.Namespace) -> int:
         shape = "x".join(str(d) for d in result.shapes[name])
         rows_out.append((name, shape, str(result.checked[name]), f"{err:.2e}",
                          "pass" if err < args.tol else "FAIL"))
-    widths = [max(len(r[i]) for r in rows_out) for i in range(5)]
     print()
-    for r in rows_out:
-        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  "
-              f"{r[3]:>{widths[3]}}  {r[4]}")
+    print(text_table(rows_out, n_left=2))
     failed = [name for name, err in result.items() if not err < args.tol]
     print()
     if failed:
@@ -774,10 +771,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     rows = [("split", "rows", "loss", "accuracy")]
     rows += [(s, str(r["rows"]), fmt(r["loss"], ".4f"), fmt(r["accuracy"], ".4f"))
              for s, r in results.items()]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print(f"{r[0]:<{widths[0]}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(
-            r[1:], widths[1:], strict=True)))
+    print(text_table(rows))
     return EXIT_OK
 
 
@@ -973,10 +967,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside training (loading data, writing results)
         print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    except MemoryError as exc:  # NumPy's _ArrayMemoryError, CuPy's OutOfMemoryError
-        _error(out_of_memory_message(exc))
-        return EXIT_USAGE
-    except Exception as exc:
+    except Exception as exc:  # MemoryError is an Exception too
         if not is_out_of_memory(exc):
             raise  # a genuine bug: keep its traceback
         _error(out_of_memory_message(exc))

@@ -71,6 +71,7 @@ import numpy as np
 from . import report
 from .errors import FastMLPError, os_errors
 from .jsonsafe import json_clean
+from .texttable import text_table
 from .train import METRICS, SPLITS, History, check_batch_size
 
 __all__ = ["configure_sweep", "run_sweep", "run_one", "build_specs", "point_name", "summarize"]
@@ -542,13 +543,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                      r["activation"], seeds,
                      *(_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS),
                      _pm(r["wall_time_s_mean"], r["wall_time_s_std"], ".2f")])
-    widths = [max(len(row[c]) for row in (head, *body)) for c in range(len(head))]
-    n_left = 5  # grid columns left-aligned, numbers right-aligned
-    lines = ["  ".join(cell.ljust(w) if c < n_left else cell.rjust(w)
-                       for c, (cell, w) in enumerate(zip(row, widths, strict=True)))
-             for row in (head, *body)]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    return text_table([head, *body], n_left=5, rule=True)  # the grid columns left-aligned
 
 
 # -- plots --------------------------------------------------------------------------------------
