@@ -10,9 +10,48 @@ output layer, softmax cross-entropy, accuracy and, for training rows, the backwa
 and ``momentum`` (the optimiser step over flat buffers).
 """
 
+from itertools import pairwise
+
 ACTIVATIONS = ("relu", "sigmoid")
 
 
 def activation_id(name: str) -> int:
     """Integer code of an activation as the compiled kernels take it (0 relu, 1 sigmoid)."""
     return ACTIVATIONS.index(name)
+
+
+def check_head_args(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh,
+                    stats) -> tuple[int, ...] | None:
+    """The checks every form of ``head`` makes, from shapes and dtypes alone (no device sync).
+
+    Returns the split ends as host integers, or None when ``ends`` lives on the GPU (checking
+    its values would synchronise). ValueError for a bad shape or value, TypeError for a dtype.
+    """
+    if Z.ndim != 2 or Wo.ndim != 2:
+        raise ValueError(f"Z and Wo must be 2-D, got shapes {Z.shape} and {Wo.shape}")
+    N, H = Z.shape
+    K = Wo.shape[1]
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose {' or '.join(ACTIVATIONS)}")
+    if not 0 <= n_grad <= N:
+        raise ValueError(f"n_grad={n_grad} outside [0, N={N}]")
+    for name, a, shape in (("bh", bh, (1, H)), ("Wo", Wo, (H, K)), ("bo", bo, (1, K)),
+                           ("y", y, (N,)), ("dWo", dWo, (H, K)), ("dbo", dbo, (1, K)),
+                           ("dbh", dbh, (1, H))):
+        if a.shape != shape and not (name != "y" and a.shape == shape[1:]):
+            raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    if any(a.dtype != Z.dtype for a in (bh, Wo, bo, dWo, dbo, dbh)):
+        raise TypeError(f"Z, bh, Wo, bo and the gradients must share one dtype ({Z.dtype})")
+    if stats.dtype != "float64":
+        raise TypeError(f"stats must be float64, got {stats.dtype}")
+    if hasattr(ends, "__cuda_array_interface__") and type(ends).__module__.startswith("cupy"):
+        S, host = ends.shape[0], None
+    else:
+        host = tuple(int(e) for e in ends)
+        if not host or host[-1] != N or any(b < a for a, b in pairwise((0, *host))):
+            raise ValueError(f"ends must be non-decreasing split ends finishing at N={N}, "
+                             f"got {list(host)}")
+        S = len(host)
+    if stats.shape != (S, 2):
+        raise ValueError(f"stats must have shape ({S}, 2), got {stats.shape}")
+    return host

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from . import activation_id
+from . import activation_id, check_head_args
 
 # fastmath lets LLVM vectorise the length-H reductions; error_model="numpy" drops division checks.
 _JIT = dict(parallel=True, cache=True, fastmath=True, error_model="numpy", nogil=True)
@@ -283,11 +283,10 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     Buffers for the per-thread partial sums are allocated once per shape and calling thread, and
     reused.
     """
+    ends = np.asarray(check_head_args(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh,
+                                      stats), dtype=np.int64)
     N, H = Z.shape
     K = Wo.shape[1]
-    ends = np.asarray(ends, dtype=np.int64)
-    if ends.shape[0] == 0 or ends[-1] != N:
-        raise ValueError(f"ends must finish at N={N}, got {ends.tolist()}")
     # one thread per 512 rows at most: for a 100-row batch, waking a second thread costs more
     # than it saves (measured 214 µs with two threads, 167 µs with one)
     T = max(1, min(numba.get_num_threads(), N // 512))

@@ -17,14 +17,13 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from itertools import pairwise
 from typing import Any, NamedTuple
 
 import numba
 import numpy as np
 from numba import cuda
 
-from . import activation_id
+from . import activation_id, check_head_args
 from .reference import namespace
 
 MAX_CLASSES = 16  # compile-time bound of the shared logits buffer; the course has K = 10
@@ -222,21 +221,19 @@ def _partials(xp, n_blocks: int, H: int, K: int, S: int, dtype, where) -> _Parti
     return parts
 
 
-def _ends_array(xp, ends, N: int, where):
-    """(S,) int64 split ends on the arrays' device, validated and cached when given on the host."""
-    if hasattr(ends, "__cuda_array_interface__"):
+def _ends_array(xp, ends, where):
+    """(S,) int64 split ends on the arrays' device; host ends (a tuple, checked by
+    check_head_args) are copied once and cached."""
+    if not isinstance(ends, tuple):
         # already on the GPU: checking it would cost a synchronisation, so trust the caller
         arr = ends if ends.dtype == np.int64 else ends.astype(np.int64)
         return arr, _device_view(arr, True)
-    host = tuple(int(e) for e in ends)
-    key = (host, xp.__name__, where)
+    key = (ends, xp.__name__, where)
     cached = _ENDS.get(key)
     if cached is None:
-        if not host or host[-1] != N or any(b < a for a, b in pairwise((0, *host))):
-            raise ValueError(f"ends must be non-decreasing split ends finishing at N={N}: {host}")
         if len(_ENDS) >= _CACHE_LIMIT:
             _ENDS.clear()
-        arr = xp.asarray(np.asarray(host, dtype=np.int64))
+        arr = xp.asarray(np.asarray(ends, dtype=np.int64))
         cached = (arr, _device_view(arr, xp is not np))
         _ENDS[key] = cached
     return cached
@@ -258,14 +255,9 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     N, H = Z.shape
     K = Wo.shape[1]
     dtype = Z.dtype
+    host_ends = check_head_args(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh, stats)
     if K > MAX_CLASSES:
         raise ValueError(f"the CUDA head supports at most {MAX_CLASSES} classes, got K={K}")
-    if not 0 <= n_grad <= N:
-        raise ValueError(f"n_grad={n_grad} outside [0, N={N}]")
-    if any(a.dtype != dtype for a in (bh, Wo, bo, dWo, dbo, dbh)):
-        raise TypeError(f"Z, bh, Wo, bo and the gradients must share one dtype ({dtype})")
-    if stats.dtype != np.float64:
-        raise TypeError(f"stats must be float64, got {stats.dtype}")
     n_blocks, tpb = _launch_config(N, BLOCKS_PER_SM, threads_per_block, blocks)
     shared = (K * tpb + MAX_CLASSES) * dtype.itemsize
     if shared > MAX_STATIC_SHARED:
@@ -278,10 +270,8 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
         where = (xp.cuda.Device().id, stream_ptr)
     else:
         stream, where = 0, None  # the simulator (or host arrays): default stream
-    ends_arr, ends_dev = _ends_array(xp, ends, N, where)
+    ends_arr, ends_dev = _ends_array(xp, ends if host_ends is None else host_ends, where)
     S = ends_arr.shape[0]
-    if stats.shape != (S, 2):
-        raise ValueError(f"stats must have shape ({S}, 2), got {stats.shape}")
     parts = _partials(xp, n_blocks, H, K, S, dtype, where)
     parts.stats.fill(0)
     if n_grad > 0:  # rows below n_grad are the only writers of the gradient partials

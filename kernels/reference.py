@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from . import check_head_args
+
 
 def library(a: Any) -> str:
     """The top-level package that defines ``a``'s type ("numpy", "cupy", ...)."""
@@ -123,6 +125,7 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     (``finfo(dtype).tiny``) to zero, as the CPU kernel does; this reference keeps them.
     """
     xp = namespace(Z, bh, Wo, bo, y, stats)
+    host = check_head_args(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh, stats)
     Z += bh
     ACTIVATION_FORWARD[activation](Z, Z)
     logits = xp.empty((Z.shape[0], Wo.shape[1]), dtype=Z.dtype)
@@ -131,7 +134,7 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     crossentropy_forward(losses, logits, y)
     correct = logits.argmax(axis=1) == y
     start = 0
-    for s, end in enumerate(int(e) for e in ends):
+    for s, end in enumerate(host if host is not None else ends.tolist()):
         # device scalars assigned as they are: float() would synchronise CuPy once per split
         stats[s, 0] = losses[start:end].sum(dtype=xp.float64)
         stats[s, 1] = correct[start:end].sum()

@@ -7,6 +7,7 @@ tests bench``) the module named ``conftest`` may be another directory's.
 """
 
 import os
+import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -91,3 +92,53 @@ def png_size() -> Callable[[Path], tuple[int, int]]:
 def assert_no_temp_files() -> Callable[[Path], None]:
     """``assert_no_temp_files(directory)``: see :func:`_no_temp_files`."""
     return _no_temp_files
+
+
+def _good_head_arguments() -> dict:
+    import numpy as np  # here, not at the top: fastmlp must be imported before NumPy
+
+    N, H, K = 3, 4, 3
+    rng = np.random.default_rng(0)
+    return dict(Z=rng.normal(size=(N, H)), bh=np.zeros((1, H)), Wo=rng.normal(size=(H, K)),
+                bo=np.zeros((1, K)), y=np.array([0, 1, 2]), ends=(N,), n_grad=N,
+                activation="relu", dWo=np.zeros((H, K)), dbo=np.zeros((1, K)),
+                dbh=np.zeros((1, H)), stats=np.zeros((1, 2)))
+
+
+def _bad_head_arguments() -> dict:
+    """What every form of kernels' head must refuse, with the same error (N, H, K = 3, 4, 3):
+    case -> (changed arguments, exception, message fragment)."""
+    import numpy as np
+
+    return {
+        "ends short of N": (dict(ends=(2,)), ValueError, "finishing at N=3, got [2]"),
+        "ends decreasing": (dict(ends=(2, 1, 3), stats=np.zeros((3, 2))), ValueError,
+                            "non-decreasing"),
+        "negative end": (dict(ends=(-1, 3), stats=np.zeros((2, 2))), ValueError, "non-decreasing"),
+        "no ends": (dict(ends=(), stats=np.zeros((0, 2))), ValueError, "got []"),
+        "n_grad past N": (dict(n_grad=4), ValueError, "n_grad=4 outside [0, N=3]"),
+        "negative n_grad": (dict(n_grad=-1), ValueError, "n_grad=-1 outside"),
+        "unknown activation": (dict(activation="tanh"), ValueError, "unknown activation 'tanh'"),
+        "Wo of other H": (dict(Wo=np.zeros((5, 3))), ValueError, "Wo must have shape (4, 3)"),
+        "bh of other H": (dict(bh=np.zeros((1, 5))), ValueError, "bh must have shape (1, 4)"),
+        "y of other N": (dict(y=np.array([0, 1])), ValueError, "y must have shape (3,)"),
+        "dWo of other K": (dict(dWo=np.zeros((4, 2))), ValueError, "dWo must have shape (4, 3)"),
+        "float32 bias": (dict(bh=np.zeros((1, 4), np.float32)), TypeError, "share one dtype"),
+        "float32 stats": (dict(stats=np.zeros((1, 2), np.float32)), TypeError,
+                          "stats must be float64"),
+        "stats for other splits": (dict(stats=np.zeros((2, 2))), ValueError,
+                                   "stats must have shape (1, 2)"),
+    }
+
+
+@pytest.fixture
+def assert_head_rejects_bad_arguments() -> Callable[[Callable], None]:
+    """``check(head)``: every case of :func:`_bad_head_arguments` raises its error, with its
+    message."""
+    def check(head: Callable) -> None:
+        head(**_good_head_arguments())  # the baseline call is accepted
+        for case, (changes, exc, fragment) in _bad_head_arguments().items():
+            with pytest.raises(exc, match=re.escape(fragment)):
+                head(**dict(_good_head_arguments(), **changes))
+                pytest.fail(f"{case}: accepted")
+    return check

@@ -93,6 +93,12 @@ def test_head_matches_reference(dtype, activation, N, H, K, ends, n_grad):
     assert all(e <= TOL[dtype] for e in errors.values()), errors
 
 
+@pytest.mark.parametrize("form", ["reference", "cpu"])
+def test_head_rejects_bad_arguments(form, assert_head_rejects_bad_arguments):
+    # the same checks, with the same messages, in every form (the CUDA one: tests/cudasim)
+    assert_head_rejects_bad_arguments({"reference": reference.head, "cpu": cpu.head}[form])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("size", [1, 7, 1001, 100_003])
 def test_momentum_matches_reference(dtype, size):

@@ -212,7 +212,9 @@ def test_partials_are_per_host_thread():
     assert len(cuda_kernels._PARTIALS) == 2
 
 
-def test_head_rejects_bad_arguments():
+def test_head_rejects_bad_arguments(assert_head_rejects_bad_arguments):
+    # the checks every form of head makes (tests/conftest.py), and the CUDA head's own limit
+    assert_head_rejects_bad_arguments(cuda_kernels.head)
     N, H, K = 3, 4, 17
     Z, bh, Wo, bo, y = make_case(N, H, K, np.float64, seed=0)
     args = (np.zeros((H, K)), np.zeros((1, K)), np.zeros((1, H)), np.zeros((1, 2)))
