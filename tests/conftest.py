@@ -142,3 +142,39 @@ def assert_head_rejects_bad_arguments() -> Callable[[Callable], None]:
                 head(**dict(_good_head_arguments(), **changes))
                 pytest.fail(f"{case}: accepted")
     return check
+
+
+def _head_gradient_terms(inputs, n_grad: int, activation: str) -> dict[str, float]:
+    """Per output of the head, the largest Σ|summand| behind an entry (float64 recomputation).
+
+    Rounding error scales with what was added up, not with the result: do = (p − onehot(y)) / n
+    cancels when p ≈ 1 (its summands are p and 1), and dz, dbh, dWo and dbo are sums of such
+    terms that cancel again (Σ_k do_k = 0). do's terms are therefore taken as (p + onehot(y)) / n,
+    not |do|, which would miss the first cancellation. ``inputs``: Z, bh, Wo, bo, y by name.
+    """
+    import numpy as np
+    from fastmlp.kernels import reference
+
+    if n_grad == 0:
+        return {}
+    Z, bh, Wo, bo = (np.asarray(inputs[k], dtype=np.float64) for k in ("Z", "bh", "Wo", "bo"))
+    y = np.asarray(inputs["y"])[:n_grad]
+    h = np.empty((n_grad, Z.shape[1]))
+    reference.ACTIVATION_FORWARD[activation](h, Z[:n_grad] + bh)
+    do = np.empty((n_grad, Wo.shape[1]))
+    reference.softmax_forward(do, h @ Wo + bo)
+    do[np.arange(n_grad), y] += 1.0
+    do /= n_grad
+    dz = np.empty_like(h)
+    reference.ACTIVATION_BACKWARD[activation](dz, do @ np.abs(Wo).T, h)
+    dz = np.abs(dz)
+    return {"dz": float(dz.max(initial=0.0)), "dbh": float(dz.sum(axis=0).max(initial=0.0)),
+            "dWo": float((np.abs(h).T @ do).max(initial=0.0)),
+            "dbo": float(do.sum(axis=0).max(initial=0.0))}
+
+
+@pytest.fixture(scope="session")  # a plain function: Hypothesis tests may use it too
+def head_gradient_terms() -> Callable[..., dict[str, float]]:
+    """``terms(inputs, n_grad, activation)``: the scales the head's rounding errors grow with,
+    shared by the CPU and the CUDA kernel tests."""
+    return _head_gradient_terms

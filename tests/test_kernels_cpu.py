@@ -37,35 +37,9 @@ def run_head(head, inputs, ends, n_grad, activation):
     return out
 
 
-def gradient_terms(inputs, n_grad, activation):
-    """Per gradient tensor, the largest Σ|summand| behind an entry (float64 recomputation).
-
-    Rounding error scales with what was added up, not with the result: do = (p − onehot(y)) / n
-    cancels when p ≈ 1 (its summands are p and 1), and dz, dbh, dWo and dbo are sums of such
-    terms that cancel again (Σ_k do_k = 0). Like tests/cudasim's check(), with do's terms taken
-    as (p + onehot(y)) / n rather than |do|, which would miss the first cancellation.
-    """
-    if n_grad == 0:
-        return {}
-    Z, bh, Wo, bo = (inputs[k].astype(np.float64) for k in ("Z", "bh", "Wo", "bo"))
-    y = inputs["y"][:n_grad]
-    h = np.empty((n_grad, Z.shape[1]))
-    reference.ACTIVATION_FORWARD[activation](h, Z[:n_grad] + bh)
-    do = np.empty((n_grad, Wo.shape[1]))
-    reference.softmax_forward(do, h @ Wo + bo)
-    do[np.arange(n_grad), y] += 1.0
-    do /= n_grad
-    dz = np.empty_like(h)
-    reference.ACTIVATION_BACKWARD[activation](dz, do @ np.abs(Wo).T, h)
-    dz = np.abs(dz)
-    return {"dz": float(dz.max(initial=0.0)), "dbh": float(dz.sum(axis=0).max(initial=0.0)),
-            "dWo": float((np.abs(h).T @ do).max(initial=0.0)),
-            "dbo": float(do.sum(axis=0).max(initial=0.0))}
-
-
 def max_errors(got, want, terms=None):
     """Per-tensor max abs error, relative to the tensor's own magnitude (max |want|) or, when
-    larger, to its summed terms (see :func:`gradient_terms`)."""
+    larger, to its summed terms (the ``head_gradient_terms`` fixture)."""
     terms = terms or {}
     errors = {}
     for name in want:
@@ -83,12 +57,13 @@ def max_errors(got, want, terms=None):
     (40, 1001, 10, (25, 33, 40), 25),
     (5, 3, 2, (5,), 5),
 ])
-def test_head_matches_reference(dtype, activation, N, H, K, ends, n_grad):
+def test_head_matches_reference(dtype, activation, N, H, K, ends, n_grad,
+                                head_gradient_terms):
     rng = np.random.default_rng(N * H)
     inputs = make_head_inputs(rng, N, H, K, dtype)
     got = run_head(cpu.head, inputs, ends, n_grad, activation)
     want = run_head(reference.head, inputs, ends, n_grad, activation)
-    errors = max_errors(got, want, gradient_terms(inputs, n_grad, activation))
+    errors = max_errors(got, want, head_gradient_terms(inputs, n_grad, activation))
     print(f"max errors {dtype.__name__} {activation} N={N} H={H}: {errors}")
     assert all(e <= TOL[dtype] for e in errors.values()), errors
 
@@ -122,7 +97,7 @@ def test_head_reuses_its_workspace():
     assert before == after
 
 
-def test_head_is_safe_from_two_threads_at_once():
+def test_head_is_safe_from_two_threads_at_once(head_gradient_terms):
     # the kernels release the GIL: two threads running same-shape heads concurrently (Dask worker
     # threads, say) must not share the cached workspace, or each would write the other's partials
     N, H, K, ends, n_grad = 64, 200, 10, (40, 64), 40
@@ -130,7 +105,7 @@ def test_head_is_safe_from_two_threads_at_once():
     for seed in (1, 2):
         inputs = make_head_inputs(np.random.default_rng(seed), N, H, K, np.float64)
         cases.append((inputs, run_head(reference.head, inputs, ends, n_grad, "relu"),
-                      gradient_terms(inputs, n_grad, "relu")))
+                      head_gradient_terms(inputs, n_grad, "relu")))
     start = threading.Barrier(len(cases))
 
     def worker(case):
@@ -153,7 +128,7 @@ def test_head_is_safe_from_two_threads_at_once():
        n_grad_frac=st.floats(0, 1), scale=st.sampled_from([1e-3, 1.0, 30.0, 1e3]),
        activation=st.sampled_from(["relu", "sigmoid"]), seed=st.integers(0, 2**16))
 def test_head_property_random_shapes_and_extreme_values(N, H, K, n_grad_frac, scale, activation,
-                                                        seed):
+                                                        seed, head_gradient_terms):
     rng = np.random.default_rng(seed)
     inputs = make_head_inputs(rng, N, H, K, np.float64, scale=scale)
     n_grad = int(round(n_grad_frac * N))
@@ -161,7 +136,7 @@ def test_head_property_random_shapes_and_extreme_values(N, H, K, n_grad_frac, sc
     got = run_head(cpu.head, inputs, ends, n_grad, activation)
     want = run_head(reference.head, inputs, ends, n_grad, activation)
     assert all(np.all(np.isfinite(a)) for a in got.values())
-    errors = max_errors(got, want, gradient_terms(inputs, n_grad, activation))
+    errors = max_errors(got, want, head_gradient_terms(inputs, n_grad, activation))
     assert all(e <= 1e-9 for e in errors.values()), errors
     # stats count every row once
     assert got["stats"][:, 1].sum() <= N

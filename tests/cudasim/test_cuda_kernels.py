@@ -59,23 +59,6 @@ def make_case(N, H, K, dtype, seed, label_dtype=np.int64):
     return Z, bh, Wo, bo, y
 
 
-def gradient_terms(Z, bh, Wo, bo, y, n_grad, activation):
-    """Per gradient, the largest Σ|summand| over its entries (float64 recomputation)."""
-    Z, bh, Wo, bo = (a.astype(np.float64) for a in (Z[:n_grad], bh, Wo, bo))
-    h = np.empty_like(Z)
-    reference.ACTIVATION_FORWARD[activation](h, Z + bh)
-    do = np.empty((n_grad, Wo.shape[1]))
-    reference.softmax_forward(do, h @ Wo + bo)
-    reference.softmax_crossentropy_backward(do, do, y[:n_grad], 1.0 / n_grad)
-    dz = np.empty_like(h)
-    reference.ACTIVATION_BACKWARD[activation](dz, np.abs(do) @ np.abs(Wo).T, h)
-    return {
-        "dWo": float((np.abs(h).T @ np.abs(do)).max()),
-        "dbo": float(np.abs(do).sum(axis=0).max()),
-        "dbh": float(np.abs(dz).sum(axis=0).max()),
-    }
-
-
 def run_both(Z, bh, Wo, bo, y, ends, n_grad, activation, **launch):
     """(reference outputs, kernel outputs), each a dict of Z, dWo, dbo, dbh, stats."""
     H, K = Wo.shape
@@ -96,16 +79,19 @@ def run_both(Z, bh, Wo, bo, y, ends, n_grad, activation, **launch):
     return out
 
 
-def compare(ref, got, inputs, n_grad, activation, dtype):
+def compare(ref, got, inputs, n_grad, activation, dtype, gradient_terms):
+    """Kernel outputs against the reference's; ``gradient_terms``: the head_gradient_terms
+    fixture (tests/conftest.py), the summed magnitudes that rounding error scales with."""
+    Z, bh, Wo, bo, y = inputs
+    terms = gradient_terms(dict(Z=Z, bh=bh, Wo=Wo, bo=bo, y=y), n_grad, activation)
     # rows [n_grad, N) of Z are unspecified (reference.head): only the dz rows are compared
-    check("dz", got["Z"][:n_grad], ref["Z"][:n_grad], dtype)
+    check("dz", got["Z"][:n_grad], ref["Z"][:n_grad], dtype, terms.get("dz", 0.0))
     check("loss", got["stats"][:, 0], ref["stats"][:, 0], dtype)
     np.testing.assert_array_equal(got["stats"][:, 1], ref["stats"][:, 1], err_msg="correct")
     if n_grad == 0:
         for name in ("dWo", "dbo", "dbh"):
             assert np.isnan(got[name]).all(), f"{name} written although n_grad == 0"
     else:
-        terms = gradient_terms(*inputs, n_grad, activation)
         for name in ("dWo", "dbo", "dbh"):
             check(name, got[name], ref[name], dtype, terms[name])
 
@@ -125,7 +111,7 @@ HEAD_CASES = [
 
 
 @pytest.mark.parametrize(("N", "H", "K", "grad", "activation", "dtype"), HEAD_CASES)
-def test_head_matches_reference(N, H, K, grad, activation, dtype):
+def test_head_matches_reference(N, H, K, grad, activation, dtype, head_gradient_terms):
     case = SHAPES.index((N, H, K))
     n_grad = {"none": 0, "some": (N + 1) // 2, "all": N}[grad]
     m = (N + 1) // 3
@@ -138,20 +124,20 @@ def test_head_matches_reference(N, H, K, grad, activation, dtype):
     inputs = make_case(N, H, K, dtype, seed=case, label_dtype=label_dtype)
     print(f"N={N} H={H} K={K} n_grad={n_grad} ends={tuple(ends)} tpb={tpb} blocks={blocks}")
     ref, got = run_both(*inputs, ends, n_grad, activation, threads_per_block=tpb, blocks=blocks)
-    compare(ref, got, inputs, n_grad, activation, dtype)
+    compare(ref, got, inputs, n_grad, activation, dtype, head_gradient_terms)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
-def test_head_many_blocks(activation, dtype):
+def test_head_many_blocks(activation, dtype, head_gradient_terms):
     N, H, K, n_grad = 37, 20, 10, 23
     inputs = make_case(N, H, K, dtype, seed=37)
     ref, got = run_both(*inputs, (n_grad, 30, N), n_grad, activation, threads_per_block=5,
                         blocks=6)
-    compare(ref, got, inputs, n_grad, activation, dtype)
+    compare(ref, got, inputs, n_grad, activation, dtype, head_gradient_terms)
 
 
-def test_head_default_launch_and_extreme_logits():
+def test_head_default_launch_and_extreme_logits(head_gradient_terms):
     # |z| and |o| in the hundreds: exp would overflow without the stable sigmoid and the max
     # shift in logsumexp; default launch config
     N, H, K = 5, 6, 10
@@ -159,35 +145,35 @@ def test_head_default_launch_and_extreme_logits():
     Z *= 400.0
     Wo *= 800.0
     ref, got = run_both(Z, bh, Wo, bo, y, (2, 5, 5), 3, "sigmoid")
-    compare(ref, got, (Z, bh, Wo, bo, y), 3, "sigmoid", np.float64)
+    compare(ref, got, (Z, bh, Wo, bo, y), 3, "sigmoid", np.float64, head_gradient_terms)
     assert np.isfinite(got["stats"]).all() and np.isfinite(got["Z"]).all()
 
 
-def test_head_argmax_ties_take_the_first_class():
+def test_head_argmax_ties_take_the_first_class(head_gradient_terms):
     # all-zero weights: every logit equals, so the prediction is class 0 as with np.argmax
     N, H, K = 4, 3, 10
     Z, bh, _, _, _ = make_case(N, H, K, np.float64, seed=1)
     Wo, bo = np.zeros((H, K)), np.zeros((1, K))
     y = np.array([0, 1, 0, 9])
     ref, got = run_both(Z, bh, Wo, bo, y, (N,), 2, "relu", threads_per_block=2, blocks=2)
-    compare(ref, got, (Z, bh, Wo, bo, y), 2, "relu", np.float64)
+    compare(ref, got, (Z, bh, Wo, bo, y), 2, "relu", np.float64, head_gradient_terms)
     assert got["stats"][0, 1] == 2
 
 
-def test_partials_are_cached_and_reused():
+def test_partials_are_cached_and_reused(head_gradient_terms):
     cuda_kernels._PARTIALS.clear()
     N, H, K, n_grad, ends = 6, 5, 10, 4, (4, 6, 6)
     inputs = make_case(N, H, K, np.float32, seed=11)
     launch = {"threads_per_block": 2, "blocks": 3}
     ref, got = run_both(*inputs, ends, n_grad, "relu", **launch)
-    compare(ref, got, inputs, n_grad, "relu", np.float32)
+    compare(ref, got, inputs, n_grad, "relu", np.float32, head_gradient_terms)
     cached = dict(cuda_kernels._PARTIALS)
     assert len(cached) == 1
     (parts,) = cached.values()
     buffers = [parts.grads, parts.dWo, parts.dbh, parts.dbo, parts.stats]
     # a second call (stale partials from the first must be zeroed) allocates nothing new
     ref, got = run_both(*inputs, ends, n_grad, "relu", **launch)
-    compare(ref, got, inputs, n_grad, "relu", np.float32)
+    compare(ref, got, inputs, n_grad, "relu", np.float32, head_gradient_terms)
     assert cuda_kernels._PARTIALS == cached
     (again,) = cuda_kernels._PARTIALS.values()
     assert again is parts
@@ -198,7 +184,7 @@ def test_partials_are_cached_and_reused():
     assert len(cuda_kernels._PARTIALS) == 2
 
 
-def test_partials_are_per_host_thread():
+def test_partials_are_per_host_thread(head_gradient_terms):
     # two host threads training same-shape models must not share partials (the CPU kernels'
     # concurrency test covers the race itself; the simulator is no place for concurrent launches)
     cuda_kernels._PARTIALS.clear()
@@ -208,7 +194,7 @@ def test_partials_are_per_host_thread():
     with ThreadPoolExecutor(1) as pool:  # one after the other, from two threads
         for ref, got in (run_both(*inputs, ends, n_grad, "relu", **launch),
                          pool.submit(run_both, *inputs, ends, n_grad, "relu", **launch).result()):
-            compare(ref, got, inputs, n_grad, "relu", np.float64)
+            compare(ref, got, inputs, n_grad, "relu", np.float64, head_gradient_terms)
     assert len(cuda_kernels._PARTIALS) == 2
 
 
