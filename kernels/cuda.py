@@ -110,6 +110,19 @@ def _head_kernel(dtype: np.dtype):
         top = 1
         while top < nt:
             top *= 2
+        # this block's partial sums start at zero, set by the very threads that accumulate them
+        # below (so no synchronisation is needed): no separate fill launches per call
+        if n_grad > 0:
+            for j in range(tid, H, nt):
+                dbh_part[b, j] = zero
+                for k in range(K):
+                    dWo_part[b, j, k] = zero
+        if tid == 0:
+            for k in range(K):
+                dbo_part[b, k] = zero
+            for s in range(stats_part.shape[1]):
+                stats_part[b, s, 0] = 0.0
+                stats_part[b, s, 1] = 0.0
         for i in range(b, N, cuda.gridDim.x):
             for k in range(K):
                 red[k * nt + tid] = zero
@@ -185,8 +198,7 @@ def _head_kernel(dtype: np.dtype):
 
 
 class _Partials(NamedTuple):
-    grads: Any  # flat (n_blocks·(H·K + H + K),) in the data dtype, zeroed as one fill
-    dWo: Any  # (n_blocks, H, K) views into grads
+    dWo: Any  # (n_blocks, H, K) in the data dtype; each block zeroes its own row on launch
     dbh: Any  # (n_blocks, H)
     dbo: Any  # (n_blocks, K)
     stats: Any  # (n_blocks, S, 2) float64
@@ -208,15 +220,13 @@ def _partials(xp, n_blocks: int, H: int, K: int, S: int, dtype, where) -> _Parti
     if parts is None:
         if len(_PARTIALS) >= _CACHE_LIMIT:
             _PARTIALS.clear()
-        a, b = n_blocks * H * K, n_blocks * H
-        grads = xp.zeros(a + b + n_blocks * K, dtype=dtype)
-        dWo = grads[:a].reshape(n_blocks, H, K)
-        dbh = grads[a:a + b].reshape(n_blocks, H)
-        dbo = grads[a + b:].reshape(n_blocks, K)
-        stats = xp.zeros((n_blocks, S, 2), dtype=np.float64)
+        dWo = xp.empty((n_blocks, H, K), dtype=dtype)
+        dbh = xp.empty((n_blocks, H), dtype=dtype)
+        dbo = xp.empty((n_blocks, K), dtype=dtype)
+        stats = xp.empty((n_blocks, S, 2), dtype=np.float64)
         on_gpu = xp is not np
         args = tuple(_device_view(p, on_gpu) for p in (dWo, dbh, dbo, stats))
-        parts = _Partials(grads, dWo, dbh, dbo, stats, args)
+        parts = _Partials(dWo, dbh, dbo, stats, args)
         _PARTIALS[key] = parts
     return parts
 
@@ -272,10 +282,7 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
         stream, where = 0, None  # the simulator (or host arrays): default stream
     ends_arr, ends_dev = _ends_array(xp, ends if host_ends is None else host_ends, where)
     S = ends_arr.shape[0]
-    parts = _partials(xp, n_blocks, H, K, S, dtype, where)
-    parts.stats.fill(0)
-    if n_grad > 0:  # rows below n_grad are the only writers of the gradient partials
-        parts.grads.fill(0)
+    parts = _partials(xp, n_blocks, H, K, S, dtype, where)  # the kernel zeroes them first
 
     kernel = _head_kernel(np.dtype(dtype))
     args = [_device_view(a, on_gpu) for a in (Z, bh, Wo, bo, y)]
