@@ -154,22 +154,25 @@ def build_parser() -> argparse.ArgumentParser:
 # -- fastmlp train ------------------------------------------------------------------------------
 
 
-def add_data_options(group, *, dataset_default: str | None = "mnist",
-                     scale_default: str | None = "unit",
+def add_data_options(group, *, from_run: bool = False,
                      scale_help: str = "pixels to [0, 1] (unit, the default) or [-1, 1] "
                                        "(symmetric)",
                      path_help: str = "notMNIST.npz / any .npz file / a directory with the "
                                       "MNIST IDX files") -> None:
     """The options :func:`_load_data` reads (--dataset, --data-path, --train-size, --scale),
-    shared by train, evaluate and sweep."""
-    group.add_argument("--dataset", choices=DATASET_NAMES, default=dataset_default,
-                       help=f"default: {dataset_default or 'see below'} (mnist is bundled); "
+    shared by train, evaluate and sweep. ``from_run`` (evaluate): every default is None, to be
+    taken from the model's recorded training run."""
+    run = "the model's training run's"
+    group.add_argument("--dataset", choices=DATASET_NAMES, default=None if from_run else "mnist",
+                       help=f"default: {run + ', else mnist' if from_run else 'mnist'} (bundled); "
                             f"notmnist and npz need --data-path")
     group.add_argument("--data-path", metavar="PATH", default=None, help=path_help)
     group.add_argument("--train-size", type=train_size, default=None, metavar="N",
-                       help=f"keep the first N training rows, or 'all' "
-                            f"(default: {MNIST_TRAIN_SIZE} for mnist, all otherwise)")
-    group.add_argument("--scale", choices=SCALES, default=scale_default, help=scale_help)
+                       help=f"keep the first N training rows, or 'all' (default: "
+                            f"{run + ', else ' if from_run else ''}{MNIST_TRAIN_SIZE} for mnist, "
+                            f"all otherwise)")
+    group.add_argument("--scale", choices=SCALES, default=None if from_run else "unit",
+                       help=scale_help)
 
 
 def _configure_train(p: argparse.ArgumentParser) -> None:
@@ -699,43 +702,56 @@ register(Command(
 
 def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL.npz", help="a model written by 'fastmlp train'")
-    add_data_options(p, scale_default=None, dataset_default=None,
+    add_data_options(p, from_run=True,
                      scale_help="pixel scaling (default: the one the model was trained with, if "
                                 "recorded, else unit)")
     p.add_argument("--seed", type=non_negative_int, default=None,
                    help="seed of --dataset synthetic (default: the training run's, else 0)")
-    p.epilog = ("Data options left out are those of the model's training run, as recorded in "
-                "MODEL.npz (dataset, data path, training rows, seed and scale), unless --dataset "
-                "names another dataset; without a record, mnist.")
+    p.epilog = ("Without --dataset and --data-path, the data is that of the model's training "
+                "run, as MODEL.npz records it: dataset, data file, training rows and (synthetic) "
+                "seed; with --data-path alone, only the dataset kind is taken from the record; "
+                "with --dataset, none of these. The recorded pixel scaling applies unless --scale "
+                "is given. Without a record: mnist, unit scaling.")
     p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
 def _data_options_from_run(args: argparse.Namespace, saved: dict) -> list[str]:
-    """Fill the data options left out (None) from the model's recorded training run, when it
-    recorded one and --dataset, if given, names the same dataset; return the options filled."""
-    recorded = saved.get("dataset")
-    same = recorded in DATASET_NAMES and args.dataset in (None, recorded)
+    """Fill the data options left out (None) from the model's recorded training run (see the
+    evaluate epilog); return the options filled, as the user would have typed them."""
+    recorded = saved.get("dataset") if saved.get("dataset") in DATASET_NAMES else None
     filled = []
-    if args.dataset is None:
-        args.dataset = recorded if same else "mnist"
-        if same:
-            filled.append(f"--dataset {recorded}")
-    if same:
-        for option, key, ok in (
-                ("data_path", "data_path", lambda v: isinstance(v, str) and v),
-                ("train_size", "n_train", lambda v: _is_count(v) and v > 0),
-                ("seed", "seed", _is_count),
-                ("scale", "scale", lambda v: v in SCALES)):
-            value = saved.get(key)
-            if getattr(args, option) is None and ok(value):
-                setattr(args, option, value)
-                filled.append(f"--{option.replace('_', '-')} {value}")
+
+    def fill(option: str, value) -> None:
+        setattr(args, option, value)
+        filled.append(f"--{option.replace('_', '-')} {value}")
+
+    if args.dataset is None and recorded is not None:
+        if args.data_path is None:  # the very data: its file, rows and seed too
+            path = saved.get("data_path")
+            if path is not None:
+                if not (isinstance(path, str) and Path(path).is_absolute()
+                        and Path(path).exists()):
+                    raise FastMLPError(
+                        f"the model was trained on --dataset {recorded} --data-path {path}, "
+                        f"which is not found from here; pass --data-path (or --dataset)")
+                fill("data_path", path)
+            n_train = saved.get("n_train")
+            if args.train_size is None and _is_count(n_train) and n_train > 0:
+                fill("train_size", n_train)
+            seed = saved.get("seed")
+            if args.seed is None and recorded == "synthetic" and _is_count(seed):
+                fill("seed", seed)
+        filled.insert(0, f"--dataset {recorded}")
+        args.dataset = recorded
+    args.dataset = args.dataset or "mnist"
     if args.seed is None:
         args.seed = 0
     if args.scale is None:  # a recorded scale applies to any pixel data, the same or not
-        recorded_scale = saved.get("scale")
-        args.scale = recorded_scale if recorded_scale in SCALES else "unit"
+        if saved.get("scale") in SCALES:
+            fill("scale", saved["scale"])
+        else:
+            args.scale = "unit"
     return filled
 
 
@@ -749,7 +765,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model = MLP.load(args.model, device=backend)
     from_run = _data_options_from_run(args, model.saved_config)
     args.dtype = model.dtype  # what _load_data reads, besides the data options
-    dataset = _load_data(args)
+    try:
+        dataset = _load_data(args)
+    except FastMLPError as exc:
+        data_options = [o for o in from_run if not o.startswith("--scale")]
+        if not data_options:
+            raise
+        raise FastMLPError(f"{exc} ({' '.join(data_options)}: taken from the model's training "
+                           f"run; give other data options to override them)") from None
     metrics = evaluate(model, dataset)  # checks that the data fits the model first
     results = {split: {"rows": len(getattr(dataset, split)), "loss": metrics[f"{split}_loss"],
                        "accuracy": metrics[f"{split}_acc"]} for split in SPLITS}
@@ -764,7 +787,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"model:  {_model_line(args.model, model)}")
     print(f"data:   {dataset.summary()}, scale {args.scale}")
     if from_run:
-        print(f"        ({', '.join(from_run)} as in the model's training run)")
+        print(f"        ({' '.join(from_run)}: as in the model's training run)")
     print(f"device: {backend.describe()} [{backend.reason or 'requested'}]")
     print()
     fmt = lambda v, spec: format(v, spec) if math.isfinite(v) else "n/a"  # noqa: E731

@@ -306,7 +306,9 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
         result["history"] = history.to_dict() if history.epochs or history.final else None
         return result
     # what train() does not know; "sweep" is the run's identity for resume
-    history.config.update(sweep=spec, scale=spec["scale"], data_path=spec["data_path"],
+    # the data path made absolute where it was read, so evaluate finds it from anywhere
+    data_path = spec["data_path"] and str(Path(spec["data_path"]).expanduser().resolve())
+    history.config.update(sweep=spec, scale=spec["scale"], data_path=data_path,
                           device_requested=spec["device"], threads=_threads(backend),
                           blas_env={k: os.environ[k] for k in BLAS_ENV if k in os.environ})
     result.update(status="ok", history=history.to_dict())

@@ -562,11 +562,11 @@ def test_evaluate_takes_left_out_data_options_from_the_training_run(tmp_path: Pa
                  str(out)]) == 0
     final = json.loads((out / "history.json").read_text())["final"]
     capsys.readouterr()
-    # no data options at all: the run's dataset, seed and training rows
+    # no data options at all: the run's dataset, training rows and seed
     assert main(["evaluate", str(out / "model.npz"), "--device", "cpu"]) == 0
     table = capsys.readouterr().out
-    assert "(--dataset synthetic, --train-size 150, --seed 3, --scale unit as in the model's " \
-           "training run)" in table
+    assert ("(--dataset synthetic --train-size 150 --seed 3 --scale unit: as in the model's "
+            "training run)") in table
     assert f"{final['train_acc']:.4f}" in table and f"{final['test_acc']:.4f}" in table
     assert main(["evaluate", str(out / "model.npz"), "--device", "cpu", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -579,12 +579,52 @@ def test_evaluate_takes_left_out_data_options_from_the_training_run(tmp_path: Pa
     data = json.loads(capsys.readouterr().out)
     assert data["seed"] == 4 and data["splits"]["train"]["rows"] == 1000
     assert data["splits"]["test"]["loss"] != pytest.approx(final["test_loss"], rel=1e-6)
-    # another dataset named: nothing of the run's data options carries over
-    assert main(["evaluate", str(out / "model.npz"), "--device", "cpu", "--dataset", "mnist",
+    # --dataset given: none of the run's data options carry over (the scaling does)
+    assert main(["evaluate", str(out / "model.npz"), "--device", "cpu", "--dataset", "synthetic",
                  "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert (data["dataset"], data["seed"], data["train_size"]) == ("mnist", 0, None)
-    assert data["splits"]["train"]["rows"] == 10000
+    assert (data["dataset"], data["seed"], data["train_size"]) == ("synthetic", 0, None)
+    assert data["splits"]["train"]["rows"] == 1000
+
+
+def test_evaluate_finds_the_recorded_data_file_from_anywhere(tmp_path: Path, capsys,
+                                                             monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.random((60, 5)), rng.integers(0, 3, 60)
+    np.savez(tmp_path / "d.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    np.savez(tmp_path / "other.npz", x_train=x[:10], y_train=y[:10])
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "npz", "--data-path", "d.npz", "--hidden", "4",
+                 "--epochs", "2", "--device", "cpu", "--quiet", "--out", "run"]) == 0
+    config = json.loads((tmp_path / "run" / "history.json").read_text())["config"]
+    assert config["data_path"] == str(tmp_path / "d.npz")  # recorded absolute
+    final = json.loads((tmp_path / "run" / "history.json").read_text())["final"]
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model = str(tmp_path / "run" / "model.npz")
+    assert main(["evaluate", model, "--device", "cpu", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["data_path"] == str(tmp_path / "d.npz") and data["splits"]["train"]["rows"] == 40
+    assert data["splits"]["test"]["loss"] == pytest.approx(final["test_loss"], rel=1e-6)
+    # --data-path alone: the dataset kind from the record, not its training rows
+    assert main(["evaluate", model, "--device", "cpu", "--json", "--data-path",
+                 str(tmp_path / "other.npz")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["dataset"] == "npz" and data["splits"]["train"]["rows"] == 10
+    # a recorded file that is gone: one line saying where the path came from
+    (tmp_path / "d.npz").rename(tmp_path / "moved.npz")
+    assert main(["evaluate", model, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained on --dataset npz --data-path" in err[0]
+    assert "pass --data-path" in err[0]
+    # the file there again but shorter: the error names the options taken from the record
+    np.savez(tmp_path / "d.npz", x_train=x[:20], y_train=y[:20])
+    assert main(["evaluate", model, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train_size must be between 1 and 20" in err[0]
+    assert "--train-size 40: taken from the model's training run" in err[0]
 
 
 def test_resume_help_and_error_name_every_option_that_may_change(trained: Path, capsys,
