@@ -448,10 +448,8 @@ def _read_npz(p: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()
             # Members are decompressed lazily, so corrupt data can surface only here.
             return {k: data[k] for k in (*required, *optional) if k in keys}
     except _NPZ_ERRORS as e:  # FastMLPError is none of these: ours pass through
-        refused = object_arrays_refused(e, p)
-        if refused is not None:
-            raise refused from None
-        raise FastMLPError(f"cannot read {p} as .npz (corrupt or truncated?): {e}") from e
+        raise object_arrays_refused(e, p) or FastMLPError(
+            f"cannot read {p} as .npz (corrupt or truncated?): {e}") from e
 
 
 def _features(x: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:

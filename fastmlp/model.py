@@ -172,13 +172,15 @@ class MLP:
         except Exception as exc:
             raise object_arrays_refused(exc, path) or FastMLPError(
                 f"cannot read model {path}: {type(exc).__name__}: {exc}") from None
+        if not isinstance(config, dict):  # not ours, or damaged: rebuild from the arrays alone
+            config = {}
         try:
             model = cls.from_weights(arrays, activation=config.get("activation", "relu"),
                                      init=config.get("init", "xavier"), device=device,
                                      seed=config.get("seed", 0))
         except (ValueError, FastMLPError) as exc:
             raise FastMLPError(f"{path} holds inconsistent arrays: {exc}") from None
-        model.saved_config = config if isinstance(config, dict) else {}
+        model.saved_config = config
         return model
 
     # -- forward / backward ---------------------------------------------------------------------

@@ -54,6 +54,11 @@ def _new_temp_file(directory: Path, name: str) -> Path:
     raise FileExistsError(f"no free temporary file name next to {directory / name}")
 
 
+def _naming(exc: OSError, target: Path) -> OSError:
+    """The same error, naming the file the user asked for rather than our hidden temp file."""
+    return type(exc)(exc.errno, exc.strerror, str(target))
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make the rename itself durable; not every platform/filesystem allows it, so best effort."""
     try:
@@ -79,7 +84,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     directory = target.parent
-    tmp = _new_temp_file(directory, target.name)
+    try:
+        tmp = _new_temp_file(directory, target.name)
+    except OSError as exc:
+        raise _naming(exc, target) from None
     try:
         yield tmp
         # The writer may have replaced the file or written through its own handle: reopen to fsync.
@@ -91,9 +99,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):  # a replaced file keeps its mode
             os.chmod(tmp, target.stat().st_mode & 0o7777)
         os.replace(tmp, target)
-    except BaseException:  # KeyboardInterrupt too: never leave the temp file behind
+    except BaseException as exc:  # KeyboardInterrupt too: never leave the temp file behind
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) == str(tmp):
+            raise _naming(exc, target) from None
         raise
     _fsync_dir(directory)
 

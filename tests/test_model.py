@@ -229,6 +229,14 @@ def test_from_weights_copies_the_weights_and_draws_nothing(monkeypatch):
         fastmlp.MLP.from_weights(dict(weights, bo=np.zeros((1, 2))))
 
 
+def test_load_ignores_a_config_that_is_not_a_dict(tmp_path):
+    model, x, _ = small_net("relu")
+    np.savez(tmp_path / "m.npz", **model.state(), config=np.array("[1, 2]"))
+    loaded = fastmlp.MLP.load(tmp_path / "m.npz")
+    assert loaded.saved_config == {} and loaded.activation == "relu"
+    np.testing.assert_array_equal(loaded.params, model.params)
+
+
 def test_bad_model_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip file")

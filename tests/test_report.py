@@ -205,6 +205,18 @@ def test_atomic_path_keeps_mode_of_existing_file(tmp_path: Path) -> None:
     assert target.read_text() == "y" and target.stat().st_mode & 0o777 == 0o705
 
 
+def test_atomic_write_errors_name_the_target_not_the_temp_file(tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_dir" / "history.json"
+    with pytest.raises(FileNotFoundError) as excinfo:
+        atomic_write(missing, lambda f: f.write("x"))
+    assert excinfo.value.filename == str(missing)
+    with pytest.raises(IsADirectoryError) as excinfo:  # fails inside, at the rename
+        (tmp_path / "d").mkdir()
+        atomic_write(tmp_path / "d", lambda f: f.write("x"))
+    assert excinfo.value.filename == str(tmp_path / "d")
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no temp file left
+
+
 def test_atomic_path_gives_a_new_file_the_umask_mode(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     # what open(path, "w") would give (0o666 minus the umask), not mkstemp's 0o600
