@@ -428,8 +428,8 @@ def _npz(tmp_path: Path, name: str, **arrays: np.ndarray) -> Path:
 
 
 # Cases that tests/test_inputs.py does not already run through the CLI (which checks the same
-# messages, one line and the exit status): 1-D or 4-D features, NaN or overflowing values, bad
-# labels and mismatched widths are there.
+# messages, one line and the exit status): 1-D features, NaN or overflowing values, bad labels
+# and mismatched widths are there.
 BAD_NPZ = {
     "x4d": ({"x_train": np.zeros((4, 1, 2, 2)), "y_train": np.zeros(4)}, "2-D"),
     "nocolumns3d": ({"x_train": np.zeros((2, 0, 3)), "y_train": np.zeros(2)}, "zero columns"),

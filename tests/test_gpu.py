@@ -33,26 +33,8 @@ def test_cuda_training_equals_cpu_training_float64(batch_size, activation):
                                rtol=1e-10)
 
 
-def _gradient_terms(Z, bh, Wo, bo, y, n_grad, activation):
-    """Per tensor, the largest Σ|summand| behind an entry (float64, on the host), as in
-    tests/test_kernels_cpu.py: rounding error scales with it, not with the cancelled result."""
-    from fastmlp.kernels import reference
-
-    h = np.empty((n_grad, Z.shape[1]))
-    reference.ACTIVATION_FORWARD[activation](h, Z[:n_grad] + bh)
-    do = np.empty((n_grad, Wo.shape[1]))
-    reference.softmax_forward(do, h @ Wo + bo)
-    do[np.arange(n_grad), y[:n_grad]] += 1.0  # do = (p − onehot) / n: its terms are p and 1
-    do /= n_grad
-    dz = np.empty_like(h)
-    reference.ACTIVATION_BACKWARD[activation](dz, do @ np.abs(Wo).T, h)
-    dz = np.abs(dz)
-    return {"dz": dz.max(), "dbh": dz.sum(axis=0).max(), "dWo": (np.abs(h).T @ do).max(),
-            "dbo": do.sum(axis=0).max(), "stats": 0.0}
-
-
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
-def test_cuda_float32_kernels_match_reference_on_cupy_arrays(activation):
+def test_cuda_float32_kernels_match_reference_on_cupy_arrays(activation, head_gradient_terms):
     import cupy
     from fastmlp.kernels import cuda as cuda_kernels
     from fastmlp.kernels import reference
@@ -70,8 +52,9 @@ def test_cuda_float32_kernels_match_reference_on_cupy_arrays(activation):
         head(out[0], bh, Wo, bo, y, (n_grad, 900, N), n_grad, activation, *out[1:])
         out[0] = out[0][:n_grad]  # dz rows; the rest is unspecified
         outs.append([cupy.asnumpy(a) for a in out])
-    host = [cupy.asnumpy(a).astype(np.float64) for a in (Z, bh, Wo, bo)]
-    terms = _gradient_terms(*host, cupy.asnumpy(y), n_grad, activation)
+    host = {name: cupy.asnumpy(a) for name, a in zip("Z bh Wo bo y".split(), (Z, bh, Wo, bo, y),
+                                                       strict=True)}
+    terms = dict(head_gradient_terms(host, n_grad, activation), stats=0.0)
     for name, got, want in zip(("dz", "dWo", "dbo", "dbh", "stats"), *outs, strict=True):
         # relative to the tensor's own magnitude, or its summed terms when larger
         scale = max(float(np.max(np.abs(want))), float(terms[name]), 1e-30)

@@ -185,9 +185,18 @@ def test_partials_are_cached_and_reused(head_gradient_terms):
         buffer[...] = np.nan
     ref, got = run_both(*inputs, ends, 0, "relu", **launch)
     compare(ref, got, inputs, 0, "relu", np.float32, head_gradient_terms)
+    # more blocks than rows: the idle blocks zero their partials too (the host sums all of them)
+    idle = {"threads_per_block": 2, "blocks": N + 3}
+    run_both(*inputs, ends, n_grad, "relu", **idle)
+    for parts in cuda_kernels._PARTIALS.values():
+        for buffer in parts[:4]:
+            buffer[...] = np.nan
+    for n in (n_grad, 0, n_grad):
+        ref, got = run_both(*inputs, ends, n, "relu", **idle)
+        compare(ref, got, inputs, n, "relu", np.float32, head_gradient_terms)
     # another dtype gets its own buffers
     run_both(*make_case(N, H, K, np.float64, seed=11), ends, n_grad, "relu", **launch)
-    assert len(cuda_kernels._PARTIALS) == 2
+    assert len(cuda_kernels._PARTIALS) == 3
 
 
 def test_partials_are_per_host_thread(head_gradient_terms):
