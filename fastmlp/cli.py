@@ -162,7 +162,7 @@ def add_data_options(group, *, from_run: bool = False,
     """The options :func:`_load_data` reads (--dataset, --data-path, --train-size, --scale),
     shared by train, evaluate and sweep. ``from_run`` (evaluate): every default is None, to be
     taken from the model's recorded training run."""
-    run = "the model's training run's"
+    run = "that of the model's training run"
     group.add_argument("--dataset", choices=DATASET_NAMES, default=None if from_run else "mnist",
                        help=f"default: {run + ', else mnist' if from_run else 'mnist'} (bundled); "
                             f"notmnist and npz need --data-path")
