@@ -159,15 +159,3 @@ def momentum(params, grads, velocity, lr: float, mu: float) -> None:
     velocity += dtype(lr) * grads
     params -= velocity
 
-
-def predict_proba(x, Wh, bh, Wo, bo, activation: str):
-    """probs (N, K) of the network for inputs x (N, F); a fresh array."""
-    xp = namespace(x, Wh, bh, Wo, bo)
-    h = xp.empty((x.shape[0], Wh.shape[1]), dtype=Wh.dtype)
-    linear_forward(h, x, Wh, bh)
-    ACTIVATION_FORWARD[activation](h, h)
-    logits = xp.empty((x.shape[0], Wo.shape[1]), dtype=Wh.dtype)
-    linear_forward(logits, h, Wo, bo)
-    softmax_forward(logits, logits)
-    return logits
-
