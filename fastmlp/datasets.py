@@ -526,8 +526,12 @@ def _load_notmnist(p: Path, scale: str, dtype: np.dtype, train_size: int | None)
     _check_train_size(n_train, NOTMNIST_TRAIN_END, "notmnist")
     # only the rows kept are converted: train_size drops the end of the training split
     keep = np.concatenate([order[:n_train], order[NOTMNIST_TRAIN_END:]])
-    # the course's x / 255 in float64 (scale_pixels), then cast
-    data = scale_pixels(_features(images[keep], np.dtype(np.float64), where), scale, dtype)
+    # the course's x / 255 in float64, then cast (scale_pixels); uint8 pixels, the usual case,
+    # need no checks and go straight through its lookup table, without float64 copies
+    kept = images[keep]
+    if kept.dtype != np.uint8 or kept[0].size == 0:
+        kept = _features(kept, np.dtype(np.float64), where)
+    data = scale_pixels(kept, scale, dtype)
     target = target[keep]
     end_valid = n_train + NOTMNIST_VALID_END - NOTMNIST_TRAIN_END
     ds = Dataset(

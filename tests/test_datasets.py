@@ -340,6 +340,22 @@ def test_notmnist_private_rng_equals_global_seed_shuffle() -> None:
         np.testing.assert_array_equal(private, legacy)
 
 
+def test_notmnist_uint8_and_float_images_give_the_same_data(notmnist_file: Path,
+                                                             tmp_path: Path) -> None:
+    # uint8 pixels take the lookup-table path, anything else the float64 one: same values
+    with np.load(notmnist_file) as f:
+        images, labels = f["images"], f["labels"]
+    assert images.dtype == np.uint8
+    floats = tmp_path / "float_images.npz"
+    np.savez(floats, images=images.astype(np.float64), labels=labels)
+    for scale in ("unit", "symmetric"):
+        for dtype in ("float32", "float64"):
+            a = load_dataset("notmnist", path=notmnist_file, scale=scale, dtype=dtype)
+            b = load_dataset("notmnist", path=floats, scale=scale, dtype=dtype)
+            for split in ("train", "valid", "test"):
+                np.testing.assert_array_equal(getattr(a, split).x, getattr(b, split).x)
+
+
 def test_notmnist_options(notmnist_file: Path) -> None:
     base = load_dataset("notmnist", path=notmnist_file, dtype="float64")
     f32 = load_dataset("notmnist", path=notmnist_file)
