@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastmlp.errors import FastMLPError, object_arrays_refused, os_errors
+from fastmlp.errors import FastMLPError, is_int, object_arrays_refused, os_errors
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -167,7 +167,7 @@ def load_dataset(
     if scale not in SCALES:
         raise FastMLPError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
     np_dtype = _float_dtype(dtype)
-    if train_size is not None and (not _is_int(train_size) or train_size < 1):
+    if train_size is not None and (not is_int(train_size) or train_size < 1):
         raise FastMLPError(f"train_size must be a positive integer, got {train_size!r}")
 
     if key == "mnist":
@@ -608,7 +608,7 @@ def _make_synthetic(
         ("n_classes", n_classes, 2),
     ]
     for arg, value, low in checks:
-        if not _is_int(value) or value < low:
+        if not is_int(value) or value < low:
             raise FastMLPError(f"synthetic: {arg} must be an integer >= {low}, got {value!r}")
     rng = np.random.default_rng(seed)
     # Means ~ N(0, s^2 / 2F) per coordinate put any two means ~s apart whatever F is, so the task
@@ -627,10 +627,6 @@ def _make_synthetic(
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _float_dtype(dtype: Any) -> np.dtype:

@@ -6,6 +6,13 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+import numpy as np
+
+
+def is_int(value: object) -> bool:
+    """An integer (Python or NumPy) and not a bool: what every integer argument must be."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
 
 class FastMLPError(Exception):
     """A problem the user can fix; the CLI prints its message on one line and exits non-zero."""

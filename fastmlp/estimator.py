@@ -23,13 +23,12 @@ import numpy as np
 
 from .backend import DEVICES, Backend
 from .datasets import Dataset, Split
-from .errors import FastMLPError
+from .errors import FastMLPError, is_int
 from .kernels import ACTIVATIONS
 from .model import DTYPES, INITS, MLP
 from .train import History, train
 
 __all__ = ["InvalidInputError", "MLPClassifier", "NotFittedError"]
-
 
 
 class NotFittedError(FastMLPError, ValueError, AttributeError):
@@ -113,9 +112,9 @@ class MLPClassifier:
 
         for name in ("hidden", "epochs"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise bad(name, value, "a positive integer")
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise bad("seed", self.seed, "a non-negative integer")
         for name in ("lr", "momentum", "velocity_init"):
             value = getattr(self, name)
@@ -129,7 +128,7 @@ class MLPClassifier:
         batch = self.batch_size
         if batch is None:
             return None
-        if not _is_int(batch) or batch < 1:
+        if not is_int(batch) or batch < 1:
             raise bad("batch_size", batch, "a positive integer or None")
         if batch > n_rows:
             warnings.warn(f"batch_size {batch} is larger than the {n_rows} training rows; "
@@ -229,10 +228,6 @@ class MLPClassifier:
 
 
 # -- input validation ---------------------------------------------------------------------------
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _is_real(value: Any) -> bool:

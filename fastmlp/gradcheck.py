@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import is_int
 from .model import MLP, PARAM_NAMES
 
 __all__ = ["GradcheckResult", "float64_copy", "gradcheck", "numerical_grads", "rel_error",
@@ -123,8 +124,7 @@ def gradcheck(model: MLP, x: Any, y: Any, eps: float = 1e-6, max_entries: int | 
     """
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-    if max_entries is not None and (not isinstance(max_entries, (int, np.integer))
-                                    or max_entries < 1):
+    if max_entries is not None and (not is_int(max_entries) or max_entries < 1):
         raise ValueError(f"max_entries must be a positive integer or None, got {max_entries!r}")
     be = model.backend
     notes = []

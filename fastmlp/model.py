@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend, get_backend
-from .errors import FastMLPError, object_arrays_refused
+from .errors import FastMLPError, is_int, object_arrays_refused
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .kernels import reference as ref
@@ -103,7 +103,7 @@ class MLP:
                   fused) -> None:
         # checks the configuration; zeroed flat parameter and gradient buffers with their views
         for name, value in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if not is_int(value) or value < 1:
                 raise FastMLPError(f"{name} must be a positive integer, got {value!r}")
         if n_out < 2:
             raise FastMLPError(f"n_out must be at least 2 classes, got {n_out}")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .datasets import Dataset
-from .errors import FastMLPError, os_errors
+from .errors import FastMLPError, is_int, os_errors
 from .jsonsafe import json_clean
 from .model import CHUNK_ROWS, MLP
 
@@ -108,8 +108,7 @@ def check_batch_size(batch_size: int | None, n_train: int, what: str = "batch si
     [1, n_train]; ``what`` names it as the caller's user spells it (e.g. "--batch-size")."""
     if batch_size is None:
         return
-    if (not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool)
-            or not 1 <= batch_size <= n_train):
+    if not is_int(batch_size) or not 1 <= batch_size <= n_train:
         raise FastMLPError(f"{what} must be between 1 and the {n_train} training rows, "
                            f"got {batch_size!r}")
 
@@ -298,7 +297,7 @@ class Trainer:
         taken from a trainer of the same model shape and dtype."""
         model = self.model
         epoch = state.get("epoch")
-        if not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        if not is_int(epoch) or epoch < 0:
             raise FastMLPError(f"the state's epoch must be an integer >= 0, got {epoch!r}")
         arrays = {}
         for name in ("params", "velocity"):
@@ -348,7 +347,7 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
     Raises :class:`DivergenceError` on a non-finite loss or parameter, with the model restored
     to its last finite weights.
     """
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+    if not is_int(epochs) or epochs < 1:
         raise FastMLPError(f"epochs must be a positive integer, got {epochs!r}")
     trainer = Trainer(model, dataset, lr=lr, momentum=momentum, batch_size=batch_size,
                       eval_every=eval_every, velocity_init=velocity_init, seed=seed)
@@ -507,7 +506,7 @@ class _Checkpointer:
     AUTO_MIN_INTERVAL_S = 60.0  # the default keeps checkpoint I/O negligible on fast devices
 
     def __init__(self, path: str | os.PathLike[str], every: int | None, config: dict[str, Any]):
-        if every is not None and (not isinstance(every, (int, np.integer)) or every < 0):
+        if every is not None and (not is_int(every) or every < 0):
             raise FastMLPError(f"checkpoint_every must be an integer >= 0, got {every!r}")
         self.path, self.config = path, config
         self.every = self.AUTO_EVERY if every is None else int(every)
