@@ -123,7 +123,10 @@ def split_stats(model: MLP, X: Any, y: Any, ends: tuple[int, ...], Z: Any,
     (``backend.to_host``), possibly together with other stats.
     """
     xp, N, chunk = model.backend.xp, X.shape[0], Z.shape[0]
-    total = xp.zeros((len(ends), 2), dtype=xp.float64) if out is None else out
+    total = xp.empty((len(ends), 2), dtype=xp.float64) if out is None else out
+    if 0 < N <= chunk:  # one pass: the head writes (overwrites) the sums itself
+        model.forward_backward(X, y, ends, 0, Z[:N], total)
+        return total
     total[...] = 0
     stats = xp.empty_like(total)  # the head overwrites it per chunk
     for a in range(0, N, chunk):
@@ -247,9 +250,7 @@ class Trainer:
         be, xp, B = self.model.backend, self.model.backend.xp, self.batch_size
         n_train = self.counts[0]
         if evaluate:  # valid and test at the weights before the updates, into rows 1-2
-            a, b = self.ends[0], self.ends[-1]
-            split_stats(self.model, self.X[a:b], self.y[a:b], tuple(e - a for e in self.ends[1:]),
-                        self.Z, out=self.stats[1:])
+            self._forward_only(self.ends[0], self.ends[-1], out=self.stats)
         train_stats = self.stats[:1]
         train_stats[...] = 0
         # no copy where NumPy's default int is int64 (all but Windows before NumPy 2)
@@ -266,10 +267,12 @@ class Trainer:
         stats = be.to_host(self.stats)  # the epoch's one device->host read
         return _metrics(stats, self.counts if evaluate else (n_train, 0, 0))
 
-    def _forward_only(self, start: int, stop: int) -> Any:
-        """Device (3×2) stats of rows [start, stop) split at the dataset's split ends."""
+    def _forward_only(self, start: int, stop: int, out: Any = None) -> Any:
+        """Device (3×2) stats of rows [start, stop) split at the dataset's split ends (in
+        ``out`` when given)."""
         ends = tuple(min(max(e - start, 0), stop - start) for e in self.ends)
-        return split_stats(self.model, self.X[start:stop], self.y[start:stop], ends, self.Z)
+        return split_stats(self.model, self.X[start:stop], self.y[start:stop], ends, self.Z,
+                           out=out)
 
     def _step(self) -> None:
         self.model.backend.momentum(self.model.params, self.model.grads, self.velocity, self.lr,
