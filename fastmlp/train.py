@@ -138,14 +138,19 @@ def split_stats(model: MLP, X: Any, y: Any, ends: tuple[int, ...], Z: Any,
 
 
 def _all_rows(model: MLP, dataset: Dataset) -> tuple[Any, Any, tuple[int, ...], tuple[int, ...]]:
-    """Device copies of every row, train then valid then test: X (N×F) in the model's dtype,
-    y (N,) int32; with the split sizes and their cumulative ends."""
+    """Every row on the device, train then valid then test, in one array: X (N×F) in the
+    model's dtype, y (N,) int32; with the split sizes and their cumulative ends. Read only."""
     be = model.backend
     splits = (dataset.train, dataset.valid, dataset.test)
     counts = tuple(len(s) for s in splits)
     ends = tuple(int(e) for e in np.cumsum(counts))
-    X = be.asarray(np.concatenate([s.x for s in splits]), dtype=model.dtype)
-    y = be.asarray(np.concatenate([s.y for s in splits]), dtype=np.int32)
+
+    def joined(arrays):  # only the train split (MLPClassifier.fit): no copy of it on the CPU
+        rows = [a for a in arrays if len(a)]
+        return rows[0] if len(rows) == 1 else np.concatenate(arrays)
+
+    X = be.asarray(joined([s.x for s in splits]), dtype=model.dtype)
+    y = be.asarray(joined([s.y for s in splits]), dtype=np.int32)
     return X, y, counts, ends
 
 

@@ -237,6 +237,19 @@ def test_load_ignores_a_config_that_is_not_a_dict(tmp_path):
     np.testing.assert_array_equal(loaded.params, model.params)
 
 
+def test_trainer_does_not_copy_a_lone_training_split():
+    # MLPClassifier.fit trains on one split: the trainer reads it in place, no second copy
+    x = np.random.default_rng(0).random((30, 4)).astype(np.float32)
+    empty = fastmlp.Split(np.empty((0, 4), np.float32), np.empty(0, np.int64))
+    data = fastmlp.Dataset("one split", fastmlp.Split(x, np.arange(30) % 3), empty, empty,
+                           n_classes=3)
+    trainer = fastmlp.Trainer(fastmlp.MLP(4, 5, 3), data)
+    assert np.shares_memory(trainer.X, x) and trainer.counts == (30, 0, 0)
+    full = fastmlp.load_dataset("synthetic", n_train=20, n_valid=5, n_test=5, n_features=4)
+    trainer = fastmlp.Trainer(fastmlp.MLP(4, 5, 10), full)  # three splits: one joined copy
+    assert trainer.X.shape == (30, 4) and not np.shares_memory(trainer.X, full.train.x)
+
+
 def test_bad_model_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip file")
