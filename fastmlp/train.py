@@ -425,17 +425,16 @@ def run(trainer: Trainer, history: History, epochs: int, *, progress: bool = Fal
                         saver.periodic(trainer, history)
                     if stop_requested():
                         raise KeyboardInterrupt
-                trainer.model.backend.synchronize()
-                final = trainer.evaluate()
+                final = trainer.evaluate()  # its device->host read waits for the device
                 xp = trainer.model.backend.xp
+                problem = None
                 if not math.isfinite(final["train_loss"]):
+                    problem = f"the loss after the last update is {final['train_loss']}"
+                elif not bool(xp.isfinite(trainer.model.params).all()):
+                    problem = "a parameter is not finite after the last update"
+                if problem is not None:
                     raise _diverged(trainer, history, rollback, start, trainer.epoch,
-                                    trainer.epoch,
-                                    f"the loss after the last update is {final['train_loss']}")
-                if not bool(xp.isfinite(trainer.model.params).all()):
-                    raise _diverged(trainer, history, rollback, start, trainer.epoch,
-                                    trainer.epoch, "a parameter is not finite after the last "
-                                    "update")
+                                    trainer.epoch, problem)
                 history.final = final
                 history.wall_time_s = time.perf_counter() - start
                 if saver is not None:
