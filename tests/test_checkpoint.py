@@ -202,6 +202,16 @@ def test_resume_option_rules(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert load_checkpoint(out)["epoch"] == 2
 
 
+def test_divergence_after_the_last_update_is_caught() -> None:
+    # epoch 1's loss is measured before its update, so only the final check sees the blow-up
+    model = fastmlp.MLP(12, 16, 10)
+    initial = model.params.copy()
+    with pytest.raises(DivergenceError, match="the loss after the last update is nan"), \
+            np.errstate(over="ignore", invalid="ignore"):
+        fastmlp.train(model, small_data(), epochs=1, lr=1e38, momentum=0.0)
+    np.testing.assert_array_equal(model.params, initial)  # back to the last finite weights
+
+
 def test_divergence_cli_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     assert main([*SYN, "--epochs", "50", "--lr", "1e6", "--out", str(out)]) == 3
