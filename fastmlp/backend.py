@@ -42,9 +42,10 @@ class Backend:
         """A C-contiguous array of this backend (a host->device copy on CUDA)."""
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
-    def to_host(self, a: Any) -> np.ndarray:
-        """An explicit device->host copy (a no-op view on the CPU)."""
-        return np.asarray(a)
+    def to_host(self, a: Any, *, copy: bool = False) -> np.ndarray:
+        """An explicit device->host copy; on the CPU a view, unless ``copy`` asks for an array
+        of its own (a snapshot that later updates must not change)."""
+        return np.array(a, copy=True) if copy else np.asarray(a)
 
     def check(self, a: Any, what: str = "array") -> Any:
         """``a`` itself if it lives on this backend, else a clear TypeError."""
@@ -94,8 +95,8 @@ class CupyBackend(Backend):
         super().__init__(xp, ops, fused=fused, reason=reason)
         self.tf32 = tf32
 
-    def to_host(self, a: Any) -> np.ndarray:
-        return self.xp.asnumpy(a)
+    def to_host(self, a: Any, *, copy: bool = False) -> np.ndarray:
+        return self.xp.asnumpy(a)  # always a fresh host array
 
     def matmul(self, a, b, out) -> None:
         if self.tf32 and out.dtype == self.xp.float32:

@@ -150,7 +150,7 @@ class MLP:
 
     def state(self) -> dict[str, np.ndarray]:
         """Host copies of ``Wh, bh, Wo, bo`` (explicit device->host copies)."""
-        return {name: self.backend.to_host(self.views[name]).copy() for name in PARAM_NAMES}
+        return {name: self.backend.to_host(self.views[name], copy=True) for name in PARAM_NAMES}
 
     def save(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
         """Write ``Wh, bh, Wo, bo`` and the config (JSON in key ``config``) to an .npz file."""

@@ -296,8 +296,8 @@ class Trainer:
         Take it between epochs; :meth:`load_state_dict` of it continues bit for bit on the CPU.
         """
         be = self.model.backend
-        return {"params": be.to_host(self.model.params).copy(),
-                "velocity": be.to_host(self.velocity).copy(), "epoch": int(self.epoch),
+        return {"params": be.to_host(self.model.params, copy=True),
+                "velocity": be.to_host(self.velocity, copy=True), "epoch": int(self.epoch),
                 "rng_state": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
