@@ -23,6 +23,13 @@ _JIT = dict(parallel=True, cache=True, fastmath=True, error_model="numpy", nogil
 
 
 @numba.njit(inline="always")
+def _flush(x, tiny, zero):
+    # x, or zero when subnormal (|x| < the dtype's smallest normal number), as FTZ hardware
+    # would: x86 arithmetic on subnormals takes slow microcode assists
+    return x if abs(x) >= tiny else zero
+
+
+@numba.njit(inline="always")
 def _activate(h, z, bh, act, zero, one):
     # h (H,) ← act(z + bh); h may be z
     if act == 0:
@@ -45,13 +52,13 @@ def _activation_backward(z, dh, act, zero, one, tiny, dbh):
     if act == 0:
         for j in range(z.shape[0]):
             dz = dh[j] if z[j] > zero else zero
-            dz = dz if abs(dz) >= tiny else zero
+            dz = _flush(dz, tiny, zero)
             z[j] = dz
             dbh[j] += dz
     else:
         for j in range(z.shape[0]):
             dz = dh[j] * z[j] * (one - z[j])
-            dz = dz if abs(dz) >= tiny else zero
+            dz = _flush(dz, tiny, zero)
             z[j] = dz
             dbh[j] += dz
 
@@ -152,7 +159,7 @@ def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one, tiny,
                         if k == yi:
                             p -= one
                         d = p * scale
-                        o[k] = d if abs(d) >= tiny else zero
+                        o[k] = _flush(d, tiny, zero)
                         dbo_part[t, k] += o[k]
                 else:
                     o[:] = zero
@@ -199,22 +206,16 @@ def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one, tiny,
             stats[s, c] = total
     if n_grad == 0:
         return
-    if T == 1:  # one thread: a plain transpose, no sums
-        for j in range(H):
-            for k in range(K):
-                dWo[j, k] = dWoT_part[0, k, j]
-            dbh[j] = dbh_part[0, j]
-    else:
-        for j in range(H):
-            for k in range(K):
-                g = zero
-                for t in range(T):
-                    g += dWoT_part[t, k, j]
-                dWo[j, k] = g
+    for j in range(H):
+        for k in range(K):
             g = zero
             for t in range(T):
-                g += dbh_part[t, j]
-            dbh[j] = g
+                g += dWoT_part[t, k, j]
+            dWo[j, k] = g
+        g = zero
+        for t in range(T):
+            g += dbh_part[t, j]
+        dbh[j] = g
     for k in range(K):
         g = zero
         for t in range(T):
@@ -225,17 +226,16 @@ def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one, tiny,
 @numba.njit(**_JIT)
 def _momentum_kernel(params, grads, velocity, lr, mu, tiny, zero):
     for i in prange(params.shape[0]):
-        v = mu * velocity[i] + lr * grads[i]
-        # flush subnormals to zero, as FTZ hardware would: a velocity whose gradient stays
-        # zero (a blank pixel's weights, a dead unit) decays by mu every step into the
-        # subnormal range, where x86 arithmetic takes slow microcode assists
-        v = v if abs(v) >= tiny else zero
+        # flushed: a velocity whose gradient stays zero (a blank pixel's weights, a dead unit)
+        # decays by mu every step into the subnormal range
+        v = _flush(mu * velocity[i] + lr * grads[i], tiny, zero)
         velocity[i] = v
         params[i] -= v
 
 
-# The same kernels compiled without threads: starting a parallel region costs ~60-70 µs (the
-# pool's threads sleep between calls), more than the whole work of a small batch or network.
+# The same kernels compiled without threads: starting a parallel region wakes the pool's
+# threads, which sleep between calls, and that costs more than the whole work of a small batch
+# or network.
 def _serial(kernel, name: str):
     # a copy of the Python function under its own name, so the two compilations keep separate
     # on-disk caches
@@ -278,8 +278,9 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
 
     do and dz values below the dtype's smallest normal number are flushed to zero (a change of
     less than 1.2e-38 in float32): late in training, confident softmax outputs give subnormal
-    gradients, and x86 arithmetic on them (in this kernel and in the Xᵀ·dZ product) takes slow
-    microcode assists (the default run's late epochs: 316 ms without the flush, 236 ms with it).
+    gradients, and x86 arithmetic on them (here or in the Xᵀ·dZ product that follows; the two
+    were not measured apart) takes slow microcode assists (the default run's late epochs:
+    316 ms without the flush, 236 ms with it; bench/RESULTS.md §1).
     Buffers for the per-thread partial sums are allocated once per shape and calling thread, and
     reused.
     """
@@ -287,8 +288,8 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
                                       stats), dtype=np.int64)
     N, H = Z.shape
     K = Wo.shape[1]
-    # one thread per 512 rows at most: for a 100-row batch, waking a second thread costs more
-    # than it saves (measured 214 µs with two threads, 167 µs with one)
+    # one thread per 512 rows at most: for a 100-row batch, waking a second thread cost more
+    # than it saved (an ad hoc measurement, not recorded)
     T = max(1, min(numba.get_num_threads(), N // 512))
     dt = Z.dtype.type
     kernel = _head_kernel if T > 1 else _head_kernel_serial
