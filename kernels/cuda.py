@@ -231,19 +231,19 @@ def _partials(xp, n_blocks: int, H: int, K: int, S: int, dtype, where) -> _Parti
     return parts
 
 
-def _ends_array(xp, ends, where):
-    """(S,) int64 split ends on the arrays' device; host ends (a tuple, checked by
-    check_head_args) are copied once and cached."""
-    if not isinstance(ends, tuple):
+def _ends_array(xp, ends, host_ends: tuple[int, ...] | None, where):
+    """(S,) int64 split ends on the arrays' device. ``host_ends``: check_head_args' result, the
+    checked host tuple (copied once and cached), or None when ``ends`` is already on the GPU."""
+    if host_ends is None:
         # already on the GPU: checking it would cost a synchronisation, so trust the caller
         arr = ends if ends.dtype == np.int64 else ends.astype(np.int64)
         return arr, _device_view(arr, True)
-    key = (ends, xp.__name__, where)
+    key = (host_ends, xp.__name__, where)
     cached = _ENDS.get(key)
     if cached is None:
         if len(_ENDS) >= _CACHE_LIMIT:
             _ENDS.clear()
-        arr = xp.asarray(np.asarray(ends, dtype=np.int64))
+        arr = xp.asarray(np.asarray(host_ends, dtype=np.int64))
         cached = (arr, _device_view(arr, xp is not np))
         _ENDS[key] = cached
     return cached
@@ -280,7 +280,7 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
         where = (xp.cuda.Device().id, stream_ptr)
     else:
         stream, where = 0, None  # the simulator (or host arrays): default stream
-    ends_arr, ends_dev = _ends_array(xp, ends if host_ends is None else host_ends, where)
+    ends_arr, ends_dev = _ends_array(xp, ends, host_ends, where)
     S = ends_arr.shape[0]
     parts = _partials(xp, n_blocks, H, K, S, dtype, where)  # the kernel zeroes them first
 
