@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .model import MLP
+from .texttable import text_table
 from .train import METRICS, History
 
 __all__ = ["HISTORY_JSON", "HISTORY_CSV", "LOSS_PNG", "ACCURACY_PNG", "MODEL_NPZ",
@@ -249,10 +250,6 @@ def format_summary(history: History) -> str:
         loss = history.final.get(f"{split}_loss", _last_finite(getattr(history, f"{split}_loss")))
         acc = history.final.get(f"{split}_acc", _last_finite(getattr(history, f"{split}_acc")))
         rows.append((split, fmt(loss, ".4f"), fmt(acc, ".4f")))
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    w2 = max(len(r[2]) for r in rows)
-    lines = [f"{a:<{w0}}  {b:>{w1}}  {c:>{w2}}" for a, b, c in rows]
     epochs = history.epochs
     per_epoch = history.wall_time_s / epochs if epochs else math.nan
     info = [
@@ -261,7 +258,4 @@ def format_summary(history: History) -> str:
         ("per epoch", f"{fmt(per_epoch, '.4g')} s"),
         ("device", history.device or "n/a"),
     ]
-    wk = max(len(k) for k, _ in info)
-    lines.append("")
-    lines += [f"{k:<{wk}}  {v}" for k, v in info]
-    return "\n".join(lines)
+    return text_table(rows) + "\n\n" + text_table(info, n_left=2)
