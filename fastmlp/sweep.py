@@ -260,6 +260,11 @@ def _threads(backend: Any) -> int | None:
     return int(numba.get_num_threads())
 
 
+def _error_line(exc: BaseException) -> str:
+    """An unexpected exception as one line: its type name, then its message."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
 def run_one(spec: Spec, save_model: bool = False) -> Result:
     """Train the run ``spec`` (a dict from :func:`build_specs`) and return its result.
 
@@ -300,15 +305,15 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
         if isinstance(exc, FastMLPError):  # the user's kind of problem: its message says it all
             result["error"] = " ".join(str(exc).split())
         else:  # a bug: name it and keep its traceback in error.json
-            result["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())
+            result["error"] = _error_line(exc)
             result["traceback"] = traceback.format_exc()
         # a divergence measures ``final`` at the kept weights, even when no epoch is kept
         result["history"] = history.to_dict() if history.epochs or history.final else None
         return result
-    # what train() does not know; "sweep" is the run's identity for resume
+    # what train() does not know ("sweep", the run's identity for resume, went in above)
     # the data path made absolute where it was read, so evaluate finds it from anywhere
     data_path = spec["data_path"] and str(Path(spec["data_path"]).expanduser().resolve())
-    history.config.update(sweep=spec, scale=spec["scale"], data_path=data_path,
+    history.config.update(scale=spec["scale"], data_path=data_path,
                           device_requested=spec["device"], threads=_threads(backend),
                           blas_env={k: os.environ[k] for k in BLAS_ENV if k in os.environ})
     result.update(status="ok", history=history.to_dict())
@@ -322,9 +327,8 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
 
 def _failed(exc: BaseException) -> Result:
     """The result of a run whose task itself failed (worker died, pool broken, cancelled)."""
-    return dict(status="failed", history=None, error=" ".join(
-        f"{type(exc).__name__}: {exc}".split()) or type(exc).__name__, traceback=None,
-        model=None, host=None, pid=None)
+    return dict(status="failed", history=None, error=_error_line(exc), traceback=None,
+                model=None, host=None, pid=None)
 
 
 def _run_inline(todo: Sequence[Spec], save_model: bool) -> Iterator[tuple[Spec, Result]]:
