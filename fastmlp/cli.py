@@ -35,6 +35,7 @@ from .train import (
     DivergenceError,
     History,
     check_batch_size,
+    check_compatible,
     evaluate,
     train,
 )
@@ -642,14 +643,9 @@ def _gradcheck_rows(args: argparse.Namespace, model: MLP):
                             n_features=model.n_in, n_classes=model.n_out, dtype="float64",
                             seed=args.seed)
     else:
-        if model.n_in != 784:
-            raise FastMLPError(f"--dataset mnist has 784 features but the network takes "
-                               f"{model.n_in}")
         data = load_dataset("mnist", path=args.data_path, train_size=args.samples,
                             dtype="float64")
-        if int(data.train.y.max()) >= model.n_out:
-            raise FastMLPError(f"--dataset mnist has 10 classes but the network outputs "
-                               f"{model.n_out}")
+    check_compatible(model, data)
     return data.train.x, data.train.y, f"{len(data.train)} {data.name} rows"
 
 
