@@ -923,7 +923,7 @@ def run_predict(args: argparse.Namespace) -> int:
             f.write(f"{i},{label}{extra}\n")
 
     # atomic: an interrupted write never leaves a complete-looking file
-    with os_errors("write", out, name_the_file=False):  # not the temp file's name
+    with os_errors("write", out):
         if out.suffix.lower() == ".npy":
             result = probs if args.proba else labels
             report.atomic_write(out, lambda f: np.save(f, result), binary=True)
