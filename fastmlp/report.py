@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from .jsonsafe import json_clean
 from .model import MLP
 from .texttable import text_table
 from .train import METRICS, History
 
 __all__ = ["HISTORY_JSON", "HISTORY_CSV", "LOSS_PNG", "ACCURACY_PNG", "MODEL_NPZ",
            "atomic_path", "atomic_write", "format_summary", "plot_history", "save_model",
-           "write_history"]
+           "write_history", "write_json"]
 
 HISTORY_JSON = "history.json"
 HISTORY_CSV = "history.csv"
@@ -139,6 +140,14 @@ def _csv_cell(value: float) -> str:
     return repr(float(value)) if math.isfinite(value) else ""
 
 
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as strict, indented JSON (after :func:`~fastmlp.jsonsafe.json_clean`: no
+    NaN, no NumPy types) with a final newline, atomically; return the path."""
+    clean = json_clean(data)
+    return atomic_write(path, lambda f: (json.dump(clean, f, indent=2, allow_nan=False),
+                                         f.write("\n")))
+
+
 def write_history(history: History, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write ``history.json`` (``History.to_dict()``) and ``history.csv`` into ``out_dir``.
 
@@ -147,9 +156,7 @@ def write_history(history: History, out_dir: str | os.PathLike[str]) -> tuple[Pa
     evaluated. Returns the two paths.
     """
     out = Path(out_dir)
-    data = history.to_dict()  # already strict JSON
-    json_path = atomic_write(out / HISTORY_JSON, lambda f: (
-        json.dump(data, f, indent=2, allow_nan=False), f.write("\n")))
+    json_path = write_json(out / HISTORY_JSON, history.to_dict())
 
     def write_csv(f: IO[str]) -> None:
         w = csv.writer(f, lineterminator="\n")

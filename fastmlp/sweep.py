@@ -70,7 +70,6 @@ import numpy as np
 
 from . import report
 from .errors import FastMLPError, os_errors
-from .jsonsafe import json_clean
 from .texttable import text_table
 from .train import METRICS, SPLITS, History, check_batch_size
 
@@ -409,12 +408,6 @@ def _run_dask(todo: Sequence[Spec], save_model: bool,
 # -- files --------------------------------------------------------------------------------------
 
 
-def _write_json(path: Path, data: Any) -> None:
-    clean = json_clean(data)
-    report.atomic_write(path, lambda f: (json.dump(clean, f, indent=2, allow_nan=False),
-                                         f.write("\n")))
-
-
 def _finished_history(out: Path, spec: Spec, save_model: bool) -> dict[str, Any] | None:
     """history.json of ``spec`` if that run is already done with the same spec, else None."""
     d = run_dir(out, spec)
@@ -435,9 +428,10 @@ def _write_run(out: Path, spec: Spec, result: Result) -> None:
     d = run_dir(out, spec)
     d.mkdir(parents=True, exist_ok=True)
     if result["status"] != "ok":
-        _write_json(d / ERROR_JSON, {"config": {"sweep": spec}, "error": result["error"],
-                                     "traceback": result["traceback"], "host": result["host"],
-                                     "history": result["history"]})
+        report.write_json(d / ERROR_JSON, {
+            "config": {"sweep": spec}, "error": result["error"],
+            "traceback": result["traceback"], "host": result["host"],
+            "history": result["history"]})
         with contextlib.suppress(FileNotFoundError):  # a stale run's files must not look done
             (d / report.HISTORY_JSON).unlink()
         return
@@ -528,7 +522,7 @@ def write_summary(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
             w.writerow([_csv_value(row[k]) for k in CSV_KEYS])
 
     report.atomic_write(out / SUMMARY_CSV, write_csv, newline="")
-    _write_json(out / SUMMARY_JSON, dict(meta, rows=rows))
+    report.write_json(out / SUMMARY_JSON, dict(meta, rows=rows))
 
 
 def _pm(mean: float, std: float, spec: str = ".4f") -> str:
