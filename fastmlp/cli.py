@@ -29,6 +29,7 @@ from .errors import FastMLPError, object_arrays_refused, os_errors
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .model import DTYPES, INITS, MLP
+from .report import absolute_path
 from .texttable import text_table
 from .train import (
     SPLITS,
@@ -314,7 +315,7 @@ def _resume_args(args: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
         elif key in config:
             recorded = config[key]
             if key == "data_path" and value is not None:
-                value = str(Path(value).expanduser().resolve())
+                value = absolute_path(value)
             if value != recorded:
                 conflicts.append(f"--{key.replace('_', '-')} {value} (recorded: {recorded})")
     if conflicts:
@@ -451,7 +452,7 @@ def _cli_config(args: argparse.Namespace) -> dict:
     """What train() does not know: how the data was prepared and the exact (first) command."""
     data_path = args.data_path
     if data_path is not None:  # absolute, so that evaluate finds it from any directory
-        data_path = str(Path(data_path).expanduser().resolve())
+        data_path = absolute_path(data_path)
     return dict(scale=args.scale, data_path=data_path, device_requested=args.device,
                 argv=getattr(args, "_first_argv", None) or _command_line(args))
 

@@ -26,8 +26,8 @@ from .texttable import text_table
 from .train import METRICS, History
 
 __all__ = ["HISTORY_JSON", "HISTORY_CSV", "LOSS_PNG", "ACCURACY_PNG", "MODEL_NPZ",
-           "atomic_path", "atomic_write", "format_summary", "plot_history", "save_model",
-           "write_history", "write_json"]
+           "absolute_path", "atomic_path", "atomic_write", "format_summary", "plot_history",
+           "save_model", "write_history", "write_json"]
 
 HISTORY_JSON = "history.json"
 HISTORY_CSV = "history.csv"
@@ -138,6 +138,12 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[Any]], Any],
 def _csv_cell(value: float) -> str:
     """Shortest round-tripping repr; empty for NaN (a metric that was not evaluated)."""
     return repr(float(value)) if math.isfinite(value) else ""
+
+
+def absolute_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a run records it (e.g. its data file): ``~`` expanded and made absolute, so
+    that it is found again from any directory."""
+    return str(Path(path).expanduser().resolve())
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:

@@ -311,7 +311,7 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
         return result
     # what train() does not know ("sweep", the run's identity for resume, went in above)
     # the data path made absolute where it was read, so evaluate finds it from anywhere
-    data_path = spec["data_path"] and str(Path(spec["data_path"]).expanduser().resolve())
+    data_path = spec["data_path"] and report.absolute_path(spec["data_path"])
     history.config.update(scale=spec["scale"], data_path=data_path,
                           device_requested=spec["device"], threads=_threads(backend),
                           blas_env={k: os.environ[k] for k in BLAS_ENV if k in os.environ})
