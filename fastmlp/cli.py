@@ -177,6 +177,19 @@ def add_data_options(group, *, from_run: bool = False,
                        help=scale_help)
 
 
+def add_run_options(group) -> None:
+    """The training options every run takes the same way (--epochs, --eval-every, --init,
+    --velocity-init), shared by train and sweep."""
+    group.add_argument("--epochs", type=positive_int, default=200, metavar="N",
+                       help="default: %(default)s")
+    group.add_argument("--eval-every", type=positive_int, default=1, metavar="N",
+                       help="measure valid/test every N epochs (default: %(default)s)")
+    group.add_argument("--init", choices=INITS, default="xavier",
+                       help="weight initialisation (default: %(default)s)")
+    group.add_argument("--velocity-init", type=non_negative_float, default=1e-5, metavar="V",
+                       help="initial value of every velocity entry (default: %(default)s)")
+
+
 def _configure_train(p: argparse.ArgumentParser) -> None:
     add_data_options(p.add_argument_group("data"))
 
@@ -185,8 +198,6 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
                        help="hidden units (default: %(default)s)")
     model.add_argument("--activation", choices=ACTIVATIONS, default="relu",
                        help="hidden activation (default: %(default)s)")
-    model.add_argument("--init", choices=INITS, default="xavier",
-                       help="weight initialisation (default: %(default)s)")
     model.add_argument("--dtype", choices=DTYPES, default="float32",
                        help="data and parameter precision (default: %(default)s)")
     model.add_argument("--device", choices=DEVICES, default="auto",
@@ -196,18 +207,13 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
                             "10-bit mantissa inputs; off unless asked for)")
 
     opt = p.add_argument_group("training")
-    opt.add_argument("--epochs", type=positive_int, default=200, metavar="N",
-                     help="default: %(default)s")
+    add_run_options(opt)
     opt.add_argument("--lr", type=non_negative_float, default=0.1,
                      help="learning rate (default: %(default)s)")
     opt.add_argument("--momentum", type=non_negative_float, default=0.99,
                      help="momentum coefficient (default: %(default)s)")
     opt.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
                      help="minibatch size (default: full batch, as the course)")
-    opt.add_argument("--velocity-init", type=non_negative_float, default=1e-5, metavar="V",
-                     help="initial value of every velocity entry (default: %(default)s)")
-    opt.add_argument("--eval-every", type=positive_int, default=1, metavar="N",
-                     help="measure valid/test every N epochs (default: %(default)s)")
     opt.add_argument("--seed", type=non_negative_int, default=0,
                      help="seed for the initial weights, minibatch order and synthetic data "
                           "(default: %(default)s)")

@@ -102,13 +102,14 @@ def configure_sweep(p: argparse.ArgumentParser) -> None:
     from .backend import DEVICES
     from .cli import (
         add_data_options,
+        add_run_options,
         batch_or_full,
         non_negative_float,
         non_negative_int,
         positive_int,
     )
     from .kernels import ACTIVATIONS
-    from .model import DTYPES, INITS
+    from .model import DTYPES
 
     grid = p.add_argument_group("grid (every combination is a grid point)")
     grid.add_argument("--hidden", nargs="+", type=positive_int, default=[1000], metavar="H",
@@ -132,19 +133,12 @@ def configure_sweep(p: argparse.ArgumentParser) -> None:
     shared = p.add_argument_group("shared by every run (as in 'fastmlp train')")
     add_data_options(shared, path_help="data file or directory; with --scheduler, a path on "
                                        "the workers")
-    shared.add_argument("--epochs", type=positive_int, default=200, metavar="N",
-                        help="default: %(default)s")
+    add_run_options(shared)
     shared.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="default: %(default)s")
     shared.add_argument("--device", choices=DEVICES, default="auto",
                         help="default: auto (CUDA when CuPy sees a GPU, else the CPU); with "
                              "--scheduler, decided on each worker")
-    shared.add_argument("--eval-every", type=positive_int, default=1, metavar="N",
-                        help="measure valid/test every N epochs (default: %(default)s)")
-    shared.add_argument("--init", choices=INITS, default="xavier",
-                        help="weight initialisation (default: %(default)s)")
-    shared.add_argument("--velocity-init", type=non_negative_float, default=1e-5, metavar="V",
-                        help="initial value of every velocity entry (default: %(default)s)")
 
     ex = p.add_argument_group("execution")
     ex.add_argument("--workers", type=positive_int, default=None, metavar="N",
