@@ -33,6 +33,8 @@ def run_head(head, inputs, ends, n_grad, activation):
          out["dWo"], out["dbo"], out["dbh"], out["stats"])
     out["dz"] = out.pop("Z")[:n_grad]  # rows past n_grad are unspecified scratch
     if n_grad == 0:  # gradients are left alone when no row is a training row
+        for name in ("dWo", "dbo", "dbh"):
+            assert np.isnan(out[name]).all(), f"{name} written although n_grad == 0"
         del out["dWo"], out["dbo"], out["dbh"]
     return out
 
