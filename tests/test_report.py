@@ -219,8 +219,9 @@ def test_atomic_write_errors_name_the_target_not_the_temp_file(tmp_path: Path) -
 
 def test_atomic_path_gives_a_new_file_the_umask_mode(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    # what open(path, "w") would give (0o666 minus the umask), not mkstemp's 0o600
-    old = os.umask(0o022)
+    # what open(path, "w") would give (0o666 minus the umask), not mkstemp's 0o600; an unusual
+    # umask, so that a hard-coded 0o644 (the common result) would fail
+    old = os.umask(0o027)
     try:
         with monkeypatch.context() as m:
             # without touching the process umask: setting it, even briefly, races other threads
@@ -228,7 +229,7 @@ def test_atomic_path_gives_a_new_file_the_umask_mode(tmp_path: Path,
             atomic_write(tmp_path / "new.txt", lambda f: f.write("x"))
     finally:
         os.umask(old)
-    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o640
 
 
 def test_save_model_atomic_and_loadable(tmp_path: Path, assert_no_temp_files) -> None:
