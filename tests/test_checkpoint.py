@@ -124,7 +124,8 @@ def test_divergence_error_keeps_last_finite_weights() -> None:
     assert math.isfinite(h.final["train_loss"]) and h.config["diverged_at_epoch"] == err.epoch
 
 
-def test_checkpoint_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_checkpoint_errors(tmp_path: Path, capsys: pytest.CaptureFixture,
+                           assert_one_line_error) -> None:
     with pytest.raises(fastmlp.FastMLPError, match="no checkpoint in"):
         load_checkpoint(tmp_path)
     target = tmp_path / CHECKPOINT_NPZ
@@ -132,8 +133,7 @@ def test_checkpoint_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     with pytest.raises(fastmlp.FastMLPError, match="checkpoint.npz is corrupt: "):
         load_checkpoint(tmp_path)
     assert main(["train", "--resume", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "checkpoint.npz is corrupt" in err[0]
+    assert_one_line_error(capsys.readouterr().err, "checkpoint.npz is corrupt")
 
     fastmlp.train(fastmlp.MLP(12, 8, 10), small_data(), epochs=2, checkpoint=tmp_path)
     good = target.read_bytes()
@@ -150,7 +150,7 @@ def test_checkpoint_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
         load_checkpoint(target)
     target.write_bytes(good)
     assert main(["train", "--resume", str(tmp_path)]) == 2  # no CLI options recorded
-    assert "not written by 'fastmlp train'" in capsys.readouterr().err
+    assert_one_line_error(capsys.readouterr().err, "not written by 'fastmlp train'")
 
 
 # -- CLI ----------------------------------------------------------------------------------------
@@ -183,13 +183,13 @@ def test_resume_is_bit_identical(batch: str | None, tmp_path: Path,
     assert load_checkpoint(parts)["epoch"] == 9
 
 
-def test_resume_option_rules(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_resume_option_rules(tmp_path: Path, capsys: pytest.CaptureFixture,
+                             assert_one_line_error) -> None:
     out = tmp_path / "run"
     assert main([*SYN, "--epochs", "3", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
     assert main(["train", "--resume", str(out), "--lr", "0.5"]) == 2
-    err = capsys.readouterr().err
-    assert "--lr 0.5 (recorded: 0.05)" in err and len(err.strip().splitlines()) == 1
+    assert_one_line_error(capsys.readouterr().err, "--lr 0.5 (recorded: 0.05)")
     assert main(["train", "--resume", str(out), "--epochs", "2"]) == 2
     assert "past --epochs 2" in capsys.readouterr().err
     # same values, and the options that may change, are accepted; --epochs extends the run
@@ -212,12 +212,14 @@ def test_divergence_after_the_last_update_is_caught() -> None:
     np.testing.assert_array_equal(model.params, initial)  # back to the last finite weights
 
 
-def test_divergence_cli_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_divergence_cli_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                assert_one_line_error) -> None:
     out = tmp_path / "run"
     assert main([*SYN, "--epochs", "50", "--lr", "1e6", "--out", str(out)]) == 3
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("fastmlp: error: training diverged at epoch ")
-    assert "learning rate" in err[0] and str(out) in err[0]
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "training diverged at epoch ")
+    assert err.strip().startswith("fastmlp: error: training diverged at epoch ")
+    assert "learning rate" in err and str(out) in err
     history = json.loads((out / "history.json").read_text())
     assert all(v is not None and math.isfinite(v) for v in history["train_loss"])
     assert history["config"]["diverged_at_epoch"] >= 1
