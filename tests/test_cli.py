@@ -108,6 +108,7 @@ def test_device_auto_without_cupy_uses_the_cpu(tmp_path: Path, capsys: pytest.Ca
     assert device.split()[1] == "cpu" and "[auto: CuPy is not importable" in device, device
     history = json.loads((tmp_path / "o" / "history.json").read_text())
     assert history["device"].startswith("cpu")
+    assert history["config"]["device_requested"] == "auto"  # the run itself asked for auto
 
 
 def test_version(capsys: pytest.CaptureFixture) -> None:
