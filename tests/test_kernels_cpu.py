@@ -3,6 +3,7 @@
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 import pytest
 from fastmlp.kernels import cpu, reference
@@ -67,6 +68,40 @@ def test_head_matches_reference(dtype, activation, N, H, K, ends, n_grad,
     want = run_head(reference.head, inputs, ends, n_grad, activation)
     errors = max_errors(got, want, head_gradient_terms(inputs, n_grad, activation))
     print(f"max errors {dtype.__name__} {activation} N={N} H={H}: {errors}")
+    assert all(e <= TOL[dtype] for e in errors.values()), errors
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("ends,n_grad", [
+    ((1537,), 1537),
+    ((701, 1100, 1537), 701),  # a train split ending inside the second thread's rows
+    ((0, 900, 1537), 0),  # no training row: gradients left alone
+    ((1024, 1024, 1537), 1024),  # an empty split, ends on a 512-row boundary
+])
+def test_threaded_head_matches_reference(dtype, activation, ends, n_grad, head_gradient_terms,
+                                         monkeypatch):
+    # cpu.head runs its threaded kernel when min(numba.get_num_threads(), N // 512) >= 2; the
+    # cases above are random, not the all-ones inputs of the subnormal test. Two threads are used
+    # whenever numba has them (NUMBA_NUM_THREADS >= 2); with fewer, the serial kernel runs and
+    # the results are still checked.
+    N, H, K = 1537, 65, 7  # N // 512 == 3; odd K: the kernel's leftover-output loop
+    inputs = make_head_inputs(np.random.default_rng(1537), N, H, K, dtype)
+    monkeypatch.setattr(cpu, "_workspaces", {})  # empty: only this call's workspace will be there
+    threads = numba.get_num_threads()
+    numba.set_num_threads(min(max(threads, 2), numba.config.NUMBA_NUM_THREADS))
+    try:
+        T = min(numba.get_num_threads(), N // 512)
+        got = run_head(cpu.head, inputs, ends, n_grad, activation)
+    finally:
+        numba.set_num_threads(threads)
+    if numba.config.NUMBA_NUM_THREADS >= 2:
+        assert T >= 2
+        # the threaded path ran: the call's workspace holds partial sums for T threads
+        assert [key[:5] for key in cpu._workspaces] == [(T, H, K, len(ends), np.dtype(dtype))]
+    want = run_head(reference.head, inputs, ends, n_grad, activation)
+    errors = max_errors(got, want, head_gradient_terms(inputs, n_grad, activation))
+    print(f"max errors {dtype.__name__} {activation} T={T} ends={ends}: {errors}")
     assert all(e <= TOL[dtype] for e in errors.values()), errors
 
 
