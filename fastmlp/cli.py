@@ -25,7 +25,7 @@ from typing import NoReturn
 from . import __version__
 from .backend import DEVICES, Backend, get_backend
 from .datasets import DATASET_NAMES, SCALES, Dataset, load_dataset, scale_pixels
-from .errors import FastMLPError, object_arrays_refused, os_errors
+from .errors import FastMLPError, is_int, object_arrays_refused, os_errors
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .model import DTYPES, INITS, MLP
@@ -740,10 +740,10 @@ def _data_options_from_run(args: argparse.Namespace, saved: dict) -> list[str]:
                         f"which is not found from here; pass --data-path (or --dataset)")
                 fill("data_path", path)
             n_train = saved.get("n_train")
-            if args.train_size is None and _is_count(n_train) and n_train > 0:
+            if args.train_size is None and is_int(n_train) and n_train > 0:
                 fill("train_size", n_train)
             seed = saved.get("seed")
-            if args.seed is None and recorded == "synthetic" and _is_count(seed):
+            if args.seed is None and recorded == "synthetic" and is_int(seed) and seed >= 0:
                 fill("seed", seed)
         filled.insert(0, f"--dataset {recorded}")
         args.dataset = recorded
@@ -756,10 +756,6 @@ def _data_options_from_run(args: argparse.Namespace, saved: dict) -> list[str]:
         else:
             args.scale = "unit"
     return filled
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
