@@ -161,7 +161,7 @@ def add_data_options(group, *, from_run: bool = False,
                                        "(symmetric)",
                      path_help: str = "notMNIST.npz / any .npz file / a directory with the "
                                       "MNIST IDX files") -> None:
-    """The options :func:`_load_data` reads (--dataset, --data-path, --train-size, --scale),
+    """The options :func:`load_data` takes (--dataset, --data-path, --train-size, --scale),
     shared by train, evaluate and sweep. ``from_run`` (evaluate): every default is None, to be
     taken from the model's recorded training run."""
     run = "that of the model's training run"
@@ -370,16 +370,24 @@ def _resolve_out_dir(out: str | None, prefix: str = "") -> Path:
     raise FastMLPError(f"cannot find a free output directory next to {base}; use --out")
 
 
+def load_data(dataset: str, *, data_path: str | None, train_size: int | str | None, scale: str,
+              dtype: str, seed: int) -> Dataset:
+    """The Dataset that the data options of train, evaluate and sweep name (their values, one
+    keyword each): ``train_size`` None is the course's default (the first 10000 rows of mnist,
+    every row otherwise) and ``"all"`` every row."""
+    if dataset in ("notmnist", "npz") and not data_path:
+        raise FastMLPError(f"--dataset {dataset} needs --data-path FILE.npz")
+    if train_size is None:
+        train_size = MNIST_TRAIN_SIZE if dataset == "mnist" else None
+    elif train_size == "all":
+        train_size = None
+    return load_dataset(dataset, path=data_path, train_size=train_size, scale=scale, dtype=dtype,
+                        seed=seed)
+
+
 def _load_data(args: argparse.Namespace) -> Dataset:
-    if args.dataset in ("notmnist", "npz") and not args.data_path:
-        raise FastMLPError(f"--dataset {args.dataset} needs --data-path FILE.npz")
-    size = args.train_size
-    if size is None:
-        size = MNIST_TRAIN_SIZE if args.dataset == "mnist" else None
-    elif size == "all":
-        size = None
-    return load_dataset(args.dataset, path=args.data_path, train_size=size, scale=args.scale,
-                        dtype=args.dtype, seed=args.seed)
+    return load_data(args.dataset, data_path=args.data_path, train_size=args.train_size,
+                     scale=args.scale, dtype=args.dtype, seed=args.seed)
 
 
 def _say(args: argparse.Namespace, *lines: str) -> None:

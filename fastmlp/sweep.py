@@ -234,14 +234,14 @@ def _data_key(spec: Spec) -> tuple:
 def load_data(spec: Spec) -> Any:
     """The :class:`~fastmlp.datasets.Dataset` of ``spec``, loaded as ``fastmlp train`` loads it
     (cached: the last one stays in memory)."""
-    from .cli import _load_data
+    from .cli import load_data as load_options
 
     key = _data_key(spec)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # keep one: a second MNIST copy is ~100 MB per worker
-        _DATA_CACHE[key] = _load_data(argparse.Namespace(
-            dataset=spec["dataset"], data_path=spec["data_path"], train_size=spec["train_size"],
-            scale=spec["scale"], dtype=spec["dtype"], seed=spec["seed"]))
+        _DATA_CACHE[key] = load_options(
+            spec["dataset"], data_path=spec["data_path"], train_size=spec["train_size"],
+            scale=spec["scale"], dtype=spec["dtype"], seed=spec["seed"])
     return _DATA_CACHE[key]
 
 
@@ -315,7 +315,7 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
     return result
 
 
-# -- executors: yield (spec, result) as runs finish ---------------------------------------------
+# -- executors: yield (index, result) as runs finish; todo holds (index, spec) pairs ------------
 
 
 def _failed(exc: BaseException) -> Result:
@@ -324,9 +324,10 @@ def _failed(exc: BaseException) -> Result:
                 model=None, host=None, pid=None)
 
 
-def _run_inline(todo: Sequence[Spec], save_model: bool) -> Iterator[tuple[Spec, Result]]:
-    for spec in todo:
-        yield spec, run_one(spec, save_model)
+def _run_inline(todo: Sequence[tuple[int, Spec]],
+                save_model: bool) -> Iterator[tuple[int, Result]]:
+    for i, spec in todo:
+        yield i, run_one(spec, save_model)
 
 
 def _ignore_sigint() -> None:
@@ -335,8 +336,8 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_pool(todo: Sequence[Spec], save_model: bool,
-              workers: int) -> Iterator[tuple[Spec, Result]]:
+def _run_pool(todo: Sequence[tuple[int, Spec]], save_model: bool,
+              workers: int) -> Iterator[tuple[int, Result]]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -344,9 +345,9 @@ def _run_pool(todo: Sequence[Spec], save_model: bool,
                                mp_context=multiprocessing.get_context("spawn"),
                                initializer=_ignore_sigint)
     finished = False
-    futures: dict[Any, Spec] = {}
+    futures: dict[Any, int] = {}
     try:
-        futures = {pool.submit(run_one, spec, save_model): spec for spec in todo}
+        futures = {pool.submit(run_one, spec, save_model): i for i, spec in todo}
         for fut in as_completed(futures):
             try:
                 result = fut.result()
@@ -378,11 +379,11 @@ def _dask_client(address: str) -> Any:
         raise FastMLPError(f"cannot connect to the Dask scheduler at {address}: {exc}") from None
 
 
-def _run_dask(todo: Sequence[Spec], save_model: bool,
-              client: Any) -> Iterator[tuple[Spec, Result]]:
+def _run_dask(todo: Sequence[tuple[int, Spec]], save_model: bool,
+              client: Any) -> Iterator[tuple[int, Result]]:
     from distributed import as_completed
 
-    futures = {client.submit(run_one, spec, save_model, pure=False): spec for spec in todo}
+    futures = {client.submit(run_one, spec, save_model, pure=False): i for i, spec in todo}
     pending = set(futures)
     try:
         for fut in as_completed(list(futures), loop=client.loop):
@@ -723,22 +724,21 @@ def _sweep(args: argparse.Namespace, out: Path, grid: dict[str, list[Any]], seed
         print(f"resume:   {len(results)} of {len(specs)} runs already finished in {out}, "
               f"skipped; training {len(todo)}", flush=True)
 
-    todo_specs = [specs[i] for i in todo]
-    index = {id(s): i for i, s in zip(todo, todo_specs, strict=True)}
-    stream: Iterator[tuple[Spec, Result]]
-    if not todo_specs:
+    todo_runs = [(i, specs[i]) for i in todo]
+    stream: Iterator[tuple[int, Result]]
+    if not todo_runs:
         stream = _run_inline([], args.save_models)  # a generator, like the others
     elif client is not None:
-        stream = _run_dask(todo_specs, args.save_models, client)
+        stream = _run_dask(todo_runs, args.save_models, client)
     elif workers > 1:
-        stream = _run_pool(todo_specs, args.save_models, workers)
+        stream = _run_pool(todo_runs, args.save_models, workers)
     else:
-        stream = _run_inline(todo_specs, args.save_models)
+        stream = _run_inline(todo_runs, args.save_models)
     n_trained = 0
     try:
         with contextlib.closing(stream):
-            for spec, result in stream:
-                i = index[id(spec)]  # executors yield the very spec objects they were given
+            for i, result in stream:
+                spec = specs[i]
                 with os_errors("write results to", out):
                     _write_run(out, spec, result)
                 result["model"] = None  # written; do not keep every model in memory
