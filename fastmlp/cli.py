@@ -275,10 +275,10 @@ def resume_may_change() -> str:
     return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def _run_config(args: argparse.Namespace) -> dict:
-    """The run's options for its checkpoint (data path made absolute, the original command)."""
+def _run_config(args: argparse.Namespace, cli: dict) -> dict:
+    """The run's options for its checkpoint, with the data path and the original command from
+    ``cli`` (:func:`_cli_config`: the path made absolute, so --resume works from anywhere)."""
     config = {key: getattr(args, key) for key in TRAIN_CONFIG}
-    cli = _cli_config(args)  # data path made absolute, so --resume works from any directory
     return dict(config, data_path=cli["data_path"], argv=cli["argv"])
 
 
@@ -438,7 +438,8 @@ def run_train(args: argparse.Namespace) -> int:
         _say(args, f"note:     removed the checkpoint of an earlier run in {out_dir}")
     history = resumed["history"] if resumed is not None else History()
     # before training, so that a history written on Ctrl-C records them too
-    history.config.update(_cli_config(args))
+    cli = _cli_config(args)
+    history.config.update(cli)
     try:
         history = train(model, dataset, epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                         batch_size=args.batch_size, eval_every=args.eval_every,
@@ -446,7 +447,7 @@ def run_train(args: argparse.Namespace) -> int:
                         progress=not (args.no_progress or args.quiet), history=history,
                         state=resumed, checkpoint=checkpoint,
                         checkpoint_every=args.checkpoint_every,
-                        checkpoint_config=_run_config(args))
+                        checkpoint_config=_run_config(args, cli))
     except KeyboardInterrupt:
         print(f"{PROG}: {on_interrupt(history, out_dir, args.epochs)}", file=sys.stderr,
               flush=True)
