@@ -422,6 +422,9 @@ def _write_run(out: Path, spec: Spec, result: Result) -> None:
     its presence is what marks the run as done)."""
     d = run_dir(out, spec)
     d.mkdir(parents=True, exist_ok=True)
+    if result.get("model") is None:  # an earlier run's model must not pass for this one's
+        with contextlib.suppress(FileNotFoundError):
+            (d / report.MODEL_NPZ).unlink()
     if result["status"] != "ok":
         report.write_json(d / ERROR_JSON, {
             "config": {"sweep": spec}, "error": result["error"],

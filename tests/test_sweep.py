@@ -176,6 +176,24 @@ def test_changed_options_retrain(finished, tmp_path, monkeypatch) -> None:
     assert json.loads((out / RUNS[0] / "history.json").read_text())["epochs"] == 4
 
 
+def test_rerun_without_models_removes_the_old_model(tmp_path, monkeypatch) -> None:
+    # a model.npz from the earlier options must not be taken for the rerun's on a later
+    # --save-models resume (the run would be skipped, its model and history disagreeing)
+    out = tmp_path / "out"
+    base = ["sweep", "--dataset", "synthetic", "--hidden", "8", "--seeds", "1", "--device", "cpu",
+            "--out", str(out), "--quiet"]
+    run = out / "h8-lr0.1-m0.99-bfull-relu" / "seed-0"
+    assert main([*base, "--epochs", "2", "--save-models"]) == 0
+    assert (run / "model.npz").is_file()
+    assert main([*base, "--epochs", "3"]) == 0
+    assert not (run / "model.npz").exists()
+    counter = CountRuns()
+    monkeypatch.setattr(sweep, "run_one", counter)
+    assert main([*base, "--epochs", "3", "--save-models"]) == 0
+    assert len(counter.specs) == 1  # retrained, since its model was missing
+    assert fastmlp.MLP.load(run / "model.npz").saved_config["epochs"] == 3
+
+
 # -- parallel executors give identical numbers --------------------------------------------------
 
 
