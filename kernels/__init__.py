@@ -42,6 +42,8 @@ def check_head_args(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, d
             raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
     if any(a.dtype != Z.dtype for a in (bh, Wo, bo, dWo, dbo, dbh)):
         raise TypeError(f"Z, bh, Wo, bo and the gradients must share one dtype ({Z.dtype})")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"y must hold integer labels, got {y.dtype}")
     if stats.dtype != "float64":
         raise TypeError(f"stats must be float64, got {stats.dtype}")
     if hasattr(ends, "__cuda_array_interface__"):  # on the GPU: reading it would synchronise
@@ -55,3 +57,17 @@ def check_head_args(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, d
     if stats.shape != (S, 2):
         raise ValueError(f"stats must have shape ({S}, 2), got {stats.shape}")
     return host
+
+
+def check_momentum_args(params, grads, velocity) -> None:
+    """The checks every form of ``momentum`` makes: flat (P,) buffers of one shape (ValueError)
+    and one dtype (TypeError); the compiled forms would otherwise run past the shorter ones."""
+    if not (params.ndim == grads.ndim == velocity.ndim == 1):
+        raise ValueError(f"momentum takes flat (P,) buffers, got shapes {params.shape}, "
+                         f"{grads.shape} and {velocity.shape}")
+    if not (params.shape == grads.shape == velocity.shape):
+        raise ValueError(f"params, grads and velocity must have one shape, got {params.shape}, "
+                         f"{grads.shape} and {velocity.shape}")
+    if not (params.dtype == grads.dtype == velocity.dtype):
+        raise TypeError(f"params, grads and velocity must share one dtype, got {params.dtype}, "
+                        f"{grads.dtype} and {velocity.dtype}")

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from . import activation_id, check_head_args
+from . import activation_id, check_head_args, check_momentum_args
 
 # fastmath lets LLVM vectorise the length-H reductions; error_model="numpy" drops division checks.
 _JIT = dict(parallel=True, cache=True, fastmath=True, error_model="numpy", nogil=True)
@@ -310,6 +310,7 @@ def momentum(params, grads, velocity, lr: float, mu: float) -> None:
     Velocities below the dtype's smallest normal number are flushed to zero (a change of less
     than 1.2e-38 in float32), so that they never slow the arithmetic down.
     """
+    check_momentum_args(params, grads, velocity)
     dt = params.dtype.type
     small = params.shape[0] < SERIAL_MOMENTUM_BELOW
     kernel = _momentum_kernel_serial if small else _momentum_kernel

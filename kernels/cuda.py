@@ -23,7 +23,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from . import activation_id, check_head_args
+from . import activation_id, check_head_args, check_momentum_args
 from .reference import namespace
 
 MAX_CLASSES = 16  # compile-time bound of the shared logits buffer; the course has K = 10
@@ -318,10 +318,7 @@ def momentum(params, grads, velocity, lr: float, mu: float, *,
     Launch: grid-stride over P; defaults 256 threads and up to 8 blocks per SM (simulator: 4, 3).
     """
     xp = namespace(params, grads, velocity)
-    if not (params.ndim == grads.ndim == velocity.ndim == 1):
-        raise ValueError("momentum takes flat (P,) buffers")
-    if not (params.shape == grads.shape == velocity.shape):
-        raise ValueError(f"shape mismatch: {params.shape}, {grads.shape}, {velocity.shape}")
+    check_momentum_args(params, grads, velocity)
     P = params.shape[0]
     tpb = threads_per_block or _default_threads()  # the work per block depends on it
     n_blocks, tpb = _launch_config(-(-P // tpb), MOMENTUM_BLOCKS_PER_SM, tpb, blocks)

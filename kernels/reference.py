@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import check_head_args
+from . import check_head_args, check_momentum_args
 
 
 def library(a: Any) -> str:
@@ -154,6 +154,7 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
 
 def momentum(params, grads, velocity, lr: float, mu: float) -> None:
     """The course rule over flat buffers (P,): v ← mu·v + lr·g; p ← p − v."""
+    check_momentum_args(params, grads, velocity)
     dtype = params.dtype.type
     velocity *= dtype(mu)
     velocity += dtype(lr) * grads

@@ -127,6 +127,7 @@ def _bad_head_arguments() -> dict:
         "bh 1-D": (dict(bh=np.zeros(4)), ValueError, "bh must have shape (1, 4)"),
         "dbo 1-D": (dict(dbo=np.zeros(3)), ValueError, "dbo must have shape (1, 3)"),
         "float32 bias": (dict(bh=np.zeros((1, 4), np.float32)), TypeError, "share one dtype"),
+        "float labels": (dict(y=np.zeros(3)), TypeError, "y must hold integer labels"),
         "float32 stats": (dict(stats=np.zeros((1, 2), np.float32)), TypeError,
                           "stats must be float64"),
         "stats for other splits": (dict(stats=np.zeros((2, 2))), ValueError,
@@ -144,6 +145,38 @@ def assert_head_rejects_bad_arguments() -> Callable[[Callable], None]:
             with pytest.raises(exc, match=re.escape(fragment)):
                 head(**dict(_good_head_arguments(), **changes))
                 pytest.fail(f"{case}: accepted")
+    return check
+
+
+def _bad_momentum_arguments() -> dict:
+    """What every form of kernels' momentum must refuse (P = 4): case -> (changed buffers,
+    exception, message fragment). The compiled forms would run past a shorter buffer."""
+    import numpy as np
+
+    return {
+        "short velocity": (dict(velocity=np.zeros(3)), ValueError, "must have one shape"),
+        "short grads": (dict(grads=np.zeros(2)), ValueError, "must have one shape"),
+        "2-D params": (dict(params=np.zeros((2, 2))), ValueError, "flat (P,) buffers"),
+        "float32 grads": (dict(grads=np.zeros(4, np.float32)), TypeError, "share one dtype"),
+    }
+
+
+@pytest.fixture
+def assert_momentum_rejects_bad_arguments() -> Callable[[Callable], None]:
+    """``check(momentum)``: every case of :func:`_bad_momentum_arguments` raises its error, with
+    its message, and leaves the buffers untouched."""
+    import numpy as np
+
+    def check(momentum: Callable) -> None:
+        for case, (changes, exc, fragment) in _bad_momentum_arguments().items():
+            buffers = dict(dict(params=np.ones(4), grads=np.ones(4), velocity=np.ones(4)),
+                           **changes)
+            before = {name: b.copy() for name, b in buffers.items()}
+            with pytest.raises(exc, match=re.escape(fragment)):
+                momentum(**buffers, lr=0.1, mu=0.9)
+                pytest.fail(f"{case}: accepted")
+            for name, b in buffers.items():
+                np.testing.assert_array_equal(b, before[name], err_msg=f"{case}: {name}")
     return check
 
 

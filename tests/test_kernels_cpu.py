@@ -124,6 +124,12 @@ def test_momentum_matches_reference(dtype, size):
     np.testing.assert_allclose(p, p_ref, rtol=TOL[dtype], atol=TOL[dtype])
 
 
+@pytest.mark.parametrize("form", ["reference", "cpu"])
+def test_momentum_rejects_bad_arguments(form, assert_momentum_rejects_bad_arguments):
+    assert_momentum_rejects_bad_arguments({"reference": reference.momentum,
+                                           "cpu": cpu.momentum}[form])
+
+
 def test_head_reuses_its_workspace():
     rng = np.random.default_rng(0)
     inputs = make_head_inputs(rng, 9, 5, 3, np.float64)

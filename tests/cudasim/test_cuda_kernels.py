@@ -214,6 +214,10 @@ def test_partials_are_per_host_thread(head_gradient_terms):
     assert len(cuda_kernels._PARTIALS) == 2
 
 
+def test_momentum_rejects_bad_arguments(assert_momentum_rejects_bad_arguments):
+    assert_momentum_rejects_bad_arguments(cuda_kernels.momentum)
+
+
 def test_head_rejects_bad_arguments(assert_head_rejects_bad_arguments):
     # the checks every form of head makes (tests/conftest.py), and the CUDA head's own limit
     assert_head_rejects_bad_arguments(cuda_kernels.head)
