@@ -130,6 +130,35 @@ def test_momentum_rejects_bad_arguments(form, assert_momentum_rejects_bad_argume
                                            "cpu": cpu.momentum}[form])
 
 
+@pytest.mark.parametrize("size", [3, 100_003])  # the serial and the threaded kernel
+def test_momentum_keeps_nan_as_the_reference_does(size):
+    # the subnormal flush must not turn a diverging run's NaN into a zero update
+    p, g, v = np.ones(size), np.ones(size), np.zeros(size)
+    g[1] = np.nan
+    p_ref, v_ref = p.copy(), v.copy()
+    cpu.momentum(p, g, v, 0.1, 0.9)
+    reference.momentum(p_ref, g, v_ref, 0.1, 0.9)
+    np.testing.assert_array_equal(v, v_ref)  # NaN where the reference has NaN
+    np.testing.assert_array_equal(p, p_ref)
+    assert np.isnan(p[1]) and np.isnan(v[1])
+
+
+@pytest.mark.parametrize("N", [5, 2048])  # the serial and the threaded kernel
+def test_head_keeps_nan_gradients(N):
+    # a NaN output weight gives NaN do in the reference; the flush must keep it. (dz differs
+    # by design at inactive ReLU units: the kernel passes them no gradient, the reference
+    # multiplies NaN by 0.)
+    inputs = make_head_inputs(np.random.default_rng(0), N, 6, 3, np.float64)
+    inputs["Wo"][2, 1] = np.nan
+    got = run_head(cpu.head, inputs, (N,), N, "relu")
+    want = run_head(reference.head, inputs, (N,), N, "relu")
+    for name in ("dbo", "dWo"):
+        np.testing.assert_array_equal(np.isnan(got[name]), np.isnan(want[name]), err_msg=name)
+    assert np.isnan(got["dbo"]).all()
+    active = inputs["Z"] + inputs["bh"] > 0
+    assert np.isnan(got["dz"][active]).all() and not np.isnan(got["dz"][~active]).any()
+
+
 def test_head_reuses_its_workspace():
     rng = np.random.default_rng(0)
     inputs = make_head_inputs(rng, 9, 5, 3, np.float64)
