@@ -101,6 +101,17 @@ def check_compatible(model: MLP, dataset: Dataset) -> None:
     if dataset.n_classes > model.n_out:
         raise FastMLPError(f"the data ({dataset.name}) has {dataset.n_classes} classes but the "
                            f"model outputs {model.n_out}")
+    # hand-built splits are not checked by the loaders, and the kernels index by label
+    for split, part in zip(SPLITS, (dataset.train, dataset.valid, dataset.test), strict=True):
+        y = np.asarray(part.y)
+        if not len(y):
+            continue
+        if y.dtype.kind not in "iu":
+            raise FastMLPError(f"the {split} labels of the data ({dataset.name}) must be "
+                               f"integers, got {y.dtype}")
+        if y.min() < 0 or y.max() >= model.n_out:
+            raise FastMLPError(f"the {split} labels of the data ({dataset.name}) must lie in "
+                               f"[0, {model.n_out}) for this model, got {y.min()} to {y.max()}")
 
 
 def check_batch_size(batch_size: int | None, n_train: int, what: str = "batch size") -> None:

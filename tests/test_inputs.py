@@ -516,6 +516,29 @@ def test_train_checks_the_batch_size(value: object) -> None:
         fastmlp.train(fastmlp.MLP(5, 4, 3), data, epochs=1, batch_size=value)
 
 
+@pytest.mark.parametrize("split,labels,fragment", [
+    ("train", [0, 1, 3], "train labels of the data (hand-built) must lie in [0, 3) for this "
+                         "model, got 0 to 3"),
+    ("valid", [0, -1, 2], "valid labels of the data (hand-built) must lie in [0, 3)"),
+    ("test", [0.0, 1.0, 2.0], "test labels of the data (hand-built) must be integers, got float64"),
+])
+def test_hand_built_labels_outside_the_model_are_refused(split: str, labels: list,
+                                                         fragment: str) -> None:
+    # the kernels index by label: an out-of-range one used to be read out of bounds on the CPU
+    from fastmlp.datasets import Dataset, Split
+    from fastmlp.errors import FastMLPError
+    from fastmlp.train import evaluate
+
+    rng = np.random.default_rng(0)
+    parts = {s: Split(rng.random((3, 5)), np.array([0, 1, 2])) for s in ("train", "valid", "test")}
+    parts[split] = Split(rng.random((3, 5)), np.array(labels))
+    data = Dataset("hand-built", **parts, n_classes=3)
+    for run in (lambda: fastmlp.train(fastmlp.MLP(5, 4, 3), data, epochs=1),
+                lambda: evaluate(fastmlp.MLP(5, 4, 3), data)):
+        with pytest.raises(FastMLPError, match=re.escape(fragment)):
+            run()
+
+
 # -- accepted inputs: what evaluate and predict take, and that they agree ------------------------
 
 
