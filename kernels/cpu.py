@@ -38,7 +38,7 @@ def _activate(h, z, bh, act, zero, one):
     if act == 0:
         for j in range(z.shape[0]):
             a = z[j] + bh[j]
-            h[j] = a if a > zero else zero
+            h[j] = zero if a < zero else a  # NaN passes, as in the reference
     else:
         for j in range(z.shape[0]):
             a = z[j] + bh[j]

@@ -131,7 +131,7 @@ def _head_kernel(dtype: np.dtype):
             for j in range(tid, H, nt):
                 x = Z[i, j] + bh[0, j]
                 if act == 0:
-                    h = x if x > zero else zero
+                    h = zero if x < zero else x  # NaN passes, as in the reference
                 else:
                     e = math.exp(-abs(x))  # in (0, 1]: never overflows
                     h = (one if x >= zero else e) / (one + e)

@@ -159,6 +159,19 @@ def test_head_keeps_nan_gradients(N):
     assert np.isnan(got["dz"][active]).all() and not np.isnan(got["dz"][~active]).any()
 
 
+@pytest.mark.parametrize("N", [5, 2048])  # the serial and the threaded kernel
+def test_head_relu_passes_nan_to_the_loss(N):
+    # a NaN pre-activation (a NaN weight of Wh) must reach the loss, as max(z, 0) passes it in
+    # the reference, so the divergence guard sees it; ReLU used to turn it into 0
+    inputs = make_head_inputs(np.random.default_rng(0), N, 6, 3, np.float64)
+    inputs["Z"][N - 1, 2] = np.nan  # the last row: a test row
+    ends = (N - 2, N - 1, N)
+    got = run_head(cpu.head, inputs, ends, N - 2, "relu")
+    want = run_head(reference.head, inputs, ends, N - 2, "relu")
+    np.testing.assert_array_equal(np.isnan(got["stats"]), np.isnan(want["stats"]))
+    assert np.isnan(got["stats"][2, 0]) and np.isfinite(got["stats"][:2]).all()
+
+
 def test_head_reuses_its_workspace():
     rng = np.random.default_rng(0)
     inputs = make_head_inputs(rng, 9, 5, 3, np.float64)

@@ -138,6 +138,17 @@ def test_head_many_blocks(activation, dtype, head_gradient_terms):
     compare(ref, got, inputs, n_grad, activation, dtype, head_gradient_terms)
 
 
+def test_head_relu_passes_nan_to_the_loss():
+    # as max(z, 0) does in the reference: a NaN weight must reach the divergence guard
+    N, H, K = 7, 6, 3
+    Z, bh, Wo, bo, y = make_case(N, H, K, np.float64, seed=7)
+    Z[N - 1, 2] = np.nan  # a test row
+    ref, got = run_both(Z, bh, Wo, bo, y, (N - 2, N - 1, N), N - 2, "relu",
+                        threads_per_block=2, blocks=3)
+    np.testing.assert_array_equal(np.isnan(got["stats"]), np.isnan(ref["stats"]))
+    assert np.isnan(got["stats"][2, 0]) and np.isfinite(got["stats"][:2]).all()
+
+
 def test_head_default_launch_and_extreme_logits(head_gradient_terms):
     # |z| and |o| in the hundreds: exp would overflow without the stable sigmoid and the max
     # shift in logsumexp; default launch config
