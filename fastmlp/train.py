@@ -456,6 +456,12 @@ def run(trainer: Trainer, history: History, epochs: int, *, progress: bool = Fal
                 if saver is not None and at_boundary and saver.saved_epoch != trainer.epoch:
                     saver.save(trainer, history)
                 raise
+            except DivergenceError:
+                # the last checkpoint may hold the weights found bad: replace it with the kept
+                # ones, which the history now ends at
+                if saver is not None:
+                    saver.save(trainer, history)
+                raise
     finally:
         if bar is not None:
             bar.close()
@@ -512,9 +518,14 @@ def _diverged(trainer: Trainer, history: History, rollback: _Rollback, start: fl
     history.wall_time_s = time.perf_counter() - start
     history.config["diverged_at_epoch"] = detected
     weights = "the initial weights" if kept == 0 else f"the weights after epoch {kept}"
+    loss = history.final["train_loss"]
+    if math.isfinite(loss) and bool(trainer.model.backend.xp.isfinite(trainer.model.params).all()):
+        kept_note = f"kept {weights}, the last finite ones"
+    else:  # no older snapshot: the initial weights, or the first epoch after a resume
+        kept_note = f"kept {weights}, the oldest held, though they are not finite either"
     return DivergenceError(
-        f"training diverged at epoch {detected}: {what}; kept {weights}, the last finite ones; "
-        f"try a smaller learning rate than {trainer.lr:g}", epoch=detected, history=history)
+        f"training diverged at epoch {detected}: {what}; {kept_note}; try a smaller learning "
+        f"rate than {trainer.lr:g}", epoch=detected, history=history)
 
 
 class _Checkpointer:

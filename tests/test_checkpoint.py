@@ -202,6 +202,32 @@ def test_resume_option_rules(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert load_checkpoint(out)["epoch"] == 2
 
 
+def test_divergence_rewrites_the_checkpoint_at_the_kept_weights(tmp_path: Path) -> None:
+    # a checkpoint written every epoch holds, when the next epoch diverges, weights found bad;
+    # after the error it must hold the kept weights and the history that ends at them
+    model = fastmlp.MLP(12, 16, 10)
+    with pytest.raises(DivergenceError) as info, np.errstate(all="ignore"):
+        fastmlp.train(model, small_data(), epochs=50, lr=1e6, momentum=0.9,
+                      checkpoint=tmp_path, checkpoint_every=1)
+    h = info.value.history
+    assert h.epochs >= 1  # else no checkpoint was written before the divergence
+    ck = load_checkpoint(tmp_path)
+    assert ck["epoch"] == h.epochs and ck["history"].epochs == h.epochs
+    np.testing.assert_array_equal(ck["params"], model.params)
+
+
+def test_divergence_with_no_finite_weights_held_says_so() -> None:
+    # NaN initial weights: nothing older is held, so they are kept, but not called finite
+    model = fastmlp.MLP(12, 16, 10)
+    model.params[0] = np.nan
+    with pytest.raises(DivergenceError) as info, np.errstate(all="ignore"):
+        fastmlp.train(model, small_data(), epochs=3)
+    message = str(info.value)
+    assert "diverged at epoch 1: the training loss is nan" in message
+    assert "kept the initial weights, the oldest held, though they are not finite either" in message
+    assert "the last finite ones" not in message
+
+
 def test_divergence_after_the_last_update_is_caught() -> None:
     # epoch 1's loss is measured before its update, so only the final check sees the blow-up
     model = fastmlp.MLP(12, 16, 10)
