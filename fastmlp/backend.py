@@ -153,14 +153,24 @@ def _import_cupy() -> tuple[ModuleType | None, str]:
     return cupy, ""
 
 
-def get_backend(device: str = "cpu", *, fused: bool = True, tf32: bool = False) -> Backend:
-    """The backend for ``device`` in {"auto", "cpu", "cuda", "cudasim"}.
+def get_backend(device: str | Backend = "cpu", *, fused: bool | None = None,
+                tf32: bool = False) -> Backend:
+    """The backend for ``device`` in {"auto", "cpu", "cuda", "cudasim"}, or ``device`` itself
+    when it is a Backend (a ``fused`` or ``tf32`` that contradicts it is an error).
 
     ``auto`` picks CUDA only when CuPy imports and a GPU is present, else the CPU; the returned
-    backend's ``reason`` says which and why. ``tf32=True`` allows TF32 float32 products on the GPU.
+    backend's ``reason`` says which and why. ``fused`` (None: True) picks the fused kernels, else
+    the NumPy references. ``tf32=True`` allows TF32 float32 products on the GPU.
     """
     if isinstance(device, Backend):
+        if fused is not None and fused != device.fused:
+            raise FastMLPError(f"the backend given has fused={device.fused}, but fused={fused} "
+                               f"was asked for; give the device by name to choose")
+        if tf32 and not getattr(device, "tf32", False):
+            raise FastMLPError("the backend given does not allow TF32 products, but tf32=True "
+                               "was asked for; give the device by name to choose")
         return device
+    fused = True if fused is None else fused
     if device not in DEVICES:
         raise FastMLPError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if tf32 and device not in ("cuda", "auto"):

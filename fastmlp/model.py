@@ -67,7 +67,8 @@ class MLP:
 
     ``activation`` "relu" | "sigmoid"; ``init`` "xavier" (N(0, 2/(fan_in+fan_out))) | "he"
     (N(0, 2/fan_in)), biases zero, drawn from ``seed``; ``dtype`` "float32" | "float64" for every
-    array; ``device`` "cpu" | "cuda" | "cudasim" | "auto" or a :class:`Backend`.
+    array; ``device`` "cpu" | "cuda" | "cudasim" | "auto" or a :class:`Backend`; ``fused``
+    (None: the Backend's own setting, else True) picks the fused kernels or the NumPy references.
     """
 
     Wh = _Param()
@@ -77,14 +78,14 @@ class MLP:
 
     def __init__(self, n_in: int, n_hidden: int, n_out: int, *, activation: str = "relu",
                  init: str = "xavier", dtype: str = "float32", device: str | Backend = "cpu",
-                 seed: int = 0, fused: bool = True):
+                 seed: int = 0, fused: bool | None = None):
         self._allocate(n_in, n_hidden, n_out, activation, init, dtype, device, seed, fused)
         self.reset_parameters(seed)
 
     @classmethod
     def from_weights(cls, weights: Mapping[str, Any], *, activation: str = "relu",
                      init: str = "xavier", device: str | Backend = "cpu", seed: int = 0,
-                     fused: bool = True) -> MLP:
+                     fused: bool | None = None) -> MLP:
         """A model holding copies of ``weights``: ``Wh`` (F×H), ``bh`` (1×H), ``Wo`` (H×K),
         ``bo`` (1×K), host arrays or arrays of ``device``. F, H, K and the dtype come from Wh and
         Wo; ``init`` and ``seed`` are only recorded in the config (nothing is drawn)."""

@@ -303,6 +303,19 @@ def test_unknown_device_and_cudasim_without_simulator():
         fastmlp.get_backend("cudasim")
 
 
+def test_a_backend_given_keeps_its_settings_unless_contradicted():
+    unfused = fastmlp.get_backend("cpu", fused=False)
+    assert fastmlp.MLP(3, 2, 2, device=unfused).backend is unfused  # fused left out: its own
+    assert fastmlp.MLP(3, 2, 2, device=unfused, fused=False).backend is unfused
+    assert fastmlp.MLP(3, 2, 2).backend.fused  # by name, fused by default
+    # asked for the opposite: an error, not a silently different model
+    with pytest.raises(fastmlp.FastMLPError, match="the backend given has fused=False, but "
+                                                   "fused=True was asked for"):
+        fastmlp.MLP(3, 2, 2, device=unfused, fused=True)
+    with pytest.raises(fastmlp.FastMLPError, match="does not allow TF32"):
+        fastmlp.get_backend(fastmlp.get_backend("cpu"), tf32=True)
+
+
 def test_chunked_evaluation_equals_one_pass_and_minibatch_scratch_is_small():
     from fastmlp.train import split_stats
 
