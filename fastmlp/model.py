@@ -202,6 +202,8 @@ class MLP:
     def loss_and_grads(self, x, y) -> tuple[float, dict[str, Any]]:
         """(average cross-entropy, {"Wh", "bh", "Wo", "bo"} gradients) for x (N×F), y (N,)."""
         x, y = self._inputs(x, y)
+        if x.shape[0] == 0:
+            raise ValueError("x has no rows: the average loss of none is undefined")
         xp = self.backend.xp
         Z = xp.empty((x.shape[0], self.n_hidden), dtype=self.dtype)
         stats = xp.zeros((1, 2), dtype=xp.float64)

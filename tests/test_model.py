@@ -303,6 +303,12 @@ def test_unknown_device_and_cudasim_without_simulator():
         fastmlp.get_backend("cudasim")
 
 
+def test_loss_and_grads_of_no_rows_is_a_clear_error():
+    model = fastmlp.MLP(3, 2, 2)
+    with pytest.raises(ValueError, match="x has no rows"):  # was a ZeroDivisionError
+        model.loss_and_grads(np.zeros((0, 3)), np.zeros(0, np.int64))
+
+
 def test_a_backend_given_keeps_its_settings_unless_contradicted():
     unfused = fastmlp.get_backend("cpu", fused=False)
     assert fastmlp.MLP(3, 2, 2, device=unfused).backend is unfused  # fused left out: its own
