@@ -65,18 +65,23 @@ def _launch_config(n_work: int, per_sm: int, threads_per_block, blocks) -> tuple
 
 # -- streams and device views (CuPy path only) --------------------------------------------------
 
-_STREAMS: dict[int, Any] = {}
+_STREAMS: dict[tuple[int, int], Any] = {}
+_STREAMS_LIMIT = 64  # distinct (device, stream) pairs; beyond it something is churning
 
 
 def _cupy_stream():
-    """Numba's handle on CuPy's current stream (cached by pointer)."""
+    """Numba's handle on CuPy's current stream (cached by device and pointer: pointer 0, the
+    default stream, is one per device)."""
     import cupy
 
     ptr = cupy.cuda.get_current_stream().ptr
-    stream = _STREAMS.get(ptr)
+    key = (cupy.cuda.Device().id, ptr)
+    stream = _STREAMS.get(key)
     if stream is None:
+        if len(_STREAMS) >= _STREAMS_LIMIT:
+            _STREAMS.clear()
         stream = cuda.external_stream(ptr) if ptr else cuda.default_stream()
-        _STREAMS[ptr] = stream
+        _STREAMS[key] = stream
     return ptr, stream
 
 
@@ -269,9 +274,10 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     if K > MAX_CLASSES:
         raise ValueError(f"the CUDA head supports at most {MAX_CLASSES} classes, got K={K}")
     n_blocks, tpb = _launch_config(N, BLOCKS_PER_SM, threads_per_block, blocks)
-    shared = (K * tpb + MAX_CLASSES) * dtype.itemsize
-    if shared > MAX_STATIC_SHARED:
-        raise ValueError(f"{tpb} threads per block need {shared} B of shared memory for K={K} "
+    shared = K * tpb * dtype.itemsize  # the dynamic part; dout's MAX_CLASSES are static
+    if shared + MAX_CLASSES * dtype.itemsize > MAX_STATIC_SHARED:
+        raise ValueError(f"{tpb} threads per block need "
+                         f"{shared + MAX_CLASSES * dtype.itemsize} B of shared memory for K={K} "
                          f"in {dtype}; the limit is {MAX_STATIC_SHARED} B: use fewer threads")
 
     on_gpu = xp is not np
