@@ -55,7 +55,7 @@ class MLPClassifier:
     ``classes_`` (sorted labels), ``n_features_in_``.
     """
 
-    _estimator_type = "classifier"  # what scikit-learn's is_classifier() looks at
+    _estimator_type = "classifier"  # what scikit-learn < 1.6's is_classifier() looks at
 
     def __init__(self, hidden: int = 1000, activation: str = "relu", init: str = "xavier",
                  epochs: int = 200, lr: float = 0.1, momentum: float = 0.99,
@@ -73,6 +73,15 @@ class MLPClassifier:
         self.device = device
         self.seed = seed
         self.velocity_init = velocity_init
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn >= 1.6's estimator tags (what ``ClassifierMixin`` on ``BaseEstimator``
+        gives): a classifier that needs ``y`` and takes 2-D, NaN-free X. Only scikit-learn calls
+        this, so scikit-learn is imported here, never when fastmlp is."""
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags(), input_tags=InputTags())
 
     # -- parameters -----------------------------------------------------------------------------
     @classmethod

@@ -1,9 +1,12 @@
 """MLPClassifier: scikit-learn estimator conventions (without scikit-learn), accuracy on easy
-data, arbitrary labels, parameters, fitted state, pickling and input validation."""
+data, arbitrary labels, parameters, fitted state, pickling and input validation; and, where
+scikit-learn is installed, its clone, is_classifier, Pipeline, GridSearchCV and cross_val_score."""
 
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -182,3 +185,38 @@ def test_predict_checks_its_input(blobs):
         clf.predict_proba(np.full_like(Xt, np.nan))
     with pytest.raises(ValueError, match="samples"):
         clf.score(Xt, np.zeros(3))
+
+
+# -- with scikit-learn (these skip where it is not installed) -------------------------------------
+
+
+@pytest.fixture
+def sklearn():
+    return pytest.importorskip("sklearn", reason="scikit-learn is not installed (it is in the "
+                                                 "test extra: pip install -e '.[test]')")
+
+
+def test_works_in_scikit_learn_meta_estimators(sklearn, blobs):
+    # scikit-learn >= 1.6 reads __sklearn_tags__, not _estimator_type: without it all of
+    # these raised AttributeError
+    from sklearn.base import clone, is_classifier
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, Xt, yt = blobs
+    clf = MLPClassifier(**FAST)
+    assert is_classifier(clf)
+    copy = clone(clf)
+    assert copy is not clf and copy.get_params() == clf.get_params()
+    search = GridSearchCV(clf, {"hidden": [4, 8]}, cv=2, error_score="raise").fit(X, y)
+    assert search.best_params_["hidden"] in (4, 8) and search.score(Xt, yt) >= 0.9
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(**FAST)).fit(X, y)
+    assert pipe.predict(Xt).shape == (len(Xt),) and pipe.score(Xt, yt) >= 0.9
+    scores = cross_val_score(MLPClassifier(**FAST), X, y, cv=3, error_score="raise")
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+
+
+def test_importing_fastmlp_does_not_import_scikit_learn():
+    code = "import sys, fastmlp; assert 'sklearn' not in sys.modules, 'sklearn imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
