@@ -4,6 +4,7 @@ scikit-learn is installed, its clone, is_classifier, Pipeline, GridSearchCV and 
 
 from __future__ import annotations
 
+import copy
 import pickle
 import subprocess
 import sys
@@ -128,6 +129,22 @@ def test_pickle_round_trip(blobs):
     assert unfitted.hidden == 3 and not hasattr(unfitted, "model_")
 
 
+def test_a_backend_device_survives_copies_and_pickling(blobs):
+    # a Backend holds modules: copies share it, pickling rebuilds it through get_backend
+    X, y, Xt, _ = blobs
+    backend = fastmlp.get_backend("cpu", fused=False)
+    assert copy.deepcopy(backend) is backend and copy.copy(backend) is backend
+    again = pickle.loads(pickle.dumps(backend))
+    assert (type(again), again.name, again.fused, again.reason) == (
+        type(backend), "cpu", False, backend.reason)
+    clf = MLPClassifier(**FAST, device=backend)
+    assert copy.deepcopy(clf.get_params())["device"] is backend  # what clone() does
+    clf.fit(X, y)
+    assert clf.model_.backend is backend
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(Xt), clf.predict_proba(Xt))
+
+
 BAD_FIT = {
     "1-D X": (lambda X, y: (X[:, 0], y), "2-D"),
     "3-D X": (lambda X, y: (X[:, :, None], y), "2-D"),
@@ -215,6 +232,16 @@ def test_works_in_scikit_learn_meta_estimators(sklearn, blobs):
     assert pipe.predict(Xt).shape == (len(Xt),) and pipe.score(Xt, yt) >= 0.9
     scores = cross_val_score(MLPClassifier(**FAST), X, y, cv=3, error_score="raise")
     assert scores.shape == (3,) and np.isfinite(scores).all()
+
+
+def test_clone_keeps_a_backend_device(sklearn, blobs):
+    from sklearn.base import clone
+
+    backend = fastmlp.get_backend("cpu")
+    twin = clone(MLPClassifier(**FAST, device=backend))
+    assert twin.device is backend
+    X, y, Xt, yt = blobs
+    assert twin.fit(X, y).score(Xt, yt) >= 0.95
 
 
 def test_importing_fastmlp_does_not_import_scikit_learn():
