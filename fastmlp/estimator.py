@@ -147,13 +147,15 @@ class MLPClassifier:
 
     # -- fitting --------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> MLPClassifier:
-        """Train a fresh network on X (N, F) and labels y (N,) of any kind (ints, strings, ...).
+        """Train a fresh network on X (N, F) and labels y (N,) of any kind (ints, strings, ...;
+        floats only when they are whole numbers: a continuous y is refused).
 
         The classes are ``np.unique(y)``; at least two are needed. All rows are training rows
         (no validation split is held out). Returns ``self``.
         """
         x = _check_X(X, self.dtype if self.dtype in DTYPES else "float64")
         labels = _check_y(y, len(x))
+        _check_discrete(labels)
         try:
             classes, encoded = np.unique(labels, return_inverse=True)
         except TypeError as exc:  # e.g. a mix of strings and numbers
@@ -290,3 +292,17 @@ def _check_y(y: Any, n: int) -> np.ndarray:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InvalidInputError("y contains NaN or infinite labels")
     return arr
+
+
+def _check_discrete(labels: np.ndarray) -> None:
+    """Float labels must be whole numbers (as :func:`fastmlp.datasets` requires of saved labels):
+    otherwise y is a regression target, and each distinct value would become a class."""
+    if labels.dtype.kind != "f":
+        return
+    fractional = labels[labels != np.round(labels)]  # finite already: _check_y refuses NaN, inf
+    if fractional.size:
+        raise InvalidInputError(
+            f"Unknown label type: continuous (y holds non-integer values such as "
+            f"{fractional[0].item()!r}); a classifier needs discrete class labels, not a "
+            f"regression target"
+        )

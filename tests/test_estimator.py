@@ -61,6 +61,14 @@ def test_string_and_sparse_integer_labels_map_back(blobs):
     np.testing.assert_array_equal(clf.model_.params, clf2.model_.params)
 
 
+def test_whole_number_float_labels_are_classes(blobs):
+    # floats are refused only when they are not whole numbers (a regression target)
+    X, y, Xt, yt = blobs
+    clf = MLPClassifier(**FAST).fit(X, y.astype(np.float32) * 2 - 1)
+    assert clf.classes_.tolist() == [-1.0, 1.0, 3.0] and clf.classes_.dtype == np.float32
+    assert clf.score(Xt, yt.astype(float) * 2 - 1) >= 0.95
+
+
 def test_two_classes_minibatch_float64(blobs):
     X, y, Xt, yt = blobs
     keep, keep_t = y < 2, yt < 2
@@ -161,6 +169,9 @@ BAD_FIT = {
     "no features": (lambda X, y: (X[:, :0], y), "at least one"),
     "mixed labels": (lambda X, y: (X, np.array(["a", 1] * (len(y) // 2), dtype=object)),
                      "labels"),
+    "continuous y": (lambda X, y: (X, X[:, 0] * 2.5 + 1), "Unknown label type: continuous"),
+    "one fractional label": (lambda X, y: (X, np.where(np.arange(len(y)) == 7, 0.5, y)),
+                             "continuous.*0.5"),
 }
 
 
