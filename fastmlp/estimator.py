@@ -14,6 +14,7 @@ it is not.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import warnings
@@ -33,7 +34,34 @@ __all__ = ["InvalidInputError", "MLPClassifier", "NotFittedError"]
 
 class NotFittedError(FastMLPError, ValueError, AttributeError):
     """An estimator was used before ``fit`` (like ``sklearn.exceptions.NotFittedError``, it is
-    both a ValueError and an AttributeError, so ``hasattr``-style checks keep working)."""
+    both a ValueError and an AttributeError, so ``hasattr``-style checks keep working).
+
+    Where scikit-learn is installed, the error raised is also a
+    ``sklearn.exceptions.NotFittedError`` (a subclass of both, made when first raised)."""
+
+
+@functools.cache
+def _not_fitted_error_class() -> type[NotFittedError]:
+    """:class:`NotFittedError`, joined with scikit-learn's where scikit-learn imports; built on
+    first use, so importing fastmlp never imports scikit-learn."""
+    try:
+        from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+    except Exception:  # not installed, or an install broken in any way: ours alone
+        return NotFittedError
+
+    def __reduce__(self: NotFittedError) -> tuple[Any, tuple[Any, ...]]:
+        # a class made here cannot be found by name: unpickle through the factory instead
+        return _not_fitted_error, self.args
+
+    return type("NotFittedError", (NotFittedError, SklearnNotFittedError),
+                {"__module__": __name__, "__doc__": NotFittedError.__doc__,
+                 "__reduce__": __reduce__})
+
+
+def _not_fitted_error(*args: Any) -> NotFittedError:
+    """A :class:`NotFittedError` that ``except sklearn.exceptions.NotFittedError`` catches too,
+    where scikit-learn is installed."""
+    return _not_fitted_error_class()(*args)
 
 
 class InvalidInputError(FastMLPError, ValueError):
@@ -185,8 +213,9 @@ class MLPClassifier:
 
     def _check_fitted(self) -> None:
         if not self.__sklearn_is_fitted__():
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call "
-                                 f"'fit' with appropriate arguments before using this estimator.")
+            raise _not_fitted_error(f"This {type(self).__name__} instance is not fitted yet; "
+                                    f"call 'fit' with appropriate arguments before using this "
+                                    f"estimator.")
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, n_classes) as a host NumPy array; columns follow

@@ -255,6 +255,33 @@ def test_clone_keeps_a_backend_device(sklearn, blobs):
     assert twin.fit(X, y).score(Xt, yt) >= 0.95
 
 
+def test_not_fitted_error_is_also_scikit_learns(sklearn, blobs):
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    X = blobs[0]
+    with pytest.raises(SklearnNotFittedError, match="not fitted yet") as info:
+        MLPClassifier().predict(X)
+    assert isinstance(info.value, NotFittedError)  # still fastmlp's, as before
+    # the class is made at run time; its instances must still pickle (e.g. from a worker)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert isinstance(again, SklearnNotFittedError) and isinstance(again, NotFittedError)
+    assert again.args == info.value.args
+
+
+def test_not_fitted_error_without_scikit_learn(monkeypatch, blobs):
+    from fastmlp import estimator
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "sklearn.exceptions", None)
+    estimator._not_fitted_error_class.cache_clear()
+    try:
+        with pytest.raises(NotFittedError) as info:
+            MLPClassifier().predict(blobs[0])
+        assert type(info.value) is NotFittedError
+    finally:
+        estimator._not_fitted_error_class.cache_clear()
+
+
 def test_importing_fastmlp_does_not_import_scikit_learn():
     code = "import sys, fastmlp; assert 'sklearn' not in sys.modules, 'sklearn imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
