@@ -233,11 +233,15 @@ class MLPClassifier:
         proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
         return self.classes_[proba.argmax(axis=1)]
 
-    def score(self, X: Any, y: Any) -> float:
-        """Mean accuracy of ``predict(X)`` against ``y``."""
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy of ``predict(X)`` against ``y``; with ``sample_weight`` (N,) (finite,
+        >= 0, not all 0) the weighted mean, as scikit-learn's ``accuracy_score``."""
         pred = self.predict(X)
         labels = _check_y(y, len(pred))
-        return float(np.mean(pred == labels))
+        correct = pred == labels
+        if sample_weight is None:
+            return float(np.mean(correct))
+        return float(np.average(correct, weights=_check_sample_weight(sample_weight, len(pred))))
 
     # -- pickling: the backend holds modules, so keep the weights, rebuild the model ------------
     def __getstate__(self) -> dict[str, Any]:
@@ -321,6 +325,29 @@ def _check_y(y: Any, n: int) -> np.ndarray:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InvalidInputError("y contains NaN or infinite labels")
     return arr
+
+
+def _check_sample_weight(sample_weight: Any, n: int) -> np.ndarray:
+    """sample_weight as a float64 (n,) array of finite weights >= 0 with a positive, finite
+    sum (np.average divides by it)."""
+    try:
+        weights = np.asarray(sample_weight)
+    except (TypeError, ValueError) as exc:  # ragged lists and the like
+        raise InvalidInputError(f"sample_weight cannot be read as an array: {exc}") from None
+    if weights.dtype.kind not in "biuf":
+        raise InvalidInputError(f"sample_weight must hold real numbers, got dtype "
+                                f"{weights.dtype}")
+    if weights.shape != (n,):
+        raise InvalidInputError(f"sample_weight must have shape ({n},) like y, got shape "
+                                f"{weights.shape}")
+    weights = weights.astype(np.float64)
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise InvalidInputError("sample_weight must be finite and >= 0")
+    with np.errstate(over="ignore"):  # an overflow to inf is reported just below
+        total = weights.sum()
+    if not 0 < total < np.inf:
+        raise InvalidInputError(f"sample_weight must have a positive, finite sum, got {total}")
+    return weights
 
 
 def _check_discrete(labels: np.ndarray) -> None:

@@ -204,6 +204,27 @@ def test_batch_larger_than_data_is_clipped_with_a_warning(blobs):
     assert clf.history_.config["batch_size"] == 240
 
 
+def test_score_with_sample_weight(blobs):
+    X, y, Xt, yt = blobs
+    clf = MLPClassifier(**FAST).fit(X, y)
+    wrong = np.arange(len(yt)) < 10
+    labels = np.where(wrong, (clf.predict(Xt) + 1) % 3, clf.predict(Xt))  # 10 errors exactly
+    assert clf.score(Xt, labels) == pytest.approx(1 - 10 / len(yt))
+    assert clf.score(Xt, labels, sample_weight=None) == clf.score(Xt, labels)
+    assert clf.score(Xt, labels, sample_weight=np.ones(len(yt))) == clf.score(Xt, labels)
+    weights = np.where(wrong, 3.0, 1.0)  # the wrong ones count three times
+    expected = (len(yt) - 10) / (len(yt) - 10 + 30)
+    assert clf.score(Xt, labels, sample_weight=weights) == pytest.approx(expected)
+    assert clf.score(Xt, labels, sample_weight=(~wrong).tolist()) == 1.0  # a list of bools
+    for bad, fragment in [(np.ones(len(yt) - 1), "shape"), (np.ones((len(yt), 2)), "shape"),
+                          (np.zeros(len(yt)), "positive, finite sum"),
+                          (np.full(len(yt), 1e308), "positive, finite sum"),
+                          (-np.ones(len(yt)), ">= 0"), (np.full(len(yt), np.nan), "finite"),
+                          (np.array(["1"] * len(yt)), "real numbers")]:
+        with pytest.raises(InvalidInputError, match=fragment):
+            clf.score(Xt, labels, sample_weight=bad)
+
+
 def test_predict_checks_its_input(blobs):
     X, y, Xt, _ = blobs
     clf = MLPClassifier(**FAST).fit(X, y)
