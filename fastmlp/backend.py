@@ -37,6 +37,18 @@ class Backend:
         self.fused = fused
         self.reason = reason
 
+    # -- copying and pickling: the modules inside cannot be copied, and need not be ------------
+    def __copy__(self) -> Backend:
+        return self  # stateless apart from its settings: a copy may share it
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Backend:
+        return self  # e.g. scikit-learn's clone() deep-copies an estimator's device parameter
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # rebuilt by get_backend where it is unpickled, from its constructor arguments
+        return _rebuild_backend, (self.name, self.fused, getattr(self, "tf32", False),
+                                  self.reason)
+
     # -- data movement: every device<->host copy goes through these two ------------------------
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         """A C-contiguous array of this backend (a host->device copy on CUDA)."""
@@ -151,6 +163,14 @@ def _import_cupy() -> tuple[ModuleType | None, str]:
     if n < 1:
         return None, "CuPy found no GPU"
     return cupy, ""
+
+
+def _rebuild_backend(name: str, fused: bool, tf32: bool, reason: str) -> Backend:
+    """The unpickled form of a :class:`Backend`: ``get_backend`` with its settings, keeping the
+    reason it was picked for."""
+    backend = get_backend(name, fused=fused, tf32=tf32)
+    backend.reason = reason
+    return backend
 
 
 def get_backend(device: str | Backend = "cpu", *, fused: bool | None = None,

@@ -203,8 +203,17 @@ def parse_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.n
 
 def _read_maybe_gzip(src: Path | Traversable, label: str) -> bytes:
     """The file's bytes, gunzipped when it starts with the gzip magic (not judged by its name)."""
+    return _gunzip_if_gzip(_read_bytes(src, label), label)
+
+
+def _read_bytes(src: Path | Traversable, label: str) -> bytes:
+    """The file's bytes as stored (compressed or not)."""
     with os_errors("read", label, name_the_file=False), src.open("rb") as f:
-        raw = f.read()
+        return f.read()
+
+
+def _gunzip_if_gzip(raw: bytes, label: str) -> bytes:
+    """``raw`` gunzipped when it starts with the gzip magic, else ``raw`` itself."""
     if raw[:2] != b"\x1f\x8b":
         return raw
     try:
@@ -268,28 +277,30 @@ MnistRaw = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _mnist_from_sources(
-    sources: dict[str, Path | Traversable], sums: dict[str, str] | None, where: str
+    sources: dict[str, Path | Traversable],
+    sums: dict[str, str] | None,
+    where: str,
+    sums_label: str = "SHA256SUMS",
 ) -> MnistRaw:
     """Read, checksum and parse the four MNIST files into read-only uint8 arrays.
 
     Returns (train images (N, R, C), train labels (N,), test images (M, R, C), test labels (M,)).
-    ``sums`` maps canonical base names to the SHA-256 of the decompressed bytes.
+    ``sums`` (read from ``sums_label``) may name a file by its canonical base name or by its
+    name with ``.gz`` dropped (SHA-256 of the decompressed bytes, the bundled convention), or
+    by its own name (SHA-256 of the bytes as stored, what ``sha256sum *`` writes); every entry
+    that names the file is checked, and a ``sums`` naming it not at all is an error.
     """
     arrays: dict[str, np.ndarray] = {}
     for base in _MNIST_FILES:
         src = sources[base]
         label = str(src)
-        data = _read_maybe_gzip(src, label)
+        raw = _read_bytes(src, label)
+        data = _gunzip_if_gzip(raw, label)
         is_images = "images" in base
         arr = _parse_idx_bytes(data, label, IDX_IMAGES_MAGIC if is_images else IDX_LABELS_MAGIC)
         # Structure first (more specific errors), then the hash catches subtler corruption.
-        if sums is not None and base in sums:
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != sums[base]:
-                raise FastMLPError(
-                    f"checksum mismatch for {label}: sha256 of the decompressed data is "
-                    f"{digest[:16]}..., SHA256SUMS says {sums[base][:16]}... (file corrupt?)"
-                )
+        if sums is not None:
+            _verify_sha256(src.name, base, raw, data, sums, label, sums_label)
         arrays[base] = arr
     x_tr, y_tr = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
     x_te, y_te = arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"]
@@ -313,6 +324,31 @@ def _mnist_from_sources(
     return x_tr, y_tr, x_te, y_te
 
 
+def _verify_sha256(
+    name: str, base: str, raw: bytes, data: bytes, sums: dict[str, str], label: str,
+    sums_label: str,
+) -> None:
+    """Check every ``sums`` entry that names this file (see :func:`_mnist_from_sources`)."""
+    decompressed_names = {base, name.removesuffix(".gz")}
+    # The file's own name first: for a raw file it is also a decompressed name (same bytes).
+    checks = [(name, raw, "the file")] if name in sums else []
+    checks += [(n, data, "the decompressed data") for n in sorted(decompressed_names - {name})
+               if n in sums]
+    if not checks:
+        listed = ", ".join(sorted({name} | decompressed_names))
+        raise FastMLPError(
+            f"{sums_label} lists no checksum for {label} (looked for {listed}); add its line "
+            f"or remove {sums_label} to load the directory unverified"
+        )
+    for listed_name, payload, what in checks:
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != sums[listed_name]:
+            raise FastMLPError(
+                f"checksum mismatch for {label}: sha256 of {what} is {digest[:16]}..., "
+                f"{sums_label} says {sums[listed_name][:16]}... for {listed_name} (file corrupt?)"
+            )
+
+
 @functools.lru_cache(maxsize=1)
 def _bundled_mnist() -> MnistRaw:
     """The bundled MNIST, parsed and verified once per process (the arrays are read-only)."""
@@ -330,7 +366,7 @@ def _bundled_mnist() -> MnistRaw:
     missing = [b for b in _MNIST_FILES if b not in sums]
     if missing:
         raise FastMLPError(f"{sums_file} lists no checksum for {', '.join(missing)}")
-    return _mnist_from_sources(sources, sums, "the bundled copy")
+    return _mnist_from_sources(sources, sums, "the bundled copy", str(sums_file))
 
 
 @functools.lru_cache(maxsize=4)
@@ -339,7 +375,7 @@ def _user_mnist(files: tuple[tuple[str, str], ...], sums_path: str | None, _stam
     sources: dict[str, Path | Traversable] = {base: Path(p) for base, p in files}
     sums = _read_sha256sums(Path(sums_path), sums_path) if sums_path else None
     where = str(Path(files[0][1]).parent)
-    return _mnist_from_sources(sources, sums, where)
+    return _mnist_from_sources(sources, sums, where, sums_path or "SHA256SUMS")
 
 
 def _find_idx(directory: Path, base: str) -> Path:
@@ -367,7 +403,8 @@ def _mnist_raw(path: str | os.PathLike[str] | None) -> MnistRaw:
     watched = [*files.values(), *([sums_file] if sums_file.is_file() else [])]
     stamp = tuple((str(p), st.st_size, st.st_mtime_ns) for p in watched for st in [p.stat()])
     return _user_mnist(
-        tuple((b, str(p.resolve())) for b, p in files.items()),
+        # absolute, not resolved: a symlink keeps the name SHA256SUMS may list it by
+        tuple((b, str(p.absolute())) for b, p in files.items()),
         str(sums_file.resolve()) if sums_file.is_file() else None,
         stamp,
     )

@@ -14,6 +14,7 @@ it is not.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import warnings
@@ -33,7 +34,34 @@ __all__ = ["InvalidInputError", "MLPClassifier", "NotFittedError"]
 
 class NotFittedError(FastMLPError, ValueError, AttributeError):
     """An estimator was used before ``fit`` (like ``sklearn.exceptions.NotFittedError``, it is
-    both a ValueError and an AttributeError, so ``hasattr``-style checks keep working)."""
+    both a ValueError and an AttributeError, so ``hasattr``-style checks keep working).
+
+    Where scikit-learn is installed, the error raised is also a
+    ``sklearn.exceptions.NotFittedError`` (a subclass of both, made when first raised)."""
+
+
+@functools.cache
+def _not_fitted_error_class() -> type[NotFittedError]:
+    """:class:`NotFittedError`, joined with scikit-learn's where scikit-learn imports; built on
+    first use, so importing fastmlp never imports scikit-learn."""
+    try:
+        from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+    except Exception:  # not installed, or an install broken in any way: ours alone
+        return NotFittedError
+
+    def __reduce__(self: NotFittedError) -> tuple[Any, tuple[Any, ...]]:
+        # a class made here cannot be found by name: unpickle through the factory instead
+        return _not_fitted_error, self.args
+
+    return type("NotFittedError", (NotFittedError, SklearnNotFittedError),
+                {"__module__": __name__, "__doc__": NotFittedError.__doc__,
+                 "__reduce__": __reduce__})
+
+
+def _not_fitted_error(*args: Any) -> NotFittedError:
+    """A :class:`NotFittedError` that ``except sklearn.exceptions.NotFittedError`` catches too,
+    where scikit-learn is installed."""
+    return _not_fitted_error_class()(*args)
 
 
 class InvalidInputError(FastMLPError, ValueError):
@@ -55,7 +83,7 @@ class MLPClassifier:
     ``classes_`` (sorted labels), ``n_features_in_``.
     """
 
-    _estimator_type = "classifier"  # what scikit-learn's is_classifier() looks at
+    _estimator_type = "classifier"  # what scikit-learn < 1.6's is_classifier() looks at
 
     def __init__(self, hidden: int = 1000, activation: str = "relu", init: str = "xavier",
                  epochs: int = 200, lr: float = 0.1, momentum: float = 0.99,
@@ -73,6 +101,15 @@ class MLPClassifier:
         self.device = device
         self.seed = seed
         self.velocity_init = velocity_init
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn >= 1.6's estimator tags (what ``ClassifierMixin`` on ``BaseEstimator``
+        gives): a classifier that needs ``y`` and takes 2-D, NaN-free X. Only scikit-learn calls
+        this, so scikit-learn is imported here, never when fastmlp is."""
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags(), input_tags=InputTags())
 
     # -- parameters -----------------------------------------------------------------------------
     @classmethod
@@ -138,13 +175,15 @@ class MLPClassifier:
 
     # -- fitting --------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> MLPClassifier:
-        """Train a fresh network on X (N, F) and labels y (N,) of any kind (ints, strings, ...).
+        """Train a fresh network on X (N, F) and labels y (N,) of any kind (ints, strings, ...;
+        floats only when they are whole numbers: a continuous y is refused).
 
         The classes are ``np.unique(y)``; at least two are needed. All rows are training rows
         (no validation split is held out). Returns ``self``.
         """
         x = _check_X(X, self.dtype if self.dtype in DTYPES else "float64")
         labels = _check_y(y, len(x))
+        _check_discrete(labels)
         try:
             classes, encoded = np.unique(labels, return_inverse=True)
         except TypeError as exc:  # e.g. a mix of strings and numbers
@@ -174,8 +213,9 @@ class MLPClassifier:
 
     def _check_fitted(self) -> None:
         if not self.__sklearn_is_fitted__():
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call "
-                                 f"'fit' with appropriate arguments before using this estimator.")
+            raise _not_fitted_error(f"This {type(self).__name__} instance is not fitted yet; "
+                                    f"call 'fit' with appropriate arguments before using this "
+                                    f"estimator.")
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, n_classes) as a host NumPy array; columns follow
@@ -193,11 +233,15 @@ class MLPClassifier:
         proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
         return self.classes_[proba.argmax(axis=1)]
 
-    def score(self, X: Any, y: Any) -> float:
-        """Mean accuracy of ``predict(X)`` against ``y``."""
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy of ``predict(X)`` against ``y``; with ``sample_weight`` (N,) (finite,
+        >= 0, not all 0) the weighted mean, as scikit-learn's ``accuracy_score``."""
         pred = self.predict(X)
         labels = _check_y(y, len(pred))
-        return float(np.mean(pred == labels))
+        correct = pred == labels
+        if sample_weight is None:
+            return float(np.mean(correct))
+        return float(np.average(correct, weights=_check_sample_weight(sample_weight, len(pred))))
 
     # -- pickling: the backend holds modules, so keep the weights, rebuild the model ------------
     def __getstate__(self) -> dict[str, Any]:
@@ -281,3 +325,40 @@ def _check_y(y: Any, n: int) -> np.ndarray:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InvalidInputError("y contains NaN or infinite labels")
     return arr
+
+
+def _check_sample_weight(sample_weight: Any, n: int) -> np.ndarray:
+    """sample_weight as a float64 (n,) array of finite weights >= 0 with a positive, finite
+    sum (np.average divides by it)."""
+    try:
+        weights = np.asarray(sample_weight)
+    except (TypeError, ValueError) as exc:  # ragged lists and the like
+        raise InvalidInputError(f"sample_weight cannot be read as an array: {exc}") from None
+    if weights.dtype.kind not in "biuf":
+        raise InvalidInputError(f"sample_weight must hold real numbers, got dtype "
+                                f"{weights.dtype}")
+    if weights.shape != (n,):
+        raise InvalidInputError(f"sample_weight must have shape ({n},) like y, got shape "
+                                f"{weights.shape}")
+    weights = weights.astype(np.float64)
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise InvalidInputError("sample_weight must be finite and >= 0")
+    with np.errstate(over="ignore"):  # an overflow to inf is reported just below
+        total = weights.sum()
+    if not 0 < total < np.inf:
+        raise InvalidInputError(f"sample_weight must have a positive, finite sum, got {total}")
+    return weights
+
+
+def _check_discrete(labels: np.ndarray) -> None:
+    """Float labels must be whole numbers (as :func:`fastmlp.datasets` requires of saved labels):
+    otherwise y is a regression target, and each distinct value would become a class."""
+    if labels.dtype.kind != "f":
+        return
+    fractional = labels[labels != np.round(labels)]  # finite already: _check_y refuses NaN, inf
+    if fractional.size:
+        raise InvalidInputError(
+            f"Unknown label type: continuous (y holds non-integer values such as "
+            f"{fractional[0].item()!r}); a classifier needs discrete class labels, not a "
+            f"regression target"
+        )

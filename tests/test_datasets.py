@@ -182,6 +182,83 @@ def test_mnist_checksum_mismatch(tmp_path: Path) -> None:
     assert ds.train.y[100] == payload[8 + 100]
 
 
+def tiny_mnist(dst: Path, *, gz: bool, dotted: bool = False) -> dict[str, Path]:
+    """Write four small MNIST-like IDX files (10001 + 3 images of 2x2) into ``dst``; return
+    {canonical base name: file written}. ``dotted`` spells them ``train-images.idx3-ubyte``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    n_train, n_test = 10_001, 3  # just more than the 10000 validation rows
+    arrays = {
+        "train-images-idx3-ubyte": (np.arange(n_train * 4) % 256).astype(np.uint8).reshape(
+            n_train, 2, 2),
+        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": np.full((n_test, 2, 2), 7, dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": np.arange(n_test, dtype=np.uint8),
+    }
+    written = {}
+    for base, arr in arrays.items():
+        name = (base.replace("-idx", ".idx") if dotted else base) + (".gz" if gz else "")
+        payload = idx_bytes(arr)
+        (dst / name).write_bytes(gzip.compress(payload, mtime=0) if gz else payload)
+        written[base] = dst / name
+    return written
+
+
+def sha256sums_of_files(files: dict[str, Path]) -> str:
+    """What ``sha256sum *`` writes: the hash of each file's bytes as stored, by its own name."""
+    return "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n"
+                   for p in files.values())
+
+
+def corrupt_one_label(path: Path, *, gz: bool) -> None:
+    """Change one label of an IDX labels file to another valid label (only a hash can tell)."""
+    payload = bytearray(gzip.decompress(path.read_bytes()) if gz else path.read_bytes())
+    payload[8 + 1] = (payload[8 + 1] + 1) % 10
+    path.write_bytes(gzip.compress(bytes(payload), mtime=0) if gz else bytes(payload))
+
+
+@pytest.mark.parametrize("gz, dotted", [(True, False), (False, True), (True, True)])
+def test_mnist_sha256sums_by_the_files_own_names(tmp_path: Path, gz: bool, dotted: bool) -> None:
+    # `sha256sum *.gz > SHA256SUMS` lists the .gz names and hashes the compressed bytes; a
+    # mirror's dotted names are listed as such: both must be verified, not skipped.
+    files = tiny_mnist(tmp_path, gz=gz, dotted=dotted)
+    (tmp_path / "SHA256SUMS").write_text(sha256sums_of_files(files))
+    ds = load_dataset("mnist", path=tmp_path)
+    assert len(ds.train) == 1 and ds.train.y.tolist() == [0] and len(ds.test) == 3
+
+    target = files["train-labels-idx1-ubyte"]
+    corrupt_one_label(target, gz=gz)
+    with pytest.raises(FastMLPError) as excinfo:
+        load_dataset("mnist", path=tmp_path)
+    msg = one_line(excinfo)
+    assert "checksum mismatch" in msg and target.name in msg
+
+
+def test_mnist_sha256sums_by_decompressed_names_of_dotted_gz_files(tmp_path: Path) -> None:
+    # `gunzip -k *.gz; sha256sum *-ubyte`: the dotted names without .gz, decompressed hashes.
+    files = tiny_mnist(tmp_path, gz=True, dotted=True)
+    (tmp_path / "SHA256SUMS").write_text("".join(
+        f"{hashlib.sha256(gzip.decompress(p.read_bytes())).hexdigest()}  {p.name[:-3]}\n"
+        for p in files.values()))
+    assert len(load_dataset("mnist", path=tmp_path).test) == 3
+    corrupt_one_label(files["t10k-labels-idx1-ubyte"], gz=True)
+    with pytest.raises(FastMLPError, match="checksum mismatch.*t10k-labels.idx1-ubyte"):
+        load_dataset("mnist", path=tmp_path)
+
+
+def test_mnist_sha256sums_that_omit_a_file_is_an_error(tmp_path: Path) -> None:
+    # A SHA256SUMS that names some other file must not let this one through unverified.
+    files = tiny_mnist(tmp_path, gz=True)
+    lines = sha256sums_of_files(files).splitlines(keepends=True)
+    (tmp_path / "SHA256SUMS").write_text(
+        "".join(line for line in lines if "t10k-images" not in line)
+        + f"{'0' * 64}  t10k-images-idx3-ubyte.tar\n")
+    with pytest.raises(FastMLPError) as excinfo:
+        load_dataset("mnist", path=tmp_path)
+    msg = one_line(excinfo)
+    assert "lists no checksum" in msg and "SHA256SUMS" in msg
+    assert "t10k-images-idx3-ubyte.gz" in msg
+
+
 def test_mnist_truncated_and_corrupt_files(tmp_path: Path) -> None:
     d = copy_bundled(tmp_path / "trunc", with_sums=False)
     labels = gzip.decompress((d / "t10k-labels-idx1-ubyte.gz").read_bytes())

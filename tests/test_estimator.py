@@ -1,9 +1,13 @@
 """MLPClassifier: scikit-learn estimator conventions (without scikit-learn), accuracy on easy
-data, arbitrary labels, parameters, fitted state, pickling and input validation."""
+data, arbitrary labels, parameters, fitted state, pickling and input validation; and, where
+scikit-learn is installed, its clone, is_classifier, Pipeline, GridSearchCV and cross_val_score."""
 
 from __future__ import annotations
 
+import copy
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -55,6 +59,14 @@ def test_string_and_sparse_integer_labels_map_back(blobs):
     assert set(clf2.predict(Xt)) <= {-7, 3, 42} and clf2.score(Xt, odd[yt]) >= 0.95
     # same seed, same data: the encoding must not change what is learned
     np.testing.assert_array_equal(clf.model_.params, clf2.model_.params)
+
+
+def test_whole_number_float_labels_are_classes(blobs):
+    # floats are refused only when they are not whole numbers (a regression target)
+    X, y, Xt, yt = blobs
+    clf = MLPClassifier(**FAST).fit(X, y.astype(np.float32) * 2 - 1)
+    assert clf.classes_.tolist() == [-1.0, 1.0, 3.0] and clf.classes_.dtype == np.float32
+    assert clf.score(Xt, yt.astype(float) * 2 - 1) >= 0.95
 
 
 def test_two_classes_minibatch_float64(blobs):
@@ -125,6 +137,22 @@ def test_pickle_round_trip(blobs):
     assert unfitted.hidden == 3 and not hasattr(unfitted, "model_")
 
 
+def test_a_backend_device_survives_copies_and_pickling(blobs):
+    # a Backend holds modules: copies share it, pickling rebuilds it through get_backend
+    X, y, Xt, _ = blobs
+    backend = fastmlp.get_backend("cpu", fused=False)
+    assert copy.deepcopy(backend) is backend and copy.copy(backend) is backend
+    again = pickle.loads(pickle.dumps(backend))
+    assert (type(again), again.name, again.fused, again.reason) == (
+        type(backend), "cpu", False, backend.reason)
+    clf = MLPClassifier(**FAST, device=backend)
+    assert copy.deepcopy(clf.get_params())["device"] is backend  # what clone() does
+    clf.fit(X, y)
+    assert clf.model_.backend is backend
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(Xt), clf.predict_proba(Xt))
+
+
 BAD_FIT = {
     "1-D X": (lambda X, y: (X[:, 0], y), "2-D"),
     "3-D X": (lambda X, y: (X[:, :, None], y), "2-D"),
@@ -141,6 +169,9 @@ BAD_FIT = {
     "no features": (lambda X, y: (X[:, :0], y), "at least one"),
     "mixed labels": (lambda X, y: (X, np.array(["a", 1] * (len(y) // 2), dtype=object)),
                      "labels"),
+    "continuous y": (lambda X, y: (X, X[:, 0] * 2.5 + 1), "Unknown label type: continuous"),
+    "one fractional label": (lambda X, y: (X, np.where(np.arange(len(y)) == 7, 0.5, y)),
+                             "continuous.*0.5"),
 }
 
 
@@ -173,6 +204,27 @@ def test_batch_larger_than_data_is_clipped_with_a_warning(blobs):
     assert clf.history_.config["batch_size"] == 240
 
 
+def test_score_with_sample_weight(blobs):
+    X, y, Xt, yt = blobs
+    clf = MLPClassifier(**FAST).fit(X, y)
+    wrong = np.arange(len(yt)) < 10
+    labels = np.where(wrong, (clf.predict(Xt) + 1) % 3, clf.predict(Xt))  # 10 errors exactly
+    assert clf.score(Xt, labels) == pytest.approx(1 - 10 / len(yt))
+    assert clf.score(Xt, labels, sample_weight=None) == clf.score(Xt, labels)
+    assert clf.score(Xt, labels, sample_weight=np.ones(len(yt))) == clf.score(Xt, labels)
+    weights = np.where(wrong, 3.0, 1.0)  # the wrong ones count three times
+    expected = (len(yt) - 10) / (len(yt) - 10 + 30)
+    assert clf.score(Xt, labels, sample_weight=weights) == pytest.approx(expected)
+    assert clf.score(Xt, labels, sample_weight=(~wrong).tolist()) == 1.0  # a list of bools
+    for bad, fragment in [(np.ones(len(yt) - 1), "shape"), (np.ones((len(yt), 2)), "shape"),
+                          (np.zeros(len(yt)), "positive, finite sum"),
+                          (np.full(len(yt), 1e308), "positive, finite sum"),
+                          (-np.ones(len(yt)), ">= 0"), (np.full(len(yt), np.nan), "finite"),
+                          (np.array(["1"] * len(yt)), "real numbers")]:
+        with pytest.raises(InvalidInputError, match=fragment):
+            clf.score(Xt, labels, sample_weight=bad)
+
+
 def test_predict_checks_its_input(blobs):
     X, y, Xt, _ = blobs
     clf = MLPClassifier(**FAST).fit(X, y)
@@ -182,3 +234,75 @@ def test_predict_checks_its_input(blobs):
         clf.predict_proba(np.full_like(Xt, np.nan))
     with pytest.raises(ValueError, match="samples"):
         clf.score(Xt, np.zeros(3))
+
+
+# -- with scikit-learn (these skip where it is not installed) -------------------------------------
+
+
+@pytest.fixture
+def sklearn():
+    return pytest.importorskip("sklearn", reason="scikit-learn is not installed (it is in the "
+                                                 "test extra: pip install -e '.[test]')")
+
+
+def test_works_in_scikit_learn_meta_estimators(sklearn, blobs):
+    # scikit-learn >= 1.6 reads __sklearn_tags__, not _estimator_type: without it all of
+    # these raised AttributeError
+    from sklearn.base import clone, is_classifier
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, Xt, yt = blobs
+    clf = MLPClassifier(**FAST)
+    assert is_classifier(clf)
+    copy = clone(clf)
+    assert copy is not clf and copy.get_params() == clf.get_params()
+    search = GridSearchCV(clf, {"hidden": [4, 8]}, cv=2, error_score="raise").fit(X, y)
+    assert search.best_params_["hidden"] in (4, 8) and search.score(Xt, yt) >= 0.9
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(**FAST)).fit(X, y)
+    assert pipe.predict(Xt).shape == (len(Xt),) and pipe.score(Xt, yt) >= 0.9
+    scores = cross_val_score(MLPClassifier(**FAST), X, y, cv=3, error_score="raise")
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+
+
+def test_clone_keeps_a_backend_device(sklearn, blobs):
+    from sklearn.base import clone
+
+    backend = fastmlp.get_backend("cpu")
+    twin = clone(MLPClassifier(**FAST, device=backend))
+    assert twin.device is backend
+    X, y, Xt, yt = blobs
+    assert twin.fit(X, y).score(Xt, yt) >= 0.95
+
+
+def test_not_fitted_error_is_also_scikit_learns(sklearn, blobs):
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    X = blobs[0]
+    with pytest.raises(SklearnNotFittedError, match="not fitted yet") as info:
+        MLPClassifier().predict(X)
+    assert isinstance(info.value, NotFittedError)  # still fastmlp's, as before
+    # the class is made at run time; its instances must still pickle (e.g. from a worker)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert isinstance(again, SklearnNotFittedError) and isinstance(again, NotFittedError)
+    assert again.args == info.value.args
+
+
+def test_not_fitted_error_without_scikit_learn(monkeypatch, blobs):
+    from fastmlp import estimator
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "sklearn.exceptions", None)
+    estimator._not_fitted_error_class.cache_clear()
+    try:
+        with pytest.raises(NotFittedError) as info:
+            MLPClassifier().predict(blobs[0])
+        assert type(info.value) is NotFittedError
+    finally:
+        estimator._not_fitted_error_class.cache_clear()
+
+
+def test_importing_fastmlp_does_not_import_scikit_learn():
+    code = "import sys, fastmlp; assert 'sklearn' not in sys.modules, 'sklearn imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
