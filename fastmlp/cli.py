@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__
 from .backend import DEVICES, Backend, get_backend
@@ -46,6 +47,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2  # bad options or input: FastMLPError, argparse
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_DIVERGED = 3  # fastmlp train: non-finite loss or weights
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of the output went away (`| head`)
 
 MNIST_TRAIN_SIZE = 10_000  # the course trains on the first 10000 MNIST images
 
@@ -980,7 +982,8 @@ def _error(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``fastmlp`` command line; return the exit code (0 ok, 2 usage, 130 Ctrl-C)."""
+    """Run the ``fastmlp`` command line; return the exit code (0 ok, 2 usage, 3 diverged,
+    130 Ctrl-C, 141 output pipe closed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
@@ -991,18 +994,70 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "_run", None) is None:
             raise UsageError(f"choose a command: {', '.join(COMMANDS)} (see '{PROG} --help')")
         args._argv = argv
-        return args._run(args)
+        stdout, sys.stdout = sys.stdout, _GuardedOutput(sys.stdout)
+        try:
+            return args._run(args)
+        finally:
+            sys.stdout = stdout
+    except _OutputError as exc:  # a full disk under `> file`, say
+        _discard_stdout()
+        _error(str(exc))
+        return EXIT_USAGE
     except (UsageError, FastMLPError) as exc:
         _error(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:  # outside training (loading data, writing results)
         print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `fastmlp predict ... | head`: stop quietly, as other tools do
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except Exception as exc:  # MemoryError is an Exception too
         if not is_out_of_memory(exc):
             raise  # a genuine bug: keep its traceback
         _error(out_of_memory_message(exc))
         return EXIT_USAGE
+
+
+class _OutputError(FastMLPError):
+    """Standard output refused a write (other than a closed pipe)."""
+
+
+class _GuardedOutput:
+    """Stands in for sys.stdout while a command runs: a failed write or flush becomes an
+    :class:`_OutputError` (one line, exit 2) instead of an OSError traceback; a closed pipe
+    stays a BrokenPipeError. Everything else is the wrapped stream's."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def _guarded(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self._stream, method)(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputError(f"cannot write the output: {exc.strerror or exc}") from None
+
+    def write(self, text: str) -> int:
+        return self._guarded("write", text)
+
+    def flush(self) -> None:
+        self._guarded("flush")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _discard_stdout() -> None:
+    # what is still buffered would fail again when Python flushes stdout at exit, with a
+    # traceback-like "Exception ignored" message: send it, and anything after, to devnull
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout (a test's)
+        pass
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

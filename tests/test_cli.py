@@ -236,6 +236,28 @@ def test_error_in_subprocess(tmp_path: Path, assert_one_line_error) -> None:
     assert proc.stdout == ""
 
 
+def test_closed_or_full_standard_output(tmp_path: Path, assert_one_line_error) -> None:
+    # `fastmlp evaluate ... | head` ends quietly (141, as 128 + SIGPIPE); a full disk under
+    # `> file` is one line and exit 2; neither is a traceback
+    assert main([*SYNTHETIC, "--epochs", "1", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    command = [sys.executable, "-m", "fastmlp", "evaluate", str(tmp_path / "o" / "model.npz")]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails: no reader
+    try:
+        proc = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (141, "")
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system to fill standard output")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    assert proc.returncode == 2
+    assert_one_line_error(proc.stderr, "cannot write the output: No space left on device")
+
+
 def test_ctrl_c_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                           capsys: pytest.CaptureFixture) -> None:
     import fastmlp.cli as cli
