@@ -387,6 +387,15 @@ def load_data(dataset: str, *, data_path: str | None, train_size: int | str | No
                         seed=seed)
 
 
+PIXEL_DATASETS = ("mnist", "notmnist")  # the datasets --scale applies to
+
+
+def recorded_scale(dataset: str, scale: str) -> str | None:
+    """The pixel scaling a run records: ``scale`` for pixel datasets, None where the features
+    are used as given (npz, synthetic), so that predict does not scale uint8 input for them."""
+    return scale if dataset in PIXEL_DATASETS else None
+
+
 def _load_data(args: argparse.Namespace) -> Dataset:
     return load_data(args.dataset, data_path=args.data_path, train_size=args.train_size,
                      scale=args.scale, dtype=args.dtype, seed=args.seed)
@@ -470,7 +479,8 @@ def _cli_config(args: argparse.Namespace) -> dict:
     data_path = args.data_path
     if data_path is not None:  # absolute, so that evaluate finds it from any directory
         data_path = absolute_path(data_path)
-    return dict(scale=args.scale, data_path=data_path, device_requested=args.device,
+    return dict(scale=recorded_scale(args.dataset, args.scale), data_path=data_path,
+                device_requested=args.device,
                 argv=getattr(args, "_first_argv", None) or _command_line(args))
 
 
@@ -872,7 +882,7 @@ def _read_images(name: str):
     return images
 
 
-def _prepare_images(images, model: MLP, scale: str, recorded_scale: str | None, where: str):
+def _prepare_images(images, model: MLP, scale: str, where: str):
     """(N, F) float rows of the model's dtype, plus a note for the user (or "")."""
     import numpy as np
 
@@ -888,9 +898,13 @@ def _prepare_images(images, model: MLP, scale: str, recorded_scale: str | None, 
     if not np.isfinite(x).all():
         raise FastMLPError(f"{where} contains NaN or infinite values")
     note = ""
+    saved = model.saved_config
+    if scale == "auto" and images.dtype == np.uint8 and saved.get("dataset") in ("npz",
+                                                                                "synthetic"):
+        scale = "none"  # trained on features used as given: so are these
     if scale == "auto":
         if images.dtype == np.uint8:
-            scale = recorded_scale if recorded_scale in SCALES else "unit"
+            scale = saved.get("scale") if saved.get("scale") in SCALES else "unit"
             target = "[0, 1]" if scale == "unit" else "[-1, 1]"
             note = (f"note: uint8 pixels scaled to {target} (--scale {scale}); "
                     f"--scale none uses them as given")
@@ -917,8 +931,7 @@ def run_predict(args: argparse.Namespace) -> int:
     images = _read_images(args.images)
     backend = get_backend(args.device)
     model = MLP.load(args.model, device=backend)
-    x, note = _prepare_images(images, model, args.scale, model.saved_config.get("scale"),
-                              args.images)
+    x, note = _prepare_images(images, model, args.scale, args.images)
     if note:
         print(note, file=sys.stderr, flush=True)
     probs = backend.to_host(model.forward(backend.asarray(x, dtype=model.dtype)))

@@ -277,6 +277,7 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
     result, so one bad run never ends the sweep.
     """
     from .backend import get_backend
+    from .cli import recorded_scale
     from .model import MLP
     from .train import train
 
@@ -306,7 +307,8 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
     # what train() does not know ("sweep", the run's identity for resume, went in above)
     # the data path made absolute where it was read, so evaluate finds it from anywhere
     data_path = spec["data_path"] and report.absolute_path(spec["data_path"])
-    history.config.update(scale=spec["scale"], data_path=data_path,
+    history.config.update(scale=recorded_scale(spec["dataset"], spec["scale"]),
+                          data_path=data_path,
                           device_requested=spec["device"], threads=_threads(backend),
                           blas_env={k: os.environ[k] for k in BLAS_ENV if k in os.environ})
     result.update(status="ok", history=history.to_dict())

@@ -173,7 +173,8 @@ def test_resume_is_bit_identical(batch: str | None, tmp_path: Path,
     assert interrupted["epochs"] == 4
     # the CLI's own settings are recorded before training, so an interrupted history has them
     assert interrupted["config"]["argv"].startswith("fastmlp train --dataset synthetic")
-    assert interrupted["config"]["scale"] == "unit" and "device_requested" in interrupted["config"]
+    # (scale None: synthetic features are used as given)
+    assert interrupted["config"]["scale"] is None and "device_requested" in interrupted["config"]
     assert load_checkpoint(parts)["epoch"] == 4
     assert main(["train", "--resume", str(parts), "--no-progress"]) == 0
     assert "resume:   from epoch 4" in capsys.readouterr().out

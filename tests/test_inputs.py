@@ -580,7 +580,8 @@ def test_evaluate_takes_left_out_data_options_from_the_training_run(tmp_path: Pa
     # no data options at all: the run's dataset, training rows and seed
     assert main(["evaluate", str(out / "model.npz"), "--device", "cpu"]) == 0
     table = capsys.readouterr().out
-    assert ("(--dataset synthetic --train-size 150 --seed 3 --scale unit: as in the model's "
+    # (no --scale: synthetic features are used as given, so the run records no scaling)
+    assert ("(--dataset synthetic --train-size 150 --seed 3: as in the model's "
             "training run)") in table
     assert f"{final['train_acc']:.4f}" in table and f"{final['test_acc']:.4f}" in table
     assert main(["evaluate", str(out / "model.npz"), "--device", "cpu", "--json"]) == 0
@@ -671,6 +672,30 @@ def test_evaluate_empty_splits_are_null_in_json(tmp_path: Path, capsys) -> None:
     splits = json.loads(capsys.readouterr().out)["splits"]
     assert splits["valid"] == {"rows": 0, "loss": None, "accuracy": None}
     assert splits["train"]["rows"] == 10 and 0 <= splits["train"]["accuracy"] <= 1
+
+
+def test_predict_uses_uint8_as_given_for_a_model_trained_on_npz_features(tmp_path: Path,
+                                                                          capsys) -> None:
+    # npz features are used as given in training (--scale does not apply), so predict must not
+    # divide uint8 input by 255; the run records no scale for them
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (60, 784), dtype=np.uint8)
+    y = rng.integers(0, 10, 60)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y)
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "npz", "--data-path", str(tmp_path / "d.npz"),
+                 "--hidden", "8", "--epochs", "1", "--lr", "1e-4", "--device", "cpu",
+                 "--quiet", "--out", str(out)]) == 0
+    model = fastmlp.MLP.load(out / "model.npz")
+    assert model.saved_config["scale"] is None
+    np.save(tmp_path / "x.npy", x[:6])
+    capsys.readouterr()
+    assert main(["predict", str(out / "model.npz"), str(tmp_path / "x.npy"),
+                 "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    expected = model.forward(x[:6].astype(np.float32)).argmax(axis=1)
+    assert [int(v) for v in captured.out.split()] == expected.tolist()
+    assert "scaled to" not in captured.err
 
 
 def test_predict_formats_agree(tmp_path: Path, capsys) -> None:
