@@ -30,7 +30,7 @@ from .errors import FastMLPError, is_int, object_arrays_refused, os_errors
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .model import DTYPES, INITS, MLP
-from .report import absolute_path
+from .report import absolute_path, check_writable
 from .texttable import text_table
 from .train import (
     SPLITS,
@@ -359,6 +359,8 @@ def _resolve_out_dir(out: str | None, prefix: str = "") -> Path:
             raise FastMLPError(f"--out {path} exists and is not a directory")
         with os_errors("create output directory", path, name_the_file=False):
             path.mkdir(parents=True, exist_ok=True)
+        with os_errors("write into output directory", path, name_the_file=False):
+            check_writable(path)
         return path
     base = Path("runs") / f"{prefix}{datetime.now():%Y%m%d-%H%M%S}"
     for n in range(1, 1000):  # two runs started in the same second get -2, -3, ...

@@ -56,6 +56,12 @@ def _new_temp_file(directory: Path, name: str) -> Path:
     raise FileExistsError(f"no free temporary file name next to {directory / name}")
 
 
+def check_writable(directory: Path) -> None:
+    """Create and remove a file in ``directory``: an OSError now if files cannot be written
+    there (read-only mount, permissions), rather than after training."""
+    _new_temp_file(directory, "write-check").unlink()
+
+
 def _naming(exc: OSError, target: Path) -> OSError:
     """The same error, naming the file the user asked for rather than our hidden temp file."""
     return type(exc)(exc.errno, exc.strerror, str(target))

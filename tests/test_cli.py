@@ -183,6 +183,19 @@ def test_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert_one_line_error(capsys.readouterr().err, "not a directory")
 
 
+def test_unwritable_out_fails_before_training(capsys: pytest.CaptureFixture,
+                                              assert_one_line_error) -> None:
+    # an existing directory where no file can be created (sysfs refuses even root, who passes
+    # permission bits): the run must stop at once, not after training, at the first checkpoint
+    if not os.path.isdir("/sys/kernel"):
+        pytest.skip("no /sys/kernel (sysfs) here to stand for a read-only directory")
+    args = [*SYNTHETIC, "--epochs", "1", "--out", "/sys/kernel", "--no-progress"]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert_one_line_error(captured.err, "cannot write into output directory /sys/kernel")
+    assert "data:" not in captured.out  # stopped before its header, so before training
+
+
 def test_os_errors_names_the_file_and_the_reason() -> None:
     from fastmlp.errors import FastMLPError, os_errors
 
