@@ -470,7 +470,13 @@ def run_train(args: argparse.Namespace) -> int:
         _write_results(exc.history, model, out_dir)
         _error(f"{exc}; the history and those weights are in {out_dir}")
         return EXIT_DIVERGED
-    _write_results(history, model, out_dir)
+    try:
+        _write_results(history, model, out_dir)
+    except KeyboardInterrupt:  # training is over and checkpointed: say how to get the rest
+        print(f"{PROG}: interrupted while writing the results into {out_dir}; the finished run "
+              f"is in its checkpoint, and '{PROG} train --resume {shlex.quote(str(out_dir))}' "
+              f"writes them again", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     _say(args, "", report.format_summary(history), "")
     print(f"results in {out_dir}" if not args.quiet else out_dir, flush=True)
     return EXIT_OK

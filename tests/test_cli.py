@@ -293,6 +293,27 @@ def test_ctrl_c_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert len(err) == 1 and err[0].startswith("fastmlp: interrupted after 0 of 8 epochs")
 
 
+def test_ctrl_c_while_writing_results_says_how_to_get_them(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    # training is done and checkpointed when the plots are drawn: a Ctrl-C then must not leave
+    # the user without model.npz and without a word on how to get it
+    import fastmlp.report as report
+
+    def interrupted_plot(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "o"
+    monkeypatch.setattr(report, "plot_history", interrupted_plot)
+    assert main([*SYNTHETIC, "--epochs", "2", "--out", str(out), "--no-progress"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted while writing the results" in err[0]
+    assert f"fastmlp train --resume {out}" in err[0]
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out), "--no-progress", "--quiet"]) == 0
+    assert (out / "model.npz").is_file() and (out / "loss.png").is_file()
+
+
 def test_default_out_dir_is_timestamped_and_unique(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from fastmlp.cli import _resolve_out_dir
