@@ -426,7 +426,7 @@ def run_train(args: argparse.Namespace) -> int:
     """``fastmlp train``: load, build, train (checkpointing into --out), write history, plots
     and model, print the summary. ``--resume DIR`` continues the run checkpointed in DIR."""
     from . import report  # matplotlib stays unimported until the plots are drawn
-    from .checkpoint import CHECKPOINT_NPZ, remove_stale_temps
+    from .checkpoint import CHECKPOINT_NPZ
 
     resumed = None
     if args.resume is not None:
@@ -445,10 +445,11 @@ def run_train(args: argparse.Namespace) -> int:
     if resumed is not None:
         _say(args, f"resume:   from epoch {resumed['epoch']} ({checkpoint})")
         resumed["history"].config.setdefault("resumed_at_epoch", []).append(resumed["epoch"])
-    elif checkpoint.exists():  # an earlier run's: --resume must never pick it up for this one
-        checkpoint.unlink()
-        remove_stale_temps(out_dir)
-        _say(args, f"note:     removed the checkpoint of an earlier run in {out_dir}")
+    else:
+        removed = _remove_earlier_run(out_dir)
+        if removed:
+            _say(args, f"note:     removed the files of an earlier run in {out_dir}: "
+                       f"{', '.join(removed)}")
     history = resumed["history"] if resumed is not None else History()
     # before training, so that a history written on Ctrl-C records them too
     cli = _cli_config(args)
@@ -480,6 +481,24 @@ def run_train(args: argparse.Namespace) -> int:
     _say(args, "", report.format_summary(history), "")
     print(f"results in {out_dir}" if not args.quiet else out_dir, flush=True)
     return EXIT_OK
+
+
+def _remove_earlier_run(out_dir: Path) -> list[str]:
+    """Remove what an earlier ``train`` left in ``out_dir`` (its checkpoint, which --resume must
+    never take for this run's, and its results, which must not sit beside this run's if it is
+    interrupted); return the names removed."""
+    from . import report
+    from .checkpoint import CHECKPOINT_NPZ, remove_stale_temps
+
+    removed = []
+    with os_errors("remove the earlier run's files from", out_dir):
+        for name in (CHECKPOINT_NPZ, report.MODEL_NPZ, report.HISTORY_JSON, report.HISTORY_CSV,
+                     report.LOSS_PNG, report.ACCURACY_PNG):
+            if (out_dir / name).is_file():
+                (out_dir / name).unlink()
+                removed.append(name)
+        remove_stale_temps(out_dir)
+    return removed
 
 
 def _cli_config(args: argparse.Namespace) -> dict:

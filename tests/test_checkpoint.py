@@ -197,9 +197,10 @@ def test_resume_option_rules(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert main(["train", "--resume", str(out), "--hidden", "16", "--epochs", "5",
                  "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "history.json").read_text())["epochs"] == 5
-    # a fresh run into the same directory drops the old checkpoint before training
+    # a fresh run into the same directory drops the old checkpoint and results before training
     assert main([*SYN, "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
-    assert "removed the checkpoint of an earlier run" in capsys.readouterr().out
+    assert ("removed the files of an earlier run in " f"{out}: checkpoint.npz, model.npz, "
+            "history.json, history.csv, loss.png, accuracy.png") in capsys.readouterr().out
     assert load_checkpoint(out)["epoch"] == 2
 
 
