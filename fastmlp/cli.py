@@ -381,6 +381,8 @@ def load_data(dataset: str, *, data_path: str | None, train_size: int | str | No
     every row otherwise) and ``"all"`` every row."""
     if dataset in ("notmnist", "npz") and not data_path:
         raise FastMLPError(f"--dataset {dataset} needs --data-path FILE.npz")
+    if dataset == "synthetic" and data_path:  # it would be recorded, and looked for later
+        raise FastMLPError("--dataset synthetic generates its data and takes no --data-path")
     if train_size is None:
         train_size = MNIST_TRAIN_SIZE if dataset == "mnist" else None
     elif train_size == "all":
@@ -779,7 +781,8 @@ def _data_options_from_run(args: argparse.Namespace, saved: dict) -> list[str]:
 
     if args.dataset is None and recorded is not None:
         if args.data_path is None:  # the very data: its file, rows and seed too
-            path = saved.get("data_path")
+            # (a synthetic run's recorded path was never read: older versions took one)
+            path = saved.get("data_path") if recorded != "synthetic" else None
             if path is not None:
                 if not (isinstance(path, str) and Path(path).is_absolute()
                         and Path(path).exists()):

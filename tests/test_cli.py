@@ -142,6 +142,9 @@ ERROR_CASES = {
     "npz without --data-path": (["--dataset", "npz"], "--data-path"),
     "notmnist without --data-path": (["--dataset", "notmnist"], "--data-path"),
     "nonexistent file": (["--dataset", "npz", "--data-path", "{tmp}/missing.npz"], "not found"),
+    "synthetic with --data-path": (["--dataset", "synthetic", "--data-path", "{tmp}"],
+                                   "--dataset synthetic generates its data and takes no "
+                                   "--data-path"),
     "npz missing a key": (["--dataset", "npz", "--data-path", "{bad}"], "y_train"),
     "unknown device": (["--device", "tpu"], "--device"),
     "negative hidden": (["--hidden", "-5"], "--hidden"),

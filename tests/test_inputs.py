@@ -674,6 +674,18 @@ def test_evaluate_empty_splits_are_null_in_json(tmp_path: Path, capsys) -> None:
     assert splits["train"]["rows"] == 10 and 0 <= splits["train"]["accuracy"] <= 1
 
 
+def test_evaluate_ignores_a_path_recorded_by_a_synthetic_run(tmp_path: Path, capsys) -> None:
+    # older versions recorded an (unused) --data-path with --dataset synthetic; evaluate must
+    # not insist that it still exists
+    model = fastmlp.MLP(784, 8, 10)
+    model.save(tmp_path / "m.npz", extra={"dataset": "synthetic", "seed": 2, "n_train": 100,
+                                          "data_path": str(tmp_path / "gone")})
+    assert main(["evaluate", str(tmp_path / "m.npz"), "--device", "cpu", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["dataset"], data["seed"], data["splits"]["train"]["rows"]) == ("synthetic", 2,
+                                                                              100)
+
+
 def test_predict_uses_uint8_as_given_for_a_model_trained_on_npz_features(tmp_path: Path,
                                                                           capsys) -> None:
     # npz features are used as given in training (--scale does not apply), so predict must not
