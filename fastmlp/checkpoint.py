@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import FastMLPError
+from .errors import FastMLPError, numpy_format
 from .jsonsafe import json_clean
 from .train import History
 
@@ -78,6 +78,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise FastMLPError(f"no checkpoint {where}")
     name = target.name if target.parent == given else str(target)
     try:
+        if numpy_format(target) != "npz":  # np.load's error would suggest allow_pickle
+            raise ValueError("not an .npz archive (no zip header)")
         with np.load(target, allow_pickle=False) as f:
             missing = [k for k in ("params", "velocity", "meta") if k not in f.files]
             if missing:

@@ -853,18 +853,24 @@ def _read_images(name: str):
     """The array in a .npy file; one-line errors for anything else."""
     import numpy as np
 
+    from .errors import numpy_format
+
     path = Path(name).expanduser()
     if path.suffix.lower() != ".npy":
         raise FastMLPError(f"images must be a .npy file (numpy.save), got {path.name!r}")
     if not path.is_file():
         raise FastMLPError(f"images file not found: {path}")
     try:
+        kind = numpy_format(path)  # before np.load, whose error would suggest allow_pickle
+        if kind == "npz":  # an .npz archive under a .npy name
+            raise FastMLPError(f"{path} is an .npz archive, not a .npy array")
+        if kind is None:
+            raise FastMLPError(f"{path} is not a .npy file (no NumPy header: another format, "
+                               f"or corrupt or truncated?)")
         images = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:  # pickled objects, truncated, not .npy
+    except (ValueError, OSError, EOFError) as exc:  # pickled objects, truncated
         raise object_arrays_refused(exc, path) or FastMLPError(
             f"cannot read {path} as .npy (corrupt or truncated?): {exc}") from None
-    if not isinstance(images, np.ndarray):  # an .npz archive under a .npy name
-        raise FastMLPError(f"{path} is an .npz archive, not a .npy array")
     if images.dtype == np.bool_ or images.dtype.kind not in "iuf":
         raise FastMLPError(f"{path}: images must be real numbers, got dtype {images.dtype}")
     return images

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastmlp.errors import FastMLPError, is_int, object_arrays_refused, os_errors
+from fastmlp.errors import FastMLPError, is_int, numpy_format, object_arrays_refused, os_errors
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -471,10 +471,13 @@ def _require_file(path: str | os.PathLike[str] | None, name: str) -> Path:
 def _read_npz(p: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
     """{key: array} for the required and present optional keys; load errors -> FastMLPError."""
     try:
-        loaded = np.load(p, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
+        kind = numpy_format(p)  # before np.load, whose error would suggest allow_pickle
+        if kind == "npy":
             raise FastMLPError(f"{p} is not an .npz archive (an .npy file?)")
-        with loaded as data:
+        if kind is None:
+            raise FastMLPError(f"cannot read {p} as .npz (corrupt or truncated?): it is not an "
+                               f".npz archive (no zip header)")
+        with np.load(p, allow_pickle=False) as data:
             keys = set(data.files)
             missing = [k for k in required if k not in keys]
             if missing:

@@ -146,6 +146,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "label_ids.npz": _npz(x_train=X10, y_train=np.r_[Y10[:9], 10**9]),
     "label_2_62.npz": _npz(x_train=X10, y_train=np.r_[Y10[:9], 2**62]),
     "a_file": lambda p: p.write_text("not a directory"),
+    "text.npz": lambda p: p.write_text("1,2,3\n"),
     "dir.csv": lambda p: p.mkdir(),
     # models
     "model.npz": _model(),
@@ -158,11 +159,13 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
                                  Wo=np.zeros((9, 10)), bo=np.zeros((1, 10))),
     "model_int.npz": _npz(Wh=np.zeros((4, 3), int), bh=np.zeros((1, 3), int),
                           Wo=np.zeros((3, 2), int), bo=np.zeros((1, 2), int)),
+    "history.json": lambda p: p.write_text(json.dumps({"epochs": 2, "train_loss": [1.0, 0.5]})),
     "model_objects.npz": _npz(Wh=np.array([[0.5, "x"]], dtype=object), bh=np.zeros((1, 2)),
                               Wo=np.zeros((2, 2)), bo=np.zeros((1, 2))),
     # images
     "images.npy": _npy(IMAGES),
     "images.txt": lambda p: p.write_text("0.5 0.5\n"),
+    "images_csv.npy": lambda p: p.write_text("1,2,3\n"),
     "images_random.npy": _random_bytes,
     "images_truncated.npy": _truncated_file(_npy(IMAGES)),
     "images_object.npy": _npy(np.array([IMAGES[0], "x"], dtype=object), allow_pickle=True),
@@ -279,6 +282,7 @@ ROWS: dict[str, Row] = {
     "truncated npz": _data("truncated.npz", "corrupt or truncated"),
     "corrupt npz (random bytes)": _data("random.npz", "corrupt or truncated"),
     "npz is an .npy": _data("not_npz.npy", "not an .npz archive"),
+    "npz is a text file": _data("text.npz", "it is not an .npz archive (no zip header)"),
     "npz is missing": _data("missing.npz", "not found"),
     "npz path is a directory": _data("mnist_few_rows", "directory"),
     "notmnist missing": _data("missing.npz", "not found", "notmnist"),
@@ -374,6 +378,8 @@ ROWS: dict[str, Row] = {
     "evaluate: integer weights": _evaluate("{model_int.npz}", fragment="dtype"),
     "evaluate: model of Python objects": _evaluate("{model_objects.npz}",
                                                    fragment="arrays of Python objects"),
+    "evaluate: model is a JSON file": _evaluate("{history.json}", fragment="history.json: not an "
+                                                ".npz archive (a model file written by fastmlp)"),
     "evaluate: model is a dataset": _evaluate("{nan.npz}", fragment="not a fastmlp model"),
     "evaluate: features differ": _evaluate("{model_5in.npz}", "--dataset", "synthetic",
                                            fragment="784 features but the model takes 5"),
@@ -391,6 +397,8 @@ ROWS: dict[str, Row] = {
     # -- predict
     "predict: images missing": _predict("{model.npz}", "{missing.npy}", fragment="not found"),
     "predict: images not .npy": _predict("{model.npz}", "{images.txt}", fragment=".npy file"),
+    "predict: images are text under .npy": _predict("{model.npz}", "{images_csv.npy}",
+                                                    fragment="images_csv.npy is not a .npy file"),
     "predict: images random bytes": _predict("{model.npz}", "{images_random.npy}",
                                              fragment="corrupt or truncated"),
     "predict: images truncated": _predict("{model.npz}", "{images_truncated.npy}",
@@ -465,6 +473,8 @@ def test_bad_input_gets_one_clear_line(case: str, tmp_path: Path, capsys: pytest
     captured = capsys.readouterr()
     assert code != 0, f"exit 0 for {argv}"
     assert "Traceback" not in captured.err + captured.out  # on stdout neither
+    # NumPy's advice for a file it cannot place; fastmlp never loads pickles
+    assert "allow_pickle" not in captured.err
     assert_one_line_error(captured.err, row.fragment)
     for path in _complete_outputs(files):
         assert not path.exists(), f"{path} left behind"
