@@ -95,13 +95,18 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                            f"reads versions up to {VERSION} (upgrade fastmlp)")
     try:
         epoch = meta["epoch"]
+        # a null or absent config or model records none; another type is damage
+        config, model = ({} if meta.get(key) is None else meta[key] for key in ("config", "model"))
+        for key, value in (("history", meta["history"]), ("config", config), ("model", model)):
+            if not isinstance(value, dict):
+                raise TypeError(f"{key} must be a JSON object, got {type(value).__name__}")
         history = History.from_dict(meta["history"])
         out = {"params": params, "velocity": velocity, "epoch": epoch,
-               "rng_state": meta["rng_state"], "history": history,
-               "config": meta.get("config") or {}, "model": meta.get("model") or {},
-               "version": version, "path": target}
+               "rng_state": meta["rng_state"], "history": history, "config": config,
+               "model": model, "version": version, "path": target}
         problem = _inconsistency(out)
-    except (KeyError, TypeError, ValueError) as exc:
+    # AttributeError: a wrong type deeper in, as a list for the history's "final"
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         problem = _reason(exc)
     if problem:
         raise FastMLPError(f"{name} is corrupt: {problem}")

@@ -154,6 +154,25 @@ def test_checkpoint_errors(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert_one_line_error(capsys.readouterr().err, "not written by 'fastmlp train'")
 
 
+@pytest.mark.parametrize("damage", [
+    {"history": []}, {"history": None}, {"model": [1]}, {"config": [1]}, {"config": []},
+    {"config": "fastmlp"}, {"history": {"final": []}},
+], ids=repr)
+def test_checkpoint_metadata_of_wrong_json_types_is_corrupt(
+        damage: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
+        assert_one_line_error) -> None:
+    fastmlp.train(fastmlp.MLP(12, 8, 10), small_data(), epochs=2, checkpoint=tmp_path)
+    target = tmp_path / CHECKPOINT_NPZ
+    with np.load(target) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = dict(json.loads(str(arrays["meta"])), **damage)
+    np.savez(target, **dict(arrays, meta=np.array(json.dumps(meta))))
+    with pytest.raises(fastmlp.FastMLPError, match="checkpoint.npz is corrupt: "):
+        load_checkpoint(tmp_path)
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "checkpoint.npz is corrupt: ")
+
+
 # -- CLI ----------------------------------------------------------------------------------------
 
 
