@@ -297,11 +297,17 @@ def _explicit_options(args: argparse.Namespace) -> dict:
 def _resume_args(args: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
     """--resume DIR: the checkpoint in DIR and the options it records, with the few that may
     change taken from the command line; any other differing option is an error."""
-    from .checkpoint import load_checkpoint, remove_stale_temps
+    from .checkpoint import CHECKPOINT_NPZ, load_checkpoint, remove_stale_temps
 
     directory = Path(args.resume).expanduser()
+    # the run's checkpoint itself names its directory; any other file would not be the
+    # checkpoint that the resumed run goes on writing
+    if directory.is_file() and directory.name == CHECKPOINT_NPZ:
+        directory = directory.parent
     if not directory.is_dir():
-        raise FastMLPError(f"--resume {directory}: no such directory")
+        problem = (f"expects the run directory (the one holding {CHECKPOINT_NPZ}), not a file"
+                   if directory.exists() else "no such directory")
+        raise FastMLPError(f"--resume {directory}: {problem}")
     ck = load_checkpoint(directory)
     config = ck["config"]
     missing = [key for key in TRAIN_CONFIG if key not in config]

@@ -222,6 +222,23 @@ def test_resume_option_rules(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert load_checkpoint(out)["epoch"] == 2
 
 
+def test_resume_takes_the_checkpoint_file_for_its_run_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture, assert_one_line_error) -> None:
+    out = tmp_path / "run"
+    assert main([*SYN, "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out / CHECKPOINT_NPZ), "--epochs", "3",
+                 "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)  # the outputs go into the run directory
+    assert json.loads((out / "history.json").read_text())["epochs"] == 3
+    assert load_checkpoint(out)["epoch"] == 3
+    # another file is not the checkpoint the run goes on writing
+    assert main(["train", "--resume", str(out / "model.npz"), "--epochs", "4"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "model.npz: expects the run directory")
+    assert main(["train", "--resume", str(tmp_path / "missing")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "missing: no such directory")
+
+
 def test_divergence_rewrites_the_checkpoint_at_the_kept_weights(tmp_path: Path) -> None:
     # a checkpoint written every epoch holds, when the next epoch diverges, weights found bad;
     # after the error it must hold the kept weights and the history that ends at them
