@@ -328,6 +328,9 @@ def _resume_args(args: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
             recorded = config[key]
             if key == "data_path" and value is not None:
                 value = absolute_path(value)
+            elif key == "train_size":  # the rows meant: the default None is 10000 of mnist
+                value, recorded = (train_rows(config["dataset"], size) or "all"
+                                   for size in (value, recorded))
             if value != recorded:
                 conflicts.append(f"--{key.replace('_', '-')} {value} (recorded: {recorded})")
     if conflicts:
@@ -376,19 +379,23 @@ def _resolve_out_dir(out: str | None, prefix: str = "") -> Path:
     raise FastMLPError(f"cannot find a free output directory next to {base}; use --out")
 
 
+def train_rows(dataset: str, train_size: int | str | None) -> int | None:
+    """The rows of ``dataset`` that --train-size asks for, None for every row: its default
+    (None) is the course's first 10000 rows of mnist and every row otherwise; ``"all"`` every
+    row."""
+    if train_size is None:
+        return MNIST_TRAIN_SIZE if dataset == "mnist" else None
+    return None if train_size == "all" else train_size
+
+
 def load_data(dataset: str, *, data_path: str | None, train_size: int | str | None, scale: str,
               dtype: str, seed: int) -> Dataset:
     """The Dataset that the data options of train, evaluate and sweep name (their values, one
-    keyword each): ``train_size`` None is the course's default (the first 10000 rows of mnist,
-    every row otherwise) and ``"all"`` every row."""
+    keyword each); ``train_size`` as :func:`train_rows` reads it."""
     if dataset in ("notmnist", "npz") and not data_path:
         raise FastMLPError(f"--dataset {dataset} needs --data-path FILE.npz")
-    if train_size is None:
-        train_size = MNIST_TRAIN_SIZE if dataset == "mnist" else None
-    elif train_size == "all":
-        train_size = None
-    return load_dataset(dataset, path=data_path, train_size=train_size, scale=scale, dtype=dtype,
-                        seed=seed)
+    return load_dataset(dataset, path=data_path, train_size=train_rows(dataset, train_size),
+                        scale=scale, dtype=dtype, seed=seed)
 
 
 def _load_data(args: argparse.Namespace) -> Dataset:

@@ -671,6 +671,29 @@ def test_resume_help_and_error_name_every_option_that_may_change(trained: Path, 
         assert option in resume_help and option in error, option
 
 
+def test_resume_compares_the_train_size_by_the_rows_it_means(tmp_path: Path, capsys,
+                                                            assert_one_line_error) -> None:
+    def first_epoch(*data_options: str) -> Path:
+        out = tmp_path / data_options[1]
+        assert main(["train", *data_options, "--hidden", "4", "--epochs", "1", "--device", "cpu",
+                     "--quiet", "--out", str(out)]) == 0
+        return out
+
+    # recorded: --train-size left out (None), which means every row of synthetic data ...
+    out = first_epoch("--dataset", "synthetic")
+    assert main(["train", "--resume", str(out), "--train-size", "all", "--epochs", "2",
+                 "--quiet"]) == 0
+    # ... and the course's first 10000 rows of mnist
+    _mnist_dir(tmp_path / "idx", n_train=20_001)  # 10001 training rows
+    out = first_epoch("--dataset", "mnist", "--data-path", str(tmp_path / "idx"))
+    assert main(["train", "--resume", str(out), "--train-size", "10000", "--epochs", "2",
+                 "--quiet"]) == 0
+    assert json.loads((out / "history.json").read_text())["epochs"] == 2
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--train-size", "all", "--epochs", "3"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--train-size all (recorded: 10000)")
+
+
 def test_evaluate_empty_splits_are_null_in_json(tmp_path: Path, capsys) -> None:
     data = tmp_path / "d.npz"
     np.savez(data, x_train=X10, y_train=Y10)  # no valid/test split
