@@ -672,8 +672,14 @@ def _gradcheck_rows(args: argparse.Namespace, model: MLP):
                             n_features=model.n_in, n_classes=model.n_out, dtype="float64",
                             seed=args.seed)
     else:
-        data = load_dataset("mnist", path=args.data_path, train_size=args.samples,
-                            dtype="float64")
+        from .datasets import TrainSizeError
+
+        try:
+            data = load_dataset("mnist", path=args.data_path, train_size=args.samples,
+                                dtype="float64")
+        except TrainSizeError as exc:  # its message names train_size, not our option
+            raise FastMLPError(f"--samples must be between 1 and {exc.rows} (the training "
+                               f"rows of mnist), got {args.samples}") from None
     check_compatible(model, data)
     return data.train.x, data.train.y, f"{len(data.train)} {data.name} rows"
 

@@ -683,10 +683,20 @@ def _float_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
+class TrainSizeError(FastMLPError):
+    """``train_size`` outside 1..``rows``, the training rows there are: a caller whose option
+    has another name can say so (``fastmlp gradcheck --samples``)."""
+
+    rows: int
+
+
 def _check_train_size(train_size: int, n: int, name: str) -> None:
     """A clear FastMLPError unless ``train_size`` is in [1, n], the training rows of ``name``."""
     if not 1 <= train_size <= n:
-        raise FastMLPError(f"train_size must be between 1 and {n} for {name!r}, got {train_size}")
+        exc = TrainSizeError(f"train_size must be between 1 and {n} for {name!r}, got "
+                             f"{train_size}")
+        exc.rows = n  # an attribute, not an __init__ argument: the error still pickles
+        raise exc
 
 
 def _take_train(ds: Dataset, train_size: int | None) -> Dataset:

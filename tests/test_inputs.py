@@ -143,6 +143,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "mnist_missing": _missing_idx,
     "mnist_label12": lambda d: _mnist_dir(d, labels=np.r_[np.zeros(10_019, int), 12]),
     "mnist_few_rows": lambda d: _mnist_dir(d, n_train=50),
+    "mnist_20_rows": _mnist_dir,  # 20 training rows besides the 10000 validation rows
     "label_ids.npz": _npz(x_train=X10, y_train=np.r_[Y10[:9], 10**9]),
     "label_2_62.npz": _npz(x_train=X10, y_train=np.r_[Y10[:9], 2**62]),
     "a_file": lambda p: p.write_text("not a directory"),
@@ -445,6 +446,9 @@ ROWS: dict[str, Row] = {
     "gradcheck: --tol 0": Row(("gradcheck", "--tol", "0"), "--tol"),
     "gradcheck: --eps abc": Row(("gradcheck", "--eps", "abc"), "--eps"),
     "gradcheck: --samples 0": Row(("gradcheck", "--samples", "0"), "--samples"),
+    "gradcheck: --samples past the mnist rows": Row(
+        ("gradcheck", "--dataset", "mnist", "--data-path", "{mnist_20_rows}", "--samples", "21"),
+        "--samples must be between 1 and 20 (the training rows of mnist), got 21"),
     "gradcheck: network too large": Row(("gradcheck", "--hidden", "1" + "0" * 17), "too large"),
     "gradcheck: --max-entries -1": Row(("gradcheck", "--max-entries", "-1"), "--max-entries"),
 }
