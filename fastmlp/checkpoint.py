@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import FastMLPError
+from .errors import FastMLPError, numpy_format
 from .jsonsafe import json_clean
 from .train import History
 
@@ -78,6 +78,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise FastMLPError(f"no checkpoint {where}")
     name = target.name if target.parent == given else str(target)
     try:
+        if numpy_format(target) != "npz":  # np.load's error would suggest allow_pickle
+            raise ValueError("not an .npz archive (no zip header)")
         with np.load(target, allow_pickle=False) as f:
             missing = [k for k in ("params", "velocity", "meta") if k not in f.files]
             if missing:
@@ -93,13 +95,18 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                            f"reads versions up to {VERSION} (upgrade fastmlp)")
     try:
         epoch = meta["epoch"]
+        # a null or absent config or model records none; another type is damage
+        config, model = ({} if meta.get(key) is None else meta[key] for key in ("config", "model"))
+        for key, value in (("history", meta["history"]), ("config", config), ("model", model)):
+            if not isinstance(value, dict):
+                raise TypeError(f"{key} must be a JSON object, got {type(value).__name__}")
         history = History.from_dict(meta["history"])
         out = {"params": params, "velocity": velocity, "epoch": epoch,
-               "rng_state": meta["rng_state"], "history": history,
-               "config": meta.get("config") or {}, "model": meta.get("model") or {},
-               "version": version, "path": target}
+               "rng_state": meta["rng_state"], "history": history, "config": config,
+               "model": model, "version": version, "path": target}
         problem = _inconsistency(out)
-    except (KeyError, TypeError, ValueError) as exc:
+    # AttributeError: a wrong type deeper in, as a list for the history's "final"
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         problem = _reason(exc)
     if problem:
         raise FastMLPError(f"{name} is corrupt: {problem}")

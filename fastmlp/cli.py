@@ -299,11 +299,17 @@ def _explicit_options(args: argparse.Namespace) -> dict:
 def _resume_args(args: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
     """--resume DIR: the checkpoint in DIR and the options it records, with the few that may
     change taken from the command line; any other differing option is an error."""
-    from .checkpoint import load_checkpoint, remove_stale_temps
+    from .checkpoint import CHECKPOINT_NPZ, load_checkpoint, remove_stale_temps
 
     directory = Path(args.resume).expanduser()
+    # the run's checkpoint itself names its directory; any other file would not be the
+    # checkpoint that the resumed run goes on writing
+    if directory.is_file() and directory.name == CHECKPOINT_NPZ:
+        directory = directory.parent
     if not directory.is_dir():
-        raise FastMLPError(f"--resume {directory}: no such directory")
+        problem = (f"expects the run directory (the one holding {CHECKPOINT_NPZ}), not a file"
+                   if directory.exists() else "no such directory")
+        raise FastMLPError(f"--resume {directory}: {problem}")
     ck = load_checkpoint(directory)
     config = ck["config"]
     missing = [key for key in TRAIN_CONFIG if key not in config]
@@ -324,6 +330,9 @@ def _resume_args(args: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
             recorded = config[key]
             if key == "data_path" and value is not None:
                 value = absolute_path(value)
+            elif key == "train_size":  # the rows meant: the default None is 10000 of mnist
+                value, recorded = (train_rows(config["dataset"], size) or "all"
+                                   for size in (value, recorded))
             if value != recorded:
                 conflicts.append(f"--{key.replace('_', '-')} {value} (recorded: {recorded})")
     if conflicts:
@@ -374,21 +383,25 @@ def _resolve_out_dir(out: str | None, prefix: str = "") -> Path:
     raise FastMLPError(f"cannot find a free output directory next to {base}; use --out")
 
 
+def train_rows(dataset: str, train_size: int | str | None) -> int | None:
+    """The rows of ``dataset`` that --train-size asks for, None for every row: its default
+    (None) is the course's first 10000 rows of mnist and every row otherwise; ``"all"`` every
+    row."""
+    if train_size is None:
+        return MNIST_TRAIN_SIZE if dataset == "mnist" else None
+    return None if train_size == "all" else train_size
+
+
 def load_data(dataset: str, *, data_path: str | None, train_size: int | str | None, scale: str,
               dtype: str, seed: int) -> Dataset:
     """The Dataset that the data options of train, evaluate and sweep name (their values, one
-    keyword each): ``train_size`` None is the course's default (the first 10000 rows of mnist,
-    every row otherwise) and ``"all"`` every row."""
+    keyword each); ``train_size`` as :func:`train_rows` reads it."""
     if dataset in ("notmnist", "npz") and not data_path:
         raise FastMLPError(f"--dataset {dataset} needs --data-path FILE.npz")
     if dataset == "synthetic" and data_path:  # it would be recorded, and looked for later
         raise FastMLPError("--dataset synthetic generates its data and takes no --data-path")
-    if train_size is None:
-        train_size = MNIST_TRAIN_SIZE if dataset == "mnist" else None
-    elif train_size == "all":
-        train_size = None
-    return load_dataset(dataset, path=data_path, train_size=train_size, scale=scale, dtype=dtype,
-                        seed=seed)
+    return load_dataset(dataset, path=data_path, train_size=train_rows(dataset, train_size),
+                        scale=scale, dtype=dtype, seed=seed)
 
 
 PIXEL_DATASETS = ("mnist", "notmnist")  # the datasets --scale applies to
@@ -700,8 +713,14 @@ def _gradcheck_rows(args: argparse.Namespace, model: MLP):
                             n_features=model.n_in, n_classes=model.n_out, dtype="float64",
                             seed=args.seed)
     else:
-        data = load_dataset("mnist", path=args.data_path, train_size=args.samples,
-                            dtype="float64")
+        from .datasets import TrainSizeError
+
+        try:
+            data = load_dataset("mnist", path=args.data_path, train_size=args.samples,
+                                dtype="float64")
+        except TrainSizeError as exc:  # its message names train_size, not our option
+            raise FastMLPError(f"--samples must be between 1 and {exc.rows} (the training "
+                               f"rows of mnist), got {args.samples}") from None
     check_compatible(model, data)
     return data.train.x, data.train.y, f"{len(data.train)} {data.name} rows"
 
@@ -895,18 +914,24 @@ def _read_images(name: str):
     """The array in a .npy file; one-line errors for anything else."""
     import numpy as np
 
+    from .errors import numpy_format
+
     path = Path(name).expanduser()
     if path.suffix.lower() != ".npy":
         raise FastMLPError(f"images must be a .npy file (numpy.save), got {path.name!r}")
     if not path.is_file():
         raise FastMLPError(f"images file not found: {path}")
     try:
+        kind = numpy_format(path)  # before np.load, whose error would suggest allow_pickle
+        if kind == "npz":  # an .npz archive under a .npy name
+            raise FastMLPError(f"{path} is an .npz archive, not a .npy array")
+        if kind is None:
+            raise FastMLPError(f"{path} is not a .npy file (no NumPy header: another format, "
+                               f"or corrupt or truncated?)")
         images = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:  # pickled objects, truncated, not .npy
+    except (ValueError, OSError, EOFError) as exc:  # pickled objects, truncated
         raise object_arrays_refused(exc, path) or FastMLPError(
             f"cannot read {path} as .npy (corrupt or truncated?): {exc}") from None
-    if not isinstance(images, np.ndarray):  # an .npz archive under a .npy name
-        raise FastMLPError(f"{path} is an .npz archive, not a .npy array")
     if images.dtype == np.bool_ or images.dtype.kind not in "iuf":
         raise FastMLPError(f"{path}: images must be real numbers, got dtype {images.dtype}")
     return images

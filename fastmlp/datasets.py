@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastmlp.errors import FastMLPError, is_int, object_arrays_refused, os_errors
+from fastmlp.errors import FastMLPError, is_int, numpy_format, object_arrays_refused, os_errors
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -471,10 +471,13 @@ def _require_file(path: str | os.PathLike[str] | None, name: str) -> Path:
 def _read_npz(p: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
     """{key: array} for the required and present optional keys; load errors -> FastMLPError."""
     try:
-        loaded = np.load(p, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
+        kind = numpy_format(p)  # before np.load, whose error would suggest allow_pickle
+        if kind == "npy":
             raise FastMLPError(f"{p} is not an .npz archive (an .npy file?)")
-        with loaded as data:
+        if kind is None:
+            raise FastMLPError(f"cannot read {p} as .npz (corrupt or truncated?): it is not an "
+                               f".npz archive (no zip header)")
+        with np.load(p, allow_pickle=False) as data:
             keys = set(data.files)
             missing = [k for k in required if k not in keys]
             if missing:
@@ -680,10 +683,20 @@ def _float_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
+class TrainSizeError(FastMLPError):
+    """``train_size`` outside 1..``rows``, the training rows there are: a caller whose option
+    has another name can say so (``fastmlp gradcheck --samples``)."""
+
+    rows: int
+
+
 def _check_train_size(train_size: int, n: int, name: str) -> None:
     """A clear FastMLPError unless ``train_size`` is in [1, n], the training rows of ``name``."""
     if not 1 <= train_size <= n:
-        raise FastMLPError(f"train_size must be between 1 and {n} for {name!r}, got {train_size}")
+        exc = TrainSizeError(f"train_size must be between 1 and {n} for {name!r}, got "
+                             f"{train_size}")
+        exc.rows = n  # an attribute, not an __init__ argument: the error still pickles
+        raise exc
 
 
 def _take_train(ds: Dataset, train_size: int | None) -> Dataset:

@@ -33,6 +33,25 @@ def os_errors(action: str, path: str | os.PathLike[str], *,
         raise FastMLPError(f"cannot {action} {where}: {exc.strerror or exc}") from None
 
 
+# First bytes of the two formats, as np.load tells them apart (an .npz is a zip archive; an
+# empty one starts with its end record). Anything else np.load takes for a pickle and, without
+# allow_pickle, refuses with advice to unpickle it: wrong for a CSV, a JSON file, random bytes.
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def numpy_format(path: str | os.PathLike[str]) -> str | None:
+    """``"npy"`` or ``"npz"`` by the first bytes of the file at ``path``; None for any other
+    file (a text file, or one damaged at its start). OSError as ``open`` raises it."""
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if head.startswith(ZIP_MAGICS):
+        return "npz"
+    return None
+
+
 def object_arrays_refused(exc: BaseException, path: object) -> FastMLPError | None:
     """The clear error for NumPy's refusal (without ``allow_pickle``) to load an array of Python
     objects from ``path``; None for any other exception."""

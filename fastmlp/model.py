@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend, get_backend
-from .errors import FastMLPError, is_int, object_arrays_refused
+from .errors import FastMLPError, is_int, numpy_format, object_arrays_refused
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .kernels import reference as ref
@@ -163,6 +163,9 @@ class MLP:
     def load(cls, path: str | os.PathLike, *, device: str | Backend = "cpu") -> MLP:
         """Rebuild a model written by :meth:`save`; a clear FastMLPError for a bad file."""
         try:
+            if numpy_format(path) != "npz":  # np.load's error would suggest allow_pickle
+                raise FastMLPError(f"cannot read model {path}: not an .npz archive (a model "
+                                   f"file written by fastmlp)")
             with np.load(path, allow_pickle=False) as f:
                 arrays = {name: f[name] for name in PARAM_NAMES}
                 config = json.loads(str(f["config"])) if "config" in f else {}
@@ -170,6 +173,8 @@ class MLP:
             raise FastMLPError(f"model file not found: {path}") from None
         except KeyError as exc:
             raise FastMLPError(f"{path} is not a fastmlp model: missing array {exc}") from None
+        except FastMLPError:
+            raise
         except Exception as exc:
             raise object_arrays_refused(exc, path) or FastMLPError(
                 f"cannot read model {path}: {type(exc).__name__}: {exc}") from None

@@ -133,7 +133,8 @@ def test_checkpoint_errors(tmp_path: Path, capsys: pytest.CaptureFixture,
     with pytest.raises(fastmlp.FastMLPError, match="checkpoint.npz is corrupt: "):
         load_checkpoint(tmp_path)
     assert main(["train", "--resume", str(tmp_path)]) == 2
-    assert_one_line_error(capsys.readouterr().err, "checkpoint.npz is corrupt")
+    assert_one_line_error(capsys.readouterr().err, "checkpoint.npz is corrupt: ValueError: not "
+                                                   "an .npz archive (no zip header)")
 
     fastmlp.train(fastmlp.MLP(12, 8, 10), small_data(), epochs=2, checkpoint=tmp_path)
     good = target.read_bytes()
@@ -151,6 +152,25 @@ def test_checkpoint_errors(tmp_path: Path, capsys: pytest.CaptureFixture,
     target.write_bytes(good)
     assert main(["train", "--resume", str(tmp_path)]) == 2  # no CLI options recorded
     assert_one_line_error(capsys.readouterr().err, "not written by 'fastmlp train'")
+
+
+@pytest.mark.parametrize("damage", [
+    {"history": []}, {"history": None}, {"model": [1]}, {"config": [1]}, {"config": []},
+    {"config": "fastmlp"}, {"history": {"final": []}},
+], ids=repr)
+def test_checkpoint_metadata_of_wrong_json_types_is_corrupt(
+        damage: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
+        assert_one_line_error) -> None:
+    fastmlp.train(fastmlp.MLP(12, 8, 10), small_data(), epochs=2, checkpoint=tmp_path)
+    target = tmp_path / CHECKPOINT_NPZ
+    with np.load(target) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = dict(json.loads(str(arrays["meta"])), **damage)
+    np.savez(target, **dict(arrays, meta=np.array(json.dumps(meta))))
+    with pytest.raises(fastmlp.FastMLPError, match="checkpoint.npz is corrupt: "):
+        load_checkpoint(tmp_path)
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "checkpoint.npz is corrupt: ")
 
 
 # -- CLI ----------------------------------------------------------------------------------------
@@ -202,6 +222,23 @@ def test_resume_option_rules(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert ("removed the files of an earlier run in " f"{out}: checkpoint.npz, model.npz, "
             "history.json, history.csv, loss.png, accuracy.png") in capsys.readouterr().out
     assert load_checkpoint(out)["epoch"] == 2
+
+
+def test_resume_takes_the_checkpoint_file_for_its_run_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture, assert_one_line_error) -> None:
+    out = tmp_path / "run"
+    assert main([*SYN, "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out / CHECKPOINT_NPZ), "--epochs", "3",
+                 "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)  # the outputs go into the run directory
+    assert json.loads((out / "history.json").read_text())["epochs"] == 3
+    assert load_checkpoint(out)["epoch"] == 3
+    # another file is not the checkpoint the run goes on writing
+    assert main(["train", "--resume", str(out / "model.npz"), "--epochs", "4"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "model.npz: expects the run directory")
+    assert main(["train", "--resume", str(tmp_path / "missing")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "missing: no such directory")
 
 
 def test_divergence_rewrites_the_checkpoint_at_the_kept_weights(tmp_path: Path) -> None:

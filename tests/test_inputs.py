@@ -143,9 +143,11 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "mnist_missing": _missing_idx,
     "mnist_label12": lambda d: _mnist_dir(d, labels=np.r_[np.zeros(10_019, int), 12]),
     "mnist_few_rows": lambda d: _mnist_dir(d, n_train=50),
+    "mnist_20_rows": _mnist_dir,  # 20 training rows besides the 10000 validation rows
     "label_ids.npz": _npz(x_train=X10, y_train=np.r_[Y10[:9], 10**9]),
     "label_2_62.npz": _npz(x_train=X10, y_train=np.r_[Y10[:9], 2**62]),
     "a_file": lambda p: p.write_text("not a directory"),
+    "text.npz": lambda p: p.write_text("1,2,3\n"),
     "dir.csv": lambda p: p.mkdir(),
     # models
     "model.npz": _model(),
@@ -158,11 +160,13 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
                                  Wo=np.zeros((9, 10)), bo=np.zeros((1, 10))),
     "model_int.npz": _npz(Wh=np.zeros((4, 3), int), bh=np.zeros((1, 3), int),
                           Wo=np.zeros((3, 2), int), bo=np.zeros((1, 2), int)),
+    "history.json": lambda p: p.write_text(json.dumps({"epochs": 2, "train_loss": [1.0, 0.5]})),
     "model_objects.npz": _npz(Wh=np.array([[0.5, "x"]], dtype=object), bh=np.zeros((1, 2)),
                               Wo=np.zeros((2, 2)), bo=np.zeros((1, 2))),
     # images
     "images.npy": _npy(IMAGES),
     "images.txt": lambda p: p.write_text("0.5 0.5\n"),
+    "images_csv.npy": lambda p: p.write_text("1,2,3\n"),
     "images_random.npy": _random_bytes,
     "images_truncated.npy": _truncated_file(_npy(IMAGES)),
     "images_object.npy": _npy(np.array([IMAGES[0], "x"], dtype=object), allow_pickle=True),
@@ -279,6 +283,7 @@ ROWS: dict[str, Row] = {
     "truncated npz": _data("truncated.npz", "corrupt or truncated"),
     "corrupt npz (random bytes)": _data("random.npz", "corrupt or truncated"),
     "npz is an .npy": _data("not_npz.npy", "not an .npz archive"),
+    "npz is a text file": _data("text.npz", "it is not an .npz archive (no zip header)"),
     "npz is missing": _data("missing.npz", "not found"),
     "npz path is a directory": _data("mnist_few_rows", "directory"),
     "notmnist missing": _data("missing.npz", "not found", "notmnist"),
@@ -374,6 +379,8 @@ ROWS: dict[str, Row] = {
     "evaluate: integer weights": _evaluate("{model_int.npz}", fragment="dtype"),
     "evaluate: model of Python objects": _evaluate("{model_objects.npz}",
                                                    fragment="arrays of Python objects"),
+    "evaluate: model is a JSON file": _evaluate("{history.json}", fragment="history.json: not an "
+                                                ".npz archive (a model file written by fastmlp)"),
     "evaluate: model is a dataset": _evaluate("{nan.npz}", fragment="not a fastmlp model"),
     "evaluate: features differ": _evaluate("{model_5in.npz}", "--dataset", "synthetic",
                                            fragment="784 features but the model takes 5"),
@@ -391,6 +398,8 @@ ROWS: dict[str, Row] = {
     # -- predict
     "predict: images missing": _predict("{model.npz}", "{missing.npy}", fragment="not found"),
     "predict: images not .npy": _predict("{model.npz}", "{images.txt}", fragment=".npy file"),
+    "predict: images are text under .npy": _predict("{model.npz}", "{images_csv.npy}",
+                                                    fragment="images_csv.npy is not a .npy file"),
     "predict: images random bytes": _predict("{model.npz}", "{images_random.npy}",
                                              fragment="corrupt or truncated"),
     "predict: images truncated": _predict("{model.npz}", "{images_truncated.npy}",
@@ -437,6 +446,9 @@ ROWS: dict[str, Row] = {
     "gradcheck: --tol 0": Row(("gradcheck", "--tol", "0"), "--tol"),
     "gradcheck: --eps abc": Row(("gradcheck", "--eps", "abc"), "--eps"),
     "gradcheck: --samples 0": Row(("gradcheck", "--samples", "0"), "--samples"),
+    "gradcheck: --samples past the mnist rows": Row(
+        ("gradcheck", "--dataset", "mnist", "--data-path", "{mnist_20_rows}", "--samples", "21"),
+        "--samples must be between 1 and 20 (the training rows of mnist), got 21"),
     "gradcheck: network too large": Row(("gradcheck", "--hidden", "1" + "0" * 17), "too large"),
     "gradcheck: --max-entries -1": Row(("gradcheck", "--max-entries", "-1"), "--max-entries"),
 }
@@ -465,6 +477,8 @@ def test_bad_input_gets_one_clear_line(case: str, tmp_path: Path, capsys: pytest
     captured = capsys.readouterr()
     assert code != 0, f"exit 0 for {argv}"
     assert "Traceback" not in captured.err + captured.out  # on stdout neither
+    # NumPy's advice for a file it cannot place; fastmlp never loads pickles
+    assert "allow_pickle" not in captured.err
     assert_one_line_error(captured.err, row.fragment)
     for path in _complete_outputs(files):
         assert not path.exists(), f"{path} left behind"
@@ -660,6 +674,29 @@ def test_resume_help_and_error_name_every_option_that_may_change(trained: Path, 
     error = capsys.readouterr().err
     for option in options:
         assert option in resume_help and option in error, option
+
+
+def test_resume_compares_the_train_size_by_the_rows_it_means(tmp_path: Path, capsys,
+                                                            assert_one_line_error) -> None:
+    def first_epoch(*data_options: str) -> Path:
+        out = tmp_path / data_options[1]
+        assert main(["train", *data_options, "--hidden", "4", "--epochs", "1", "--device", "cpu",
+                     "--quiet", "--out", str(out)]) == 0
+        return out
+
+    # recorded: --train-size left out (None), which means every row of synthetic data ...
+    out = first_epoch("--dataset", "synthetic")
+    assert main(["train", "--resume", str(out), "--train-size", "all", "--epochs", "2",
+                 "--quiet"]) == 0
+    # ... and the course's first 10000 rows of mnist
+    _mnist_dir(tmp_path / "idx", n_train=20_001)  # 10001 training rows
+    out = first_epoch("--dataset", "mnist", "--data-path", str(tmp_path / "idx"))
+    assert main(["train", "--resume", str(out), "--train-size", "10000", "--epochs", "2",
+                 "--quiet"]) == 0
+    assert json.loads((out / "history.json").read_text())["epochs"] == 2
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--train-size", "all", "--epochs", "3"]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--train-size all (recorded: 10000)")
 
 
 def test_evaluate_empty_splits_are_null_in_json(tmp_path: Path, capsys) -> None:
