@@ -25,7 +25,14 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .backend import DEVICES, Backend, get_backend
-from .datasets import DATASET_NAMES, SCALES, Dataset, load_dataset, scale_pixels
+from .datasets import (
+    DATASET_NAMES,
+    SCALES,
+    Dataset,
+    TrainSizeError,
+    load_dataset,
+    scale_pixels,
+)
 from .errors import FastMLPError, is_int, object_arrays_refused, os_errors
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
@@ -400,8 +407,14 @@ def load_data(dataset: str, *, data_path: str | None, train_size: int | str | No
         raise FastMLPError(f"--dataset {dataset} needs --data-path FILE.npz")
     if dataset == "synthetic" and data_path:  # it would be recorded, and looked for later
         raise FastMLPError("--dataset synthetic generates its data and takes no --data-path")
-    return load_dataset(dataset, path=data_path, train_size=train_rows(dataset, train_size),
-                        scale=scale, dtype=dtype, seed=seed)
+    rows = train_rows(dataset, train_size)
+    try:
+        return load_dataset(dataset, path=data_path, train_size=rows, scale=scale, dtype=dtype,
+                            seed=seed)
+    except TrainSizeError as exc:  # its message names the library's train_size, not the option
+        default = " (its default for mnist)" if train_size is None else ""
+        raise FastMLPError(f"--train-size must be between 1 and {exc.rows}, the training rows "
+                           f"of {dataset}, got {rows}{default}") from None
 
 
 PIXEL_DATASETS = ("mnist", "notmnist")  # the datasets --scale applies to
@@ -713,8 +726,6 @@ def _gradcheck_rows(args: argparse.Namespace, model: MLP):
                             n_features=model.n_in, n_classes=model.n_out, dtype="float64",
                             seed=args.seed)
     else:
-        from .datasets import TrainSizeError
-
         try:
             data = load_dataset("mnist", path=args.data_path, train_size=args.samples,
                                 dtype="float64")

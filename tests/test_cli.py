@@ -152,7 +152,9 @@ ERROR_CASES = {
     "non-numeric lr": (["--lr", "abc"], "--lr"),
     "negative momentum": (["--momentum", "-0.5"], "--momentum"),
     "unknown dataset": (["--dataset", "cifar"], "--dataset"),
-    "train size too big": (["--dataset", "synthetic", "--train-size", "5000"], "train_size"),
+    "train size too big": (["--dataset", "synthetic", "--train-size", "5000"],
+                           "--train-size must be between 1 and 1000, the training rows of "
+                           "synthetic, got 5000"),
     "batch too big": (["--dataset", "synthetic", "--batch-size", "5000"], "--batch-size"),
     "unknown option": (["--bogus"], "--bogus"),
 }

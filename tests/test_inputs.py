@@ -654,7 +654,7 @@ def test_evaluate_finds_the_recorded_data_file_from_anywhere(tmp_path: Path, cap
     np.savez(tmp_path / "d.npz", x_train=x[:20], y_train=y[:20])
     assert main(["evaluate", model, "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert_one_line_error(err, "train_size must be between 1 and 20")
+    assert_one_line_error(err, "--train-size must be between 1 and 20")
     assert "--train-size 40: taken from the model's training run" in err
 
 
