@@ -273,8 +273,9 @@ def on_interrupt(history: History, out: Path, epochs: int) -> str:
 TRAIN_CONFIG = ("dataset", "data_path", "train_size", "scale", "hidden", "activation", "init",
                 "dtype", "device", "epochs", "lr", "momentum", "batch_size", "velocity_init",
                 "eval_every", "seed", "checkpoint_every")
-RESUME_MAY_CHANGE = ("epochs", "device", "tf32", "checkpoint_every", "no_progress", "quiet",
-                     "resume")
+# --data-path too, for a data file that moved: _check_same_data still refuses other data
+RESUME_MAY_CHANGE = ("epochs", "data_path", "device", "tf32", "checkpoint_every", "no_progress",
+                     "quiet", "resume")
 
 
 def resume_may_change() -> str:
@@ -459,7 +460,13 @@ def run_train(args: argparse.Namespace) -> int:
     resumed = None
     if args.resume is not None:
         args, resumed = _resume_args(args)
-    dataset = _load_data(args)
+    try:
+        dataset = _load_data(args)
+    except FastMLPError as exc:
+        if resumed is None or not args.data_path or "data_path" in _explicit_options(args):
+            raise
+        raise FastMLPError(f"{exc} (the data path recorded by the run in {args.out}; give "
+                           f"--data-path if the file has moved)") from None
     backend = get_backend(args.device, tf32=args.tf32)
     model = MLP(dataset.n_features, args.hidden, dataset.n_classes, activation=args.activation,
                 init=args.init, dtype=args.dtype, device=backend, seed=args.seed)

@@ -676,6 +676,33 @@ def test_resume_help_and_error_name_every_option_that_may_change(trained: Path, 
         assert option in resume_help and option in error, option
 
 
+def test_resume_after_the_data_file_moved(tmp_path: Path, capsys,
+                                          assert_one_line_error) -> None:
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.random((30, 6)), y_train=rng.integers(0, 3, 30))
+    np.savez(tmp_path / "other.npz", x_train=rng.random((25, 6)), y_train=rng.integers(0, 3, 25))
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "npz", "--data-path", str(tmp_path / "d.npz"),
+                 "--hidden", "4", "--epochs", "2", "--device", "cpu", "--quiet", "--out",
+                 str(run)]) == 0
+    (tmp_path / "d.npz").rename(tmp_path / "moved.npz")
+    capsys.readouterr()
+    # the recorded path is gone: the error says where it came from and what to do
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err, "(the data path recorded by the run in ")
+    assert "give --data-path if the file has moved" in err
+    # other data is still refused; the moved file continues the run, and is recorded
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--quiet", "--data-path",
+                 str(tmp_path / "other.npz")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "no longer match the checkpoint")
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--quiet", "--data-path",
+                 str(tmp_path / "moved.npz")]) == 0
+    history = json.loads((run / "history.json").read_text())
+    assert history["epochs"] == 3
+    assert history["config"]["data_path"] == str(tmp_path / "moved.npz")
+
+
 def test_resume_compares_the_train_size_by_the_rows_it_means(tmp_path: Path, capsys,
                                                             assert_one_line_error) -> None:
     def first_epoch(*data_options: str) -> Path:
