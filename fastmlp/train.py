@@ -24,7 +24,8 @@ import numpy as np
 from .datasets import Dataset
 from .errors import FastMLPError, is_int, os_errors
 from .jsonsafe import json_clean
-from .model import CHUNK_ROWS, MLP
+from .kernels import steps
+from .model import CHUNK_ROWS, MLP, flat_views
 
 METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc", "test_loss", "test_acc")
 SPLITS = ("train", "valid", "test")
@@ -179,6 +180,28 @@ def evaluate(model: MLP, dataset: Dataset) -> dict[str, float]:
     return _metrics(model.backend.to_host(split_stats(model, X, y, ends, Z)), counts)
 
 
+COMPILED_MAX_BATCH = 32  # B up to which the compiled small-batch loop runs (bench/RESULTS.md)
+
+
+def _resolve_compiled(compiled: bool | None, model: MLP,
+                      batch_size: int | None) -> tuple[bool, str]:
+    """Whether minibatch epochs run as compiled calls of many steps, and why (for logs)."""
+    if batch_size is None:
+        return False, "full batch"
+    usable = model.backend.name == "cpu" and model.backend.fused
+    if compiled is None:
+        if not usable:
+            return False, "per-step path: the compiled loop is for the CPU's fused kernels"
+        if batch_size > COMPILED_MAX_BATCH:
+            return False, f"per-step path: batch size {batch_size} > {COMPILED_MAX_BATCH}"
+        return True, f"compiled small-batch loop: batch size {batch_size} <= {COMPILED_MAX_BATCH}"
+    if compiled and not usable:
+        raise FastMLPError("the compiled small-batch loop runs on the CPU with fused kernels "
+                           f"only, not on {model.backend.describe()}")
+    return bool(compiled), ("compiled small-batch loop (asked for)" if compiled
+                            else "per-step path (asked for)")
+
+
 _spin_warned = False
 
 
@@ -204,7 +227,7 @@ class Trainer:
 
     def __init__(self, model: MLP, dataset: Dataset, *, lr: float = 0.1, momentum: float = 0.99,
                  batch_size: int | None = None, eval_every: int = 1,
-                 velocity_init: float = 1e-5, seed: int = 0):
+                 velocity_init: float = 1e-5, seed: int = 0, compiled: bool | None = None):
         check_compatible(model, dataset)
         if model.backend.name == "cpu":
             _warn_if_openblas_spins()
@@ -239,15 +262,27 @@ class Trainer:
             self.Xb = xp.empty((B, model.n_in), dtype=model.dtype)
             self.yb = xp.empty(B, dtype=xp.int32)
             self.batch_stats = xp.zeros((1, 2), dtype=xp.float64)
+        self.compiled, self.compiled_reason = _resolve_compiled(compiled, model, self.batch_size)
+        if self.compiled:
+            self.threads = steps.threads_for(model.n_hidden, self.batch_size)
+            self.steps_ws = steps.workspace(self.batch_size, model.n_in, model.n_hidden,
+                                            model.n_out, np.dtype(model.dtype), self.threads)
+            self.velocity_views = flat_views(self.velocity, model.shapes)
+            self.steps_per_call = max(1, 1024 // self.batch_size)  # grown to ~0.2 s per call
         self.epoch = 0
 
     # -- one epoch ------------------------------------------------------------------------------
-    def run_epoch(self) -> dict[str, float]:
+    def run_epoch(self, progress: Callable[[float], None] | None = None) -> dict[str, float]:
         """Train one epoch; return its metrics (train from the gradient passes, valid and test at
-        the weights before this epoch's updates; NaN where ``eval_every`` skips them)."""
+        the weights before this epoch's updates; NaN where ``eval_every`` skips them).
+
+        ``progress(fraction)``, if given, is called within a compiled small-batch epoch after
+        each call of many steps, with the fraction of the epoch done."""
         evaluate = self.epoch % self.eval_every == 0
         if self.batch_size is None:
             record = self._full_batch_epoch(evaluate)
+        elif self.compiled:
+            record = self._compiled_epoch(evaluate, progress)
         else:
             record = self._minibatch_epoch(evaluate)
         self.epoch += 1
@@ -282,6 +317,30 @@ class Trainer:
             train_stats += self.batch_stats  # stays on the device: no sync per step
         stats = be.to_host(self.stats)  # the epoch's one device->host read
         return _metrics(stats, self.counts if evaluate else (n_train, 0, 0))
+
+    def _compiled_epoch(self, evaluate: bool,
+                        progress: Callable[[float], None] | None) -> dict[str, float]:
+        # the per-step path's work, in calls of many whole steps each (kernels/steps.py)
+        model, B, n_train = self.model, self.batch_size, self.counts[0]
+        if evaluate:  # valid and test at the weights before the updates, into rows 1-2
+            self._forward_only(self.ends[0], self.ends[-1], out=self.stats)
+        train_stats = self.stats[0]
+        train_stats[...] = 0
+        order = self.rng.permutation(n_train).astype(np.int64, copy=False)
+        n_steps = -(-n_train // B)
+        s = 0
+        while s < n_steps:
+            stop = min(n_steps, s + self.steps_per_call)
+            start = time.perf_counter()
+            steps.train_steps(self.X, self.y, order, s, stop, B, model.views,
+                              self.velocity_views, model.activation, self.lr, self.mu,
+                              self.steps_ws, train_stats, skip_zeros=True, threads=self.threads)
+            if time.perf_counter() - start < 0.1 and stop - s == self.steps_per_call:
+                self.steps_per_call *= 2  # a few calls a second: the bar moves, Ctrl-C is heard
+            s = stop
+            if progress is not None and s < n_steps:
+                progress(s / n_steps)
+        return _metrics(self.stats, self.counts if evaluate else (n_train, 0, 0))
 
     def _forward_only(self, start: int, stop: int, out: Any = None) -> Any:
         """Device (3×2) stats of rows [start, stop) split at the dataset's split ends (in
