@@ -268,6 +268,7 @@ class Trainer:
             self.steps_ws = steps.workspace(self.batch_size, model.n_in, model.n_hidden,
                                             model.n_out, np.dtype(model.dtype), self.threads)
             self.velocity_views = flat_views(self.velocity, model.shapes)
+            self.nonzeros = steps.nonzeros(self.X, self.counts[0])  # the training rows' CSR
             self.steps_per_call = max(1, 1024 // self.batch_size)  # grown to ~0.2 s per call
         self.epoch = 0
 
@@ -334,7 +335,7 @@ class Trainer:
             start = time.perf_counter()
             steps.train_steps(self.X, self.y, order, s, stop, B, model.views,
                               self.velocity_views, model.activation, self.lr, self.mu,
-                              self.steps_ws, train_stats, skip_zeros=True, threads=self.threads)
+                              self.steps_ws, train_stats, self.nonzeros, threads=self.threads)
             if time.perf_counter() - start < 0.1 and stop - s == self.steps_per_call:
                 self.steps_per_call *= 2  # a few calls a second: the bar moves, Ctrl-C is heard
             s = stop

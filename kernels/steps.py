@@ -31,43 +31,70 @@ import math
 
 import numba
 import numpy as np
-from numba import prange
+from numba import prange, uintp
 
 from . import activation_id
 from .cpu import _JIT, _flush, _serial
 
 BLOCK_TARGET = 64  # hidden units per block (a block of Wh columns: F×64 floats, 200 KB in f32)
 
+# The block functions index whole arrays with unsigned column indices (``uintp``): no slices
+# (each would be a reference-counted array in the loop) and no negative-index wraparound test
+# in the inner loops, so LLVM vectorises them.
+
+
+@numba.njit(**_JIT)
+def _count_nonzeros(X, n, counts):
+    for i in prange(n):
+        c = 0
+        for k in range(X.shape[1]):
+            if X[i, k] != 0:  # NaN != 0: kept
+                c += 1
+        counts[i] = c
+
+
+@numba.njit(**_JIT)
+def _fill_nonzeros(X, indptr, indices, values):
+    for i in prange(indptr.shape[0] - 1):
+        c = indptr[i]
+        for k in range(X.shape[1]):
+            x = X[i, k]
+            if x != 0:
+                indices[c] = k
+                values[c] = x
+                c += 1
+
+
+def nonzeros(X: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nonzero inputs of rows [0, n) of X (N, F), row by row (CSR): ``indptr`` (n + 1,)
+    int64, ``indices`` int32 and ``values`` (X's dtype), each (nnz,). Built once per run."""
+    counts = np.empty(n, np.int64)
+    _count_nonzeros(X, n, counts)
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.empty(indptr[-1], np.int32)
+    values = np.empty(indptr[-1], X.dtype)
+    _fill_nonzeros(X, indptr, indices, values)
+    return indptr, indices, values
+
 
 @numba.njit(inline="always")
-def _gather(X, order, s, B, skip_zeros, q, idx, val, nnz, rows, marks, touched, n_touched):
-    # the nonzero inputs of step s's rows into slot q; marks[q, k] == s when any row uses k
-    n = order.shape[0]
-    a = s * B
-    nb = min(a + B, n) - a
-    F = X.shape[1]
+def _mark_touched(order, a, nb, indptr, indices, q, s, marks, touched, n_touched):
+    # the rows of Wh step s's inputs use, once each, into slot q (marks[k] == s when used)
     nt = 0
     for r in range(nb):
         i = order[a + r]
-        rows[q, r] = i
-        c = 0
-        for k in range(F):
-            x = X[i, k]
-            if x != 0 or not skip_zeros:  # NaN != 0: kept
-                idx[q, r, c] = k
-                val[q, r, c] = x
-                c += 1
-                if marks[q, k] != s:
-                    marks[q, k] = s
-                    touched[q, nt] = k
-                    nt += 1
-        nnz[q, r] = c
+        for p in range(indptr[i], indptr[i + 1]):
+            k = indices[p]
+            if marks[k] != s:
+                marks[k] = s
+                touched[q, nt] = k
+                nt += 1
     n_touched[q] = nt
-    return nb
 
 
 @numba.njit(inline="always")
-def _softmax_step(y, rows, q, nb, nblk, plog, bo, vbo, do, lr, mu, zero, one, tiny):
+def _softmax_step(y, order, a, nb, nblk, plog, bo, vbo, do, lr, mu, zero, one, tiny):
     # logits from the blocks' shares, softmax cross-entropy and accuracy; do (scaled by 1/nb)
     # overwrites the logits; then the bo step. Returns the summed loss and correct count.
     K = bo.shape[0]
@@ -75,31 +102,30 @@ def _softmax_step(y, rows, q, nb, nblk, plog, bo, vbo, do, lr, mu, zero, one, ti
     loss_sum = 0.0
     correct = 0.0
     for r in range(nb):
-        o = do[r]
         for k in range(K):
             t = bo[k]
             for blk in range(nblk):
                 t += plog[blk, r, k]
-            o[k] = t
-        yi = y[rows[q, r]]
-        m = o[0]
+            do[r, k] = t
+        yi = y[order[a + r]]
+        m = do[r, 0]
         best = 0
         for k in range(1, K):
-            if o[k] > m:
-                m = o[k]
+            if do[r, k] > m:
+                m = do[r, k]
                 best = k
         total = zero
         for k in range(K):
-            total += np.exp(o[k] - m)
+            total += np.exp(do[r, k] - m)
         lse = m + np.log(total)
-        loss_sum += lse - o[yi]
+        loss_sum += lse - do[r, yi]
         if best == yi:
             correct += 1.0
         for k in range(K):
-            p = np.exp(o[k] - lse)
+            p = np.exp(do[r, k] - lse)
             if k == yi:
                 p -= one
-            o[k] = _flush(p * scale, tiny, zero)
+            do[r, k] = _flush(p * scale, tiny, zero)
     for k in range(K):
         g = zero
         for r in range(nb):
@@ -110,159 +136,152 @@ def _softmax_step(y, rows, q, nb, nblk, plog, bo, vbo, do, lr, mu, zero, one, ti
     return loss_sum, correct
 
 
-@numba.njit(fastmath=_JIT["fastmath"], error_model="numpy")
-def _axpy(y, a, x):
-    # y += a·x over 1-D slices: its own function, so LLVM vectorises it (inlined into the big
-    # kernel it stayed scalar)
-    for j in range(y.shape[0]):
-        y[j] += a * x[j]
+@numba.njit(fastmath=_JIT["fastmath"], error_model="numpy", cache=True)
+def _block_forward(order, a, nb, j0, j1, act, zero, one, indptr, indices, values,
+                   Wh, bh, Wo, Hb, plog, blk):
+    # h = act(x·Wh + bh) for the hidden units [j0, j1) of step rows order[a : a + nb], and the
+    # block's share of their logits
+    K = Wo.shape[1]
+    for r in range(nb):
+        i = order[a + r]
+        for jj in range(j0, j1):
+            Hb[r, uintp(jj)] = zero
+        for p in range(indptr[i], indptr[i + 1]):
+            k = indices[p]
+            x = values[p]
+            for jj in range(j0, j1):
+                j = uintp(jj)
+                Hb[r, j] += x * Wh[k, j]
+        for jj in range(j0, j1):
+            j = uintp(jj)
+            z = Hb[r, j] + bh[j]
+            if act == 0:
+                Hb[r, j] = zero if z < zero else z  # NaN passes
+            elif z >= zero:  # two branches: exp never overflows
+                Hb[r, j] = one / (one + np.exp(-z))
+            else:
+                e = np.exp(z)
+                Hb[r, j] = e / (one + e)
+        for k in range(K):
+            t = zero
+            for jj in range(j0, j1):
+                j = uintp(jj)
+                t += Hb[r, j] * Wo[j, k]
+            plog[blk, r, k] = t
 
 
-@numba.njit(inline="always")
-def _block_backward(nb, q, s, full, j0, j1, act, lr, mu, zero, one, tiny, X, rows, skip_zeros,
-                    Wh, vWh, acc, Wo, vWo, bh, vbh, Hb, D, do, marks, touched, n_touched):
-    # step s's backward pass and update for the hidden units [j0, j1): Wh, vWh, Hb, D whole
-    # (rows sliced to the block: C-contiguous slices); Wo, vWo, bh, vbh the block's own
+@numba.njit(fastmath=_JIT["fastmath"], error_model="numpy", cache=True)
+def _block_backward(X, order, a, nb, j0, j1, full, act, lr, mu, zero, one, tiny, q,
+                    touched, n_touched, Wh, vWh, bh, vbh, Wo, vWo, Hb, D, do, acc, blk):
+    # the backward pass and update of step rows order[a : a + nb] for the hidden units
+    # [j0, j1); Wo before its update
     F = Wh.shape[0]
     K = Wo.shape[1]
-    n = j1 - j0
-    # dz = (do · Woᵀ) ∘ act′ (Wo before its update)
-    for r in range(nb):
-        h, d, o = Hb[r, j0:j1], D[r, j0:j1], do[r]
-        for j in range(n):
-            w = Wo[j]
+    for r in range(nb):  # dz = (do · Woᵀ) ∘ act′
+        for jj in range(j0, j1):
+            j = uintp(jj)
             t = zero
             for k in range(K):
-                t += o[k] * w[k]
+                t += do[r, k] * Wo[j, k]
+            h = Hb[r, j]
             if act == 0:
-                dz = t if h[j] > zero else zero
+                dz = t if h > zero else zero
             else:
-                dz = t * h[j] * (one - h[j])
-            d[j] = _flush(dz, tiny, zero)
-    # bh and the block's rows of Wo
-    for j in range(n):
+                dz = t * h * (one - h)
+            D[r, j] = _flush(dz, tiny, zero)
+    for jj in range(j0, j1):  # bh and the block's rows of Wo
+        j = uintp(jj)
         g = zero
         for r in range(nb):
-            g += D[r, j0 + j]
+            g += D[r, j]
         v = _flush(mu * vbh[j] + lr * g, tiny, zero)
         vbh[j] = v
         bh[j] -= v
-        w, vw = Wo[j], vWo[j]
         for k in range(K):
             g = zero
             for r in range(nb):
-                g += Hb[r, j0 + j] * do[r, k]
-            v = _flush(mu * vw[k] + lr * g, tiny, zero)
-            vw[k] = v
-            w[k] -= v
+                g += Hb[r, j] * do[r, k]
+            v = _flush(mu * vWo[j, k] + lr * g, tiny, zero)
+            vWo[j, k] = v
+            Wo[j, k] -= v
     # Wh: each row's gradient Σ_r x_rk·dz_r is summed in acc (the block's row, in L1) and
-    # used at once: no F×H gradient buffer to write and read back
+    # used at once, so no F×H gradient buffer is written and read back
     if full:
         for k in range(F):
-            w, vw = Wh[k, j0:j1], vWh[k, j0:j1]
-            if marks[q, k] == s:
-                _row_gradient(acc, X, rows, q, nb, k, D, j0, j1, skip_zeros, zero)
-                for j in range(n):
-                    v = _flush(mu * vw[j] + lr * acc[j], tiny, zero)
-                    vw[j] = v
-                    w[j] -= v
+            used = False
+            for r in range(nb):
+                x = X[order[a + r], k]
+                if x != zero:
+                    if not used:
+                        used = True
+                        for jj in range(j0, j1):
+                            acc[blk, uintp(jj - j0)] = zero
+                    for jj in range(j0, j1):
+                        j = uintp(jj)
+                        acc[blk, uintp(jj - j0)] += x * D[r, j]
+            if used:
+                for jj in range(j0, j1):
+                    j = uintp(jj)
+                    v = _flush(mu * vWh[k, j] + lr * acc[blk, uintp(jj - j0)], tiny, zero)
+                    vWh[k, j] = v
+                    Wh[k, j] -= v
             else:  # no gradient: the velocity decays
-                for j in range(n):
-                    v = _flush(mu * vw[j], tiny, zero)
-                    vw[j] = v
-                    w[j] -= v
+                for jj in range(j0, j1):
+                    j = uintp(jj)
+                    v = _flush(mu * vWh[k, j], tiny, zero)
+                    vWh[k, j] = v
+                    Wh[k, j] -= v
     else:  # mu == 0 between the call's first and last steps: see the module docstring
         for u in range(n_touched[q]):
             k = touched[q, u]
-            w = Wh[k, j0:j1]
-            _row_gradient(acc, X, rows, q, nb, k, D, j0, j1, skip_zeros, zero)
-            for j in range(n):
-                w[j] -= _flush(lr * acc[j], tiny, zero)
-
-
-@numba.njit(inline="always")
-def _row_gradient(acc, X, rows, q, nb, k, D, j0, j1, skip_zeros, zero):
-    # acc[:n] = Σ_r X[row r, k] · D[r, j0:j1] over the step's rows
-    n = j1 - j0
-    for j in range(n):
-        acc[j] = zero
-    for r in range(nb):
-        x = X[rows[q, r], k]
-        if x != zero or not skip_zeros:
-            d = D[r, j0:j1]
-            for j in range(n):
-                acc[j] += x * d[j]
-
-
-@numba.njit(inline="always")
-def _block_forward(nb, q, j0, j1, act, zero, one, Wh, Wo, bh, Hb, plog, idx, val, nnz):
-    # h = act(x·Wh + bh) for the hidden units [j0, j1), and the block's share of the logits
-    K = Wo.shape[1]
-    n = j1 - j0
-    for r in range(nb):
-        h = Hb[r, j0:j1]
-        for j in range(n):
-            h[j] = zero
-        for p in range(nnz[q, r]):
-            x = val[q, r, p]
-            w = Wh[idx[q, r, p], j0:j1]
-            _axpy(h, x, w)
-        for j in range(n):
-            a = h[j] + bh[j]
-            if act == 0:
-                h[j] = zero if a < zero else a  # NaN passes
-            elif a >= zero:  # two branches: exp never overflows
-                h[j] = one / (one + np.exp(-a))
-            else:
-                e = np.exp(a)
-                h[j] = e / (one + e)
-        lg = plog[r]
-        for k in range(K):
-            lg[k] = zero
-        for j in range(n):
-            hj = h[j]
-            w = Wo[j]
-            for k in range(K):
-                lg[k] += hj * w[k]
+            for jj in range(j0, j1):
+                acc[blk, uintp(jj - j0)] = zero
+            for r in range(nb):
+                x = X[order[a + r], k]
+                if x != zero:
+                    for jj in range(j0, j1):
+                        acc[blk, uintp(jj - j0)] += x * D[r, uintp(jj)]
+            for jj in range(j0, j1):
+                j = uintp(jj)
+                Wh[k, j] -= _flush(lr * acc[blk, uintp(jj - j0)], tiny, zero)
 
 
 @numba.njit(**_JIT)
-def _steps_kernel(X, y, order, s0, s1, B, skip_zeros, act, lr, mu, zero, one, tiny, HB,
-                  Wh, bh, Wo, bo, vWh, vbh, vWo, vbo,
-                  idx, val, nnz, rows, marks, touched, n_touched, Hb, D, plog, do, acc, stats):
-    F, H = Wh.shape
+def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indptr, indices,
+                  values, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, marks, touched, n_touched, Hb, D,
+                  plog, do, acc, stats):
+    H = Wh.shape[1]
+    n = order.shape[0]
     nblk = (H + HB - 1) // HB
-    marks[:, :] = -1  # each call is self-contained: steps restart at 0 every epoch
+    marks[:] = -1  # each call is self-contained
     nb_prev = 0
     loss_sum = 0.0
     correct = 0.0
     for s in range(s0, s1 + 1):
         have_prev = s > s0
         have_cur = s < s1
+        a = s * B
+        nb = min(a + B, n) - a if have_cur else 0
         q, qp = s & 1, (s - 1) & 1
-        nb = 0
-        if have_cur:
-            nb = _gather(X, order, s, B, skip_zeros, q, idx, val, nnz, rows, marks, touched,
-                         n_touched)
+        if have_cur and mu == zero:
+            _mark_touched(order, a, nb, indptr, indices, q, s, marks, touched, n_touched)
         # the first and last updates of the call pass over all of Wh; all do unless mu == 0
         full = s == s0 + 1 or s == s1 or mu != zero
+        # one parallel region per step: each block does the previous step's backward pass and
+        # update, then this step's forward pass (which needs the updated weights)
         for blk in prange(nblk):
-            # the block's columns as 0-based views: index arithmetic LLVM can prove
-            # non-negative, so the inner loops vectorise (offset ranges ran 8x slower)
             j0 = blk * HB
             j1 = min(H, j0 + HB)
-            WoB, vWoB = Wo[j0:j1], vWo[j0:j1]
-            bhB, vbhB = bh[j0:j1], vbh[j0:j1]
             if have_prev:
-                _block_backward(nb_prev, qp, s - 1, full, j0, j1, act, lr, mu, zero, one, tiny,
-                                X, rows, skip_zeros, Wh, vWh, acc[blk], WoB, vWoB, bhB, vbhB,
-                                Hb, D, do, marks, touched, n_touched)
+                _block_backward(X, order, a - B, nb_prev, j0, j1, full, act, lr, mu, zero, one,
+                                tiny, qp, touched, n_touched, Wh, vWh, bh, vbh, Wo, vWo, Hb, D,
+                                do, acc, blk)
             if have_cur:
-                _block_forward(nb, q, j0, j1, act, zero, one, Wh, WoB, bhB, Hb, plog[blk], idx,
-                               val, nnz)
+                _block_forward(order, a, nb, j0, j1, act, zero, one, indptr, indices, values,
+                               Wh, bh, Wo, Hb, plog, blk)
         if not have_cur:
             break
-        dl, dc = _softmax_step(y, rows, q, nb, nblk, plog, bo, vbo, do, lr, mu, zero, one,
+        dl, dc = _softmax_step(y, order, a, nb, nblk, plog, bo, vbo, do, lr, mu, zero, one,
                                tiny)
         loss_sum += dl
         correct += dc
@@ -278,13 +297,10 @@ def workspace(B: int, F: int, H: int, K: int, dtype, threads: int) -> dict[str, 
     """Every buffer :func:`train_steps` needs for batches of ``B`` rows, allocated once."""
     nblk = n_blocks(H, threads)
     return {
-        "idx": np.empty((2, B, F), np.int32), "val": np.empty((2, B, F), dtype),
-        "nnz": np.empty((2, B), np.int64), "rows": np.empty((2, B), np.int64),
-        "marks": np.empty((2, F), np.int64), "touched": np.empty((2, F), np.int32),
+        "marks": np.empty(F, np.int64), "touched": np.empty((2, F), np.int32),
         "n_touched": np.empty(2, np.int64), "Hb": np.empty((B, H), dtype),
         "D": np.empty((B, H), dtype), "plog": np.empty((nblk, B, K), dtype),
-        "do": np.empty((B, K), dtype),
-        "acc": np.empty((nblk, -(-H // nblk)), dtype),
+        "do": np.empty((B, K), dtype), "acc": np.empty((nblk, -(-H // nblk)), dtype),
     }
 
 
@@ -296,31 +312,30 @@ def n_blocks(H: int, threads: int) -> int:
 
 
 def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: dict,
-                activation: str, lr: float, mu: float, ws: dict, stats, *,
-                skip_zeros: bool = True, threads: int = 1) -> None:
+                activation: str, lr: float, mu: float, ws: dict, stats, nz: tuple, *,
+                threads: int = 1) -> None:
     """Training steps s0..s1-1 of an epoch, in one call.
 
     X (N, F) rows and y (N,) integer labels; ``order`` (n,) int64: the epoch's permutation of the
     training rows, step s taking rows ``order[s·B : (s+1)·B]`` (the last one may be short).
     ``params`` and ``velocity``: the views ``Wh (F, H), bh (1, H), Wo (H, K), bo (1, K)`` of the
     flat parameter and velocity buffers, updated in place (v ← mu·v + lr·g; W ← W − v).
-    ``ws``: :func:`workspace` of the same B, shapes, dtype and ``threads``. ``stats`` (2,)
-    float64: the summed cross-entropy and correct count of the steps' rows are added to it.
-    Values of do, dz and v below the dtype's smallest normal number are flushed to zero, as the
-    other CPU kernels do; NaN propagates.
+    ``ws``: :func:`workspace` of the same B, shapes, dtype and ``threads``; ``nz``:
+    :func:`nonzeros` of the training rows. ``stats`` (2,) float64: the summed cross-entropy and
+    correct count of the steps' rows are added to it. Values of do, dz and v below the dtype's
+    smallest normal number are flushed to zero, as the other CPU kernels do; NaN propagates.
     """
     Wh, bh, Wo, bo = (params[n] for n in ("Wh", "bh", "Wo", "bo"))
     vWh, vbh, vWo, vbo = (velocity[n] for n in ("Wh", "bh", "Wo", "bo"))
-    F, H = Wh.shape
+    H = Wh.shape[1]
     dt = Wh.dtype.type
     nblk = ws["plog"].shape[0]
     HB = -(-H // nblk)
     kernel = _steps_kernel if threads > 1 else _steps_kernel_serial
-    kernel(X, y, order, s0, s1, B, skip_zeros, activation_id(activation), dt(lr), dt(mu), dt(0),
-           dt(1), dt(np.finfo(Wh.dtype).tiny), HB, Wh, bh.reshape(-1), Wo, bo.reshape(-1),
-           vWh, vbh.reshape(-1), vWo, vbo.reshape(-1), ws["idx"], ws["val"], ws["nnz"],
-           ws["rows"], ws["marks"], ws["touched"], ws["n_touched"], ws["Hb"], ws["D"],
-           ws["plog"], ws["do"], ws["acc"], stats)
+    kernel(X, y, order, s0, s1, B, activation_id(activation), dt(lr), dt(mu), dt(0), dt(1),
+           dt(np.finfo(Wh.dtype).tiny), HB, *nz, Wh, bh.reshape(-1), Wo, bo.reshape(-1),
+           vWh, vbh.reshape(-1), vWo, vbo.reshape(-1), ws["marks"], ws["touched"],
+           ws["n_touched"], ws["Hb"], ws["D"], ws["plog"], ws["do"], ws["acc"], stats)
 
 
 def threads_for(H: int, B: int) -> int:
