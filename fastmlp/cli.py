@@ -40,12 +40,14 @@ from .model import DTYPES, INITS, MLP
 from .report import absolute_path, check_writable
 from .texttable import text_table
 from .train import (
+    COMPILED_MAX_BATCH,
     SPLITS,
     DivergenceError,
     History,
     check_batch_size,
     check_compatible,
     evaluate,
+    resolve_compiled,
     train,
 )
 
@@ -223,6 +225,10 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
                      help="momentum coefficient (default: %(default)s)")
     opt.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
                      help="minibatch size (default: full batch, as the course)")
+    opt.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=None,
+                     help="minibatch epochs as compiled calls of many whole steps (CPU; "
+                          f"default: for batch sizes up to {COMPILED_MAX_BATCH}); "
+                          "--no-compiled keeps the per-step path")
     opt.add_argument("--seed", type=non_negative_int, default=0,
                      help="seed for the initial weights, minibatch order and synthetic data "
                           "(default: %(default)s)")
@@ -289,7 +295,8 @@ def _run_config(args: argparse.Namespace, cli: dict) -> dict:
     """The run's options for its checkpoint, with the data path and the original command from
     ``cli`` (:func:`_cli_config`: the path made absolute, so --resume works from anywhere)."""
     config = {key: getattr(args, key) for key in TRAIN_CONFIG}
-    return dict(config, data_path=cli["data_path"], argv=cli["argv"])
+    # compiled: not in TRAIN_CONFIG, so that checkpoints written before it still resume
+    return dict(config, compiled=args.compiled, data_path=cli["data_path"], argv=cli["argv"])
 
 
 def _explicit_options(args: argparse.Namespace) -> dict:
@@ -327,6 +334,7 @@ def _resume_args(args: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
     merged = argparse.Namespace(**vars(args))
     for key in TRAIN_CONFIG:
         setattr(merged, key, config[key])
+    merged.compiled = config.get("compiled")
     conflicts = []
     for key, value in _explicit_options(args).items():
         if key in RESUME_MAY_CHANGE:
@@ -441,6 +449,8 @@ def _say(args: argparse.Namespace, *lines: str) -> None:
 def _header(dataset: Dataset, model: MLP, backend: Backend, args: argparse.Namespace) -> list[str]:
     batch = (f"minibatch {args.batch_size}" if args.batch_size
              else f"full batch ({len(dataset.train)} rows)")
+    # B = all training rows is full batch, as in Trainer
+    batch_size = None if args.batch_size == len(dataset.train) else args.batch_size
     return [
         f"data:     {dataset.summary()}",
         f"model:    MLP {model.n_in}-{model.n_hidden}-{model.n_out}, {model.activation}, "
@@ -448,6 +458,7 @@ def _header(dataset: Dataset, model: MLP, backend: Backend, args: argparse.Names
         f"device:   {backend.describe()} [{backend.reason or 'requested'}]",
         f"training: {args.epochs} epochs, {batch}, lr {args.lr:g}, momentum {args.momentum:g}, "
         f"seed {args.seed}",
+        f"loop:     {resolve_compiled(args.compiled, model, batch_size)[1]}",
     ]
 
 
@@ -496,7 +507,7 @@ def run_train(args: argparse.Namespace) -> int:
                         progress=not (args.no_progress or args.quiet), history=history,
                         state=resumed, checkpoint=checkpoint,
                         checkpoint_every=args.checkpoint_every,
-                        checkpoint_config=_run_config(args, cli))
+                        checkpoint_config=_run_config(args, cli), compiled=args.compiled)
     except KeyboardInterrupt:
         print(f"{PROG}: {on_interrupt(history, out_dir, args.epochs)}", file=sys.stderr,
               flush=True)

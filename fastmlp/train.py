@@ -183,9 +183,12 @@ def evaluate(model: MLP, dataset: Dataset) -> dict[str, float]:
 COMPILED_MAX_BATCH = 32  # B up to which the compiled small-batch loop runs (bench/RESULTS.md)
 
 
-def _resolve_compiled(compiled: bool | None, model: MLP,
+def resolve_compiled(compiled: bool | None, model: MLP,
                       batch_size: int | None) -> tuple[bool, str]:
-    """Whether minibatch epochs run as compiled calls of many steps, and why (for logs)."""
+    """Whether minibatch epochs run as compiled calls of many steps, and why (for logs).
+
+    ``compiled`` None chooses: on the CPU with the fused kernels, batch sizes up to
+    :data:`COMPILED_MAX_BATCH`; True asks for it (an error where it cannot run)."""
     if batch_size is None:
         return False, "full batch"
     usable = model.backend.name == "cpu" and model.backend.fused
@@ -262,7 +265,7 @@ class Trainer:
             self.Xb = xp.empty((B, model.n_in), dtype=model.dtype)
             self.yb = xp.empty(B, dtype=xp.int32)
             self.batch_stats = xp.zeros((1, 2), dtype=xp.float64)
-        self.compiled, self.compiled_reason = _resolve_compiled(compiled, model, self.batch_size)
+        self.compiled, self.compiled_reason = resolve_compiled(compiled, model, self.batch_size)
         if self.compiled:
             self.threads = steps.threads_for(model.n_hidden, self.batch_size)
             self.steps_ws = steps.workspace(self.batch_size, model.n_in, model.n_hidden,
@@ -406,11 +409,14 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
           callback: Callable[[Trainer, dict[str, float]], None] | None = None,
           history: History | None = None, state: dict[str, Any] | None = None,
           checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int | None = None,
-          checkpoint_config: dict[str, Any] | None = None) -> History:
+          checkpoint_config: dict[str, Any] | None = None,
+          compiled: bool | None = None) -> History:
     """Train ``model`` on ``dataset`` for ``epochs`` epochs; return the :class:`History`.
 
     ``batch_size`` None is full batch (the course); B gives minibatches reshuffled every epoch
     from ``seed``; 1 is per-sample SGD. ``callback(trainer, record)`` runs after each epoch.
+``compiled``: minibatch epochs as compiled calls of many whole steps (kernels/steps.py); None
+chooses (:func:`resolve_compiled`), False keeps the per-step path.
 
     To continue a run, pass its ``state`` (:meth:`Trainer.state_dict`, or
     :func:`fastmlp.checkpoint.load_checkpoint`) and the ``history`` recorded up to it: training
@@ -429,7 +435,8 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
     if not is_int(epochs) or epochs < 1:
         raise FastMLPError(f"epochs must be a positive integer, got {epochs!r}")
     trainer = Trainer(model, dataset, lr=lr, momentum=momentum, batch_size=batch_size,
-                      eval_every=eval_every, velocity_init=velocity_init, seed=seed)
+                      eval_every=eval_every, velocity_init=velocity_init, seed=seed,
+                      compiled=compiled)
     if state is not None:
         if history is None:
             raise FastMLPError("continuing from a state needs the history recorded up to it")
@@ -439,6 +446,7 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
     history.config.update(
         model.config(), epochs=int(epochs), lr=lr, momentum=momentum, batch_size=batch_size,
         eval_every=eval_every, velocity_init=velocity_init, shuffle_seed=seed,
+        small_batch_loop=trainer.compiled_reason,
         dataset=dataset.name, n_train=trainer.counts[0], n_valid=trainer.counts[1],
         n_test=trainer.counts[2])
     return run(trainer, history, epochs, progress=progress, callback=callback,
@@ -479,7 +487,8 @@ def run(trainer: Trainer, history: History, epochs: int, *, progress: bool = Fal
                 while trainer.epoch < epochs:
                     rollback.save(trainer)
                     at_boundary = False
-                    record = trainer.run_epoch()
+                    record = trainer.run_epoch(None if bar is None
+                                               else _within_epoch(bar, trainer.epoch))
                     if not math.isfinite(record["train_loss"]):
                         raise _diverged(trainer, history, rollback, start, trainer.epoch - 1,
                                         trainer.epoch,
@@ -489,7 +498,7 @@ def run(trainer: Trainer, history: History, epochs: int, *, progress: bool = Fal
                     at_boundary = True
                     if bar is not None:
                         bar.set_postfix_str(_postfix(record), refresh=False)
-                        bar.update(1)
+                        bar.update(trainer.epoch - bar.n)  # whole epochs again
                     if callback is not None:
                         callback(trainer, record)
                     if saver is not None:
@@ -526,6 +535,13 @@ def run(trainer: Trainer, history: History, epochs: int, *, progress: bool = Fal
         if bar is not None:
             bar.close()
     return history
+
+
+def _within_epoch(bar: Any, epoch: int) -> Callable[[float], None]:
+    # a long compiled epoch reports the fraction done after each call: the bar moves within it
+    def progress(fraction: float) -> None:
+        bar.update(epoch + fraction - bar.n)
+    return progress
 
 
 class _Rollback:

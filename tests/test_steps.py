@@ -1,0 +1,291 @@
+"""The compiled small-batch loop (kernels/steps.py) against the per-step path it replaces.
+
+The per-step path (``Trainer(compiled=False)``: gather, two products, the fused head, the
+momentum kernel per step) is the reference: in float64 the two agree to 1e-10 relative after
+several epochs, for every batch size, activation and momentum, with one thread and with two.
+Checkpoints, --resume (after SIGKILL), Ctrl-C and the divergence guard work on the compiled path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastmlp.kernels import steps
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastmlp
+import fastmlp.model
+from fastmlp.checkpoint import load_checkpoint
+from fastmlp.cli import main
+from fastmlp.datasets import Dataset, Split
+from fastmlp.train import DivergenceError, Trainer
+
+PARAMS = ("Wh", "bh", "Wo", "bo")
+ENV = dict(os.environ, PYTHONWARNINGS="ignore")
+
+
+def sparse_data(n_train: int, F: int, K: int, seed: int = 0, dtype=np.float64) -> Dataset:
+    """Rows about 70% zeros, as MNIST's pixels are (the loop skips zero inputs), a few
+    all-zero rows; every class present."""
+    rng = np.random.default_rng(seed)
+
+    def split(n: int) -> Split:
+        x = rng.uniform(0, 1, size=(n, F)) * (rng.uniform(size=(n, F)) < 0.3)
+        x[::9] = 0.0  # rows with no nonzero input at all
+        return Split(np.ascontiguousarray(x, dtype=dtype), rng.integers(0, K, size=n))
+
+    return Dataset("sparse", split(n_train), split(7), split(5), n_classes=K)
+
+
+def train_both(data: Dataset, H: int, B: int, activation: str, mu: float, epochs: int,
+               dtype: str = "float64", lr: float = 0.05):
+    """Parameters, velocity and records of the compiled and the per-step path."""
+    out = []
+    for compiled in (True, False):
+        model = fastmlp.MLP(data.train.x.shape[1], H, data.n_classes, activation=activation,
+                            dtype=dtype, seed=3)
+        trainer = Trainer(model, data, lr=lr, momentum=mu, batch_size=B, seed=11,
+                          compiled=compiled)
+        assert trainer.compiled == compiled
+        records = [trainer.run_epoch() for _ in range(epochs)]
+        out.append((model, trainer, records))
+    return out
+
+
+def assert_close(a: np.ndarray, b: np.ndarray, rtol: float, what: str) -> None:
+    """max |a − b| ≤ rtol · max |b| (per tensor), the per-tensor max error of llm.c's checks."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert np.isfinite(a).all() and np.isfinite(b).all(), what
+    err = float(np.abs(a - b).max(initial=0.0))
+    scale = float(np.abs(b).max(initial=0.0))
+    assert err <= rtol * max(scale, 1e-300), f"{what}: max error {err:.3g}, scale {scale:.3g}"
+
+
+def assert_paths_agree(fast, ref, rtol: float) -> None:
+    (m1, t1, r1), (m2, t2, r2) = fast, ref
+    for name in PARAMS:
+        assert_close(m1.views[name], m2.views[name], rtol, name)
+    assert_close(t1.velocity, t2.velocity, rtol, "velocity")
+    for e, (a, b) in enumerate(zip(r1, r2, strict=True)):
+        for key in ("train_loss", "valid_loss", "test_loss"):
+            assert a[key] == pytest.approx(b[key], rel=rtol), (e, key)
+        assert a["train_acc"] == b["train_acc"], e
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The serial and the parallel kernel (threads split the hidden units into blocks)."""
+    monkeypatch.setattr(steps, "threads_for", lambda H, B: request.param)
+    return request.param
+
+
+# 211 training rows: a last short batch for B = 7 (1 row) and B = 100 (11 rows); H = 130 gives
+# several hidden-unit blocks (and two per thread with two threads)
+@pytest.mark.parametrize("B", [1, 7, 100])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("mu", [0.0, 0.99])
+def test_compiled_equals_per_step_float64(B: int, activation: str, mu: float,
+                                          threads: int) -> None:
+    data = sparse_data(211, 23, 10)
+    fast, ref = train_both(data, 130, B, activation, mu, epochs=3)
+    assert fast[1].threads == threads
+    assert_paths_agree(fast, ref, 1e-10)
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.9])
+def test_compiled_equals_per_step_float32(mu: float) -> None:
+    data = sparse_data(150, 23, 10, dtype=np.float32)
+    fast, ref = train_both(data, 70, 5, "sigmoid", mu, epochs=2, dtype="float32")
+    (m1, _, _), (m2, _, _) = fast, ref
+    for name in PARAMS:  # one float32 rounding per operation, summed in other orders
+        assert_close(m1.views[name], m2.views[name], 1e-4, name)
+        assert m1.views[name].dtype == np.float32
+
+
+def test_calls_of_any_length_give_the_same_epoch() -> None:
+    # with momentum 0 a call passes over all of Wh only at its first and last steps: how an
+    # epoch is cut into calls must not change a bit of the result
+    data = sparse_data(211, 23, 10)
+    results = []
+    for per_call in (1, 3, 1000):
+        model = fastmlp.MLP(23, 40, 10, activation="relu", dtype="float64", seed=3)
+        trainer = Trainer(model, data, lr=0.05, momentum=0.0, batch_size=2, seed=11)
+        trainer.steps_per_call = per_call  # (it doubles while calls are quick: other cuts)
+        trainer.run_epoch()
+        trainer.run_epoch()
+        results.append((model.params.copy(), trainer.velocity.copy()))
+    for params, velocity in results[1:]:
+        np.testing.assert_array_equal(params, results[0][0])
+        np.testing.assert_array_equal(velocity, results[0][1])
+
+
+def test_progress_moves_within_a_long_epoch() -> None:
+    data = sparse_data(3000, 23, 10)
+    model = fastmlp.MLP(23, 16, 10, dtype="float64")
+    trainer = Trainer(model, data, lr=0.01, momentum=0.9, batch_size=1)
+    trainer.steps_per_call = 500  # and it only grows while calls are quick
+    seen: list[float] = []
+    trainer.run_epoch(progress=seen.append)
+    assert seen and seen == sorted(seen) and 0 < seen[0] and seen[-1] < 1
+
+
+def kernel_with_batch_past_n(data: Dataset, H: int, B: int, activation: str, mu: float,
+                             epochs: int) -> fastmlp.MLP:
+    """train_steps called directly with B > n rows: one short step per epoch (the Trainer
+    takes B = n as full batch and refuses B > n)."""
+    n, F = data.train.x.shape
+    model = fastmlp.MLP(F, H, data.n_classes, activation=activation, dtype="float64", seed=3)
+    velocity = np.full(model.n_params, 1e-5)  # the Trainer's velocity_init
+    ws = steps.workspace(B, F, H, data.n_classes, np.dtype(np.float64), 1)
+    nz = steps.nonzeros(data.train.x, n)
+    order = np.random.default_rng(0).permutation(n)
+    stats = np.zeros(2)
+    for _ in range(epochs):
+        steps.train_steps(data.train.x, data.train.y, order, 0, 1, B, model.views,
+                          fastmlp.model.flat_views(velocity, model.shapes), activation, 0.05,
+                          mu, ws, stats, nz)
+    return model
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(H=st.integers(1, 75), K=st.integers(2, 9), n=st.integers(1, 40), B=st.integers(1, 48),
+       activation=st.sampled_from(["relu", "sigmoid"]), mu=st.sampled_from([0.0, 0.5, 0.99]),
+       seed=st.integers(0, 2**16))
+def test_shapes_against_the_per_step_path(H: int, K: int, n: int, B: int, activation: str,
+                                          mu: float, seed: int) -> None:
+    data = sparse_data(n, 9, K, seed=seed)
+    if B < n:
+        fast, ref = train_both(data, H, B, activation, mu, epochs=2)
+        assert_paths_agree(fast, ref, 1e-10)
+        return
+    # N <= B: one step of all rows per epoch, which is the full-batch epoch
+    model = kernel_with_batch_past_n(data, H, B, activation, mu, epochs=2)
+    ref = fastmlp.MLP(9, H, K, activation=activation, dtype="float64", seed=3)
+    trainer = Trainer(ref, data, lr=0.05, momentum=mu)
+    for _ in range(2):
+        trainer.run_epoch()
+    for name in PARAMS:
+        assert_close(model.views[name], ref.views[name], 1e-10, name)
+
+
+def test_one_feature_one_hidden_unit() -> None:
+    data = sparse_data(3, 1, 2)
+    fast, ref = train_both(data, 1, 1, "sigmoid", 0.9, epochs=3)
+    assert_paths_agree(fast, ref, 1e-10)
+
+
+def test_nan_input_is_kept_and_the_guard_stops() -> None:
+    data = sparse_data(50, 23, 10)
+    data.train.x[10, 3] = np.nan  # NaN != 0: not skipped as a zero
+    model = fastmlp.MLP(23, 16, 10, dtype="float64")
+    trainer = Trainer(model, data, lr=0.01, momentum=0.9, batch_size=1)
+    assert not np.isfinite(trainer.run_epoch()["train_loss"])
+    assert not np.isfinite(model.params).all()
+
+
+def test_divergence_guard_keeps_the_last_finite_weights() -> None:
+    data = sparse_data(60, 23, 10, dtype=np.float32)
+    model = fastmlp.MLP(23, 16, 10)
+    start = model.params.copy()
+    with pytest.raises(DivergenceError) as info:  # float32 overflows within the first epoch
+        fastmlp.train(model, data, epochs=5, lr=1e33, momentum=0.9, batch_size=3)
+    assert info.value.epoch == 1
+    np.testing.assert_array_equal(model.params, start)  # the last finite weights: the first
+
+
+def test_cli_reports_the_compiled_loop(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    base = ["train", "--dataset", "synthetic", "--hidden", "16", "--batch-size", "1", "--lr",
+            "0.001", "--epochs", "1", "--no-progress", "--out", str(tmp_path)]
+    assert main(base) == 0
+    assert "loop:     compiled small-batch loop: batch size 1 <= 32" in capsys.readouterr().out
+    assert main([*base, "--no-compiled"]) == 0
+    assert "loop:     per-step path (asked for)" in capsys.readouterr().out
+
+
+# -- checkpoints, SIGKILL and Ctrl-C on the compiled path ----------------------------------------
+
+SYN = ["train", "--dataset", "synthetic", "--hidden", "32", "--lr", "0.001", "--momentum", "0.9",
+       "--device", "cpu", "--no-progress"]
+
+
+def _wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if load_checkpoint(out)["epoch"] >= epoch:
+                return
+        except fastmlp.FastMLPError:
+            pass  # not written yet
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, f"no checkpoint at epoch {epoch} after {timeout} s"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("B", ["1", "100"])
+def test_sigkill_and_resume_are_bit_identical(B: str, tmp_path: Path) -> None:
+    argv = [*SYN, "--batch-size", B, "--compiled"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "fastmlp", *argv, "--epochs", "100000",
+                             "--checkpoint-every", "1", "--out", str(killed), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        _wait_for_epoch(killed, 2, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    at = load_checkpoint(killed)["epoch"]
+    target = at + 2
+    assert main(["train", "--resume", str(killed), "--epochs", str(target), "--quiet"]) == 0
+    whole = tmp_path / "whole"
+    assert main([*argv, "--epochs", str(target), "--out", str(whole), "--quiet"]) == 0
+    with np.load(killed / "model.npz") as fa, np.load(whole / "model.npz") as fb:
+        for name in PARAMS:
+            assert np.array_equal(fa[name], fb[name]), name
+    ha, hb = (json.loads((d / "history.json").read_text()) for d in (killed, whole))
+    assert ha["train_loss"] == hb["train_loss"] and ha["final"] == hb["final"]
+    assert ha["config"]["resumed_at_epoch"] == [at]
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a terminal would (see test_checkpoint)
+
+
+def test_ctrl_c_writes_a_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = [a for a in SYN if a != "--no-progress"]  # the bar on stderr says training is on
+    proc = subprocess.Popen([sys.executable, "-m", "fastmlp", *argv, "--batch-size", "1",
+                             "--epochs", "100000", "--checkpoint-every", "0", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV,
+                            preexec_fn=_default_sigint)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 120
+        while b"/100000" not in seen:  # the bar is drawn: the Ctrl-C handler is next
+            assert proc.poll() is None and time.monotonic() < deadline, seen
+            seen += os.read(proc.stderr.fileno(), 4096)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stderr = (seen + proc.communicate(timeout=60)[1]).decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    done = json.loads((out / "history.json").read_text())["epochs"]
+    # --checkpoint-every 0: the checkpoint is the one Ctrl-C wrote, at the epoch's end
+    assert 1 <= load_checkpoint(out)["epoch"] == done
+    assert f"checkpoint at epoch {done}" in stderr
