@@ -6,6 +6,11 @@ forward-only loss and accuracy on valid and test. The GEMM floor is the time of 
 products in the same dtype, measured in the same process just before the epochs:
 (N_train×F)(F×H), (F×N_train)(N_train×H) and (N_eval×F)(F×H).
 
+Minibatch rows (``batch_size`` B) time the same epoch in steps of B rows; ``samples_per_s`` is
+training rows per second of the epoch (its evaluation included). With ``--compare`` a minibatch
+row gains a PyTorch eager per-step loop on the same workload (autograd, the course's momentum
+rule written out), the loop a PyTorch user writes for per-sample SGD.
+
 Each row runs in its own subprocess (``python -m fastmlp.bench SPEC``), so one implementation's
 threads, caches and memory peak never leak into another's figures.
 """
@@ -28,8 +33,10 @@ import numpy as np
 WORKLOAD = {"n_features": 784, "n_hidden": 1000, "n_classes": 10, "n_train": 10000,
             "n_valid": 6000, "n_test": 2724}
 IMPLS = ("fastmlp", "numpy-naive", "torch-eager", "torch-compile")
-ROW_KEYS = ("impl", "device", "dtype", "batch_size", "epoch_ms", "gemm_floor_ms",
-            "ratio_to_floor", "gflops", "peak_rss_mb")
+ROW_KEYS = ("impl", "device", "dtype", "batch_size", "activation", "n_hidden", "momentum",
+            "epoch_ms", "samples_per_s", "gemm_floor_ms", "ratio_to_floor", "gflops",
+            "peak_rss_mb")
+LR = 0.01
 
 
 def _median_seconds(fn: Callable[[], Any], sync: Callable[[], None], warmup: int,
@@ -104,15 +111,21 @@ def _bench_fastmlp(spec):
     data = _dataset(spec)
     backend = get_backend(spec["device"], tf32=spec.get("tf32", False))
     model = MLP(data.n_features, spec["workload"]["n_hidden"], data.n_classes,
-                dtype=spec["dtype"], device=backend)
-    trainer = Trainer(model, data, lr=0.01, momentum=0.9, batch_size=spec.get("batch_size"))
+                activation=spec["activation"], dtype=spec["dtype"], device=backend)
+    trainer = Trainer(model, data, lr=LR, momentum=spec["momentum"],
+                      batch_size=spec.get("batch_size"), compiled=spec.get("compiled"))
     be = model.backend
     floor = gemm_floor(be.xp, spec["dtype"], spec, be.synchronize, matmul=be.matmul)
 
     def epoch():
         trainer.run_epoch()  # reads the epoch's metrics to the host, as a real run does
 
-    return floor, epoch, be.synchronize, be.describe()
+    label = be.describe()
+    if trainer.batch_size is not None:
+        label += f", {trainer.compiled_reason}"
+        if trainer.compiled:
+            label += f", {trainer.threads} thread{'s' if trainer.threads > 1 else ''}"
+    return floor, epoch, be.synchronize, label
 
 
 def _bench_numpy_naive(spec):
@@ -130,8 +143,12 @@ def _bench_numpy_naive(spec):
     xs = [data.train.x, data.valid.x, data.test.x]
     ys = [data.train.y, data.valid.y, data.test.y]
 
+    sigmoid = spec["activation"] == "sigmoid"
+    mu = spec["momentum"]
+
     def forward(x):
-        h = np.maximum(x @ Wh + bh, 0)
+        z = x @ Wh + bh
+        h = 1 / (1 + np.exp(-z)) if sigmoid else np.maximum(z, 0)
         o = h @ Wo + bo
         e = np.exp(o - o.max(axis=1, keepdims=True))
         return h, e / e.sum(axis=1, keepdims=True)
@@ -143,12 +160,12 @@ def _bench_numpy_naive(spec):
             float(np.mean(p.argmax(axis=1) == y))
         h, p = forward(xs[0])
         do = (p - onehot) / len(onehot)
-        dz = (do @ Wo.T) * (h > 0)
+        dz = (do @ Wo.T) * (h * (1 - h) if sigmoid else h > 0)
         grads = [xs[0].T @ dz, dz.sum(axis=0, keepdims=True), h.T @ do,
                  do.sum(axis=0, keepdims=True)]
         for p_, v, g in zip(params, vs, grads, strict=True):
-            v *= 0.9  # Python floats keep float32 arrays float32
-            v += 0.01 * g
+            v *= mu  # Python floats keep float32 arrays float32
+            v += LR * g
             p_ -= v
 
     floor = gemm_floor(np, dtype, spec, lambda: None)
@@ -165,10 +182,19 @@ def _bench_torch(spec, compiled: bool):
     x = torch.as_tensor(np.concatenate([data.train.x, data.valid.x, data.test.x])).to(dev, dtype)
     y = torch.as_tensor(np.concatenate([data.train.y, data.valid.y, data.test.y])).to(dev)
     n_train, n_valid = len(data.train), len(data.valid)
-    model = torch.nn.Sequential(torch.nn.Linear(F, H), torch.nn.ReLU(), torch.nn.Linear(H, K))
+    act = torch.nn.Sigmoid() if spec["activation"] == "sigmoid" else torch.nn.ReLU()
+    model = torch.nn.Sequential(torch.nn.Linear(F, H), act, torch.nn.Linear(H, K))
     model = model.to(dev, dtype)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = torch.nn.functional.cross_entropy
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    xp = np
+    if dev == "cuda":
+        import cupy as xp
+    floor = gemm_floor(xp, spec["dtype"], spec, sync if dev == "cuda" else (lambda: None))
+    label = f"{dev} (torch {torch.__version__}{', compile' if compiled else ''})"
+    if spec.get("batch_size") is not None:
+        return floor, _torch_steps(spec, model, x, y, n_train, n_valid), sync, label
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=spec["momentum"])
 
     def step(x, y):
         # the idiomatic loop: backward through the training rows only; valid and test under
@@ -191,17 +217,44 @@ def _bench_torch(spec, compiled: bool):
         return metrics
 
     fn = torch.compile(step) if compiled else step
-    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
 
     def epoch():
         fn(x, y).cpu()  # read the metrics, as every implementation does once per epoch
 
-    xp = np
-    if dev == "cuda":
-        import cupy as xp
-    floor = gemm_floor(xp, spec["dtype"], spec, sync if dev == "cuda" else (lambda: None))
-    label = f"{dev} (torch {torch.__version__}{', compile' if compiled else ''})"
     return floor, epoch, sync, label
+
+
+def _torch_steps(spec, model, x, y, n_train: int, n_valid: int) -> Callable[[], None]:
+    """The per-step loop a PyTorch user writes: valid and test at the epoch's starting
+    weights, then a shuffled pass in batches of B with v ← γ·v + α·g; W ← W − v per step."""
+    import torch
+
+    B, mu = spec["batch_size"], spec["momentum"]
+    loss_fn = torch.nn.functional.cross_entropy
+    params = list(model.parameters())
+    velocity = [torch.full_like(p, 1e-5) for p in params]
+    gen = torch.Generator().manual_seed(0)
+    x_ev, y_ev = x[n_train:], y[n_train:]
+
+    def epoch():
+        with torch.no_grad():
+            ev = model(x_ev)
+            metrics = [loss_fn(ev[:n_valid], y_ev[:n_valid]),
+                       (ev[n_valid:].argmax(1) == y_ev[n_valid:]).float().mean()]
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
+        for idx in torch.randperm(n_train, generator=gen).to(x.device).split(B):
+            loss = loss_fn(model(x[idx]), y[idx])
+            for p in params:
+                p.grad = None
+            loss.backward()
+            with torch.no_grad():
+                for p, v in zip(params, velocity, strict=True):
+                    v.mul_(mu).add_(p.grad, alpha=LR)
+                    p.sub_(v)
+                total += loss.detach() * len(idx)
+        torch.stack([total, *metrics]).cpu()  # the epoch's one read, as fastmlp's
+
+    return epoch
 
 
 def run_row(spec: dict[str, Any]) -> dict[str, Any]:
@@ -216,10 +269,13 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown implementation {impl!r}")
     median, times = _median_seconds(epoch, sync, spec["warmup"], spec["epochs"])
+    w = spec["workload"]
     return {
         "impl": impl, "device": spec["device"], "dtype": spec["dtype"],
-        "batch_size": spec.get("batch_size"),
-        "epoch_ms": median * 1e3, "gemm_floor_ms": floor * 1e3, "ratio_to_floor": median / floor,
+        "batch_size": spec.get("batch_size"), "activation": spec["activation"],
+        "n_hidden": w["n_hidden"], "momentum": spec["momentum"],
+        "epoch_ms": median * 1e3, "samples_per_s": w["n_train"] / median,
+        "gemm_floor_ms": floor * 1e3, "ratio_to_floor": median / floor,
         "gflops": gemm_flops(spec) / median / 1e9,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "epochs_ms": [t * 1e3 for t in times], "backend": label,
@@ -249,7 +305,7 @@ def available(impl: str) -> bool:
 
 
 TABLE_HEADER = (f"{'impl':<14} {'device':<8} {'dtype':<8} {'batch':>6} {'epoch ms':>9} "
-                f"{'floor ms':>9} {'ratio':>6} {'GFLOP/s':>8} {'peak MB':>8}")
+                f"{'samples/s':>10} {'floor ms':>9} {'ratio':>6} {'GFLOP/s':>8} {'peak MB':>8}")
 
 
 def format_row(r: dict[str, Any]) -> str:
@@ -258,7 +314,7 @@ def format_row(r: dict[str, Any]) -> str:
     lead = f"{r['impl']:<14} {r['device']:<8} {r['dtype']:<8} {batch:>6} "
     if "error" in r:
         return lead + f"error: {r['error']}"
-    return lead + (f"{r['epoch_ms']:>9.1f} {r['gemm_floor_ms']:>9.1f} "
+    return lead + (f"{r['epoch_ms']:>9.1f} {r['samples_per_s']:>10.0f} {r['gemm_floor_ms']:>9.1f} "
                    f"{r['ratio_to_floor']:>6.3f} {r['gflops']:>8.1f} {r['peak_rss_mb']:>8.0f}")
 
 

@@ -599,12 +599,22 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
                    help="untimed epochs first (compilation, caches) (default: %(default)s)")
     p.add_argument("--hidden", type=positive_int, default=1000, metavar="H",
                    help="hidden units (default: %(default)s)")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                   help="hidden activation (default: %(default)s)")
+    p.add_argument("--momentum", type=non_negative_float, default=0.9,
+                   help="momentum coefficient; the learning rate is 0.01 (default: %(default)s)")
+    p.add_argument("--train-size", type=positive_int, default=None, metavar="N",
+                   help="training rows (default: 10000, the canonical workload)")
+    p.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=None,
+                   help="force (or, with --no-compiled, turn off) fastmlp's compiled "
+                        "small-batch loop for minibatch rows (default: its own choice)")
     p.add_argument("--dataset", choices=DATASET_NAMES, default=None,
                    help="real data instead of random data of the canonical shapes")
     p.add_argument("--data-path", metavar="PATH", default=None)
     p.add_argument("--compare", action="store_true",
                    help="also measure course-style NumPy and, when installed, PyTorch eager and "
-                        "torch.compile on the same workload")
+                        "torch.compile on the same workload (full batch), and for each "
+                        "minibatch size a PyTorch eager per-step loop")
     p.add_argument("--tf32", action="store_true",
                    help="allow TF32 float32 products on the GPU (explicit opt-in)")
     p.add_argument("--json", action="store_true", help="one JSON object per row on stdout")
@@ -620,6 +630,11 @@ def run_bench(args: argparse.Namespace) -> int:
     from . import bench
 
     workload = dict(bench.WORKLOAD, n_hidden=args.hidden)
+    if args.train_size is not None:
+        workload["n_train"] = args.train_size
+    for batch in args.batch_size:
+        if batch is not None:
+            check_batch_size(batch, workload["n_train"], "--batch-size")
     impls = ["fastmlp"] + ([i for i in bench.IMPLS[1:] if bench.available(i)]
                            if args.compare else [])
     if args.compare and len(impls) < len(bench.IMPLS) and not args.json:
@@ -631,11 +646,16 @@ def run_bench(args: argparse.Namespace) -> int:
             for impl in impls:
                 if impl == "numpy-naive" and device != "cpu":
                     continue
-                for batch in (args.batch_size if impl == "fastmlp" else [None]):
+                batches = {"fastmlp": args.batch_size, "numpy-naive": [None],
+                           "torch-compile": [None]}.get(impl, args.batch_size)
+                if impl == "torch-eager":  # full batch and a per-step loop per minibatch size
+                    batches = [None, *(b for b in args.batch_size if b is not None)]
+                for batch in batches:
                     spec = dict(impl=impl, device=device, dtype=dtype, batch_size=batch,
-                                epochs=args.epochs, warmup=args.warmup, repeats=args.epochs,
-                                workload=workload, dataset=args.dataset,
-                                data_path=args.data_path, tf32=args.tf32)
+                                activation=args.activation, momentum=args.momentum,
+                                compiled=args.compiled, epochs=args.epochs,
+                                warmup=args.warmup, repeats=args.epochs, workload=workload,
+                                dataset=args.dataset, data_path=args.data_path, tf32=args.tf32)
                     row = bench.run_isolated(spec)
                     rows.append(row)
                     if args.json:
