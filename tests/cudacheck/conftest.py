@@ -40,7 +40,7 @@ def table_rows(pytestconfig: pytest.Config) -> list[dict]:
 
 
 COLUMNS = ("kernel", "arch", "dtype", "registers", "reg bound", "spill st/ld B", "stack B",
-           "smem static B", "smem dynamic B", "barriers", "f64 ops")
+           "smem static B", "smem dynamic B", "barriers", "bar.sync", "f64 ops")
 
 
 def format_table(rows: list[dict]) -> str:
@@ -59,7 +59,9 @@ def _write_results(table: str, toolchain: str) -> None:
             "assembled by the nvcc wheel's `ptxas -v`. *reg bound*: 65536 registers per SM over "
             "the threads the default launch puts on an SM for its intended occupancy (see "
             "tests/cudacheck/test_compile.py); *smem dynamic*: the head's logit buffer at the "
-            "default launch for K = 10; *f64 ops*: float64 arithmetic instructions in the PTX "
+            "default launch for K = 10; *barriers*: barrier names ptxas reports; *bar.sync*: "
+            "barrier instructions in the PTX (the `cuda.syncthreads()` sites left, not how often "
+            "they run); *f64 ops*: float64 arithmetic instructions in the PTX "
             "(float32 kernels: only the float64 loss/count accumulators).\n\n"
             f"{table}\n")
     start = text.find(SECTION)

@@ -14,6 +14,8 @@ GPU run passes, and a change in the backend shows up here.
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import importlib.util
 import re
 import subprocess
@@ -251,6 +253,18 @@ def _f64_arithmetic(ptx: str) -> int:
     return count
 
 
+@functools.cache
+def _ptxas_release(ptxas: Path) -> tuple[int, int]:
+    out = subprocess.run([str(ptxas), "--version"], capture_output=True, text=True).stdout
+    return _release(out)
+
+
+def _barrier_instructions(ptx: str) -> int:
+    """``bar.sync``/``barrier.sync`` instructions in ``ptx`` (each ``cuda.syncthreads()`` left
+    after optimisation; ptxas's "barriers" counts barrier names, not these)."""
+    return len(re.findall(r"^\s*(?:@!?%p\d+\s+)?bar(?:rier)?\.sync", ptx, re.MULTILINE))
+
+
 def test_ptxas_is_as_new_as_nvvm(ptxas: Path) -> None:
     """The wheel's ptxas is of the CUDA release of numba-cuda's NVVM or newer (else it refuses
     the PTX version); the cudacheck extra pins them to one release."""
@@ -258,8 +272,7 @@ def test_ptxas_is_as_new_as_nvvm(ptxas: Path) -> None:
 
     ptx, _ = cuda.compile_ptx(_py_func("momentum", "float32"), "void(float32[::1], "
                               "float32[::1], float32[::1], float32, float32)", cc=(9, 0))
-    version = subprocess.run([str(ptxas), "--version"], capture_output=True, text=True).stdout
-    assert _release(version) >= _release(ptx), (version, ptx[:300])
+    assert _ptxas_release(ptxas) >= _release(ptx), (_ptxas_release(ptxas), ptx[:300])
 
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"sm_{a[0]}{a[1]}")
@@ -284,8 +297,10 @@ def test_kernel_compiles_clean(kernel: str, dtype: str, arch: tuple[int, int], p
             "spill st/ld B": f"{info['spill_stores']}/{info['spill_loads']}",
             "stack B": info["stack"], "smem static B": info["smem"],
             "smem dynamic B": launch.dynamic_shared, "barriers": info["barriers"],
-            "f64 ops": f64,
-            "toolchain": f"NVVM of CUDA {'.'.join(map(str, _release(ptx)))}, ptxas {ptxas}"})
+            "bar.sync": _barrier_instructions(ptx), "f64 ops": f64,
+            "toolchain": (f"numba-cuda {importlib.metadata.version('numba-cuda')} with NVVM of "
+                          f"CUDA {'.'.join(map(str, _release(ptx)))}, ptxas of nvidia-cuda-nvcc "
+                          f"{importlib.metadata.version('nvidia-cuda-nvcc')}")})
         where = f"{kernel} {dtype} sm_{arch[0]}{arch[1]} {launch.argtypes}"
         assert info["spill_stores"] == 0 and info["spill_loads"] == 0, f"{where} spills: {info}"
         assert info["registers"] <= bound, (
