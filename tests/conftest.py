@@ -21,6 +21,26 @@ import fastmlp  # noqa: F401  (first, before NumPy: it sets the thread-pool vari
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
     collect_ignore = ["cudasim"]
 
+# tests/cudacheck needs the simulator off and its own extra (numba-cuda, the nvcc wheel), and
+# takes a while to compile: it too runs in its own process, only when its path is given.
+_CUDACHECK = Path(__file__).resolve().parent / "cudacheck"
+
+
+def _asks_for_cudacheck(config: pytest.Config) -> bool:
+    """Whether a command-line path lies in tests/cudacheck (``pytest tests/cudacheck[/...]``)."""
+    base = config.invocation_params.dir
+    for arg in config.args:
+        path = (base / arg.split("::")[0]).resolve()
+        if path == _CUDACHECK or _CUDACHECK in path.parents:
+            return True
+    return False
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path == _CUDACHECK and not _asks_for_cudacheck(config):
+        return True
+    return None  # no opinion: the other rules decide
+
 
 def _gpu_unavailable_reason() -> str | None:
     try:
