@@ -264,10 +264,10 @@ def test_run_that_fails_midway_keeps_its_epochs(monkeypatch) -> None:
     trainer_cls = sys.modules["fastmlp.train"].Trainer
     original = trainer_cls.run_epoch
 
-    def flaky(self):
+    def flaky(self, progress=None):
         if self.epoch == 2:
             raise ZeroDivisionError("a bug in epoch 3")
-        return original(self)
+        return original(self, progress)
 
     monkeypatch.setattr(trainer_cls, "run_epoch", flaky)
     spec = dict(dataset="synthetic", data_path=None, train_size=None, scale="unit", epochs=4,
