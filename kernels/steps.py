@@ -18,16 +18,15 @@ Doing less work, exactly:
 - each Wh row's gradient is summed in a cache-resident row and applied at once, so no F×H
   gradient buffer is written and read back.
 
-Threads split the hidden units: each owns blocks of ``HB`` columns of Wh (rows of Wo, entries of
-bh) and does the backward pass and update of the previous step and then the forward pass of the
-current one for its blocks, in one parallel region per step; the 10 logits are reduced and the
+Threads split the hidden units: each owns one block of ``HB`` columns of Wh (rows of Wo, entries
+of bh) and does the backward pass and update of the previous step and then the forward pass of the
+current one for its block, in one parallel region per step (only for big steps: see
+:func:`threads_for`); the 10 logits are reduced and the
 softmax taken between regions, serially, in a fixed order (results do not depend on the thread
 count). No allocation per step: the caller's :func:`workspace` holds every buffer.
 """
 
 from __future__ import annotations
-
-import math
 
 import numba
 import numpy as np
@@ -36,7 +35,7 @@ from numba import prange, uintp
 from . import activation_id
 from .cpu import _JIT, _flush, _serial
 
-BLOCK_TARGET = 64  # hidden units per block (a block of Wh columns: F×64 floats, 200 KB in f32)
+THREADED_STEP_WORK = 16_000  # B·H from which a step is split between threads (threads_for)
 
 # The block functions index whole arrays with unsigned column indices (``uintp``): no slices
 # (each would be a reference-counted array in the loop) and no negative-index wraparound test
@@ -232,18 +231,27 @@ def _block_backward(X, order, a, nb, j0, j1, full, act, lr, mu, zero, one, tiny,
                     vWh[k, j] = v
                     Wh[k, j] -= v
     else:  # mu == 0 between the call's first and last steps: see the module docstring
-        for u in range(n_touched[q]):
-            k = touched[q, u]
-            for jj in range(j0, j1):
-                acc[blk, uintp(jj - j0)] = zero
-            for r in range(nb):
-                x = X[order[a + r], k]
-                if x != zero:
-                    for jj in range(j0, j1):
-                        acc[blk, uintp(jj - j0)] += x * D[r, uintp(jj)]
-            for jj in range(j0, j1):
-                j = uintp(jj)
-                Wh[k, j] -= _flush(lr * acc[blk, uintp(jj - j0)], tiny, zero)
+        if nb == 1:  # one row: its gradient x·dz is applied as it is formed
+            i = order[a]
+            for u in range(n_touched[q]):
+                k = touched[q, u]
+                x = X[i, k]
+                for jj in range(j0, j1):
+                    j = uintp(jj)
+                    Wh[k, j] -= _flush(lr * (x * D[0, j]), tiny, zero)
+        else:
+            for u in range(n_touched[q]):
+                k = touched[q, u]
+                for jj in range(j0, j1):
+                    acc[blk, uintp(jj - j0)] = zero
+                for r in range(nb):
+                    x = X[order[a + r], k]
+                    if x != zero:
+                        for jj in range(j0, j1):
+                            acc[blk, uintp(jj - j0)] += x * D[r, uintp(jj)]
+                for jj in range(j0, j1):
+                    j = uintp(jj)
+                    Wh[k, j] -= _flush(lr * acc[blk, uintp(jj - j0)], tiny, zero)
 
 
 @numba.njit(**_JIT)
@@ -305,10 +313,9 @@ def workspace(B: int, F: int, H: int, K: int, dtype, threads: int) -> dict[str, 
 
 
 def n_blocks(H: int, threads: int) -> int:
-    """Blocks of about :data:`BLOCK_TARGET` hidden units, a multiple of ``threads`` in number
-    (so the threads get equal shares), never more than H."""
-    per_thread = max(1, math.ceil(H / (threads * BLOCK_TARGET)))
-    return min(H, threads * per_thread)
+    """One block of hidden units per thread (never more than H): wide blocks keep the inner
+    loops long, and one thread's block of Wh columns is read once per row (bench/RESULTS.md)."""
+    return min(H, threads)
 
 
 def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: dict,
@@ -339,7 +346,9 @@ def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: d
 
 
 def threads_for(H: int, B: int) -> int:
-    """Threads for :func:`train_steps`: all of Numba's when each gets at least a block of
-    hidden units, else one (a parallel region per step costs ~2 µs)."""
+    """Threads for :func:`train_steps`: Numba's all when a step has at least
+    :data:`THREADED_STEP_WORK` rows × hidden units, else one. Each step is a parallel region, and
+    waking the idle thread for it costs ~60 µs on a 2-core VM, more than a step of B ≤ 32 at
+    H = 300 takes (bench/RESULTS.md has the A/B)."""
     T = numba.get_num_threads()
-    return T if H >= T * BLOCK_TARGET // 2 else 1
+    return T if B * H >= THREADED_STEP_WORK else 1
