@@ -40,7 +40,7 @@ from .model import DTYPES, INITS, MLP
 from .report import absolute_path, check_writable
 from .texttable import text_table
 from .train import (
-    COMPILED_MAX_BATCH,
+    COMPILED_MAX_WORK,
     SPLITS,
     DivergenceError,
     History,
@@ -227,7 +227,8 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
                      help="minibatch size (default: full batch, as the course)")
     opt.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=None,
                      help="minibatch epochs as compiled calls of many whole steps (CPU; "
-                          f"default: for batch sizes up to {COMPILED_MAX_BATCH}); "
+                          "default: B = 1, or B x hidden units up to "
+                          f"{COMPILED_MAX_WORK}); "
                           "--no-compiled keeps the per-step path")
     opt.add_argument("--seed", type=non_negative_int, default=0,
                      help="seed for the initial weights, minibatch order and synthetic data "

@@ -180,24 +180,31 @@ def evaluate(model: MLP, dataset: Dataset) -> dict[str, float]:
     return _metrics(model.backend.to_host(split_stats(model, X, y, ends, Z)), counts)
 
 
-COMPILED_MAX_BATCH = 32  # B up to which the compiled small-batch loop runs (bench/RESULTS.md)
+# Rows × hidden units per step up to which the compiled small-batch loop beats the per-step
+# path's products (measured crossovers: H = 1000 dense between B = 4 and 10, H = 300 MNIST
+# between B = 16 and 32; bench/RESULTS.md). Per-sample steps (B = 1) always run compiled.
+COMPILED_MAX_WORK = 6000
 
 
 def resolve_compiled(compiled: bool | None, model: MLP,
                       batch_size: int | None) -> tuple[bool, str]:
     """Whether minibatch epochs run as compiled calls of many steps, and why (for logs).
 
-    ``compiled`` None chooses: on the CPU with the fused kernels, batch sizes up to
-    :data:`COMPILED_MAX_BATCH`; True asks for it (an error where it cannot run)."""
+    ``compiled`` None chooses: on the CPU with the fused kernels, B = 1 or B·H up to
+    :data:`COMPILED_MAX_WORK`; True asks for it (an error where it cannot run)."""
     if batch_size is None:
         return False, "full batch"
     usable = model.backend.name == "cpu" and model.backend.fused
     if compiled is None:
         if not usable:
             return False, "per-step path: the compiled loop is for the CPU's fused kernels"
-        if batch_size > COMPILED_MAX_BATCH:
-            return False, f"per-step path: batch size {batch_size} > {COMPILED_MAX_BATCH}"
-        return True, f"compiled small-batch loop: batch size {batch_size} <= {COMPILED_MAX_BATCH}"
+        work = batch_size * model.n_hidden
+        if batch_size > 1 and work > COMPILED_MAX_WORK:
+            return False, (f"per-step path: batch size x hidden units {work} > "
+                           f"{COMPILED_MAX_WORK}")
+        return True, (f"compiled small-batch loop: batch size x hidden units {work} <= "
+                      f"{COMPILED_MAX_WORK}" if batch_size > 1 else
+                      "compiled small-batch loop: per-sample steps")
     if compiled and not usable:
         raise FastMLPError("the compiled small-batch loop runs on the CPU with fused kernels "
                            f"only, not on {model.backend.describe()}")

@@ -136,21 +136,33 @@ def _softmax_step(y, order, a, nb, nblk, plog, bo, vbo, do, lr, mu, zero, one, t
 
 
 @numba.njit(fastmath=_JIT["fastmath"], error_model="numpy", cache=True)
-def _block_forward(order, a, nb, j0, j1, act, zero, one, indptr, indices, values,
+def _block_forward(X, order, a, nb, j0, j1, act, zero, one, indptr, indices, values,
                    Wh, bh, Wo, Hb, plog, blk):
     # h = act(x·Wh + bh) for the hidden units [j0, j1) of step rows order[a : a + nb], and the
     # block's share of their logits
     K = Wo.shape[1]
-    for r in range(nb):
-        i = order[a + r]
+    if nb == 1:  # one row: its nonzeros, each a row of Wh
+        i = order[a]
         for jj in range(j0, j1):
-            Hb[r, uintp(jj)] = zero
+            Hb[0, uintp(jj)] = zero
         for p in range(indptr[i], indptr[i + 1]):
             k = indices[p]
             x = values[p]
             for jj in range(j0, j1):
                 j = uintp(jj)
-                Hb[r, j] += x * Wh[k, j]
+                Hb[0, j] += x * Wh[k, j]
+    else:  # many rows: each row of Wh read once for all of them
+        for r in range(nb):
+            for jj in range(j0, j1):
+                Hb[r, uintp(jj)] = zero
+        for k in range(X.shape[1]):
+            for r in range(nb):
+                x = X[order[a + r], k]
+                if x != zero:
+                    for jj in range(j0, j1):
+                        j = uintp(jj)
+                        Hb[r, j] += x * Wh[k, j]
+    for r in range(nb):
         for jj in range(j0, j1):
             j = uintp(jj)
             z = Hb[r, j] + bh[j]
@@ -285,7 +297,7 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
                                 tiny, qp, touched, n_touched, Wh, vWh, bh, vbh, Wo, vWo, Hb, D,
                                 do, acc, blk)
             if have_cur:
-                _block_forward(order, a, nb, j0, j1, act, zero, one, indptr, indices, values,
+                _block_forward(X, order, a, nb, j0, j1, act, zero, one, indptr, indices, values,
                                Wh, bh, Wo, Hb, plog, blk)
         if not have_cur:
             break

@@ -27,7 +27,7 @@ import fastmlp.model
 from fastmlp.checkpoint import load_checkpoint
 from fastmlp.cli import main
 from fastmlp.datasets import Dataset, Split
-from fastmlp.train import DivergenceError, Trainer
+from fastmlp.train import COMPILED_MAX_WORK, DivergenceError, Trainer, resolve_compiled
 
 PARAMS = ("Wh", "bh", "Wo", "bo")
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
@@ -206,9 +206,20 @@ def test_cli_reports_the_compiled_loop(capsys: pytest.CaptureFixture, tmp_path: 
     base = ["train", "--dataset", "synthetic", "--hidden", "16", "--batch-size", "1", "--lr",
             "0.001", "--epochs", "1", "--no-progress", "--out", str(tmp_path)]
     assert main(base) == 0
-    assert "loop:     compiled small-batch loop: batch size 1 <= 32" in capsys.readouterr().out
+    assert "loop:     compiled small-batch loop: per-sample steps" in capsys.readouterr().out
     assert main([*base, "--no-compiled"]) == 0
     assert "loop:     per-step path (asked for)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("hidden", "batch_size", "compiled"), [
+    (300, 1, True), (300, COMPILED_MAX_WORK // 300, True),
+    (300, COMPILED_MAX_WORK // 300 + 1, False), (1000, 10, False),
+    (4 * COMPILED_MAX_WORK, 1, True), (300, None, False)])
+def test_the_compiled_loop_runs_where_it_wins(hidden: int, batch_size: int | None,
+                                              compiled: bool) -> None:
+    # the measured crossover (bench/RESULTS.md): B·H up to COMPILED_MAX_WORK, and B = 1 always
+    model = fastmlp.MLP(784, hidden, 10)
+    assert resolve_compiled(None, model, batch_size)[0] is compiled
 
 
 # -- checkpoints, SIGKILL and Ctrl-C on the compiled path ----------------------------------------
