@@ -28,17 +28,17 @@ from fastmlp.datasets import MNIST_VALID_ROWS
 from fastmlp.model import CHUNK_ROWS, param_shapes
 
 MNIST_TEST_ROWS = 10_000  # the official t10k set, fastmlp's mnist test split
-SMS = 132  # H100 SXM and H200: 132 multiprocessors (device docs: KINDS.md, read by PyTorch)
+SMS = 132  # H100 SXM and H200: 132 multiprocessors (read by PyTorch on an H200 here)
 STEP_BATCH = 100  # the minibatch size the issue asks about
 
 # -- rates --------------------------------------------------------------------------------------
 # Datasheet peaks (H100 SXM; the H200 has the same arithmetic, H200.md): FP32 66.9 TFLOP/s (FFMA,
 # what cuBLAS SGEMM runs on), TF32 tensor cores 494.7 dense, FP64 tensor cores 66.9 (DGEMM),
-# BF16 989.4. The one matrix rate measured here is bf16 at 769-798 TFLOP/s (KINDS.md), i.e.
+# BF16 989.4. The one matrix rate measured here is bf16 at 769-798 TFLOP/s (on an H200 here), i.e.
 # ~0.80 of its datasheet peak: the same fraction is applied to every matrix rate.
 MATRIX_FRACTION = 788 / 989.4
 # HBM: 4.8 TB/s datasheet (H200), ~4.3 TB/s measured here by a device-to-device copy counting
-# read + written bytes (KINDS.md); the H100's 3.35 TB/s gets the same 0.9 derating.
+# read + written bytes; the H100's 3.35 TB/s gets the same 0.9 derating.
 HBM_FRACTION = 4.3 / 4.8
 
 # -- assumptions (not in the device docs) ---------------------------------------------------------
@@ -314,7 +314,7 @@ def summary_table(dev: Device = H200) -> str:
 def rates_table() -> str:
     lines = ["| rate used | H200 | H100 SXM | from |", "|---|---|---|---|"]
     rows = [("HBM, achievable", "hbm", 1e12, "TB/s",
-             "4.8 / 3.35 TB/s datasheet × 0.9 (4.3 TB/s copy measured on an H200, KINDS.md)"),
+             "4.8 / 3.35 TB/s datasheet × 0.9 (a 4.3 TB/s copy measured on an H200 here)"),
             ("SGEMM (FP32 FFMA)", "sgemm", 1e12, "TFLOP/s", "66.9 datasheet × 0.80"),
             ("TF32 tensor cores", "tf32", 1e12, "TFLOP/s", "494.7 dense datasheet × 0.80"),
             ("DGEMM (FP64 tensor cores)", "dgemm", 1e12, "TFLOP/s", "66.9 datasheet × 0.80"),
