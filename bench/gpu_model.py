@@ -168,9 +168,9 @@ def momentum(s: Shapes, b: int, count: int = 1) -> Launch:
                   arrays=3)
 
 
-def evaluation(s: Shapes, b: int) -> list[Launch]:
+def evaluation(s: Shapes, b: int, batch: int) -> list[Launch]:
     """split_stats over the valid and test rows in chunks of the trainer's Z (minibatch)."""
-    chunk = min(s.n_all, max(STEP_BATCH, CHUNK_ROWS))
+    chunk = min(s.n_all, max(batch, CHUNK_ROWS))  # Trainer's Z rows
     sizes = [min(chunk, s.n_eval - a) for a in range(0, s.n_eval, chunk)]
     out = [] if len(sizes) == 1 else [Launch("total[...] = 0", "cupy", 1, 0, 48)]
     for n in sizes:
@@ -190,7 +190,7 @@ def epoch_launches(s: Shapes, b: int, batch: int | None) -> list[Launch]:
     steps = -(-s.n_train // batch)
     assert s.n_train % batch == 0, "the model assumes equal steps"
     B = batch
-    return [*evaluation(s, b),
+    return [*evaluation(s, b, batch),
             Launch("train_stats[...] = 0", "cupy", 1, 0, 16),
             Launch("order → device", "h2d", 1, 0, 8 * s.n_train),
             Launch("take X rows", "cupy", steps, 0, 2 * b * B * s.F + 8 * B),
@@ -231,7 +231,7 @@ def _head_calls(s: Shapes, batch: int | None) -> list[tuple[int, int, int]]:
     """(rows, n_grad, calls) of each head launch shape in an epoch."""
     if batch is None:
         return [(s.n_all, s.n_train, 1)]
-    chunk = min(s.n_all, max(STEP_BATCH, CHUNK_ROWS))
+    chunk = min(s.n_all, max(batch, CHUNK_ROWS))
     calls = [(min(chunk, s.n_eval - a), 0, 1) for a in range(0, s.n_eval, chunk)]
     return calls + [(batch, batch, s.n_train // batch)]
 
