@@ -1,0 +1,162 @@
+"""bench/gpu_model.py, the analytic GPU epoch model: its counts match the code's shapes, its
+printed totals are the sums of its rows, and bench/RESULTS.md carries its current output."""
+
+import importlib.util
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastmlp.kernels import cuda as kcuda
+
+from fastmlp import bench
+from fastmlp.model import CHUNK_ROWS
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "gpu_model.py"
+
+
+@pytest.fixture(scope="module")
+def gm():
+    spec = importlib.util.spec_from_file_location("gpu_model", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_model"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["gpu_model"]
+
+
+def by_name(launches, name):
+    (hit,) = [x for x in launches if x.name == name]
+    return hit
+
+
+def test_shapes_come_from_fastmlp(gm):
+    s = gm.CANONICAL
+    assert (s.n_train, s.n_valid, s.n_test, s.F, s.H, s.K) == (10000, 6000, 2724, 784, 1000, 10)
+    assert (gm.MNIST.n_train, gm.MNIST.n_valid, gm.MNIST.n_test) == (10000, 10000, 10000)
+    assert s.n_params == 784 * 1000 + 1000 + 1000 * 10 + 10
+
+
+@pytest.mark.parametrize("b", [4, 8])
+def test_full_batch_products(gm, b):
+    s = gm.CANONICAL
+    launches = gm.epoch_launches(s, b, None)
+    fwd, bwd = by_name(launches, "X·Wh, all rows"), by_name(launches, "Xᵀ·dZ → dWh")
+    assert fwd.flops == 2 * s.n_all * s.F * s.H
+    assert fwd.bytes == b * (s.n_all * s.F + s.F * s.H + s.n_all * s.H)
+    assert bwd.flops == 2 * s.n_train * s.F * s.H
+    assert bwd.bytes == b * (s.n_train * s.F + s.n_train * s.H + s.F * s.H)
+    # the epoch's products do the floor's FLOPs, which are fastmlp bench's own count
+    spec = {"workload": bench.WORKLOAD}
+    assert sum(x.flops for x in gm.floor_launches(s, b)) == bench.gemm_flops(spec)
+    assert fwd.flops + bwd.flops == bench.gemm_flops(spec)
+    head = by_name(launches, "head (Numba)")
+    assert head.bytes >= b * (s.n_all * s.H + s.n_train * s.H)  # Z read once, dz written once
+    assert by_name(launches, "momentum (Numba)").bytes == 5 * b * s.n_params
+    assert [x.kind for x in launches].count("numba") == 2
+
+
+def test_minibatch_launches_per_step(gm):
+    s, B = gm.CANONICAL, gm.STEP_BATCH
+    launches = gm.epoch_launches(s, 4, B)
+    steps = s.n_train // B
+    per_step = [x for x in launches if x.count == steps and x.kind != "glue"]
+    # 2 gathers, 2 products, head + 4 partial sums, momentum, the running train stats
+    assert len(per_step) == 11
+    assert sum(x.kind == "numba" for x in per_step) == 2
+    assert sum(x.kind == "gemm" for x in per_step) == 2
+    assert by_name(launches, "Xb·Wh").flops == 2 * B * s.F * s.H
+    # evaluation: valid + test rows in chunks of at most CHUNK_ROWS, each a product and a head
+    evals = [x for x in launches if x.name.endswith("eval rows")]
+    rows = [int(re.search(r"(\d+) eval rows", x.name).group(1)) for x in evals]
+    assert sum(rows) == s.n_eval and max(rows) <= CHUNK_ROWS
+    assert len(evals) == math.ceil(s.n_eval / CHUNK_ROWS)
+    heads = [x for x in launches if x.name == "head (Numba)"]
+    assert sum(x.count for x in heads) == steps + len(evals)
+
+
+def test_head_grid_and_latency_guess(gm):
+    s = gm.CANONICAL
+    blocks = kcuda.BLOCKS_PER_SM * gm.SMS
+    one_row = gm.head_latency_s(s, blocks, blocks)  # every block one training row
+    assert gm.head_latency_s(s, 2 * blocks, blocks) > one_row  # plus one evaluation row each
+    assert gm.head_latency_s(s, 10 * blocks, 10 * blocks) == pytest.approx(
+        10 * (one_row - gm.LAUNCH_S) + gm.LAUNCH_S)
+
+
+@pytest.mark.parametrize("batch", [None, 100])
+@pytest.mark.parametrize("mode", ["float32", "tf32", "float64"])
+def test_prediction_is_made_of_its_rows(gm, batch, mode):
+    s = gm.MNIST
+    b = 8 if mode == "float64" else 4
+    launches = gm.epoch_launches(s, b, batch)
+    p = gm.predict(s, mode, batch)
+    assert p.device_s == pytest.approx(sum(x.device_s(gm.H200, mode) for x in launches))
+    assert p.host_s == pytest.approx(sum(x.host_s() for x in launches))
+    rb = gm.READBACK_S
+    assert p.epoch_s == pytest.approx(max(p.device_s - rb, p.host_s) + rb)
+    assert p.floor_s <= p.gemm_s + 1e-12 or batch is None
+    assert p.epoch_latency_s >= p.epoch_s
+    # every kernel costs at least its launch; the roofline part is the larger of the two times
+    for x in launches:
+        if x.kind in ("gemm", "numba", "cupy"):
+            assert x.device_s(gm.H200, mode) >= x.count * gm.LAUNCH_S
+
+
+def test_modes_and_devices_order_as_their_rates(gm):
+    s = gm.CANONICAL
+    full = {m: gm.predict(s, m, None) for m in gm.MODES}
+    assert full["tf32"].floor_s < full["float32"].floor_s <= full["float64"].floor_s
+    assert full["float32"].epoch_s < full["float64"].epoch_s  # the memory-bound parts double
+    h100 = gm.predict(s, "float32", None, gm.H100)
+    assert h100.epoch_s > full["float32"].epoch_s  # less bandwidth, same arithmetic
+
+
+def _tables(text):
+    """Markdown tables of ``text`` as lists of rows (cells stripped), header rule dropped."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            if not set(line) <= set("|-"):
+                current.append([c.strip() for c in line.strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def _num(cell):
+    return float(cell.replace(",", "").replace("*", ""))
+
+
+def test_printed_totals_are_sums_of_the_rows(gm):
+    launch_tables = [t for t in _tables(gm.report()) if t[0][0] == "launch"]
+    assert len(launch_tables) == 4  # two workloads, full batch and B = 100
+    for table in launch_tables:
+        header, rows, total = table[0], table[1:-1], table[-1]
+        assert total[0] == "**sum**"
+        for col in ("launches", "GFLOP", "µs float32", "µs TF32", "µs float64", "host µs"):
+            i = header.index(col)
+            assert _num(total[i]) == pytest.approx(sum(_num(r[i]) for r in rows),
+                                                   abs=0.1 * len(rows) + 1e-4)
+    # the summary's device and host columns are those sums (ms against µs)
+    summary = next(t for t in _tables(gm.report()) if t[0][0] == "workload")
+    canonical_full = next(r for r in summary if r[:3] == ["canonical", "full", "float32"])
+    sums = launch_tables[0][-1]
+    assert _num(canonical_full[5]) == pytest.approx(_num(sums[5]) / 1e3, abs=1e-3)
+    assert _num(canonical_full[6]) == pytest.approx(_num(sums[8]) / 1e3, abs=1e-3)
+
+
+def test_script_runs_and_results_md_has_its_current_output(gm):
+    out = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.strip() == gm.report().strip()
+    results = (ROOT / "bench" / "RESULTS.md").read_text()
+    rates, summary = _tables(out)[:2]
+    # the section quotes the rates and the summary as the script prints them today
+    for line in out.splitlines():
+        if line.startswith("|") and any(line.startswith(f"| {r[0]} |") for r in rates + summary):
+            assert line in results, f"bench/RESULTS.md is stale: rerun bench/gpu_model.py ({line})"
