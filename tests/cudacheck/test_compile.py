@@ -111,14 +111,16 @@ class Launch:
     argtypes: tuple
     threads: int
     dynamic_shared: int
+    classes: int  # K, which the head compiles in (0 for momentum)
 
 
 class _Recorder:
     """Stands in for a CUDA kernel: ``rec[config](*args)`` records the launch and zeroes the float
     arrays it was given (finite numbers keep the training loop going; their values don't matter)."""
 
-    def __init__(self, kernel: str, dtype: str, launches: set[Launch]):
+    def __init__(self, kernel: str, dtype: str, launches: set[Launch], classes: int = 0):
         self.kernel, self.dtype, self.launches = kernel, dtype, launches
+        self.classes = classes
 
     def __getitem__(self, config: tuple):
         import numba
@@ -127,7 +129,8 @@ class _Recorder:
             argtypes = tuple(numba.typeof(a) for a in args)
             shared = config[3] if len(config) > 3 else 0
             dtype = self.dtype or str(args[0].dtype)
-            self.launches.add(Launch(self.kernel, dtype, argtypes, int(config[1]), int(shared)))
+            self.launches.add(Launch(self.kernel, dtype, argtypes, int(config[1]), int(shared),
+                                     self.classes))
             for a in args:
                 if isinstance(a, np.ndarray) and a.dtype.kind == "f":
                     a[...] = 0
@@ -152,7 +155,8 @@ def launches(ptxas) -> set[Launch]:
     found: set[Launch] = set()
     fake_gpu = SimpleNamespace(id=0, MULTIPROCESSOR_COUNT=4)  # no GPU here: say there is one
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(kc, "_head_kernel", lambda dtype: _Recorder("head", str(dtype), found))
+        mp.setattr(kc, "_head_kernel",
+                   lambda dtype, K: _Recorder("head", str(dtype), found, K))
         mp.setattr(kc, "_momentum_kernel", _Recorder("momentum", "", found))
         mp.setattr(kc, "_sm_count", lambda device_id: fake_gpu.MULTIPROCESSOR_COUNT)
         mp.setattr(kc.cuda, "get_current_device", lambda: fake_gpu)
@@ -196,11 +200,13 @@ def test_label_and_index_dtypes(launches: set[Launch]) -> None:
 # -- compiling and assembling ---------------------------------------------------------------------
 
 
-def _py_func(kernel: str, dtype: str):
-    """The Python function behind the kernel the backend launches (the very dispatcher's)."""
+def _py_func(kernel: str, dtype: str, classes: int = 0):
+    """The Python function behind the kernel the backend launches (the very dispatcher's);
+    ``classes``: the K the head was compiled for."""
     from fastmlp.kernels import cuda as kc
 
-    dispatcher = kc._head_kernel(np.dtype(dtype)) if kernel == "head" else kc._momentum_kernel
+    dispatcher = (kc._head_kernel(np.dtype(dtype), classes) if kernel == "head"
+                  else kc._momentum_kernel)
     return dispatcher.py_func
 
 
@@ -286,7 +292,8 @@ def test_kernel_compiles_clean(kernel: str, dtype: str, arch: tuple[int, int], p
     from numba import cuda
 
     for launch in _launches_of(launches, kernel, dtype):
-        ptx, _ = cuda.compile_ptx(_py_func(kernel, dtype), launch.argtypes, cc=arch)
+        ptx, _ = cuda.compile_ptx(_py_func(kernel, dtype, launch.classes), launch.argtypes,
+                                  cc=arch)
         info = _ptxas_info(ptxas, ptx, arch, tmp_path)
         f64 = _f64_arithmetic(ptx)
         bound = _register_bound(kernel, launch.threads)
