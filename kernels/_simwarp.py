@@ -21,10 +21,11 @@ _LOCK = threading.Lock()
 
 
 class _Exchange:
-    """One warp's slots for one mask, and the barrier of the lanes the mask names."""
+    """One warp's slots for one mask, two sets used in turn, and the barrier of the lanes the
+    mask names."""
 
     def __init__(self, parties: int):
-        self.values: list = [None] * WARP
+        self.values: list = [[None] * WARP, [None] * WARP]
         self.barrier = threading.Barrier(parties, timeout=TIMEOUT_S)
 
 
@@ -55,17 +56,21 @@ def shfl_down_sync(self, mask, value, delta):
     if not mask >> lane & 1:
         raise RuntimeError(f"shfl_down_sync: lane {lane} is not in its mask {mask:#010x}")
     ex = _exchange(thread, mask)
-    ex.values[lane] = value
+    # one barrier per call: call c uses slot set c % 2, and a lane writes set c % 2 again (call
+    # c + 2) only past call c + 1's barrier, so after every lane has read it (call c's reads
+    # come before its call c + 1)
+    calls = thread.__dict__.setdefault("_fastmlp_shuffles", {})
+    c = calls.get(mask, 0)
+    calls[mask] = c + 1
+    values = ex.values[c % 2]
+    values[lane] = value
     ex.barrier.wait()  # every named lane has put its value
     src = lane + int(delta)
     if src >= WARP:
-        got = value
-    elif mask >> src & 1:
-        got = ex.values[src]
-    else:
-        got = _undefined(value)
-    ex.barrier.wait()  # every named lane has read before any slot is written again
-    return got
+        return value
+    if mask >> src & 1:
+        return values[src]
+    return _undefined(value)
 
 
 def install() -> None:

@@ -173,8 +173,11 @@ def _head_kernel(dtype: np.dtype, K: int):
                         Z[i, j] = h
                     for k in range(K):
                         o[k] += h * Wo[j, k]
-                # tree over the lanes into lane 0; the guard drops lanes past a partial warp
+                # tree over the lanes into lane 0; the guard drops lanes past a partial warp,
+                # whose rounds start at its own width (a full warp runs all five)
                 off = WARP // 2
+                while off >= lanes:
+                    off //= 2
                 while off > 0:
                     for k in range(K):
                         v = cuda.shfl_down_sync(mask, o[k], off)
