@@ -5,11 +5,18 @@ the surrounding CuPy work without a host synchronisation. Under Numba's CUDA sim
 (``NUMBA_ENABLE_CUDASIM=1``, set before numba is imported) they take NumPy arrays, which is how
 the kernels are tested without a GPU. Shapes: N rows, H hidden units, K classes, S splits.
 
-``head`` gives each block one row at a time (grid-stride over rows) and spreads the row's H hidden
-units over the block's threads. Gradients go, without atomics, into per-block partial rows in
-global memory (each hidden unit of a block belongs to one thread), summed over blocks afterwards
-by the array's own module. The partial buffers are cached per shape, stream and host thread, so
-a steady training loop allocates nothing and host threads calling at once never share them.
+``head`` works in tiles of rows (grid-stride over tiles), with no block-wide barrier per row.
+Phase 1: one warp per row, its lanes strided over H (coalesced loads of Z), h = act(z + bh) and
+the lane's share of the K logits in registers (K is compiled in), summed across the warp with
+``shfl_down_sync``; lane 0 takes the softmax, loss and accuracy, and puts the row's do in shared
+memory. One ``syncthreads`` per tile (do is double-buffered, so the next tile needs none
+before it writes). Phase 2: the block's threads strided over H walk down the tile's training
+rows: dz = (do Woᵀ) ∘ act′(h) into Z, and the tile's dWo = hᵀ do and dbh = Σ dz summed in
+registers, added once per tile to per-block partials laid out [block, k, j] (coalesced over j).
+No atomics: a second pass of the array's own module sums the partials over blocks in a fixed
+order, so results are reproducible. The partial buffers are cached per shape, stream and host
+thread, so a steady training loop allocates nothing and host threads calling at once never
+share them. Under the simulator, :mod:`._simwarp` supplies the shuffle it lacks.
 """
 
 from __future__ import annotations

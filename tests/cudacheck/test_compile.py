@@ -53,6 +53,10 @@ EXPECTED_F64_IN_FLOAT32 = {
     "head": 2,
     "momentum": 0,  # v and p are updated in the data dtype only
 }
+# bar.sync sites in each kernel's PTX. The head's one is its once-per-tile barrier between the
+# warps' rows and the block's gradients; it had three (the per-row shared-memory tree reduction,
+# about ten barriers per row) before the tiled design, whose logits are reduced by warp shuffles.
+EXPECTED_BARRIER_SITES = {"head": 1, "momentum": 0}
 F64_ARITHMETIC = re.compile(
     r"^(?:add|sub|mul|fma|mad|div|rcp|sqrt|rsqrt|neg|abs|min|max|setp|set|selp|slct|ex2|lg2|"
     r"sin|cos|tanh|testp|copysign)(?:\.[a-z0-9]+)*\.f64$")
@@ -287,8 +291,9 @@ def test_ptxas_is_as_new_as_nvvm(ptxas: Path) -> None:
 def test_kernel_compiles_clean(kernel: str, dtype: str, arch: tuple[int, int], ptxas: Path,
                                launches: set[Launch], table_rows: list[dict],
                                tmp_path: Path) -> None:
-    """It compiles; a float32 kernel has only its intended float64 arithmetic; nothing spills;
-    registers and shared memory fit the intended occupancy."""
+    """It compiles; a float32 kernel has only its intended float64 arithmetic; nothing spills or
+    uses local memory; barriers as designed; registers and shared memory fit the intended
+    occupancy."""
     from numba import cuda
 
     for launch in _launches_of(launches, kernel, dtype):
@@ -310,6 +315,12 @@ def test_kernel_compiles_clean(kernel: str, dtype: str, arch: tuple[int, int], p
                           f"{importlib.metadata.version('nvidia-cuda-nvcc')}")})
         where = f"{kernel} {dtype} sm_{arch[0]}{arch[1]} {launch.argtypes}"
         assert info["spill_stores"] == 0 and info["spill_loads"] == 0, f"{where} spills: {info}"
+        # no local memory at all: the head's per-lane K-arrays (logits, dWo sums) must stay in
+        # registers, which takes constant indices only (a run-time index would move them)
+        assert info["stack"] == 0, f"{where}: {info['stack']} B stack frame (local memory)"
+        assert _barrier_instructions(ptx) == EXPECTED_BARRIER_SITES[kernel], (
+            f"{where}: {_barrier_instructions(ptx)} bar.sync sites, expected "
+            f"{EXPECTED_BARRIER_SITES[kernel]}")
         assert info["registers"] <= bound, (
             f"{where}: {info['registers']} registers > {bound}, the most that keeps the default "
             f"launch ({launch.threads} threads per block) at its intended blocks per SM")
