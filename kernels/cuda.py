@@ -5,11 +5,18 @@ the surrounding CuPy work without a host synchronisation. Under Numba's CUDA sim
 (``NUMBA_ENABLE_CUDASIM=1``, set before numba is imported) they take NumPy arrays, which is how
 the kernels are tested without a GPU. Shapes: N rows, H hidden units, K classes, S splits.
 
-``head`` gives each block one row at a time (grid-stride over rows) and spreads the row's H hidden
-units over the block's threads. Gradients go, without atomics, into per-block partial rows in
-global memory (each hidden unit of a block belongs to one thread), summed over blocks afterwards
-by the array's own module. The partial buffers are cached per shape, stream and host thread, so
-a steady training loop allocates nothing and host threads calling at once never share them.
+``head`` works in tiles of rows (grid-stride over tiles), with no block-wide barrier per row.
+Phase 1: one warp per row, its lanes strided over H (coalesced loads of Z), h = act(z + bh) and
+the lane's share of the K logits in registers (K is compiled in), summed across the warp with
+``shfl_down_sync``; lane 0 takes the softmax, loss and accuracy, and puts the row's do in shared
+memory. One ``syncthreads`` per tile (do is double-buffered, so the next tile needs none
+before it writes). Phase 2: the block's threads strided over H walk down the tile's training
+rows: dz = (do Woᵀ) ∘ act′(h) into Z, and the tile's dWo = hᵀ do and dbh = Σ dz summed in
+registers, added once per tile to per-block partials laid out [block, k, j] (coalesced over j).
+No atomics: a second pass of the array's own module sums the partials over blocks in a fixed
+order, so results are reproducible. The partial buffers are cached per shape, stream and host
+thread, so a steady training loop allocates nothing and host threads calling at once never
+share them. Under the simulator, :mod:`._simwarp` supplies the shuffle it lacks.
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ from numba import cuda
 from . import activation_id, check_head_args, check_momentum_args
 from .reference import namespace
 
-MAX_CLASSES = 16  # compile-time bound of the shared logits buffer; the course has K = 10
+MAX_CLASSES = 16  # K is compiled in (per-lane register arrays); the course has K = 10
+WARP = 32
 DEFAULT_THREADS = 256
 BLOCKS_PER_SM = 2  # head: more blocks only buy more partial rows to zero and sum
+TILE_ROWS = 64  # head: partials are added once per tile, so larger tiles add them less often
 MOMENTUM_BLOCKS_PER_SM = 8  # momentum is bandwidth-bound and has no partials: keep SMs fuller
 SIM_THREADS = 4  # simulator: few threads and blocks so tests cross block edges yet stay fast
 SIM_BLOCKS = 3
@@ -37,6 +46,12 @@ MAX_STATIC_SHARED = 48 * 1024  # bytes a block may use without opting in to more
 
 def _simulated() -> bool:
     return bool(numba.config.ENABLE_CUDASIM)
+
+
+if _simulated():
+    from . import _simwarp
+
+    _simwarp.install()  # the simulator lacks the warp shuffle the head uses
 
 
 @functools.cache
@@ -50,17 +65,27 @@ def _default_threads() -> int:
     return SIM_THREADS if _simulated() else DEFAULT_THREADS
 
 
+def _max_blocks(per_sm: int) -> int:
+    """Blocks a default launch may use: ``per_sm`` per multiprocessor (simulator: SIM_BLOCKS)."""
+    if _simulated():
+        return SIM_BLOCKS
+    return per_sm * _sm_count(cuda.get_current_device().id)
+
+
 def _launch_config(n_work: int, per_sm: int, threads_per_block, blocks) -> tuple[int, int]:
     """(blocks, threads per block): explicit values win, else defaults for the platform."""
     tpb = threads_per_block or _default_threads()
-    if _simulated():
-        default_blocks = min(n_work, SIM_BLOCKS)
-    else:
-        default_blocks = min(n_work, per_sm * _sm_count(cuda.get_current_device().id))
-    n_blocks = blocks or default_blocks
+    n_blocks = blocks or min(n_work, _max_blocks(per_sm))
     if tpb < 1 or n_blocks < 0:
         raise ValueError(f"bad launch configuration: {n_blocks} blocks of {tpb} threads")
     return max(n_blocks, 1), tpb  # one idle block rather than an invalid empty launch
+
+
+def _tile_rows(N: int, n_warps: int, max_blocks: int) -> int:
+    """Rows per head tile: TILE_ROWS, fewer where that would leave blocks idle (minibatches),
+    rounded up to whole rows per warp."""
+    per_warp = -(-N // (max_blocks * n_warps))
+    return max(1, min(TILE_ROWS, per_warp * n_warps))
 
 
 # -- streams and device views (CuPy path only) --------------------------------------------------
@@ -95,118 +120,157 @@ def _device_view(a, on_gpu: bool):
 
 
 @functools.cache
-def _head_kernel(dtype: np.dtype):
-    """The head kernel for one float dtype (the shared buffers' dtype is fixed at compile time)."""
+def _head_kernel(dtype: np.dtype, K: int):
+    """The head kernel for one float dtype and class count K (both compile-time: K sizes the
+    per-lane logit and gradient arrays, which stay in registers only with constant indices)."""
     nbtype = numba.from_dtype(dtype)
     zero = dtype.type(0)  # typed constants keep float32 arithmetic in float32
     one = dtype.type(1)
 
     @cuda.jit
     def kernel(Z, bh, Wo, bo, y, ends, n_grad, act, inv_n, dWo_part, dbh_part, dbo_part,
-               stats_part):
+               stats_part, tile):
         N = Z.shape[0]
         H = Z.shape[1]
-        K = Wo.shape[1]
         tid = cuda.threadIdx.x
         nt = cuda.blockDim.x
         b = cuda.blockIdx.x
-        red = cuda.shared.array(0, nbtype)  # dynamic (K * nt): per-thread logit partials, k-major
-        dout = cuda.shared.array(MAX_CLASSES, nbtype)  # do of the current row, from thread 0
-        top = 1
-        while top < nt:
-            top *= 2
-        # this block's partial sums start at zero, set by the very threads that accumulate them
-        # below (so no synchronisation is needed): no separate fill launches per call
+        lane = tid % WARP
+        warp = tid // WARP
+        n_warps = (nt + WARP - 1) // WARP
+        lanes = min(WARP, nt - warp * WARP)  # the last warp of an odd-sized block is partial
+        mask = (1 << lanes) - 1  # the lanes that exist (all 32 in a default launch)
+        sw = b * n_warps + warp  # this warp's row of the stats partials
+        do_s = cuda.shared.array(0, nbtype)  # dynamic (2, tile, K): the tile's do, two buffers
+        o = cuda.local.array(K, nbtype)  # registers (constant indices only)
+        g = cuda.local.array(K, nbtype)
+        # each partial starts at zero, set by the very thread that accumulates it below (so no
+        # synchronisation is needed): no separate fill launches per call
         if n_grad > 0:
             for j in range(tid, H, nt):
                 dbh_part[b, j] = zero
                 for k in range(K):
-                    dWo_part[b, j, k] = zero
-        if tid == 0:
-            for k in range(K):
+                    dWo_part[b, k, j] = zero
+            for k in range(tid, K, nt):
                 dbo_part[b, k] = zero
+        if lane == 0:
             for s in range(stats_part.shape[1]):
-                stats_part[b, s, 0] = 0.0
-                stats_part[b, s, 1] = 0.0
-        for i in range(b, N, cuda.gridDim.x):
-            for k in range(K):
-                red[k * nt + tid] = zero
-            # forward: h = act(z + bh), and this thread's share of o = h Wo; training rows keep
-            # h in Z for the backward pass, evaluation rows skip the store (Z is left as it was)
-            for j in range(tid, H, nt):
-                x = Z[i, j] + bh[0, j]
-                if act == 0:
-                    h = zero if x < zero else x  # NaN passes, as in the reference
-                else:
-                    e = math.exp(-abs(x))  # in (0, 1]: never overflows
-                    h = (one if x >= zero else e) / (one + e)
-                if i < n_grad:
-                    Z[i, j] = h
+                stats_part[sw, s, 0] = 0.0
+                stats_part[sw, s, 1] = 0.0
+        parity = 0
+        for t in range(b, (N + tile - 1) // tile, cuda.gridDim.x):
+            first = t * tile
+            rows = min(tile, N - first)
+            buf = parity * tile * K
+            # phase 1, one warp per row: h = act(z + bh) with the lanes strided over H (loads
+            # coalesced), o = h Wo summed in registers and then across the warp by shuffles;
+            # training rows keep h in Z for phase 2, evaluation rows skip the store
+            for r in range(warp, rows, n_warps):
+                i = first + r
                 for k in range(K):
-                    red[k * nt + tid] += h * Wo[j, k]
-            cuda.syncthreads()
-            # tree reduction over threads; the first step folds [top/2, nt) for any nt
-            s = top // 2
-            while s > 0:
-                if tid < s and tid + s < nt:
-                    for k in range(K):
-                        red[k * nt + tid] += red[k * nt + tid + s]
-                cuda.syncthreads()
-                s //= 2
-            if tid == 0:
-                # logits into slot 0; strict > keeps the first maximum, like np.argmax
-                m = red[0] + bo[0, 0]
-                red[0] = m
-                best = 0
-                for k in range(1, K):
-                    o = red[k * nt] + bo[0, k]
-                    red[k * nt] = o
-                    if o > m:
-                        m = o
-                        best = k
-                se = zero
-                for k in range(K):
-                    se += math.exp(red[k * nt] - m)
-                label = y[i]
-                split = 0
-                while i >= ends[split]:
-                    split += 1
-                stats_part[b, split, 0] += m + math.log(se) - red[label * nt]
-                if best == label:
-                    stats_part[b, split, 1] += 1.0
-                if i < n_grad:
-                    for k in range(K):
-                        d = math.exp(red[k * nt] - m) / se
-                        if k == label:
-                            d -= one
-                        d *= inv_n
-                        dout[k] = d
-                        dbo_part[b, k] += d
-            cuda.syncthreads()
-            # backward: dz = (do Woᵀ) ∘ act′(h), from the h this same thread wrote above
-            if i < n_grad:
-                for j in range(tid, H, nt):
-                    h = Z[i, j]
-                    dh = zero
-                    for k in range(K):
-                        d = dout[k]
-                        dh += d * Wo[j, k]
-                        dWo_part[b, j, k] += h * d
+                    o[k] = zero
+                for j in range(lane, H, lanes):  # lanes: 32 but in a partial warp
+                    x = Z[i, j] + bh[0, j]
                     if act == 0:
-                        dz = dh if h > zero else zero
+                        h = zero if x < zero else x  # NaN passes, as in the reference
                     else:
-                        dz = dh * (h * (one - h))
-                    Z[i, j] = dz
-                    dbh_part[b, j] += dz
+                        e = math.exp(-abs(x))  # in (0, 1]: never overflows
+                        h = (one if x >= zero else e) / (one + e)
+                    if i < n_grad:
+                        Z[i, j] = h
+                    for k in range(K):
+                        o[k] += h * Wo[j, k]
+                # tree over the lanes into lane 0; the guard drops lanes past a partial warp,
+                # whose rounds start at its own width (a full warp runs all five)
+                off = WARP // 2
+                while off >= lanes:
+                    off //= 2
+                while off > 0:
+                    for k in range(K):
+                        v = cuda.shfl_down_sync(mask, o[k], off)
+                        if lane + off < lanes:
+                            o[k] += v
+                    off //= 2
+                if lane == 0:
+                    # the row's logits go to its do slots, and the softmax works there in loops
+                    # of run-time length: unrolled over K, its exps (float64's are long) would
+                    # all be in flight at once and cost registers the rest of the kernel lacks
+                    row = buf + r * K
+                    for k in range(K):
+                        do_s[row + k] = o[k] + bo[0, k]
+                    n_k = Wo.shape[1]  # == K
+                    # strict > keeps the first maximum, like np.argmax
+                    m = do_s[row]
+                    best = 0
+                    for k in range(1, n_k):
+                        if do_s[row + k] > m:
+                            m = do_s[row + k]
+                            best = k
+                    label = y[i]
+                    o_label = do_s[row + label]
+                    se = zero
+                    for k in range(n_k):
+                        ek = math.exp(do_s[row + k] - m)
+                        do_s[row + k] = ek
+                        se += ek
+                    split = 0
+                    while i >= ends[split]:
+                        split += 1
+                    stats_part[sw, split, 0] += m + math.log(se) - o_label
+                    if best == label:
+                        stats_part[sw, split, 1] += 1.0
+                    if i < n_grad:
+                        for k in range(n_k):
+                            d = do_s[row + k] / se
+                            if k == label:
+                                d -= one
+                            do_s[row + k] = d * inv_n
+            n_rows = min(rows, n_grad - first)  # the tile's training rows (block-uniform)
+            if n_rows > 0:
+                # the one barrier per tile: do and h of every row of the tile are in place. The
+                # next tile writes the other do buffer, and the one after it this buffer again
+                # only past the next tile's barrier, which every thread reaches after this phase
+                cuda.syncthreads()
+                # phase 2, threads strided over H (Z and the partials coalesced): for each of
+                # this thread's hidden units, dz = (do Woᵀ) ∘ act′(h) down the tile's rows, and
+                # the tile's dWo = hᵀ do and dbh = Σ dz summed in registers, added once per tile
+                for j in range(tid, H, nt):
+                    for k in range(K):
+                        g[k] = zero
+                    db = zero
+                    for r in range(n_rows):
+                        i = first + r
+                        h = Z[i, j]
+                        dh = zero
+                        for k in range(K):
+                            d = do_s[buf + r * K + k]
+                            dh += d * Wo[j, k]  # from L1: a register copy of Wo[j] cost more
+                            g[k] += h * d
+                        if act == 0:
+                            dz = dh if h > zero else zero
+                        else:
+                            dz = dh * (h * (one - h))
+                        Z[i, j] = dz
+                        db += dz
+                    for k in range(K):
+                        dWo_part[b, k, j] += g[k]
+                    dbh_part[b, j] += db
+                for k in range(tid, K, nt):
+                    acc = zero
+                    for r in range(n_rows):
+                        acc += do_s[buf + r * K + k]
+                    dbo_part[b, k] += acc
+                parity = 1 - parity
 
     return kernel
 
 
 class _Partials(NamedTuple):
-    dWo: Any  # (n_blocks, H, K) in the data dtype; each block zeroes its own row on launch
+    dWo: Any  # (n_blocks, K, H) in the data dtype, H fastest (coalesced); each block zeroes its own
     dbh: Any  # (n_blocks, H)
     dbo: Any  # (n_blocks, K)
-    stats: Any  # (n_blocks, S, 2) float64
+    stats: Any  # (n_blocks * warps per block, S, 2) float64: one row per warp
+    dWo_sum: Any  # (K, H): the blocks' dWo summed, before its transposed copy into dWo (H, K)
     kernel_args: tuple  # (dWo, dbh, dbo, stats) as the kernel takes them
 
 
@@ -215,23 +279,25 @@ _ENDS: dict[tuple, tuple] = {}
 _CACHE_LIMIT = 64  # distinct shapes/streams seen; beyond it something is churning, start over
 
 
-def _partials(xp, n_blocks: int, H: int, K: int, S: int, dtype, where) -> _Partials:
-    """Per-block accumulators, cached by (n_blocks, H, K, S, dtype, module, device/stream, host
-    thread)."""
+def _partials(xp, n_blocks: int, n_warps: int, H: int, K: int, S: int, dtype,
+              where) -> _Partials:
+    """Per-block (stats: per-warp) accumulators, cached by (n_blocks, n_warps, H, K, S, dtype,
+    module, device/stream, host thread)."""
     # keyed on the host thread too: two threads training same-shape models on one stream (Dask
     # worker threads, say) would otherwise zero, fill and sum the same partials at once
-    key = (n_blocks, H, K, S, np.dtype(dtype), xp.__name__, where, threading.get_ident())
+    key = (n_blocks, n_warps, H, K, S, np.dtype(dtype), xp.__name__, where,
+           threading.get_ident())
     parts = _PARTIALS.get(key)
     if parts is None:
         if len(_PARTIALS) >= _CACHE_LIMIT:
             _PARTIALS.clear()
-        dWo = xp.empty((n_blocks, H, K), dtype=dtype)
+        dWo = xp.empty((n_blocks, K, H), dtype=dtype)
         dbh = xp.empty((n_blocks, H), dtype=dtype)
         dbo = xp.empty((n_blocks, K), dtype=dtype)
-        stats = xp.empty((n_blocks, S, 2), dtype=np.float64)
+        stats = xp.empty((n_blocks * n_warps, S, 2), dtype=np.float64)
         on_gpu = xp is not np
         args = tuple(_device_view(p, on_gpu) for p in (dWo, dbh, dbo, stats))
-        parts = _Partials(dWo, dbh, dbo, stats, args)
+        parts = _Partials(dWo, dbh, dbo, stats, xp.empty((K, H), dtype=dtype), args)
         _PARTIALS[key] = parts
     return parts
 
@@ -255,7 +321,8 @@ def _ends_array(xp, ends, host_ends: tuple[int, ...] | None, where):
 
 
 def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, stats, *,
-         threads_per_block: int | None = None, blocks: int | None = None) -> None:
+         threads_per_block: int | None = None, blocks: int | None = None,
+         tile_rows: int | None = None) -> None:
     """Fused :func:`.reference.head`: same arguments, shapes and results.
 
     Z (N, H) in place: rows [0, n_grad) become dz; rows [n_grad, N) are left as they were (the
@@ -263,8 +330,9 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     bh (1, H), Wo (H, K), bo (1, K), y (N,) integer labels in [0, K), ends (S,) split ends.
     stats (S, 2) float64 is overwritten with per-split summed loss and correct count; dWo (H, K),
     dbo (1, K), dbh (1, H) are overwritten when n_grad > 0. K ≤ MAX_CLASSES.
-    Launch: one block per row at a time, ``threads_per_block`` threads over the hidden units;
-    defaults 256 threads and 2 blocks per SM (simulator: 4 threads, 3 blocks).
+    Launch: tiles of ``tile_rows`` rows, grid-stride over the blocks, one warp per row and then
+    ``threads_per_block`` threads over the hidden units; defaults 256 threads, 2 blocks per SM
+    and up to TILE_ROWS rows per tile, fewer when N is small (simulator: 4 threads, 3 blocks).
     """
     xp = namespace(Z, bh, Wo, bo, y, dWo, dbo, dbh, stats)
     N, H = Z.shape
@@ -273,12 +341,18 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     host_ends = check_head_args(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh, stats)
     if K > MAX_CLASSES:
         raise ValueError(f"the CUDA head supports at most {MAX_CLASSES} classes, got K={K}")
-    n_blocks, tpb = _launch_config(N, BLOCKS_PER_SM, threads_per_block, blocks)
-    shared = K * tpb * dtype.itemsize  # the dynamic part; dout's MAX_CLASSES are static
-    if shared + MAX_CLASSES * dtype.itemsize > MAX_STATIC_SHARED:
-        raise ValueError(f"{tpb} threads per block need "
-                         f"{shared + MAX_CLASSES * dtype.itemsize} B of shared memory for K={K} "
-                         f"in {dtype}; the limit is {MAX_STATIC_SHARED} B: use fewer threads")
+    tpb = threads_per_block or _default_threads()
+    if tpb < 1:
+        raise ValueError(f"bad launch configuration: {tpb} threads per block")
+    n_warps = -(-tpb // WARP)
+    tile = tile_rows or _tile_rows(N, n_warps, _max_blocks(BLOCKS_PER_SM))
+    if tile < 1:
+        raise ValueError(f"bad launch configuration: {tile} rows per tile")
+    n_blocks, tpb = _launch_config(-(-N // tile), BLOCKS_PER_SM, tpb, blocks)
+    shared = 2 * tile * K * dtype.itemsize  # do of the tile's rows, double-buffered
+    if shared > MAX_STATIC_SHARED:
+        raise ValueError(f"tiles of {tile} rows need {shared} B of shared memory for K={K} in "
+                         f"{dtype}; the limit is {MAX_STATIC_SHARED} B: use smaller tiles")
 
     on_gpu = xp is not np
     if on_gpu:
@@ -288,18 +362,20 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
         stream, where = 0, None  # the simulator (or host arrays): default stream
     ends_arr, ends_dev = _ends_array(xp, ends, host_ends, where)
     S = ends_arr.shape[0]
-    parts = _partials(xp, n_blocks, H, K, S, dtype, where)  # the kernel zeroes them first
+    parts = _partials(xp, n_blocks, n_warps, H, K, S, dtype, where)  # the kernel zeroes them
 
-    kernel = _head_kernel(np.dtype(dtype))
+    kernel = _head_kernel(np.dtype(dtype), K)
     args = [_device_view(a, on_gpu) for a in (Z, bh, Wo, bo, y)]
     kernel[n_blocks, tpb, stream, shared](
         *args, ends_dev, n_grad, activation_id(activation), dtype.type(1.0 / max(n_grad, 1)),
-        *parts.kernel_args,
+        *parts.kernel_args, tile,
     )
 
+    # the second pass: sums over blocks (warps) in a fixed order, so results are reproducible
     parts.stats.sum(axis=0, out=stats)
     if n_grad > 0:
-        parts.dWo.sum(axis=0, out=dWo)
+        parts.dWo.sum(axis=0, out=parts.dWo_sum)  # contiguous out: (K, H), then transposed
+        dWo[...] = parts.dWo_sum.T
         parts.dbo.sum(axis=0, out=dbo[0])
         parts.dbh.sum(axis=0, out=dbh[0])
 

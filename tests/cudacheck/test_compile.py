@@ -53,6 +53,10 @@ EXPECTED_F64_IN_FLOAT32 = {
     "head": 2,
     "momentum": 0,  # v and p are updated in the data dtype only
 }
+# bar.sync sites in each kernel's PTX. The head's one is its once-per-tile barrier between the
+# warps' rows and the block's gradients; it had three (the per-row shared-memory tree reduction,
+# about ten barriers per row) before the tiled design, whose logits are reduced by warp shuffles.
+EXPECTED_BARRIER_SITES = {"head": 1, "momentum": 0}
 F64_ARITHMETIC = re.compile(
     r"^(?:add|sub|mul|fma|mad|div|rcp|sqrt|rsqrt|neg|abs|min|max|setp|set|selp|slct|ex2|lg2|"
     r"sin|cos|tanh|testp|copysign)(?:\.[a-z0-9]+)*\.f64$")
@@ -111,14 +115,16 @@ class Launch:
     argtypes: tuple
     threads: int
     dynamic_shared: int
+    classes: int  # K, which the head compiles in (0 for momentum)
 
 
 class _Recorder:
     """Stands in for a CUDA kernel: ``rec[config](*args)`` records the launch and zeroes the float
     arrays it was given (finite numbers keep the training loop going; their values don't matter)."""
 
-    def __init__(self, kernel: str, dtype: str, launches: set[Launch]):
+    def __init__(self, kernel: str, dtype: str, launches: set[Launch], classes: int = 0):
         self.kernel, self.dtype, self.launches = kernel, dtype, launches
+        self.classes = classes
 
     def __getitem__(self, config: tuple):
         import numba
@@ -127,7 +133,8 @@ class _Recorder:
             argtypes = tuple(numba.typeof(a) for a in args)
             shared = config[3] if len(config) > 3 else 0
             dtype = self.dtype or str(args[0].dtype)
-            self.launches.add(Launch(self.kernel, dtype, argtypes, int(config[1]), int(shared)))
+            self.launches.add(Launch(self.kernel, dtype, argtypes, int(config[1]), int(shared),
+                                     self.classes))
             for a in args:
                 if isinstance(a, np.ndarray) and a.dtype.kind == "f":
                     a[...] = 0
@@ -152,7 +159,8 @@ def launches(ptxas) -> set[Launch]:
     found: set[Launch] = set()
     fake_gpu = SimpleNamespace(id=0, MULTIPROCESSOR_COUNT=4)  # no GPU here: say there is one
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(kc, "_head_kernel", lambda dtype: _Recorder("head", str(dtype), found))
+        mp.setattr(kc, "_head_kernel",
+                   lambda dtype, K: _Recorder("head", str(dtype), found, K))
         mp.setattr(kc, "_momentum_kernel", _Recorder("momentum", "", found))
         mp.setattr(kc, "_sm_count", lambda device_id: fake_gpu.MULTIPROCESSOR_COUNT)
         mp.setattr(kc.cuda, "get_current_device", lambda: fake_gpu)
@@ -196,11 +204,13 @@ def test_label_and_index_dtypes(launches: set[Launch]) -> None:
 # -- compiling and assembling ---------------------------------------------------------------------
 
 
-def _py_func(kernel: str, dtype: str):
-    """The Python function behind the kernel the backend launches (the very dispatcher's)."""
+def _py_func(kernel: str, dtype: str, classes: int = 0):
+    """The Python function behind the kernel the backend launches (the very dispatcher's);
+    ``classes``: the K the head was compiled for."""
     from fastmlp.kernels import cuda as kc
 
-    dispatcher = kc._head_kernel(np.dtype(dtype)) if kernel == "head" else kc._momentum_kernel
+    dispatcher = (kc._head_kernel(np.dtype(dtype), classes) if kernel == "head"
+                  else kc._momentum_kernel)
     return dispatcher.py_func
 
 
@@ -281,12 +291,14 @@ def test_ptxas_is_as_new_as_nvvm(ptxas: Path) -> None:
 def test_kernel_compiles_clean(kernel: str, dtype: str, arch: tuple[int, int], ptxas: Path,
                                launches: set[Launch], table_rows: list[dict],
                                tmp_path: Path) -> None:
-    """It compiles; a float32 kernel has only its intended float64 arithmetic; nothing spills;
-    registers and shared memory fit the intended occupancy."""
+    """It compiles; a float32 kernel has only its intended float64 arithmetic; nothing spills or
+    uses local memory; barriers as designed; registers and shared memory fit the intended
+    occupancy."""
     from numba import cuda
 
     for launch in _launches_of(launches, kernel, dtype):
-        ptx, _ = cuda.compile_ptx(_py_func(kernel, dtype), launch.argtypes, cc=arch)
+        ptx, _ = cuda.compile_ptx(_py_func(kernel, dtype, launch.classes), launch.argtypes,
+                                  cc=arch)
         info = _ptxas_info(ptxas, ptx, arch, tmp_path)
         f64 = _f64_arithmetic(ptx)
         bound = _register_bound(kernel, launch.threads)
@@ -303,6 +315,12 @@ def test_kernel_compiles_clean(kernel: str, dtype: str, arch: tuple[int, int], p
                           f"{importlib.metadata.version('nvidia-cuda-nvcc')}")})
         where = f"{kernel} {dtype} sm_{arch[0]}{arch[1]} {launch.argtypes}"
         assert info["spill_stores"] == 0 and info["spill_loads"] == 0, f"{where} spills: {info}"
+        # no local memory at all: the head's per-lane K-arrays (logits, dWo sums) must stay in
+        # registers, which takes constant indices only (a run-time index would move them)
+        assert info["stack"] == 0, f"{where}: {info['stack']} B stack frame (local memory)"
+        assert _barrier_instructions(ptx) == EXPECTED_BARRIER_SITES[kernel], (
+            f"{where}: {_barrier_instructions(ptx)} bar.sync sites, expected "
+            f"{EXPECTED_BARRIER_SITES[kernel]}")
         assert info["registers"] <= bound, (
             f"{where}: {info['registers']} registers > {bound}, the most that keeps the default "
             f"launch ({launch.threads} threads per block) at its intended blocks per SM")

@@ -11,6 +11,12 @@ import sys
 
 os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
+# The simulator runs each CUDA thread as a Python thread while its block manager polls them in a
+# busy loop that holds the GIL; every barrier and warp shuffle then waits for that loop to give
+# the GIL up, after the default 5 ms switch interval. 0.5 ms makes the head's shuffle-heavy
+# tests 5-8 times faster (measured: 40 s -> 7.5 s on three of them); results are unaffected.
+sys.setswitchinterval(5e-4)
+
 if "numba" in sys.modules and not sys.modules["numba"].config.ENABLE_CUDASIM:
     raise RuntimeError(
         "numba was imported before tests/cudasim could enable the CUDA simulator; run these tests "

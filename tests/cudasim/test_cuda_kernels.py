@@ -138,6 +138,83 @@ def test_head_many_blocks(activation, dtype, head_gradient_terms):
     compare(ref, got, inputs, n_grad, activation, dtype, head_gradient_terms)
 
 
+# The tiled layout (kernels/cuda.py): tiles of tile_rows rows, one warp per row (lanes strided over
+# H, logits reduced by shuffles; a block of fewer than 32 threads, or a last warp of fewer, is a
+# partial warp), then the block's threads strided over H for the tile's gradients. Each case:
+# N, H, K, threads per block, blocks, tile rows; picked so that rows are not a multiple of the
+# tile, H is not a multiple of 32 (nor of the block), K is odd, tiles outnumber blocks (grid
+# stride), the training rows end inside a tile, and warps go idle in a tile's last rows.
+TILE_CASES = [
+    # tiny blocks: every warp partial, many tiles per block
+    (13, 7, 3, 1, 2, 3),
+    (13, 10, 7, 2, 3, 4),
+    (11, 9, 11, 3, 4, 1),
+    (9, 5, 1, 2, 2, 2),  # a single class: softmax is 1, do is 0
+    (6, 4, 16, 5, 1, 4),  # K = MAX_CLASSES
+    # full warps (32 lanes), H past one and two warp widths
+    (7, 45, 5, 32, 2, 3),
+    (5, 70, 10, 64, 2, 4),  # two warps: one idles in each tile's odd rows
+    # a full warp and a partial one of 8 lanes
+    (6, 37, 7, 40, 2, 3),
+    # a tile larger than N: one tile, most blocks idle
+    (5, 33, 3, 4, 3, 8),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("N", "H", "K", "tpb", "blocks", "tile"), TILE_CASES,
+                         ids=[f"N{c[0]}-H{c[1]}-K{c[2]}-t{c[3]}-b{c[4]}-tile{c[5]}"
+                              for c in TILE_CASES])
+def test_head_tiles_match_reference(N, H, K, tpb, blocks, tile, dtype, head_gradient_terms):
+    case = TILE_CASES.index((N, H, K, tpb, blocks, tile))
+    activation = ("relu", "sigmoid")[case % 2]
+    n_grad = [N // 2 + 1, N, 0][case % 3] if case else N - 1  # ends inside a tile mostly
+    ends = (n_grad, N)
+    inputs = make_case(N, H, K, dtype, seed=100 + case)
+    launch = {"threads_per_block": tpb, "blocks": blocks, "tile_rows": tile}
+    print(f"N={N} H={H} K={K} n_grad={n_grad} {launch} {activation}")
+    ref, got = run_both(*inputs, ends, n_grad, activation, **launch)
+    compare(ref, got, inputs, n_grad, activation, dtype, head_gradient_terms)
+    # the second pass sums the partials in a fixed order: a rerun gives the very same bits
+    _, again = run_both(*inputs, ends, n_grad, activation, **launch)
+    for name in ("Z", "dWo", "dbo", "dbh", "stats"):
+        np.testing.assert_array_equal(again[name], got[name], err_msg=name)
+
+
+def test_head_partials_layout():
+    # dWo partials are [block, k, j] (H fastest: written coalesced), stats one row per warp
+    cuda_kernels._PARTIALS.clear()
+    N, H, K = 6, 5, 3
+    inputs = make_case(N, H, K, np.float64, seed=3)
+    run_both(*inputs, (N,), N, "relu", threads_per_block=40, blocks=2, tile_rows=2)
+    (parts,) = cuda_kernels._PARTIALS.values()
+    assert parts.dWo.shape == (2, K, H) and parts.dWo_sum.shape == (K, H)
+    assert parts.dbh.shape == (2, H) and parts.dbo.shape == (2, K)
+    assert parts.stats.shape == (2 * 2, 1, 2)  # 2 blocks of 2 warps (32 lanes and 8)
+
+
+@pytest.mark.parametrize(("N", "n_warps", "max_blocks", "want"), [
+    (60000, 8, 264, 64),  # full batch on an H100/H200: TILE_ROWS
+    (100, 8, 264, 8),  # a minibatch: one row per warp, so that more blocks get tiles
+    (1000, 8, 16, 64),
+    (300, 8, 16, 24),  # whole rows per warp
+    (7, 1, 3, 3),
+    (0, 1, 3, 1),
+])
+def test_head_default_tile_rows(N, n_warps, max_blocks, want):
+    assert cuda_kernels._tile_rows(N, n_warps, max_blocks) == want
+
+
+def test_head_rejects_tiles_too_large_for_shared_memory():
+    N, H, K = 3, 4, 16
+    Z, bh, Wo, bo, y = make_case(N, H, K, np.float64, seed=0)
+    args = (np.zeros((H, K)), np.zeros((1, K)), np.zeros((1, H)), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="use smaller tiles"):
+        cuda_kernels.head(Z, bh, Wo, bo, y, (N,), N, "relu", *args, tile_rows=1000)
+    with pytest.raises(ValueError, match="rows per tile"):
+        cuda_kernels.head(Z, bh, Wo, bo, y, (N,), N, "relu", *args, tile_rows=-1)
+
+
 def test_head_relu_passes_nan_to_the_loss():
     # as max(z, 0) does in the reference: a NaN weight must reach the divergence guard
     N, H, K = 7, 6, 3
