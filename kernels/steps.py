@@ -7,23 +7,26 @@ kernel. That per-step path is this kernel's reference (``Trainer(compiled=False)
 hold the two to 1e-10 in float64.
 
 Doing less work, exactly:
-- only the rows of Wh whose input is nonzero enter x·Wh and receive a gradient (``skip_zeros``;
-  a zero input adds exactly zero to z and to its Wh gradient, so finite results do not change);
-- with momentum the velocity of every Wh entry still changes every step (v ← γ·v), so every Wh
-  entry is updated every step. With γ = 0, v ← α·g: a row without gradient has v = 0 and
-  W − 0 = W, so between the first and the last step of a call only the rows a batch touches are
-  updated (W ← W − α·g), and the velocity buffer, which only γ·v reads, is written by the last
-  step's full pass as the per-step path leaves it (0·v = 0 for finite v; a NaN v means NaN
-  weights, which stay NaN either way).
+- only the rows of Wh whose input is nonzero in a step's rows (``touched``) enter x·Wh and
+  receive a gradient: a zero input adds exactly zero to z and to its Wh gradient;
+- with momentum every velocity still changes every step (v ← γ·v, W ← W − v where the gradient
+  is zero). A row of Wh a step does not use is not read by it either, so its decay steps wait:
+  ``last[k]`` is the step row k is up to date through, and before a step reads the row, or when
+  the call ends, the steps it sat out are replayed on it (``_catch_up``) element by element in
+  the order the per-step path runs them: the same bits, with the row in L1 instead of a pass over
+  all of Wh and its velocity per step. With γ = 0 a step without gradient leaves W as it is and
+  v = 0: the touched rows get W ← W − α·g and the velocity is written only by the call's last step
+  and the final catch-up, as the per-step path leaves it (0·v = 0 for finite v; a NaN v means NaN
+  weights, which stay NaN either way);
 - each Wh row's gradient is summed in a cache-resident row and applied at once, so no F×H
   gradient buffer is written and read back.
 
 Threads split the hidden units: each owns one block of ``HB`` columns of Wh (rows of Wo, entries
-of bh) and does the backward pass and update of the previous step and then the forward pass of the
-current one for its block, in one parallel region per step (only for big steps: see
-:func:`threads_for`); the 10 logits are reduced and the
-softmax taken between regions, serially, in a fixed order (results do not depend on the thread
-count). No allocation per step: the caller's :func:`workspace` holds every buffer.
+of bh) and does the backward pass and update of the previous step and then the forward pass of
+the current one for its block, in one parallel region per step (only for big steps: see
+:func:`threads_for`); the 10 logits are reduced and the softmax taken between regions, serially,
+in a fixed order (results do not depend on the thread count). No allocation per step: the
+caller's :func:`workspace` holds every buffer.
 """
 
 from __future__ import annotations
@@ -135,33 +138,41 @@ def _softmax_step(y, order, a, nb, nblk, plog, bo, vbo, do, lr, mu, zero, one, t
     return loss_sum, correct
 
 
-@numba.njit(fastmath=_JIT["fastmath"], error_model="numpy", cache=True)
-def _block_forward(X, order, a, nb, j0, j1, act, zero, one, indptr, indices, values,
-                   Wh, bh, Wo, Hb, plog, blk):
-    # h = act(x·Wh + bh) for the hidden units [j0, j1) of step rows order[a : a + nb], and the
-    # block's share of their logits
-    K = Wo.shape[1]
-    if nb == 1:  # one row: its nonzeros, each a row of Wh
-        i = order[a]
+@numba.njit(inline="always")
+def _catch_up(k, m, j0, j1, mu, tiny, zero, Wh, vWh):
+    # the m steps row k of Wh sat out, replayed as they would have run (v ← γ·v; W ← W − v,
+    # flushed, element by element in the same order): the same bits as passing over every row
+    # every step, with the row in L1. With γ = 0 one step leaves v = 0 (or NaN) for good.
+    if mu == zero and m > 1:
+        m = 1
+    for _ in range(m):
         for jj in range(j0, j1):
-            Hb[0, uintp(jj)] = zero
-        for p in range(indptr[i], indptr[i + 1]):
-            k = indices[p]
-            x = values[p]
-            for jj in range(j0, j1):
-                j = uintp(jj)
-                Hb[0, j] += x * Wh[k, j]
-    else:  # many rows: each row of Wh read once for all of them
+            j = uintp(jj)
+            v = _flush(mu * vWh[k, j], tiny, zero)
+            vWh[k, j] = v
+            Wh[k, j] -= v
+
+
+@numba.njit(fastmath=_JIT["fastmath"], error_model="numpy", cache=True)
+def _block_forward(X, order, a, nb, s, j0, j1, act, mu, zero, one, tiny, q, touched, n_touched,
+                   last, Wh, vWh, bh, Wo, Hb, plog, blk):
+    # h = act(x·Wh + bh) for the hidden units [j0, j1) of step s's rows order[a : a + nb], and
+    # the block's share of their logits; each row of Wh the step uses is first brought up to
+    # date (through step s − 1), then read once for all the step's rows
+    K = Wo.shape[1]
+    for r in range(nb):
+        for jj in range(j0, j1):
+            Hb[r, uintp(jj)] = zero
+    for u in range(n_touched[q]):
+        k = touched[q, u]
+        if mu != zero:  # with γ = 0 a step without gradient leaves W as it is
+            _catch_up(k, s - 1 - last[k], j0, j1, mu, tiny, zero, Wh, vWh)
         for r in range(nb):
-            for jj in range(j0, j1):
-                Hb[r, uintp(jj)] = zero
-        for k in range(X.shape[1]):
-            for r in range(nb):
-                x = X[order[a + r], k]
-                if x != zero:
-                    for jj in range(j0, j1):
-                        j = uintp(jj)
-                        Hb[r, j] += x * Wh[k, j]
+            x = X[order[a + r], k]
+            if x != zero:  # NaN != 0: kept
+                for jj in range(j0, j1):
+                    j = uintp(jj)
+                    Hb[r, j] += x * Wh[k, j]
     for r in range(nb):
         for jj in range(j0, j1):
             j = uintp(jj)
@@ -182,11 +193,12 @@ def _block_forward(X, order, a, nb, j0, j1, act, zero, one, indptr, indices, val
 
 
 @numba.njit(fastmath=_JIT["fastmath"], error_model="numpy", cache=True)
-def _block_backward(X, order, a, nb, j0, j1, full, act, lr, mu, zero, one, tiny, q,
+def _block_backward(X, order, a, nb, j0, j1, no_velocity, act, lr, mu, zero, one, tiny, q,
                     touched, n_touched, Wh, vWh, bh, vbh, Wo, vWo, Hb, D, do, acc, blk):
     # the backward pass and update of step rows order[a : a + nb] for the hidden units
-    # [j0, j1); Wo before its update
-    F = Wh.shape[0]
+    # [j0, j1); Wo before its update. Of Wh, only the rows the step used (brought up to date by
+    # its forward pass) have a gradient; the others' decay waits for _catch_up. no_velocity
+    # (γ = 0, not the call's last step): W ← W − α·g, v left for _catch_up (see the docstring).
     K = Wo.shape[1]
     for r in range(nb):  # dz = (do · Woᵀ) ∘ act′
         for jj in range(j0, j1):
@@ -215,65 +227,52 @@ def _block_backward(X, order, a, nb, j0, j1, full, act, lr, mu, zero, one, tiny,
             v = _flush(mu * vWo[j, k] + lr * g, tiny, zero)
             vWo[j, k] = v
             Wo[j, k] -= v
-    # Wh: each row's gradient Σ_r x_rk·dz_r is summed in acc (the block's row, in L1) and
-    # used at once, so no F×H gradient buffer is written and read back
-    if full:
-        for k in range(F):
-            used = False
-            for r in range(nb):
-                x = X[order[a + r], k]
-                if x != zero:
-                    if not used:
-                        used = True
-                        for jj in range(j0, j1):
-                            acc[blk, uintp(jj - j0)] = zero
-                    for jj in range(j0, j1):
-                        j = uintp(jj)
-                        acc[blk, uintp(jj - j0)] += x * D[r, j]
-            if used:
+    # Wh: each used row's gradient Σ_r x_rk·dz_r is summed in acc (the block's row, in L1) and
+    # applied at once, so no F×H gradient buffer is written and read back
+    for u in range(n_touched[q]):
+        k = touched[q, u]
+        if nb == 1 and no_velocity:  # one row: its gradient x·dz is applied as it is formed
+            x = X[order[a], k]
+            for jj in range(j0, j1):
+                j = uintp(jj)
+                Wh[k, j] -= _flush(lr * (x * D[0, j]), tiny, zero)
+            continue
+        if nb == 1:
+            x = X[order[a], k]
+            for jj in range(j0, j1):
+                j = uintp(jj)
+                v = _flush(mu * vWh[k, j] + lr * (x * D[0, j]), tiny, zero)
+                vWh[k, j] = v
+                Wh[k, j] -= v
+            continue
+        for jj in range(j0, j1):
+            acc[blk, uintp(jj - j0)] = zero
+        for r in range(nb):
+            x = X[order[a + r], k]
+            if x != zero:
                 for jj in range(j0, j1):
-                    j = uintp(jj)
-                    v = _flush(mu * vWh[k, j] + lr * acc[blk, uintp(jj - j0)], tiny, zero)
-                    vWh[k, j] = v
-                    Wh[k, j] -= v
-            else:  # no gradient: the velocity decays
-                for jj in range(j0, j1):
-                    j = uintp(jj)
-                    v = _flush(mu * vWh[k, j], tiny, zero)
-                    vWh[k, j] = v
-                    Wh[k, j] -= v
-    else:  # mu == 0 between the call's first and last steps: see the module docstring
-        if nb == 1:  # one row: its gradient x·dz is applied as it is formed
-            i = order[a]
-            for u in range(n_touched[q]):
-                k = touched[q, u]
-                x = X[i, k]
-                for jj in range(j0, j1):
-                    j = uintp(jj)
-                    Wh[k, j] -= _flush(lr * (x * D[0, j]), tiny, zero)
+                    acc[blk, uintp(jj - j0)] += x * D[r, uintp(jj)]
+        if no_velocity:
+            for jj in range(j0, j1):
+                j = uintp(jj)
+                Wh[k, j] -= _flush(lr * acc[blk, uintp(jj - j0)], tiny, zero)
         else:
-            for u in range(n_touched[q]):
-                k = touched[q, u]
-                for jj in range(j0, j1):
-                    acc[blk, uintp(jj - j0)] = zero
-                for r in range(nb):
-                    x = X[order[a + r], k]
-                    if x != zero:
-                        for jj in range(j0, j1):
-                            acc[blk, uintp(jj - j0)] += x * D[r, uintp(jj)]
-                for jj in range(j0, j1):
-                    j = uintp(jj)
-                    Wh[k, j] -= _flush(lr * acc[blk, uintp(jj - j0)], tiny, zero)
+            for jj in range(j0, j1):
+                j = uintp(jj)
+                v = _flush(mu * vWh[k, j] + lr * acc[blk, uintp(jj - j0)], tiny, zero)
+                vWh[k, j] = v
+                Wh[k, j] -= v
 
 
 @numba.njit(**_JIT)
 def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indptr, indices,
-                  values, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, marks, touched, n_touched, Hb, D,
+                  Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, marks, touched, n_touched, last, Hb, D,
                   plog, do, acc, stats):
-    H = Wh.shape[1]
+    F, H = Wh.shape
     n = order.shape[0]
     nblk = (H + HB - 1) // HB
     marks[:] = -1  # each call is self-contained
+    last[:] = s0 - 1  # every row of Wh is up to date through step last[k]
     nb_prev = 0
     loss_sum = 0.0
     correct = 0.0
@@ -283,29 +282,35 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
         a = s * B
         nb = min(a + B, n) - a if have_cur else 0
         q, qp = s & 1, (s - 1) & 1
-        if have_cur and mu == zero:
+        no_velocity = mu == zero and s < s1
+        if have_cur:
             _mark_touched(order, a, nb, indptr, indices, q, s, marks, touched, n_touched)
-        # the first and last updates of the call pass over all of Wh; all do unless mu == 0
-        full = s == s0 + 1 or s == s1 or mu != zero
         # one parallel region per step: each block does the previous step's backward pass and
         # update, then this step's forward pass (which needs the updated weights)
         for blk in prange(nblk):
             j0 = blk * HB
             j1 = min(H, j0 + HB)
             if have_prev:
-                _block_backward(X, order, a - B, nb_prev, j0, j1, full, act, lr, mu, zero, one,
-                                tiny, qp, touched, n_touched, Wh, vWh, bh, vbh, Wo, vWo, Hb, D,
-                                do, acc, blk)
+                _block_backward(X, order, a - B, nb_prev, j0, j1, no_velocity, act, lr, mu,
+                                zero, one, tiny, qp, touched, n_touched, Wh, vWh, bh, vbh, Wo,
+                                vWo, Hb, D, do, acc, blk)
             if have_cur:
-                _block_forward(X, order, a, nb, j0, j1, act, zero, one, indptr, indices, values,
-                               Wh, bh, Wo, Hb, plog, blk)
+                _block_forward(X, order, a, nb, s, j0, j1, act, mu, zero, one, tiny, q, touched,
+                               n_touched, last, Wh, vWh, bh, Wo, Hb, plog, blk)
         if not have_cur:
             break
+        for u in range(n_touched[q]):  # up to date through s once the next region's update ran
+            last[touched[q, u]] = s
         dl, dc = _softmax_step(y, order, a, nb, nblk, plog, bo, vbo, do, lr, mu, zero, one,
                                tiny)
         loss_sum += dl
         correct += dc
         nb_prev = nb
+    for blk in prange(nblk):  # the call ends with every row of Wh up to date
+        j0 = blk * HB
+        j1 = min(H, j0 + HB)
+        for k in range(F):
+            _catch_up(k, s1 - 1 - last[k], j0, j1, mu, tiny, zero, Wh, vWh)
     stats[0] += loss_sum
     stats[1] += correct
 
@@ -318,8 +323,9 @@ def workspace(B: int, F: int, H: int, K: int, dtype, threads: int) -> dict[str, 
     nblk = n_blocks(H, threads)
     return {
         "marks": np.empty(F, np.int64), "touched": np.empty((2, F), np.int32),
-        "n_touched": np.empty(2, np.int64), "Hb": np.empty((B, H), dtype),
-        "D": np.empty((B, H), dtype), "plog": np.empty((nblk, B, K), dtype),
+        "n_touched": np.empty(2, np.int64), "last": np.empty(F, np.int64),
+        "Hb": np.empty((B, H), dtype), "D": np.empty((B, H), dtype),
+        "plog": np.empty((nblk, B, K), dtype),
         "do": np.empty((B, K), dtype), "acc": np.empty((nblk, -(-H // nblk)), dtype),
     }
 
@@ -352,9 +358,10 @@ def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: d
     HB = -(-H // nblk)
     kernel = _steps_kernel if threads > 1 else _steps_kernel_serial
     kernel(X, y, order, s0, s1, B, activation_id(activation), dt(lr), dt(mu), dt(0), dt(1),
-           dt(np.finfo(Wh.dtype).tiny), HB, *nz, Wh, bh.reshape(-1), Wo, bo.reshape(-1),
-           vWh, vbh.reshape(-1), vWo, vbo.reshape(-1), ws["marks"], ws["touched"],
-           ws["n_touched"], ws["Hb"], ws["D"], ws["plog"], ws["do"], ws["acc"], stats)
+           dt(np.finfo(Wh.dtype).tiny), HB, nz[0], nz[1], Wh, bh.reshape(-1), Wo,
+           bo.reshape(-1), vWh, vbh.reshape(-1), vWo, vbo.reshape(-1), ws["marks"],
+           ws["touched"], ws["n_touched"], ws["last"], ws["Hb"], ws["D"], ws["plog"],
+           ws["do"], ws["acc"], stats)
 
 
 def threads_for(H: int, B: int) -> int:

@@ -35,12 +35,16 @@ ENV = dict(os.environ, PYTHONWARNINGS="ignore")
 
 def sparse_data(n_train: int, F: int, K: int, seed: int = 0, dtype=np.float64) -> Dataset:
     """Rows about 70% zeros, as MNIST's pixels are (the loop skips zero inputs), a few
-    all-zero rows; every class present."""
+    all-zero rows, a column zero in every row and one nonzero in one row only (their rows of Wh
+    sit out many steps and catch up on their decay later); every class present."""
     rng = np.random.default_rng(seed)
 
     def split(n: int) -> Split:
         x = rng.uniform(0, 1, size=(n, F)) * (rng.uniform(size=(n, F)) < 0.3)
         x[::9] = 0.0  # rows with no nonzero input at all
+        if F > 2:
+            x[:, :2] = 0.0
+            x[n // 2, 1] = 0.5
         return Split(np.ascontiguousarray(x, dtype=dtype), rng.integers(0, K, size=n))
 
     return Dataset("sparse", split(n_train), split(7), split(5), n_classes=K)
