@@ -97,8 +97,12 @@ def head_call(gm, monkeypatch):
         monkeypatch.setattr(kcuda, "_max_blocks", lambda per_sm: per_sm * gm.SMS)
         monkeypatch.setattr(kcuda, "_default_threads", lambda: kcuda.DEFAULT_THREADS)
         original = kcuda._partials
-        monkeypatch.setattr(kcuda, "_partials", lambda *a: kcuda._Partials(
-            *(p.view(_Counted) for p in original(*a)[:5]), ()))
+
+        def partials(*args):
+            views = [p.view(_Counted) for p in original(*args)[:5]]
+            return kcuda._Partials(*views, tuple(views[:4]))
+
+        monkeypatch.setattr(kcuda, "_partials", partials)
         _Counted.log = []
         f = np.float32
         ends = np.linspace(0, N, S + 1).astype(int)[1:]
