@@ -5,6 +5,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+import fastmlp
 from fastmlp import bench
 from fastmlp.cli import main
 
@@ -39,3 +42,20 @@ def test_bench_table_and_unusable_device(assert_one_line_error):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert_one_line_error(bad.stderr, "NUMBA_ENABLE_CUDASIM=1")  # no traceback either
+
+
+def test_floor_is_of_the_shapes_that_run() -> None:
+    """With a dataset, the floor and GFLOP/s are of its own splits, not the canonical ones."""
+    workload = {"n_train": 300, "n_valid": 6000, "n_test": 2724, "n_features": 784,
+                "n_hidden": 16, "n_classes": 10}
+    spec = {"impl": "fastmlp", "device": "cpu", "dtype": "float32", "workload": workload,
+            "warmup": 0, "repeats": 1, "epochs": 1, "activation": "relu", "momentum": 0.9,
+            "batch_size": None, "dataset": "synthetic", "data_path": None}
+    row = bench.run_row(spec)
+    data = fastmlp.load_dataset("synthetic", train_size=300)
+    ran = {"n_train": 300, "n_valid": len(data.valid.y), "n_test": len(data.test.y),
+           "n_features": data.n_features, "n_hidden": 16, "n_classes": data.n_classes}
+    assert ran["n_valid"] != workload["n_valid"]  # the test means something
+    assert row["workload"] == ran
+    flops = bench.gemm_flops({"workload": ran})
+    assert row["gflops"] == pytest.approx(flops / (row["epoch_ms"] / 1e3) / 1e9)
