@@ -50,8 +50,10 @@ NUMBA_BASE_S, NUMBA_PER_ARRAY_S, NUMBA_WRAPPER_S = 6.6e-6, 3.7e-6, 10e-6
 GLUE_PER_STEP_S = 20e-6  # the trainer's per-step Python: slicing idx, Xb[:nb], Z[:nb], views
 READBACK_S = 10e-6  # a 48-byte device->host copy and the wait for the stream (once per epoch)
 H2D_S = 10e-6  # the host->device copy of the epoch's shuffled order (minibatch only)
-# The head's latency chain (see head_latency_s): a dependent global load per loop pass
-HBM_LATENCY_S, L2_LATENCY_S, BARRIER_S, SERIAL_ROW_S = 0.6e-6, 0.3e-6, 0.05e-6, 1.0e-6
+# The head's latency chain (see head_latency_s): a dependent global load per loop pass, a
+# shuffle round, the barrier per tile, lane 0's softmax per row (training; half for evaluation)
+HBM_LATENCY_S, L2_LATENCY_S, SHUFFLE_S, BARRIER_S, SERIAL_ROW_S = (0.6e-6, 0.3e-6, 0.02e-6,
+                                                                    0.05e-6, 1.0e-6)
 
 
 @dataclass(frozen=True)
@@ -141,22 +143,44 @@ def gemm(name: str, m: int, k: int, n: int, b: int, count: int = 1) -> Launch:
     return Launch(name, "gemm", count, 2.0 * m * k * n, b * (m * k + k * n + m * n))
 
 
+def head_grid(rows: int) -> tuple[int, int, int]:
+    """(rows per tile, blocks, warps per block) of kernels/cuda.py's default head launch on
+    ``rows`` rows: its own tile rule (TILE_ROWS, fewer when blocks would sit idle) and grid."""
+    warps = -(-kcuda.DEFAULT_THREADS // kcuda.WARP)
+    max_blocks = kcuda.BLOCKS_PER_SM * SMS
+    tile = kcuda._tile_rows(rows, warps, max_blocks)
+    return tile, max(1, min(-(-rows // tile), max_blocks)), warps
+
+
+HEAD_ARRAYS = 10  # the kernel's array arguments: Z, bh, Wo, bo, y, ends and the four partials
+
+
 def head(s: Shapes, rows: int, n_grad: int, splits: int, b: int, count: int = 1) -> list[Launch]:
     """kernels/cuda.py's head on ``rows`` rows, the first ``n_grad`` of them training rows, and
-    the CuPy sums over its per-block partials that follow it."""
-    H, K, nb = s.H, s.K, min(rows, kcuda.BLOCKS_PER_SM * SMS)
-    per_block = H * K + H + K  # dWo, dbh, dbo partial rows, zeroed and written by each block
-    # reads Z, bh, Wo, bo and the int32 labels; writes dz for training rows, the partials (the
-    # in-place accumulation into them stays in L2: ~11 MB against 50-60 MB) and float64 stats
+    its second pass: the CuPy sums over the per-block partials and dWo's transposed copy."""
+    H, K = s.H, s.K
+    _, nb, warps = head_grid(rows)
+    # dWo [block, k, j], dbh and dbo partial rows: only a call with training rows touches them,
+    # each block zeroing its own and adding into them once per tile (the in-place adds stay in
+    # L2: ~11 MB in float32 against 50 MB), so HBM sees them written once
+    grads = nb * (K * H + H + K) if n_grad else 0
+    stats_rows = nb * warps  # float64 (loss, correct) per split, one row per warp
+    # reads Z, bh, Wo, bo, the int32 labels and the int64 split ends; writes dz over the
+    # training rows (h, stored there between the two phases of a tile, is overwritten in L2),
+    # the partials and the stats
     rd = b * (rows * H + H * K + H + K) + 4 * rows + 8 * splits
-    wr = b * (n_grad * H + (nb * per_block if n_grad else nb * K)) + 16 * nb * splits
+    wr = b * (n_grad * H + grads) + 16 * stats_rows * splits
     # forward per row: bias, activation and H×K multiply-adds; backward per training row:
-    # dh (H×K), dWo partial (H×K), act′ and dbh
+    # dh (H×K), the tile's dWo (H×K), act′ and dbh
     fl = rows * H * (2 * K + 2) + n_grad * H * (4 * K + 3)
-    out = [Launch("head (Numba)", "numba", count, fl, rd + wr, arrays=10),
-           Launch("Σ stats partials", "cupy", count, nb * splits * 2, 16 * (nb + 1) * splits)]
+    out = [Launch("head (Numba)", "numba", count, fl, rd + wr, arrays=HEAD_ARRAYS),
+           Launch("Σ stats partials", "cupy", count, stats_rows * splits * 2,
+                  16 * (stats_rows + 1) * splits)]
     if n_grad:
-        for what, width in (("dWo", H * K), ("dbo", K), ("dbh", H)):
+        out += [Launch("Σ dWo partials → (K, H)", "cupy", count, nb * H * K,
+                       b * (nb + 1) * H * K),
+                Launch("dWo ← (K, H)ᵀ copy", "cupy", count, 0, 2 * b * H * K)]
+        for what, width in (("dbo", K), ("dbh", H)):
             out.append(Launch(f"Σ {what} partials", "cupy", count, nb * width,
                               b * (nb + 1) * width))
     return out
@@ -211,20 +235,38 @@ def floor_launches(s: Shapes, b: int) -> list[Launch]:
 
 
 def head_latency_s(s: Shapes, rows: int, n_grad: int) -> float:
-    """A guess at the head's time if each row is a chain of dependent steps (not a rate).
+    """A guess at the head's time if its work is chains of dependent steps (not a rate).
 
-    Each block walks its rows one at a time: per row ceil(H/threads) loop passes, each waiting on
-    one global load (Z from HBM forward; Z again and the dWo partial RMW from L2 backward), a
-    tree reduction of log2(threads) barriers and thread 0's serial softmax. Blocks (2 per SM) run
-    side by side, so the kernel takes about one block's chain.
+    Each block grid-strides over tiles of rows. Per tile, phase 1: each warp takes its rows one
+    after another, per row ceil(H/32) strided passes that each wait on one global load of Z
+    from HBM, 5 shuffle rounds (the K logits' shuffles of a round are independent) and lane 0's
+    softmax; then one barrier; then phase 2 (training rows only): ceil(H/threads) passes per
+    thread, each walking down the tile's training rows with one load of h from L2 per row, and
+    one read-modify-write of the partials from L2. Blocks (2 per SM) and the warps of a block
+    run side by side, so the kernel takes the longest block's chain: the one with most tiles.
+    (The PTX that numba-cuda's NVVM writes for both loops, float32 and K = 10, is not unrolled:
+    one load of Z per pass, so nothing but the other warps hides its latency.)
     """
-    nb = min(rows, kcuda.BLOCKS_PER_SM * SMS)
-    passes = -(-s.H // kcuda.DEFAULT_THREADS)
-    common = passes * HBM_LATENCY_S + math.log2(kcuda.DEFAULT_THREADS) * BARRIER_S
-    train_row = common + SERIAL_ROW_S + passes * 2 * L2_LATENCY_S
-    eval_row = common + SERIAL_ROW_S / 2
-    n_train_rows = -(-n_grad // nb)
-    return n_train_rows * train_row + (-(-rows // nb) - n_train_rows) * eval_row + LAUNCH_S
+    tile, nb, warps = head_grid(rows)
+    passes1 = -(-s.H // kcuda.WARP)
+    passes2 = -(-s.H // kcuda.DEFAULT_THREADS)
+    rounds = int(math.log2(kcuda.WARP))
+
+    def row_s(train: bool) -> float:
+        return (passes1 * HBM_LATENCY_S + rounds * SHUFFLE_S
+                + (SERIAL_ROW_S if train else SERIAL_ROW_S / 2))
+
+    def tile_s(first: int) -> float:
+        n = min(tile, rows - first)
+        n_rows = min(n, max(0, n_grad - first))  # the tile's training rows
+        phase1 = max(sum(row_s(first + r < n_grad) for r in range(w, n, warps))
+                     for w in range(warps))
+        phase2 = BARRIER_S + passes2 * (n_rows + 1) * L2_LATENCY_S if n_rows else 0.0
+        return phase1 + phase2
+
+    n_tiles = -(-rows // tile)
+    times = [tile_s(t * tile) for t in range(n_tiles)]
+    return max(sum(times[b::nb]) for b in range(nb)) + LAUNCH_S
 
 
 def _head_calls(s: Shapes, batch: int | None) -> list[tuple[int, int, int]]:
@@ -334,9 +376,30 @@ def rates_table() -> str:
                  f"{_us(NUMBA_WRAPPER_S)} µs | same | assumption / numba-cuda PR #288 |")
     lines.append(f"| host: trainer's Python per minibatch step | {_us(GLUE_PER_STEP_S)} µs "
                  f"| same | assumption |")
-    lines.append(f"| head latency chain (last column only) | {HBM_LATENCY_S * 1e6:g} µs per pass "
-                 f"waiting on HBM, {L2_LATENCY_S * 1e6:g} on L2, {BARRIER_S * 1e6:g} per barrier, "
-                 f"{SERIAL_ROW_S * 1e6:g} serial softmax per row | same | assumption |")
+    lines.append(f"| head latency chain (last columns only) | {HBM_LATENCY_S * 1e6:g} µs per "
+                 f"pass waiting on HBM, {L2_LATENCY_S * 1e6:g} on L2, {SHUFFLE_S * 1e6:g} per "
+                 f"shuffle round, {BARRIER_S * 1e6:g} per barrier (one per tile), "
+                 f"{SERIAL_ROW_S * 1e6:g} for lane 0's softmax per row | same | assumption |")
+    return "\n".join(lines)
+
+
+def head_table(dev: Device = H200) -> str:
+    """Each head launch shape of the epochs: its grid, the h it keeps in flight, its two times."""
+    lines = ["| workload | batch | rows (training) | rows per tile | blocks | tiles, most per "
+             "block | h in flight MB f32 | roofline µs f32 | latency chain µs |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in (CANONICAL, MNIST):
+        for batch in (None, STEP_BATCH):
+            for rows, n_grad, _ in dict.fromkeys(_head_calls(s, batch)):
+                tile, nb, _ = head_grid(rows)
+                n_tiles = -(-rows // tile)
+                splits = 3 if batch is None else 1
+                roof = head(s, rows, n_grad, splits, 4)[0].device_s(dev, "float32")
+                # the h of every block's current tile: stored in phase 1, re-read in phase 2
+                h_mb = nb * tile * s.H * 4 / 1e6 if n_grad else 0.0
+                lines.append(f"| {s.name.split(' ')[0]} | {batch or 'full'} | {rows} ({n_grad}) "
+                             f"| {tile} | {nb} | {n_tiles}, {-(-n_tiles // nb)} | {h_mb:.1f} "
+                             f"| {_us(roof)} | {_us(head_latency_s(s, rows, n_grad))} |")
     return "\n".join(lines)
 
 
@@ -355,7 +418,8 @@ def h100_table() -> str:
 
 def report() -> str:
     parts = ["#### Rates and assumptions", rates_table(), "",
-             "#### Predicted epoch, H200", summary_table(), ""]
+             "#### Predicted epoch, H200", summary_table(), "",
+             "#### The head's launches, H200", head_table(), ""]
     for s in (CANONICAL, MNIST):
         parts += [f"#### {s.name}: N_train {s.n_train}, N_valid {s.n_valid}, N_test {s.n_test}; "
                   f"F {s.F}, H {s.H}, K {s.K}; H200", "",

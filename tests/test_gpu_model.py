@@ -2,12 +2,14 @@
 printed totals are the sums of its rows, and bench/RESULTS.md carries its current output."""
 
 import importlib.util
+import inspect
 import math
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastmlp.kernels import cuda as kcuda
 
@@ -59,13 +61,99 @@ def test_full_batch_products(gm, b):
     assert [x.kind for x in launches].count("numba") == 2
 
 
+class _Counted(np.ndarray):
+    """Records the whole-array calls made on it (the head's second pass: sums and copies)."""
+
+    log: list = []
+
+    def sum(self, *args, **kwargs):
+        _Counted.log.append(("sum", self.shape))
+        return super().sum(*args, **kwargs)
+
+    def __setitem__(self, key, value):
+        _Counted.log.append(("copy", self.shape))
+        super().__setitem__(key, value)
+
+
+@pytest.fixture
+def head_call(gm, monkeypatch):
+    """Runs kernels/cuda.py's ``head`` wrapper on host arrays with the kernel replaced by a
+    recorder and the GPU's SM count by the model's: returns ((blocks, threads, shared bytes,
+    rows per tile) of the launch, [the array calls made after it]) for (N, n_grad)."""
+
+    def run(s, N, n_grad, S):
+        launched = []
+
+        class Recorder:
+            def __getitem__(self, config):
+                def launch(*args):
+                    for a in args:  # finite partials to sum, as a kernel would leave them
+                        if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+                            a.view(np.ndarray)[...] = 0
+                    launched.append((config[0], config[1], config[3], args[-1], len(_Counted.log)))
+                return launch
+
+        monkeypatch.setattr(kcuda, "_head_kernel", lambda dtype, K: Recorder())
+        monkeypatch.setattr(kcuda, "_max_blocks", lambda per_sm: per_sm * gm.SMS)
+        monkeypatch.setattr(kcuda, "_default_threads", lambda: kcuda.DEFAULT_THREADS)
+        original = kcuda._partials
+
+        def partials(*args):
+            views = [p.view(_Counted) for p in original(*args)[:5]]
+            return kcuda._Partials(*views, tuple(views[:4]))
+
+        monkeypatch.setattr(kcuda, "_partials", partials)
+        _Counted.log = []
+        f = np.float32
+        ends = np.linspace(0, N, S + 1).astype(int)[1:]
+        arrays = [np.zeros(shape, f) for shape in ((N, s.H), (1, s.H), (s.H, s.K), (1, s.K))]
+        grads = [np.zeros(shape, f).view(_Counted) for shape in ((s.H, s.K), (1, s.K), (1, s.H))]
+        stats = np.zeros((S, 2)).view(_Counted)
+        kcuda.head(*(a.view(_Counted) for a in arrays), np.zeros(N, np.int32).view(_Counted),
+                   tuple(ends), n_grad, "relu", *grads, stats)
+        (blocks, threads, shared, tile, before), = launched
+        return (blocks, threads, shared, tile), _Counted.log[before:]
+
+    return run
+
+
+@pytest.mark.parametrize("N, n_grad, S", [(18724, 10000, 3), (30000, 10000, 3), (100, 100, 1),
+                                          (8192, 0, 3), (532, 0, 3), (3616, 0, 3)])
+def test_head_grid_and_second_pass_are_the_codes(gm, head_call, N, n_grad, S):
+    s = gm.CANONICAL
+    (blocks, threads, shared, tile), calls = head_call(s, N, n_grad, S)
+    assert gm.head_grid(N) == (tile, blocks, -(-threads // kcuda.WARP))
+    assert shared == 2 * tile * s.K * 4  # do of a tile's rows, double-buffered
+    launches = gm.head(s, N, n_grad, S, 4)
+    # one launch per array call after the kernel: the stats sum, and with training rows the
+    # dWo, dbo and dbh sums and dWo's transposed copy
+    assert len(launches) == 1 + len(calls)
+    assert sum(x.name.startswith("Σ") for x in launches) == sum(c[0] == "sum" for c in calls)
+    assert sum("copy" in x.name for x in launches) == sum(c[0] == "copy" for c in calls)
+    # the partials the sums read are the sizes the model counts
+    stats_rows = blocks * (-(-threads // kcuda.WARP))
+    assert ("sum", (stats_rows, S, 2)) in calls
+    assert by_name(launches, "Σ stats partials").bytes == 16 * (stats_rows + 1) * S
+    if n_grad:
+        assert ("sum", (blocks, s.K, s.H)) in calls
+        assert by_name(launches, "Σ dWo partials → (K, H)").bytes == 4 * (blocks + 1) * s.K * s.H
+        assert by_name(launches, "dWo ← (K, H)ᵀ copy").bytes == 2 * 4 * s.K * s.H
+
+
+def test_head_takes_the_arrays_the_model_counts(gm):
+    params = inspect.signature(kcuda._head_kernel(np.dtype("float32"), 10).py_func).parameters
+    scalars = {"n_grad", "act", "inv_n", "tile"}
+    assert set(params) >= scalars
+    assert gm.HEAD_ARRAYS == len(params) - len(scalars)
+
+
 def test_minibatch_launches_per_step(gm):
     s, B = gm.CANONICAL, gm.STEP_BATCH
     launches = gm.epoch_launches(s, 4, B)
     steps = s.n_train // B
     per_step = [x for x in launches if x.count == steps and x.kind != "glue"]
-    # 2 gathers, 2 products, head + 4 partial sums, momentum, the running train stats
-    assert len(per_step) == 11
+    # 2 gathers, 2 products, the head and its second pass, momentum, the running train stats
+    assert len(per_step) == 6 + len(gm.head(s, B, B, 1, 4))
     assert sum(x.kind == "numba" for x in per_step) == 2
     assert sum(x.kind == "gemm" for x in per_step) == 2
     assert by_name(launches, "Xb·Wh").flops == 2 * B * s.F * s.H
@@ -78,13 +166,44 @@ def test_minibatch_launches_per_step(gm):
     assert sum(x.count for x in heads) == steps + len(evals)
 
 
-def test_head_grid_and_latency_guess(gm):
+def test_head_bytes(gm):
+    s, b = gm.CANONICAL, 4
+    tile, nb, warps = gm.head_grid(s.n_all)
+    head = gm.head(s, s.n_all, s.n_train, 3, b)[0]
+    z = b * (s.n_all * s.H + s.n_train * s.H)  # Z read once, dz written once
+    partials = b * nb * (s.K * s.H + s.H + s.K) + 16 * nb * warps * 3
+    assert head.bytes == z + partials + b * (s.H * s.K + s.H + s.K) + 4 * s.n_all + 8 * 3
+    # evaluation only: no gradient partials are touched
+    evals = gm.head(s, 8192, 0, 3, b)
+    assert len(evals) == 2
+    _, nb, _ = gm.head_grid(8192)
+    assert evals[0].bytes == b * (8192 * s.H + s.H * s.K + s.H + s.K) + 4 * 8192 + 8 * 3 + \
+        16 * nb * warps * 3
+
+
+def test_head_latency_guess(gm):
     s = gm.CANONICAL
     blocks = kcuda.BLOCKS_PER_SM * gm.SMS
-    one_row = gm.head_latency_s(s, blocks, blocks)  # every block one training row
-    assert gm.head_latency_s(s, 2 * blocks, blocks) > one_row  # plus one evaluation row each
-    assert gm.head_latency_s(s, 10 * blocks, 10 * blocks) == pytest.approx(
-        10 * (one_row - gm.LAUNCH_S) + gm.LAUNCH_S)
+    warps = kcuda.DEFAULT_THREADS // kcuda.WARP
+    passes1, passes2 = -(-s.H // kcuda.WARP), -(-s.H // kcuda.DEFAULT_THREADS)
+    # B = 100: tiles of one row per warp, one tile per block: one row's chain, the barrier and
+    # phase 2 over the tile's rows
+    tile, nb, _ = gm.head_grid(100)
+    assert tile == warps and nb == -(-100 // warps)
+    row = passes1 * gm.HBM_LATENCY_S + 5 * gm.SHUFFLE_S + gm.SERIAL_ROW_S
+    phase2 = gm.BARRIER_S + passes2 * (tile + 1) * gm.L2_LATENCY_S
+    assert gm.head_latency_s(s, 100, 100) == pytest.approx(row + phase2 + gm.LAUNCH_S)
+    # evaluation rows skip phase 2 and half the softmax
+    assert gm.head_latency_s(s, 100, 0) < gm.head_latency_s(s, 100, 100)
+    # full tiles on every block: twice the tiles per block, twice the chain
+    one = gm.head_latency_s(s, blocks * kcuda.TILE_ROWS, blocks * kcuda.TILE_ROWS)
+    two = gm.head_latency_s(s, 2 * blocks * kcuda.TILE_ROWS, 2 * blocks * kcuda.TILE_ROWS)
+    assert two - gm.LAUNCH_S == pytest.approx(2 * (one - gm.LAUNCH_S))
+    # the kernel waits for its busiest block: one row past what the grid's tiles hold puts a
+    # second tile on block 0, and costs that row's whole chain
+    full = gm.head_latency_s(s, blocks * kcuda.TILE_ROWS, 0)
+    assert gm.head_latency_s(s, blocks * kcuda.TILE_ROWS + 1, 0) == pytest.approx(
+        full + passes1 * gm.HBM_LATENCY_S + 5 * gm.SHUFFLE_S + gm.SERIAL_ROW_S / 2)
 
 
 @pytest.mark.parametrize("batch", [None, 100])
