@@ -133,7 +133,7 @@ def load_dataset(
     path: str | os.PathLike[str] | None = None,
     train_size: int | None = None,
     scale: str = "unit",
-    dtype: str = "float32",
+    dtype: str | None = None,
     seed: int = 0,
     n_train: int = 1000,
     n_valid: int = 200,
@@ -159,26 +159,28 @@ def load_dataset(
 
     ``train_size`` keeps the first N rows of the train split. ``scale`` maps pixels to [0, 1]
     (``"unit"``: x / 255) or [-1, 1] (``"symmetric"``: x / 127.5 - 1). ``dtype`` is ``"float32"``
-    or ``"float64"``. ``seed`` and the ``n_*`` sizes are used by ``"synthetic"`` only.
+    or ``"float64"``; None (the default) is float32, except for an ``.npz`` whose ``x_train`` is
+    float64, kept in float64 (features used as given). ``seed`` and the ``n_*`` sizes are used
+    by ``"synthetic"`` only.
     """
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in DATASET_NAMES:
         raise FastMLPError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
     if scale not in SCALES:
         raise FastMLPError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
-    np_dtype = _float_dtype(dtype)
+    np_dtype = None if dtype is None else _float_dtype(dtype)
     if train_size is not None and (not is_int(train_size) or train_size < 1):
         raise FastMLPError(f"train_size must be a positive integer, got {train_size!r}")
 
+    if key == "npz":
+        return _take_train(_load_npz(_require_file(path, key), np_dtype), train_size)
+    np_dtype = np_dtype or np.dtype(np.float32)
     if key == "mnist":
         # Sliced before scaling: converting all 50000 rows to keep a few would waste time.
         return _load_mnist(path, scale, np_dtype, train_size)
     if key == "notmnist":  # sliced while converting, as mnist
         return _load_notmnist(_require_file(path, key), scale, np_dtype, train_size)
-    if key == "npz":
-        ds = _load_npz(_require_file(path, key), np_dtype)
-    else:
-        ds = _make_synthetic(seed, n_train, n_valid, n_test, n_features, n_classes, np_dtype)
+    ds = _make_synthetic(seed, n_train, n_valid, n_test, n_features, n_classes, np_dtype)
     return _take_train(ds, train_size)
 
 
@@ -586,8 +588,10 @@ def _load_notmnist(p: Path, scale: str, dtype: np.dtype, train_size: int | None)
     return ds
 
 
-def _load_npz(p: Path, dtype: np.dtype) -> Dataset:
+def _load_npz(p: Path, dtype: np.dtype | None) -> Dataset:
     arrays = _read_npz(p, ("x_train", "y_train"), ("x_valid", "y_valid", "x_test", "y_test"))
+    if dtype is None:  # as given: float64 features stay float64
+        dtype = np.dtype(np.float64 if arrays["x_train"].dtype == np.float64 else np.float32)
     for part in ("valid", "test"):
         have = [k for k in (f"x_{part}", f"y_{part}") if k in arrays]
         if len(have) == 1:

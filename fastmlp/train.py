@@ -102,6 +102,12 @@ def check_compatible(model: MLP, dataset: Dataset) -> None:
     if dataset.n_classes > model.n_out:
         raise FastMLPError(f"the data ({dataset.name}) has {dataset.n_classes} classes but the "
                            f"model outputs {model.n_out}")
+    narrow = [p.x.dtype.name for p in (dataset.train, dataset.valid, dataset.test)
+              if np.dtype(p.x.dtype).itemsize < np.dtype(model.dtype).itemsize]
+    if narrow:  # widening is exact, but the values are the float32 ones: say so, once
+        warnings.warn(f"the data ({dataset.name}) are {narrow[0]}: the {model.dtype} model "
+                      f"trains on their {narrow[0]} values; load them with dtype="
+                      f"'{model.dtype}' for {model.dtype} features", stacklevel=3)
     # hand-built splits are not checked by the loaders, and the kernels index by label
     for split, part in zip(SPLITS, (dataset.train, dataset.valid, dataset.test), strict=True):
         y = np.asarray(part.y)
@@ -422,8 +428,8 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
 
     ``batch_size`` None is full batch (the course); B gives minibatches reshuffled every epoch
     from ``seed``; 1 is per-sample SGD. ``callback(trainer, record)`` runs after each epoch.
-``compiled``: minibatch epochs as compiled calls of many whole steps (kernels/steps.py); None
-chooses (:func:`resolve_compiled`), False keeps the per-step path.
+    ``compiled``: minibatch epochs as compiled calls of many whole steps (kernels/steps.py); None
+    chooses (:func:`resolve_compiled`), False keeps the per-step path.
 
     To continue a run, pass its ``state`` (:meth:`Trainer.state_dict`, or
     :func:`fastmlp.checkpoint.load_checkpoint`) and the ``history`` recorded up to it: training

@@ -493,7 +493,7 @@ def test_npz_with_all_splits(tmp_path: Path) -> None:
     }
     p = tmp_path / "d.npz"
     np.savez_compressed(p, **arrays)
-    ds = load_dataset("npz", path=p, scale="symmetric")  # scale is ignored for npz
+    ds = load_dataset("npz", path=p, scale="symmetric", dtype="float32")  # scale: ignored
     assert ds.name == "npz" and ds.n_features == 6 and ds.n_classes == 5
     assert ds.train.x.dtype == np.float32 and ds.train.x.flags.c_contiguous
     np.testing.assert_array_equal(ds.train.x, arrays["x_train"].reshape(20, 6).astype(np.float32))
@@ -502,11 +502,15 @@ def test_npz_with_all_splits(tmp_path: Path) -> None:
     ds64 = load_dataset("npz", path=p, dtype="float64", train_size=7)
     np.testing.assert_array_equal(ds64.train.x, arrays["x_train"].reshape(20, 6)[:7])
     assert len(ds64.valid) == 5
+    as_given = load_dataset("npz", path=p)  # the default: float64 x_train stays float64
+    assert {s.x.dtype for s in (as_given.train, as_given.valid, as_given.test)} == {
+        np.dtype(np.float64)}
+    np.testing.assert_array_equal(as_given.train.x, arrays["x_train"].reshape(20, 6))
 
 
 def test_npz_train_only(tmp_path: Path) -> None:
     p = tmp_path / "t.npz"
-    np.savez(p, x_train=np.ones((4, 3)), y_train=np.zeros(4, np.int32))
+    np.savez(p, x_train=np.ones((4, 3), np.float32), y_train=np.zeros(4, np.int32))
     ds = load_dataset("npz", path=p)
     assert ds.n_classes == 2  # at least 2, even when only class 0 appears
     for split in (ds.valid, ds.test):
@@ -640,7 +644,6 @@ def test_synthetic_sizes_and_dtype() -> None:
         ({"name": "synthetic", "scale": "minmax"}, "unknown scale 'minmax'"),
         ({"name": "synthetic", "dtype": "int32"}, "unknown dtype 'int32'"),
         ({"name": "synthetic", "dtype": "float16"}, "float32, float64"),
-        ({"name": "synthetic", "dtype": None}, "unknown dtype"),
         ({"name": "synthetic", "dtype": "nonsense"}, "unknown dtype"),
         ({"name": "synthetic", "train_size": 0}, "train_size"),
         ({"name": "synthetic", "train_size": 1.5}, "train_size"),
@@ -683,3 +686,49 @@ def test_bundled_checksums_file_matches_data() -> None:
     for base in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
         data = gzip.decompress((bundled_dir() / f"{base}.gz").read_bytes())
         assert hashlib.sha256(data).hexdigest() == sums[base]
+
+
+def test_float64_npz_trains_in_float64(tmp_path: Path) -> None:
+    """Features used as given through the API too: float64 npz data train a float64 model in
+    float64, equal to an independent float64 computation of the course rule after 5 epochs."""
+    import fastmlp
+
+    rng = np.random.default_rng(3)
+    n, F, H, K = 40, 13, 9, 4
+    x = rng.standard_normal((n, F))  # float64, not representable in float32
+    y = rng.integers(0, K, n)
+    path = tmp_path / "f64.npz"
+    np.savez(path, x_train=x, y_train=y)
+    ds = fastmlp.load_dataset("npz", path=path)
+    assert ds.train.x.dtype == np.float64 and np.array_equal(ds.train.x, x)
+    model = fastmlp.MLP(F, H, K, dtype="float64")
+    p = {name: model.views[name].copy() for name in ("Wh", "bh", "Wo", "bo")}
+    v = {name: np.full_like(a, 1e-5) for name, a in p.items()}
+    lr, mu = 0.1, 0.9
+    for _ in range(5):  # the course rule, full batch, written out
+        Z = x @ p["Wh"] + p["bh"]
+        h = np.maximum(Z, 0)
+        logits = h @ p["Wo"] + p["bo"]
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        d = e / e.sum(axis=1, keepdims=True)
+        d[np.arange(n), y] -= 1
+        d /= n
+        dZ = (d @ p["Wo"].T) * (Z > 0)
+        g = {"Wh": x.T @ dZ, "bh": dZ.sum(0, keepdims=True), "Wo": h.T @ d,
+             "bo": d.sum(0, keepdims=True)}
+        for name in p:
+            v[name] = mu * v[name] + lr * g[name]
+            p[name] = p[name] - v[name]
+    fastmlp.train(model, ds, epochs=5, lr=lr, momentum=mu)
+    for name, want in p.items():
+        got = model.views[name]
+        assert np.max(np.abs(got - want)) <= 1e-12 * np.max(np.abs(want)), name
+
+
+def test_a_float64_model_on_float32_data_is_told(tmp_path: Path) -> None:
+    import fastmlp
+
+    ds = fastmlp.load_dataset("synthetic", n_train=20, n_valid=4, n_test=4, n_features=5)
+    assert ds.train.x.dtype == np.float32
+    with pytest.warns(UserWarning, match="float32 values; load them with dtype='float64'"):
+        fastmlp.train(fastmlp.MLP(5, 3, 10, dtype="float64"), ds, epochs=1)
