@@ -592,6 +592,9 @@ class _Rollback:
         return True
 
 
+FEATURE_RANGE = 100.0  # |x| above which a divergence message names the features first
+
+
 def _diverged(trainer: Trainer, history: History, rollback: _Rollback, start: float, bad: int,
               detected: int, what: str) -> DivergenceError:
     """Restore the last finite weights before ``bad`` (the weights found non-finite, counted in
@@ -612,9 +615,16 @@ def _diverged(trainer: Trainer, history: History, rollback: _Rollback, start: fl
         kept_note = f"kept {weights}, the last finite ones"
     else:  # no older snapshot: the initial weights, or the first epoch after a resume
         kept_note = f"kept {weights}, the oldest held, though they are not finite either"
-    return DivergenceError(
-        f"training diverged at epoch {detected}: {what}; {kept_note}; try a smaller learning "
-        f"rate than {trainer.lr:g}", epoch=detected, history=history)
+    hint = f"try a smaller learning rate than {trainer.lr:g}"
+    n_train = trainer.counts[0]
+    if n_train:
+        xp = trainer.model.backend.xp
+        reach = float(trainer.model.backend.to_host(xp.abs(trainer.X[:n_train]).max()))
+        if reach > FEATURE_RANGE:  # NaN compares False: the usual hint
+            hint = (f"the features reach |x| = {reach:.3g}, far outside the usual range (about "
+                    f"1): scale them, or {hint}")
+    return DivergenceError(f"training diverged at epoch {detected}: {what}; {kept_note}; {hint}",
+                           epoch=detected, history=history)
 
 
 class _Checkpointer:

@@ -328,3 +328,20 @@ def test_default_out_dir_is_timestamped_and_unique(tmp_path: Path,
     assert first.parent == second.parent == Path("runs")
     assert first != second and first.is_dir() and second.is_dir()
     assert len(first.name) == len("20250101-120000") and first.name[8] == "-"
+
+
+def test_huge_features_diverge_with_one_line_naming_them(tmp_path: Path) -> None:
+    """Features of magnitude 1e30: the error names them as the cause, and nothing else is
+    printed on stderr (no NumPy overflow warning)."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "big.npz"
+    np.savez(data, x_train=rng.random((50, 20)) * 1e30, y_train=rng.integers(0, 3, 50))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastmlp", "train", "--dataset", "npz", "--data-path", str(data),
+         "--hidden", "8", "--epochs", "3", "--no-progress", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "training diverged" in lines[0]
+    assert "the features reach |x| = 1e+30, far outside the usual range" in lines[0]
