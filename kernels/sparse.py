@@ -4,24 +4,25 @@ MNIST rows are ~81% exact zeros; a zero input adds exactly zero to z and to its 
 skipping it changes nothing but the summation order (for finite Wh: see :func:`sparse_matmul`).
 Same names and semantics as :mod:`reference`, whose dense products are the oracles.
 
-Layouts and blocking (the panel widths were picked by measurement, bench/sparse_ab.py):
+Layouts and blocking (widths picked by measurement: see the constants and bench/sparse_ab.py):
 
 - ``sparse_matmul``: X as :class:`~fastmlp.kernels.CSR`. Threads split the rows, in chunks of
-  ``ROWS_PER_CHUNK``; per chunk, the hidden units go in panels of ``FORWARD_PANEL`` columns, so
-  that the panel of Wh (F × panel) the chunk's nonzeros read stays in L2 and the output row's
-  panel (the accumulator) in L1. Each nonzero k of row i adds x_ik·Wh[k, panel], four nonzeros
-  per sweep (a quarter of the accumulator's loads and stores).
+  ``ROWS_PER_CHUNK``; per chunk, the hidden units go in panels of ``FORWARD_PANEL`` columns (by
+  default one panel up to H = 1024: narrower ones measured slower). Each row's panel of out is
+  the accumulator (in L1); the row's nonzeros add x_ik·Wh[k, panel], ``GROUP`` of them per
+  sweep (one load and store of the accumulator per ``GROUP`` products).
 - ``sparse_matmul_t``: X's rows transposed once into :class:`CSCBlocks`: per block of
   ``ROWS_PER_BLOCK`` rows, the block's entries column by column. Threads split the output's
-  columns in panels of ``BACKWARD_PANEL`` (no atomics, no per-thread partial sums); per panel,
-  for each row block, dWh[k, panel] accumulates the block's column k, four entries per sweep,
-  so the block's dZ panel (rows × panel) stays in L2 and dWh's row in L1.
+  columns in panels (:func:`backward_panel`; no atomics, no per-thread partial sums); per panel,
+  for each row block, dWh[k, panel] accumulates the block's column k, ``GROUP`` entries per
+  sweep, so that the block's dZ panel stays in L2.
 
 Summation order, which does not depend on the thread count (each output element is summed by
-one thread, in a loop structure the thread count does not change; panel boundaries depend on H
-alone): z[i, j] = (bh[j] +) Σ over the nonzeros of row i in increasing column order, and
-dWh[k, j] = Σ over the rows with nonzero x_k in increasing row order, both taken in groups of four
-consecutive terms (each group summed, then added; fastmath may reassociate within a group).
+one thread, in a loop structure the thread count does not change; panel widths depend on H
+alone): z[i, j] = (bh[j] +) the nonzeros of row i in increasing column order, and dWh[k, j] = the
+rows with nonzero x_k in increasing row order, each taken in groups of 8 consecutive terms, then
+4, then single ones (each group summed as a balanced tree, then added; fastmath may reassociate
+within a group).
 NaN and ±inf inputs are nonzero: they are kept and propagate as in the dense product.
 """
 
@@ -37,10 +38,16 @@ from . import CSR, check_sparse_args
 from .cpu import _JIT, _serial
 from .steps import nonzeros
 
-ROWS_PER_CHUNK = 32  # forward: rows a thread takes at once (each chunk re-reads the Wh panel)
-FORWARD_PANEL = 128  # forward: hidden units per panel
-ROWS_PER_BLOCK = 256  # backward: rows per transposed block (its dZ panel stays in L2)
-BACKWARD_PANEL = 64  # backward: output columns per panel
+# Measured on MNIST rows (bench/sparse_ab.py, 2-core EPYC, 1 MiB L2 per core): Numba's inner
+# loops pay a fixed cost per entry (LLVM's runtime alias checks and remainder loop), so long
+# panels win over cache-sized ones: forward, whole rows of Wh (H ≤ 1024) beat 256-wide panels
+# (f32, H = 1000: 0.60 vs 0.71 of the dense time) and 128-wide ones (0.72); backward, ~500-wide
+# panels beat 256 (0.46 vs 0.66).
+ROWS_PER_CHUNK = 8  # forward: rows a thread takes at once (4 and 32 measured the same)
+FORWARD_PANEL = 1024  # forward: hidden units per panel
+ROWS_PER_BLOCK = 256  # backward: rows per transposed block (64: 0.55 vs 0.46 of dense)
+BACKWARD_PANEL = 512  # backward: the widest panel; see backward_panel
+GROUP = 8  # entries summed per sweep over a panel, 8 or 4 (8: 3-10% faster)
 SERIAL_BELOW = 65_536  # nonzeros × H below which the serial compilation runs (no thread wake-up)
 
 
@@ -126,6 +133,35 @@ def _axpy4(acc, i, src, s, rows, values, j0, j1):
 
 
 @numba.njit(inline="always")
+def _axpy8(acc, i, src, s, rows, values, j0, j1):
+    # as _axpy4, eight entries per sweep
+    k0, k1, k2, k3 = rows[s], rows[s + 1], rows[s + 2], rows[s + 3]
+    k4, k5, k6, k7 = rows[s + 4], rows[s + 5], rows[s + 6], rows[s + 7]
+    x0, x1, x2, x3 = values[s], values[s + 1], values[s + 2], values[s + 3]
+    x4, x5, x6, x7 = values[s + 4], values[s + 5], values[s + 6], values[s + 7]
+    for jj in range(j0, j1):
+        j = uintp(jj)
+        acc[i, j] += (((x0 * src[k0, j] + x1 * src[k1, j]) + (x2 * src[k2, j] + x3 * src[k3, j]))
+                      + ((x4 * src[k4, j] + x5 * src[k5, j]) + (x6 * src[k6, j] + x7 * src[k7, j])))
+
+
+@numba.njit(inline="always")
+def _axpy_run(acc, i, src, s, e, rows, values, j0, j1, G):
+    # acc[i, j0:j1] += Σ over entries [s, e), in groups of G (8 or 4), then of 4, then singly
+    c = s
+    if G == 8:
+        while c + 8 <= e:
+            _axpy8(acc, i, src, c, rows, values, j0, j1)
+            c += 8
+    while c + 4 <= e:
+        _axpy4(acc, i, src, c, rows, values, j0, j1)
+        c += 4
+    while c < e:
+        _axpy1(acc, i, src, c, rows, values, j0, j1)
+        c += 1
+
+
+@numba.njit(inline="always")
 def _axpy1(acc, i, src, c, rows, values, j0, j1):
     k = rows[c]
     x = values[c]
@@ -135,7 +171,7 @@ def _axpy1(acc, i, src, c, rows, values, j0, j1):
 
 
 @numba.njit(**_JIT)
-def _matmul_kernel(indptr, indices, values, W, bh, has_bias, RC, PW, zero, out):
+def _matmul_kernel(indptr, indices, values, W, bh, has_bias, RC, PW, G, zero, out):
     N = indptr.shape[0] - 1
     H = W.shape[1]
     for chunk in prange((N + RC - 1) // RC):
@@ -147,15 +183,11 @@ def _matmul_kernel(indptr, indices, values, W, bh, has_bias, RC, PW, zero, out):
                 i = uintp(ii)
                 for jj in range(j0, j1):
                     out[i, uintp(jj)] = bh[uintp(jj)] if has_bias else zero
-                s, e = indptr[i], indptr[i + 1]
-                for c in range(s, e - 3, 4):
-                    _axpy4(out, i, W, c, indices, values, j0, j1)
-                for c in range(s + (e - s) // 4 * 4, e):
-                    _axpy1(out, i, W, c, indices, values, j0, j1)
+                _axpy_run(out, i, W, indptr[i], indptr[i + 1], indices, values, j0, j1, G)
 
 
 @numba.njit(**_JIT)
-def _matmul_t_kernel(colptr, rows, values, dZ, PW, zero, out):
+def _matmul_t_kernel(colptr, rows, values, dZ, PW, G, zero, out):
     F, H = out.shape
     for p in prange((H + PW - 1) // PW):
         j0 = p * PW
@@ -166,11 +198,7 @@ def _matmul_t_kernel(colptr, rows, values, dZ, PW, zero, out):
         for b in range(colptr.shape[0]):  # row blocks in order: each sum runs over rows in order
             for kk in range(F):
                 k = uintp(kk)
-                s, e = colptr[b, k], colptr[b, k + 1]
-                for c in range(s, e - 3, 4):
-                    _axpy4(out, k, dZ, c, rows, values, j0, j1)
-                for c in range(s + (e - s) // 4 * 4, e):
-                    _axpy1(out, k, dZ, c, rows, values, j0, j1)
+                _axpy_run(out, k, dZ, colptr[b, k], colptr[b, k + 1], rows, values, j0, j1, G)
 
 
 _matmul_kernel_serial = _serial(_matmul_kernel, "_matmul_kernel_serial")
@@ -178,7 +206,8 @@ _matmul_t_kernel_serial = _serial(_matmul_t_kernel, "_matmul_t_kernel_serial")
 
 
 def sparse_matmul(out: np.ndarray, X: CSR, W: np.ndarray, bh: np.ndarray | None = None,
-                  *, panel: int = FORWARD_PANEL, rows_per_chunk: int = ROWS_PER_CHUNK) -> None:
+                  *, panel: int = FORWARD_PANEL, rows_per_chunk: int = ROWS_PER_CHUNK,
+                  group: int = GROUP) -> None:
     """out (N, H) = X (N, F, sparse) @ W (F, H) [+ bh (1, H)]; out, W and X's values of one dtype.
 
     Only the rows of W that a row's nonzeros name are read for it: a non-finite W[k, j] reaches
@@ -187,18 +216,28 @@ def sparse_matmul(out: np.ndarray, X: CSR, W: np.ndarray, bh: np.ndarray | None 
     N, F = X.shape
     H = W.shape[1]
     check_sparse_args(out, X, W, (N, H), F)
+    if group not in (4, 8):
+        raise ValueError(f"group must be 4 or 8, got {group}")
     if bh is not None and bh.shape != (1, H):
         raise ValueError(f"bh must have shape (1, {H}), got {bh.shape}")
     W = np.ascontiguousarray(W)
     bias = np.zeros(0, W.dtype) if bh is None else np.ascontiguousarray(bh, W.dtype).reshape(-1)
     small = X.values.shape[0] * H < SERIAL_BELOW
     kernel = _matmul_kernel_serial if small else _matmul_kernel
-    kernel(X.indptr, X.indices, X.values, W, bias, bh is not None, rows_per_chunk, panel,
+    kernel(X.indptr, X.indices, X.values, W, bias, bh is not None, rows_per_chunk, panel, group,
            W.dtype.type(0), out)
 
 
+def backward_panel(H: int) -> int:
+    """Output columns per panel of :func:`sparse_matmul_t` for H hidden units: at most
+    ``BACKWARD_PANEL``, and at least two panels, so that two cores share the work (a function of
+    H alone: the summation order must not depend on the thread count)."""
+    n = max(2, -(-H // BACKWARD_PANEL))
+    return max(1, -(-H // n))
+
+
 def sparse_matmul_t(out: np.ndarray, X: CSR, dZ: np.ndarray, Xt: CSCBlocks | None = None,
-                    *, panel: int = BACKWARD_PANEL) -> None:
+                    *, panel: int | None = None, group: int = GROUP) -> None:
     """out (F, H) = X (N, F, sparse)ᵀ @ dZ (N, H); out, dZ and X's values of one dtype.
 
     ``Xt``: :func:`transpose_blocks` of X, built here when not given (build it once per run).
@@ -206,11 +245,14 @@ def sparse_matmul_t(out: np.ndarray, X: CSR, dZ: np.ndarray, Xt: CSCBlocks | Non
     N, F = X.shape
     H = dZ.shape[1]
     check_sparse_args(out, X, dZ, (F, H), N)
+    if group not in (4, 8):
+        raise ValueError(f"group must be 4 or 8, got {group}")
     if Xt is None:
         Xt = transpose_blocks(X)
     elif Xt.n_rows != N or Xt.colptr.shape[1] != F + 1 or Xt.rows.shape != X.indices.shape:
         raise ValueError("Xt is not transpose_blocks of this X")
     dZ = np.ascontiguousarray(dZ)
+    panel = backward_panel(H) if panel is None else panel
     small = Xt.values.shape[0] * H < SERIAL_BELOW
     kernel = _matmul_t_kernel_serial if small else _matmul_t_kernel
-    kernel(Xt.colptr, Xt.rows, Xt.values, dZ, panel, dZ.dtype.type(0), out)
+    kernel(Xt.colptr, Xt.rows, Xt.values, dZ, panel, group, dZ.dtype.type(0), out)
