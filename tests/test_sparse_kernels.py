@@ -172,8 +172,9 @@ def test_argument_checks():
 @given(N=st.integers(1, 70), F=st.integers(1, 70), H=st.integers(1, 140),
        density=st.sampled_from([0.0, 0.05, 0.3, 1.0]), seed=st.integers(0, 2**32 - 1),
        dtype=st.sampled_from([np.float32, np.float64]), bias=st.booleans(),
-       panel=st.integers(1, 40), rows=st.integers(1, 20), threaded=st.booleans())
-def test_hypothesis(N, F, H, density, seed, dtype, bias, panel, rows, threaded):
+       panel=st.integers(1, 40), rows=st.integers(1, 20), threaded=st.booleans(),
+       group=st.sampled_from([4, 8]))
+def test_hypothesis(N, F, H, density, seed, dtype, bias, panel, rows, threaded, group):
     rng = np.random.default_rng(seed)
     X = sparse_matrix(rng, N, F, density, dtype)
     W = rng.standard_normal((F, H)).astype(dtype)
@@ -183,7 +184,7 @@ def test_hypothesis(N, F, H, density, seed, dtype, bias, panel, rows, threaded):
     serial_below = sparse.SERIAL_BELOW
     sparse.SERIAL_BELOW = 0 if threaded else serial_below
     try:
-        check_both(X, W, dZ, bh, forward=dict(panel=panel, rows_per_chunk=rows),
-                   backward=dict(panel=panel))
+        check_both(X, W, dZ, bh, forward=dict(panel=panel, rows_per_chunk=rows, group=group),
+                   backward=dict(panel=panel, group=group))
     finally:
         sparse.SERIAL_BELOW = serial_below
