@@ -8,9 +8,16 @@
 The hot operations are ``head`` (everything between the two big matrix products: bias, activation,
 output layer, softmax cross-entropy, accuracy and, for training rows, the backward pass down to dZ)
 and ``momentum`` (the optimiser step over flat buffers).
+
+The sparse-input products (``sparse_matmul``: Z = X·Wh, ``sparse_matmul_t``: dWh = Xᵀ·dZ) take X
+as a :class:`CSR` (built by ``sparse.csr``); their CPU forms are in ``sparse``, their references,
+the dense products of the same operands, in ``reference``.
 """
 
 from itertools import pairwise
+from typing import NamedTuple
+
+import numpy as np
 
 ACTIVATIONS = ("relu", "sigmoid")
 
@@ -71,3 +78,38 @@ def check_momentum_args(params, grads, velocity) -> None:
     if not (params.dtype == grads.dtype == velocity.dtype):
         raise TypeError(f"params, grads and velocity must share one dtype, got {params.dtype}, "
                         f"{grads.dtype} and {velocity.dtype}")
+
+
+class CSR(NamedTuple):
+    """Rows of an (N, F) matrix by their nonzero entries: row i's are ``indices[indptr[i] :
+    indptr[i + 1]]`` (columns, increasing) and the same slice of ``values``. NaN counts as
+    nonzero. ``indptr`` (N + 1,) int64, ``indices`` (nnz,) int32, ``values`` (nnz,)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    n_cols: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.indptr.shape[0] - 1, self.n_cols
+
+    def toarray(self) -> np.ndarray:
+        """The dense (N, F) matrix (for references and tests)."""
+        N, F = self.shape
+        X = np.zeros((N, F), self.values.dtype)
+        rows = np.repeat(np.arange(N), np.diff(self.indptr))
+        X[rows, self.indices] = self.values
+        return X
+
+
+def check_sparse_args(out, X: CSR, B, out_shape: tuple[int, int], b_rows: int) -> None:
+    """The checks both forms of the sparse products make: out of ``out_shape``, B (b_rows, H)
+    (ValueError), out, B and X's values of one dtype (TypeError)."""
+    if B.ndim != 2 or B.shape[0] != b_rows:
+        raise ValueError(f"the dense operand must be ({b_rows}, H), got shape {B.shape}")
+    if out.shape != out_shape:
+        raise ValueError(f"out must have shape {out_shape}, got {out.shape}")
+    if not (out.dtype == B.dtype == X.values.dtype):
+        raise TypeError(f"out, the dense operand and X's values must share one dtype, got "
+                        f"{out.dtype}, {B.dtype} and {X.values.dtype}")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import check_head_args, check_momentum_args
+from . import CSR, check_head_args, check_momentum_args, check_sparse_args
 
 
 def library(a: Any) -> str:
@@ -160,3 +160,24 @@ def momentum(params, grads, velocity, lr: float, mu: float) -> None:
     velocity += dtype(lr) * grads
     params -= velocity
 
+
+
+def sparse_matmul(out, X: CSR, W, bh=None) -> None:
+    """out (N, H) = X (N, F, sparse) @ W (F, H) [+ bh (1, H)], as the dense product.
+
+    With a non-finite W[k, j], this dense product gives NaN in every row, the sparse kernel only
+    in rows whose x_k is nonzero (0·inf is skipped, not computed); the two agree for finite W.
+    """
+    N, F = X.shape
+    check_sparse_args(out, X, W, (N, W.shape[1]), F)
+    np.matmul(X.toarray(), W, out=out)
+    if bh is not None:
+        out += bh
+
+
+def sparse_matmul_t(out, X: CSR, dZ, Xt=None) -> None:
+    """out (F, H) = X (N, F, sparse)ᵀ @ dZ (N, H), as the dense product (``Xt``, the CPU
+    kernel's transposed layout, is not needed here)."""
+    N, F = X.shape
+    check_sparse_args(out, X, dZ, (F, dZ.shape[1]), N)
+    np.matmul(X.toarray().T, dZ, out=out)

@@ -1,0 +1,258 @@
+"""Exact sparse-input products on the CPU: Z = X·Wh and dWh = Xᵀ·dZ with X (N, F) mostly zeros.
+
+MNIST rows are ~81% exact zeros; a zero input adds exactly zero to z and to its Wh gradient, so
+skipping it changes nothing but the summation order (for finite Wh: see :func:`sparse_matmul`).
+Same names and semantics as :mod:`reference`, whose dense products are the oracles.
+
+Layouts and blocking (widths picked by measurement: see the constants and bench/sparse_ab.py):
+
+- ``sparse_matmul``: X as :class:`~fastmlp.kernels.CSR`. Threads split the rows, in chunks of
+  ``ROWS_PER_CHUNK``; per chunk, the hidden units go in panels of ``FORWARD_PANEL`` columns (by
+  default one panel up to H = 1024: narrower ones measured slower). Each row's panel of out is
+  the accumulator (in L1); the row's nonzeros add x_ik·Wh[k, panel], ``GROUP`` of them per
+  sweep (one load and store of the accumulator per ``GROUP`` products).
+- ``sparse_matmul_t``: X's rows transposed once into :class:`CSCBlocks`: per block of
+  ``ROWS_PER_BLOCK`` rows, the block's entries column by column. Threads split the output's
+  columns in panels (:func:`backward_panel`; no atomics, no per-thread partial sums); per panel,
+  for each row block, dWh[k, panel] accumulates the block's column k, ``GROUP`` entries per
+  sweep, so that the block's dZ panel stays in L2.
+
+Summation order, which does not depend on the thread count (each output element is summed by
+one thread, in a loop structure the thread count does not change; panel widths depend on H
+alone): z[i, j] = (bh[j] +) the nonzeros of row i in increasing column order, and dWh[k, j] = the
+rows with nonzero x_k in increasing row order, each taken in groups of 8 consecutive terms, then
+4, then single ones (each group summed as a balanced tree, then added; fastmath may reassociate
+within a group).
+NaN and ±inf inputs are nonzero: they are kept and propagate as in the dense product.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import prange, uintp
+
+from . import CSR, check_sparse_args
+from .cpu import _JIT, _serial
+from .steps import nonzeros
+
+# Measured on MNIST rows (bench/sparse_ab.py, 2-core EPYC, 1 MiB L2 per core): Numba's inner
+# loops pay a fixed cost per entry (LLVM's runtime alias checks and remainder loop), so long
+# panels win over cache-sized ones: forward, whole rows of Wh (H ≤ 1024) beat 256-wide panels
+# (f32, H = 1000: 0.60 vs 0.71 of the dense time) and 128-wide ones (0.72); backward, ~500-wide
+# panels beat 256 (0.46 vs 0.66).
+ROWS_PER_CHUNK = 8  # forward: rows a thread takes at once (4 and 32 measured the same)
+FORWARD_PANEL = 1024  # forward: hidden units per panel
+ROWS_PER_BLOCK = 256  # backward: rows per transposed block (64: 0.55 vs 0.46 of dense)
+BACKWARD_PANEL = 512  # backward: the widest panel; see backward_panel
+GROUP = 8  # entries summed per sweep over a panel, 8 or 4 (8: 3-10% faster)
+SERIAL_BELOW = 65_536  # nonzeros × H below which the serial compilation runs (no thread wake-up)
+
+
+def csr(X: np.ndarray, n: int | None = None) -> CSR:
+    """Rows [0, n) of X (N, F) (all when n is None) as a :class:`CSR` (NaN counts as nonzero)."""
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D, got shape {X.shape}")
+    n = X.shape[0] if n is None else n
+    if not 0 <= n <= X.shape[0]:
+        raise ValueError(f"n={n} outside [0, N={X.shape[0]}]")
+    return CSR(*nonzeros(np.ascontiguousarray(X), n), X.shape[1])
+
+
+def density(X: np.ndarray | CSR) -> float:
+    """Fraction of X's (N, F) entries that are nonzero (NaN counts as nonzero); 0 when empty."""
+    if isinstance(X, CSR):
+        N, F = X.shape
+        nnz = X.values.shape[0]
+    else:
+        N, F = X.shape
+        nnz = int(np.count_nonzero(X))  # NaN is nonzero here too
+    return nnz / (N * F) if N * F else 0.0
+
+
+class CSCBlocks(NamedTuple):
+    """X (N, F) transposed by blocks of ``rows_per_block`` rows: block b's entries of column k are
+    ``rows[colptr[b, k] : colptr[b, k + 1]]`` (row numbers, increasing) and the same slice of
+    ``values``. ``colptr`` (n_blocks, F + 1) int64 holds absolute offsets; block b's entries
+    occupy the same range as its rows' in the source CSR."""
+
+    colptr: np.ndarray
+    rows: np.ndarray
+    values: np.ndarray
+    n_rows: int
+    rows_per_block: int
+
+
+@numba.njit(**_JIT)
+def _transpose_blocks_kernel(indptr, indices, values, RB, colptr, rows, tvalues):
+    n = indptr.shape[0] - 1
+    F = colptr.shape[1] - 1
+    for b in prange(colptr.shape[0]):
+        r0 = b * RB
+        r1 = min(n, r0 + RB)
+        counts = np.zeros(F + 1, np.int64)
+        for c in range(indptr[r0], indptr[r1]):
+            counts[indices[c] + 1] += 1
+        colptr[b, 0] = indptr[r0]
+        for k in range(F):
+            colptr[b, k + 1] = colptr[b, k] + counts[k + 1]
+            counts[k + 1] = colptr[b, k]  # now the next free slot of column k
+        for r in range(r0, r1):  # rows in increasing order: each column's rows come out sorted
+            for c in range(indptr[r], indptr[r + 1]):
+                k = indices[c]
+                p = counts[k + 1]
+                rows[p] = r
+                tvalues[p] = values[c]
+                counts[k + 1] = p + 1
+
+
+def transpose_blocks(X: CSR, rows_per_block: int = ROWS_PER_BLOCK) -> CSCBlocks:
+    """X (N, F) as :class:`CSCBlocks`, for :func:`sparse_matmul_t`; built once per run."""
+    N, F = X.shape
+    nb = -(-N // rows_per_block)
+    colptr = np.empty((nb, F + 1), np.int64)
+    rows = np.empty(X.indices.shape[0], np.int32)
+    tvalues = np.empty_like(X.values)
+    if nb:
+        _transpose_blocks_kernel(X.indptr, X.indices, X.values, rows_per_block, colptr, rows,
+                                 tvalues)
+    return CSCBlocks(colptr, rows, tvalues, N, rows_per_block)
+
+
+@numba.njit(inline="always")
+def _axpy4(acc, i, src, s, rows, values, j0, j1):
+    # acc[i, j0:j1] += Σ over entries [s, s + 4): values[c]·src[rows[c], j0:j1], summed in one
+    # sweep: one load and store of acc per four products
+    k0, k1, k2, k3 = rows[s], rows[s + 1], rows[s + 2], rows[s + 3]
+    x0, x1, x2, x3 = values[s], values[s + 1], values[s + 2], values[s + 3]
+    for jj in range(j0, j1):
+        j = uintp(jj)
+        acc[i, j] += (x0 * src[k0, j] + x1 * src[k1, j]) + (x2 * src[k2, j] + x3 * src[k3, j])
+
+
+@numba.njit(inline="always")
+def _axpy8(acc, i, src, s, rows, values, j0, j1):
+    # as _axpy4, eight entries per sweep
+    k0, k1, k2, k3 = rows[s], rows[s + 1], rows[s + 2], rows[s + 3]
+    k4, k5, k6, k7 = rows[s + 4], rows[s + 5], rows[s + 6], rows[s + 7]
+    x0, x1, x2, x3 = values[s], values[s + 1], values[s + 2], values[s + 3]
+    x4, x5, x6, x7 = values[s + 4], values[s + 5], values[s + 6], values[s + 7]
+    for jj in range(j0, j1):
+        j = uintp(jj)
+        acc[i, j] += (((x0 * src[k0, j] + x1 * src[k1, j]) + (x2 * src[k2, j] + x3 * src[k3, j]))
+                      + ((x4 * src[k4, j] + x5 * src[k5, j]) + (x6 * src[k6, j] + x7 * src[k7, j])))
+
+
+@numba.njit(inline="always")
+def _axpy_run(acc, i, src, s, e, rows, values, j0, j1, G):
+    # acc[i, j0:j1] += Σ over entries [s, e), in groups of G (8 or 4), then of 4, then singly
+    c = s
+    if G == 8:
+        while c + 8 <= e:
+            _axpy8(acc, i, src, c, rows, values, j0, j1)
+            c += 8
+    while c + 4 <= e:
+        _axpy4(acc, i, src, c, rows, values, j0, j1)
+        c += 4
+    while c < e:
+        _axpy1(acc, i, src, c, rows, values, j0, j1)
+        c += 1
+
+
+@numba.njit(inline="always")
+def _axpy1(acc, i, src, c, rows, values, j0, j1):
+    k = rows[c]
+    x = values[c]
+    for jj in range(j0, j1):
+        j = uintp(jj)
+        acc[i, j] += x * src[k, j]
+
+
+@numba.njit(**_JIT)
+def _matmul_kernel(indptr, indices, values, W, bh, has_bias, RC, PW, G, zero, out):
+    N = indptr.shape[0] - 1
+    H = W.shape[1]
+    for chunk in prange((N + RC - 1) // RC):
+        i0 = chunk * RC
+        i1 = min(N, i0 + RC)
+        for j0 in range(0, H, PW):  # the chunk's rows, one panel of Wh at a time
+            j1 = min(H, j0 + PW)
+            for ii in range(i0, i1):
+                i = uintp(ii)
+                for jj in range(j0, j1):
+                    out[i, uintp(jj)] = bh[uintp(jj)] if has_bias else zero
+                _axpy_run(out, i, W, indptr[i], indptr[i + 1], indices, values, j0, j1, G)
+
+
+@numba.njit(**_JIT)
+def _matmul_t_kernel(colptr, rows, values, dZ, PW, G, zero, out):
+    F, H = out.shape
+    for p in prange((H + PW - 1) // PW):
+        j0 = p * PW
+        j1 = min(H, j0 + PW)
+        for kk in range(F):
+            for jj in range(j0, j1):
+                out[uintp(kk), uintp(jj)] = zero
+        for b in range(colptr.shape[0]):  # row blocks in order: each sum runs over rows in order
+            for kk in range(F):
+                k = uintp(kk)
+                _axpy_run(out, k, dZ, colptr[b, k], colptr[b, k + 1], rows, values, j0, j1, G)
+
+
+_matmul_kernel_serial = _serial(_matmul_kernel, "_matmul_kernel_serial")
+_matmul_t_kernel_serial = _serial(_matmul_t_kernel, "_matmul_t_kernel_serial")
+
+
+def sparse_matmul(out: np.ndarray, X: CSR, W: np.ndarray, bh: np.ndarray | None = None,
+                  *, panel: int = FORWARD_PANEL, rows_per_chunk: int = ROWS_PER_CHUNK,
+                  group: int = GROUP) -> None:
+    """out (N, H) = X (N, F, sparse) @ W (F, H) [+ bh (1, H)]; out, W and X's values of one dtype.
+
+    Only the rows of W that a row's nonzeros name are read for it: a non-finite W[k, j] reaches
+    the rows whose x_k is nonzero, not (as 0·inf = NaN in the dense product) every row.
+    """
+    N, F = X.shape
+    H = W.shape[1]
+    check_sparse_args(out, X, W, (N, H), F)
+    if group not in (4, 8):
+        raise ValueError(f"group must be 4 or 8, got {group}")
+    if bh is not None and bh.shape != (1, H):
+        raise ValueError(f"bh must have shape (1, {H}), got {bh.shape}")
+    W = np.ascontiguousarray(W)
+    bias = np.zeros(0, W.dtype) if bh is None else np.ascontiguousarray(bh, W.dtype).reshape(-1)
+    small = X.values.shape[0] * H < SERIAL_BELOW
+    kernel = _matmul_kernel_serial if small else _matmul_kernel
+    kernel(X.indptr, X.indices, X.values, W, bias, bh is not None, rows_per_chunk, panel, group,
+           W.dtype.type(0), out)
+
+
+def backward_panel(H: int) -> int:
+    """Output columns per panel of :func:`sparse_matmul_t` for H hidden units: at most
+    ``BACKWARD_PANEL``, and at least two panels, so that two cores share the work (a function of
+    H alone: the summation order must not depend on the thread count)."""
+    n = max(2, -(-H // BACKWARD_PANEL))
+    return max(1, -(-H // n))
+
+
+def sparse_matmul_t(out: np.ndarray, X: CSR, dZ: np.ndarray, Xt: CSCBlocks | None = None,
+                    *, panel: int | None = None, group: int = GROUP) -> None:
+    """out (F, H) = X (N, F, sparse)ᵀ @ dZ (N, H); out, dZ and X's values of one dtype.
+
+    ``Xt``: :func:`transpose_blocks` of X, built here when not given (build it once per run).
+    """
+    N, F = X.shape
+    H = dZ.shape[1]
+    check_sparse_args(out, X, dZ, (F, H), N)
+    if group not in (4, 8):
+        raise ValueError(f"group must be 4 or 8, got {group}")
+    if Xt is None:
+        Xt = transpose_blocks(X)
+    elif Xt.n_rows != N or Xt.colptr.shape[1] != F + 1 or Xt.rows.shape != X.indices.shape:
+        raise ValueError("Xt is not transpose_blocks of this X")
+    dZ = np.ascontiguousarray(dZ)
+    panel = backward_panel(H) if panel is None else panel
+    small = Xt.values.shape[0] * H < SERIAL_BELOW
+    kernel = _matmul_t_kernel_serial if small else _matmul_t_kernel
+    kernel(Xt.colptr, Xt.rows, Xt.values, dZ, panel, group, dZ.dtype.type(0), out)
