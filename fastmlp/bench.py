@@ -34,8 +34,8 @@ WORKLOAD = {"n_features": 784, "n_hidden": 1000, "n_classes": 10, "n_train": 100
             "n_valid": 6000, "n_test": 2724}
 IMPLS = ("fastmlp", "numpy-naive", "torch-eager", "torch-compile")
 ROW_KEYS = ("impl", "device", "dtype", "batch_size", "activation", "n_hidden", "momentum",
-            "epoch_ms", "samples_per_s", "gemm_floor_ms", "ratio_to_floor", "gflops",
-            "peak_rss_mb")
+            "products", "density", "epoch_ms", "samples_per_s", "gemm_floor_ms",
+            "ratio_to_floor", "gflops", "peak_rss_mb")
 LR = 0.01
 
 
@@ -120,18 +120,20 @@ def _bench_fastmlp(spec, data):
     model = MLP(data.n_features, spec["workload"]["n_hidden"], data.n_classes,
                 activation=spec["activation"], dtype=spec["dtype"], device=backend)
     trainer = Trainer(model, data, lr=LR, momentum=spec["momentum"],
-                      batch_size=spec.get("batch_size"), compiled=spec.get("compiled"))
+                      batch_size=spec.get("batch_size"), compiled=spec.get("compiled"),
+                      sparse=spec.get("sparse", "auto"))
     be = model.backend
     floor = gemm_floor(be.xp, spec["dtype"], spec, be.synchronize, matmul=be.matmul)
 
     def epoch():
         trainer.run_epoch()  # reads the epoch's metrics to the host, as a real run does
 
-    label = be.describe()
+    label = f"{be.describe()}, {trainer.sparse_reason}"
     if trainer.batch_size is not None:
         label += f", {trainer.compiled_reason}"
         if trainer.compiled:
             label += f", {trainer.threads} thread{'s' if trainer.threads > 1 else ''}"
+    spec["products"] = "dense" if trainer.sparse is None else "sparse"
     return floor, epoch, be.synchronize, label
 
 
@@ -267,6 +269,8 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     impl = spec["impl"]
     if impl not in ("fastmlp", "numpy-naive", "torch-eager", "torch-compile"):
         raise ValueError(f"unknown implementation {impl!r}")
+    from .sparse import density_of
+
     data = _dataset(spec)
     spec = {**spec, "workload": _workload_of(data, spec)}
     if impl == "fastmlp":
@@ -281,6 +285,8 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
         "impl": impl, "device": spec["device"], "dtype": spec["dtype"],
         "batch_size": spec.get("batch_size"), "activation": spec["activation"],
         "n_hidden": w["n_hidden"], "momentum": spec["momentum"],
+        "products": spec.get("products", "dense"), "density": density_of(
+            [s.x for s in (data.train, data.valid, data.test)]),
         "epoch_ms": median * 1e3, "samples_per_s": w["n_train"] / median,
         "gemm_floor_ms": floor * 1e3, "ratio_to_floor": median / floor,
         "gflops": gemm_flops(spec) / median / 1e9,
@@ -311,14 +317,16 @@ def available(impl: str) -> bool:
     return True
 
 
-TABLE_HEADER = (f"{'impl':<14} {'device':<8} {'dtype':<8} {'batch':>6} {'epoch ms':>9} "
+TABLE_HEADER = (f"{'impl':<14} {'device':<8} {'dtype':<8} {'batch':>6} {'products':<12} "
+                f"{'epoch ms':>9} "
                 f"{'samples/s':>10} {'floor ms':>9} {'ratio':>6} {'GFLOP/s':>8} {'peak MB':>8}")
 
 
 def format_row(r: dict[str, Any]) -> str:
     """One fixed-width table line for a result row (an error row says why)."""
     batch = "full" if r.get("batch_size") in (None, 0) else str(r["batch_size"])
-    lead = f"{r['impl']:<14} {r['device']:<8} {r['dtype']:<8} {batch:>6} "
+    products = f"{r.get('products', 'dense')} {r['density']:.2f}" if "density" in r else ""
+    lead = f"{r['impl']:<14} {r['device']:<8} {r['dtype']:<8} {batch:>6} {products:<12} "
     if "error" in r:
         return lead + f"error: {r['error']}"
     return lead + (f"{r['epoch_ms']:>9.1f} {r['samples_per_s']:>10.0f} {r['gemm_floor_ms']:>9.1f} "

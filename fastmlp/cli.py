@@ -38,6 +38,7 @@ from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .model import DTYPES, INITS, MLP
 from .report import absolute_path, check_writable
+from .sparse import SPARSE_MAX_DENSITY, SPARSE_MODES, resolve_sparse
 from .texttable import text_table
 from .train import (
     COMPILED_MAX_WORK,
@@ -230,6 +231,9 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
                           "default: B = 1, or B x hidden units up to "
                           f"{COMPILED_MAX_WORK}); "
                           "--no-compiled keeps the per-step path")
+    opt.add_argument("--sparse", choices=SPARSE_MODES, default="auto",
+                     help="full-batch products over the inputs' nonzeros (CPU): auto when the "
+                          f"rows' density is below {SPARSE_MAX_DENSITY} (default: %(default)s)")
     opt.add_argument("--seed", type=non_negative_int, default=0,
                      help="seed for the initial weights, minibatch order and synthetic data "
                           "(default: %(default)s)")
@@ -296,8 +300,9 @@ def _run_config(args: argparse.Namespace, cli: dict) -> dict:
     """The run's options for its checkpoint, with the data path and the original command from
     ``cli`` (:func:`_cli_config`: the path made absolute, so --resume works from anywhere)."""
     config = {key: getattr(args, key) for key in TRAIN_CONFIG}
-    # compiled: not in TRAIN_CONFIG, so that checkpoints written before it still resume
-    return dict(config, compiled=args.compiled, data_path=cli["data_path"], argv=cli["argv"])
+    # compiled, sparse: not in TRAIN_CONFIG, so that checkpoints written before them still resume
+    return dict(config, compiled=args.compiled, sparse=args.sparse, data_path=cli["data_path"],
+                argv=cli["argv"])
 
 
 def _explicit_options(args: argparse.Namespace) -> dict:
@@ -336,6 +341,7 @@ def _resume_args(args: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
     for key in TRAIN_CONFIG:
         setattr(merged, key, config[key])
     merged.compiled = config.get("compiled")
+    merged.sparse = config.get("sparse", "off")  # a checkpoint from before --sparse ran dense
     conflicts = []
     for key, value in _explicit_options(args).items():
         if key in RESUME_MAY_CHANGE:
@@ -447,6 +453,10 @@ def _say(args: argparse.Namespace, *lines: str) -> None:
             print(line, flush=True)
 
 
+def _features(dataset: Dataset) -> list:
+    return [s.x for s in (dataset.train, dataset.valid, dataset.test)]
+
+
 def _header(dataset: Dataset, model: MLP, backend: Backend, args: argparse.Namespace) -> list[str]:
     batch = (f"minibatch {args.batch_size}" if args.batch_size
              else f"full batch ({len(dataset.train)} rows)")
@@ -460,6 +470,7 @@ def _header(dataset: Dataset, model: MLP, backend: Backend, args: argparse.Names
         f"training: {args.epochs} epochs, {batch}, lr {args.lr:g}, momentum {args.momentum:g}, "
         f"seed {args.seed}",
         f"loop:     {resolve_compiled(args.compiled, model, batch_size)[1]}",
+        f"products: {resolve_sparse(args.sparse, model, _features(dataset), batch_size)[1]}",
     ]
 
 
@@ -508,7 +519,8 @@ def run_train(args: argparse.Namespace) -> int:
                         progress=not (args.no_progress or args.quiet), history=history,
                         state=resumed, checkpoint=checkpoint,
                         checkpoint_every=args.checkpoint_every,
-                        checkpoint_config=_run_config(args, cli), compiled=args.compiled)
+                        checkpoint_config=_run_config(args, cli), compiled=args.compiled,
+                        sparse=args.sparse)
     except KeyboardInterrupt:
         print(f"{PROG}: {on_interrupt(history, out_dir, args.epochs)}", file=sys.stderr,
               flush=True)
@@ -609,6 +621,10 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=None,
                    help="force (or, with --no-compiled, turn off) fastmlp's compiled "
                         "small-batch loop for minibatch rows (default: its own choice)")
+    p.add_argument("--sparse", choices=SPARSE_MODES, nargs="+", default=None,
+                   help="fastmlp's full-batch products over the inputs' nonzeros: auto (by "
+                        "density), on, off; several give a row each (default: off and on "
+                        "side by side with --dataset, else auto)")
     p.add_argument("--dataset", choices=DATASET_NAMES, default=None,
                    help="real data instead of random data of the canonical shapes")
     p.add_argument("--data-path", metavar="PATH", default=None)
@@ -624,6 +640,14 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
 def batch_or_full(text: str) -> int | None:
     """A positive integer, or ``full`` for full batch."""
     return None if text.strip().lower() == "full" else positive_int(text)
+
+
+def _sparse_modes(args: argparse.Namespace, impl: str, device: str,
+                  batch: int | None) -> list[str]:
+    # the sparse products are fastmlp's, for full batch on the CPU: other rows run as chosen
+    if impl != "fastmlp" or batch is not None or device != "cpu":
+        return ["auto"]
+    return args.sparse or (["off", "on"] if args.dataset else ["auto"])
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -651,10 +675,11 @@ def run_bench(args: argparse.Namespace) -> int:
                            "torch-compile": [None]}.get(impl, args.batch_size)
                 if impl == "torch-eager":  # full batch and a per-step loop per minibatch size
                     batches = [None, *(b for b in args.batch_size if b is not None)]
-                for batch in batches:
+                for batch, sparse in ((b, m) for b in batches
+                                      for m in _sparse_modes(args, impl, device, b)):
                     spec = dict(impl=impl, device=device, dtype=dtype, batch_size=batch,
                                 activation=args.activation, momentum=args.momentum,
-                                compiled=args.compiled, epochs=args.epochs,
+                                compiled=args.compiled, sparse=sparse, epochs=args.epochs,
                                 warmup=args.warmup, repeats=args.epochs, workload=workload,
                                 dataset=args.dataset, data_path=args.data_path, tf32=args.tf32)
                     row = bench.run_isolated(spec)

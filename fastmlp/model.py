@@ -190,19 +190,29 @@ class MLP:
         return model
 
     # -- forward / backward ---------------------------------------------------------------------
-    def forward_backward(self, x, y, ends, n_grad: int, Z, stats) -> None:
+    def forward_backward(self, x, y, ends, n_grad: int, Z, stats, sparse=None) -> None:
         """One pass over rows x (N×F) with labels y (N,) into preallocated buffers.
 
         Z (N×H) is scratch. stats (S×2, float64) gets per-split summed loss and correct count,
         splits ending at ``ends``. When ``n_grad`` > 0 the gradients of the mean loss over rows
         [0, n_grad) land in ``self.grads``. Two big products, the fused head between them.
+        ``sparse``: the same rows as a :class:`fastmlp.sparse.SparseRows` (its training rows
+        being the first ``n_grad``), whose products then replace the dense ones.
         """
         be, g = self.backend, self.grad_views
-        be.matmul(x, self.views["Wh"], out=Z)
+        if sparse is None:
+            be.matmul(x, self.views["Wh"], out=Z)
+        else:
+            sparse.matmul(x.shape[0], self.views["Wh"], out=Z)
         be.head(Z, self.views["bh"], self.views["Wo"], self.views["bo"], y, ends, n_grad,
                 self.activation, g["Wo"], g["bo"], g["bh"], stats)
-        if n_grad:
+        if n_grad and sparse is None:
             be.matmul(x[:n_grad].T, Z[:n_grad], out=g["Wh"])
+        elif n_grad:
+            if n_grad != sparse.n_train:
+                raise ValueError(f"the sparse rows hold {sparse.n_train} training rows, not "
+                                 f"{n_grad}")
+            sparse.matmul_t(Z[:n_grad], out=g["Wh"])
 
     def loss_and_grads(self, x, y) -> tuple[float, dict[str, Any]]:
         """(average cross-entropy, {"Wh", "bh", "Wo", "bo"} gradients) for x (N×F), y (N,)."""

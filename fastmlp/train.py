@@ -26,6 +26,7 @@ from .errors import FastMLPError, is_int, os_errors
 from .jsonsafe import json_clean
 from .kernels import steps
 from .model import CHUNK_ROWS, MLP, flat_views
+from .sparse import SparseRows, resolve_sparse
 
 METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc", "test_loss", "test_acc")
 SPLITS = ("train", "valid", "test")
@@ -243,7 +244,8 @@ class Trainer:
 
     def __init__(self, model: MLP, dataset: Dataset, *, lr: float = 0.1, momentum: float = 0.99,
                  batch_size: int | None = None, eval_every: int = 1,
-                 velocity_init: float = 1e-5, seed: int = 0, compiled: bool | None = None):
+                 velocity_init: float = 1e-5, seed: int = 0, compiled: bool | None = None,
+                 sparse: str = "auto"):
         check_compatible(model, dataset)
         if model.backend.name == "cpu":
             _warn_if_openblas_spins()
@@ -279,6 +281,11 @@ class Trainer:
             self.yb = xp.empty(B, dtype=xp.int32)
             self.batch_stats = xp.zeros((1, 2), dtype=xp.float64)
         self.compiled, self.compiled_reason = resolve_compiled(compiled, model, self.batch_size)
+        # full batch on mostly-zero rows: the products over the nonzeros (fastmlp/sparse.py)
+        use_sparse, self.sparse_reason = resolve_sparse(
+            sparse, model, [s.x for s in (dataset.train, dataset.valid, dataset.test)],
+            self.batch_size)
+        self.sparse = SparseRows(self.X, n_train) if use_sparse else None
         if self.compiled:
             self.threads = steps.threads_for(model.n_hidden, self.batch_size)
             self.steps_ws = steps.workspace(self.batch_size, model.n_in, model.n_hidden,
@@ -309,7 +316,8 @@ class Trainer:
         n_train = self.counts[0]
         n = self.ends[-1] if evaluate else n_train
         ends = self.ends if evaluate else (n_train, n_train, n_train)
-        self.model.forward_backward(self.X[:n], self.y[:n], ends, n_train, self.Z[:n], self.stats)
+        self.model.forward_backward(self.X[:n], self.y[:n], ends, n_train, self.Z[:n], self.stats,
+                                    sparse=self.sparse)
         self._step()
         stats = self.model.backend.to_host(self.stats)  # the epoch's one device->host read
         return _metrics(stats, self.counts if evaluate else (n_train, 0, 0))
@@ -423,13 +431,14 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
           history: History | None = None, state: dict[str, Any] | None = None,
           checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int | None = None,
           checkpoint_config: dict[str, Any] | None = None,
-          compiled: bool | None = None) -> History:
+          compiled: bool | None = None, sparse: str = "auto") -> History:
     """Train ``model`` on ``dataset`` for ``epochs`` epochs; return the :class:`History`.
 
     ``batch_size`` None is full batch (the course); B gives minibatches reshuffled every epoch
     from ``seed``; 1 is per-sample SGD. ``callback(trainer, record)`` runs after each epoch.
     ``compiled``: minibatch epochs as compiled calls of many whole steps (kernels/steps.py); None
-    chooses (:func:`resolve_compiled`), False keeps the per-step path.
+    chooses (:func:`resolve_compiled`), False keeps the per-step path. ``sparse`` ("auto", "on",
+    "off"): full-batch products over the inputs' nonzeros (:func:`fastmlp.sparse.resolve_sparse`).
 
     To continue a run, pass its ``state`` (:meth:`Trainer.state_dict`, or
     :func:`fastmlp.checkpoint.load_checkpoint`) and the ``history`` recorded up to it: training
@@ -449,7 +458,7 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
         raise FastMLPError(f"epochs must be a positive integer, got {epochs!r}")
     trainer = Trainer(model, dataset, lr=lr, momentum=momentum, batch_size=batch_size,
                       eval_every=eval_every, velocity_init=velocity_init, seed=seed,
-                      compiled=compiled)
+                      compiled=compiled, sparse=sparse)
     if state is not None:
         if history is None:
             raise FastMLPError("continuing from a state needs the history recorded up to it")
@@ -459,7 +468,7 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
     history.config.update(
         model.config(), epochs=int(epochs), lr=lr, momentum=momentum, batch_size=batch_size,
         eval_every=eval_every, velocity_init=velocity_init, shuffle_seed=seed,
-        small_batch_loop=trainer.compiled_reason,
+        small_batch_loop=trainer.compiled_reason, products=trainer.sparse_reason,
         dataset=dataset.name, n_train=trainer.counts[0], n_valid=trainer.counts[1],
         n_test=trainer.counts[2])
     return run(trainer, history, epochs, progress=progress, callback=callback,

@@ -176,11 +176,13 @@ def test_checkpoint_metadata_of_wrong_json_types_is_corrupt(
 # -- CLI ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("batch", [None, "64"], ids=["full-batch", "minibatch"])
-def test_resume_is_bit_identical(batch: str | None, tmp_path: Path,
+@pytest.mark.parametrize(("batch", "sparse"), [(None, "off"), (None, "on"), ("64", "auto")],
+                         ids=["full-batch", "full-batch-sparse", "minibatch"])
+def test_resume_is_bit_identical(batch: str | None, sparse: str, tmp_path: Path,
                                  monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture) -> None:
-    argv = [*SYN, "--epochs", "9", "--eval-every", "2"] + (["--batch-size", batch] if batch else [])
+    argv = ([*SYN, "--epochs", "9", "--eval-every", "2", "--sparse", sparse]
+            + (["--batch-size", batch] if batch else []))
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert main([*argv, "--out", str(whole)]) == 0
     with monkeypatch.context() as m:

@@ -226,7 +226,7 @@ def test_the_compiled_loop_runs_where_it_wins(hidden: int, batch_size: int | Non
     assert resolve_compiled(None, model, batch_size)[0] is compiled
 
 
-# -- checkpoints, SIGKILL and Ctrl-C on the compiled path ----------------------------------------
+# -- checkpoints, SIGKILL and Ctrl-C on the compiled (and the sparse) path ------------------------
 
 SYN = ["train", "--dataset", "synthetic", "--hidden", "32", "--lr", "0.001", "--momentum", "0.9",
        "--device", "cpu", "--no-progress"]
@@ -245,9 +245,11 @@ def _wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: floa
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("B", ["1", "100"])
-def test_sigkill_and_resume_are_bit_identical(B: str, tmp_path: Path) -> None:
-    argv = [*SYN, "--batch-size", B, "--compiled"]
+@pytest.mark.parametrize("path", [["--batch-size", "1", "--compiled"],
+                                  ["--batch-size", "100", "--compiled"], ["--sparse", "on"]],
+                         ids=["B=1", "B=100", "full-batch-sparse"])
+def test_sigkill_and_resume_are_bit_identical(path: list[str], tmp_path: Path) -> None:
+    argv = [*SYN, *path]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "fastmlp", *argv, "--epochs", "100000",
                              "--checkpoint-every", "1", "--out", str(killed), "--quiet"],

@@ -1,0 +1,81 @@
+"""The full-batch epoch over the inputs' nonzeros (fastmlp/sparse.py, kernels/sparse.py) against
+the dense one it replaces; checkpoints and SIGKILL on it are in test_checkpoint and test_steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp.cli import main
+from fastmlp.datasets import Dataset, Split
+from fastmlp.sparse import SPARSE_MAX_DENSITY, resolve_sparse
+from fastmlp.train import Trainer
+
+
+def mostly_zero(n_train: int, F: int, K: int, density: float, dtype=np.float64,
+                seed: int = 0) -> Dataset:
+    """Rows with about ``density`` nonzeros (an all-zero row and column among them)."""
+    rng = np.random.default_rng(seed)
+
+    def split(n: int) -> Split:
+        x = rng.uniform(0, 1, (n, F)) * (rng.uniform(size=(n, F)) < density)
+        x[::7] = 0.0
+        x[:, 0] = 0.0
+        return Split(np.ascontiguousarray(x, dtype=dtype), rng.integers(0, K, n))
+
+    return Dataset("mostly-zero", split(n_train), split(13), split(11), n_classes=K)
+
+
+def params_after(data: Dataset, sparse: str, activation: str, dtype: str, epochs: int = 5):
+    model = fastmlp.MLP(data.n_features, 17, 10, activation=activation, dtype=dtype)
+    trainer = Trainer(model, data, lr=0.1, momentum=0.9, sparse=sparse)
+    assert (trainer.sparse is not None) == (sparse == "on")
+    records = [trainer.run_epoch() for _ in range(epochs)]
+    return model.params.copy(), records
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-12), ("float32", 1e-5)])
+def test_sparse_epochs_equal_the_dense_ones(activation: str, dtype: str, rtol: float) -> None:
+    data = mostly_zero(101, 37, 10, 0.2, dtype=np.dtype(dtype))
+    sparse, rec_s = params_after(data, "on", activation, dtype)
+    dense, rec_d = params_after(data, "off", activation, dtype)
+    assert np.max(np.abs(sparse - dense)) <= rtol * np.max(np.abs(dense))
+    for a, b in zip(rec_s, rec_d, strict=True):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=100 * rtol, abs=1e-12), key
+
+
+def test_auto_chooses_by_density() -> None:
+    model = fastmlp.MLP(37, 5, 10, device="cpu")
+    for density, expected in ((0.1, True), (0.9, False)):
+        data = mostly_zero(50, 37, 10, density)
+        splits = [data.train.x, data.valid.x, data.test.x]
+        use, why = resolve_sparse("auto", model, splits, None)
+        assert use is expected and str(SPARSE_MAX_DENSITY) in why
+        assert resolve_sparse("auto", model, splits, 10) == (False, "dense: minibatches gather "
+                                                                   "dense rows")
+    assert resolve_sparse("off", model, splits, None) == (False, "dense (asked for)")
+
+
+def test_sparse_on_where_it_cannot_run_is_a_clear_error() -> None:
+    data = mostly_zero(20, 9, 10, 0.2)
+    with pytest.raises(fastmlp.FastMLPError, match="full-batch epochs on the CPU"):
+        Trainer(fastmlp.MLP(9, 4, 10), data, batch_size=5, sparse="on")
+    with pytest.raises(fastmlp.FastMLPError, match="sparse must be one of auto, on, off"):
+        Trainer(fastmlp.MLP(9, 4, 10), data, sparse="yes")
+
+
+def test_cli_header_says_which_products_run(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                             assert_one_line_error) -> None:
+    base = ["train", "--dataset", "mnist", "--train-size", "200", "--hidden", "8", "--epochs",
+            "1", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert f"products: sparse: density 0.19 < {SPARSE_MAX_DENSITY}" in capsys.readouterr().out
+    assert main([*base, "--sparse", "off", "--out", str(tmp_path / "b")]) == 0
+    assert "products: dense (asked for)" in capsys.readouterr().out
+    assert main([*base, "--sparse", "on", "--batch-size", "10", "--out", str(tmp_path / "c")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "the sparse products run full-batch epochs")
