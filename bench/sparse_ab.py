@@ -38,8 +38,7 @@ def main() -> None:
     p.add_argument("--hidden", type=int, nargs="+", default=[1000, 300])
     p.add_argument("--dtype", nargs="+", default=["float32", "float64"])
     p.add_argument("--forward-panel", type=int, nargs="+", default=[sparse.FORWARD_PANEL])
-    p.add_argument("--backward-panel", type=int, nargs="+", default=[0],
-                   help="0: the default, backward_panel(H)")
+    p.add_argument("--backward-panel", type=int, nargs="+", default=[sparse.BACKWARD_PANEL])
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args()
     rng = np.random.default_rng(0)
@@ -66,7 +65,6 @@ def main() -> None:
                 print(f"  H={H:5d} X·Wh    panel {pw:4d}: sparse {s * 1e3:7.2f} ms, "
                       f"dense {dense_f * 1e3:7.2f} ms, ratio {s / dense_f:.3f}")
             for pw in args.backward_panel:
-                pw = pw or sparse.backward_panel(H)
                 s = median_s(partial(sparse.sparse_matmul_t, dW, Atr, dZ, Atr_t, panel=pw),
                              args.repeats)
                 print(f"  H={H:5d} Xᵀ·dZ   panel {pw:4d}: sparse {s * 1e3:7.2f} ms, "

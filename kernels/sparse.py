@@ -13,16 +13,16 @@ Layouts and blocking (widths picked by measurement: see the constants and bench/
   sweep (one load and store of the accumulator per ``GROUP`` products).
 - ``sparse_matmul_t``: X's rows transposed once into :class:`CSCBlocks`: per block of
   ``ROWS_PER_BLOCK`` rows, the block's entries column by column. Threads split the output's
-  columns in panels (:func:`backward_panel`; no atomics, no per-thread partial sums); per panel,
-  for each row block, dWh[k, panel] accumulates the block's column k, ``GROUP`` entries per
-  sweep, so that the block's dZ panel stays in L2.
+  rows (dWh[k] for k ≡ thread mod threads: no atomics, no per-thread partial sums); for each
+  row block in order, dWh[k, panel] (panels of ``BACKWARD_PANEL``) accumulates the block's
+  column k, ``GROUP`` entries per sweep; the block's rows of dZ stay in L2 meanwhile.
 
 Summation order, which does not depend on the thread count (each output element is summed by
-one thread, in a loop structure the thread count does not change; panel widths depend on H
-alone): z[i, j] = (bh[j] +) the nonzeros of row i in increasing column order, and dWh[k, j] = the
-rows with nonzero x_k in increasing row order, each taken in groups of 8 consecutive terms, then
-4, then single ones (each group summed as a balanced tree, then added; fastmath may reassociate
-within a group).
+one thread, in a loop structure the thread count does not change): z[i, j] = (bh[j] +) the
+nonzeros of row i in increasing column order, and dWh[k, j] = the rows with nonzero x_k in
+increasing row order (row block by row block), each taken in groups of ``GROUP`` consecutive
+terms, then 4, then single ones (each group summed as a balanced tree, then added; fastmath may
+reassociate within a group).
 NaN and ±inf inputs are nonzero: they are kept and propagate as in the dense product.
 """
 
@@ -41,12 +41,13 @@ from .steps import nonzeros
 # Measured on MNIST rows (bench/sparse_ab.py, 2-core EPYC, 1 MiB L2 per core): Numba's inner
 # loops pay a fixed cost per entry (LLVM's runtime alias checks and remainder loop), so long
 # panels win over cache-sized ones: forward, whole rows of Wh (H ≤ 1024) beat 256-wide panels
-# (f32, H = 1000: 0.60 vs 0.71 of the dense time) and 128-wide ones (0.72); backward, ~500-wide
-# panels beat 256 (0.46 vs 0.66).
+# (f32, H = 1000: 0.60 vs 0.71 of the dense time) and 128-wide ones (0.72). Backward, threads
+# splitting the output rows with whole-row panels beat threads splitting ~500-wide column panels
+# (H = 300: 0.50 vs 0.91 in f32, 0.26 vs 0.45 in f64; H = 1000: 0.55-0.60 vs 0.62).
 ROWS_PER_CHUNK = 8  # forward: rows a thread takes at once (4 and 32 measured the same)
 FORWARD_PANEL = 1024  # forward: hidden units per panel
-ROWS_PER_BLOCK = 256  # backward: rows per transposed block (64: 0.55 vs 0.46 of dense)
-BACKWARD_PANEL = 512  # backward: the widest panel; see backward_panel
+ROWS_PER_BLOCK = 256  # backward: rows per transposed block (64 and 128 no better)
+BACKWARD_PANEL = 1024  # backward: output columns per panel (512 no better)
 GROUP = 8  # entries summed per sweep over a panel, 8 or 4 (8: 3-10% faster)
 SERIAL_BELOW = 65_536  # nonzeros × H below which the serial compilation runs (no thread wake-up)
 
@@ -187,18 +188,22 @@ def _matmul_kernel(indptr, indices, values, W, bh, has_bias, RC, PW, G, zero, ou
 
 
 @numba.njit(**_JIT)
-def _matmul_t_kernel(colptr, rows, values, dZ, PW, G, zero, out):
+def _matmul_t_kernel(colptr, rows, values, dZ, NQ, PW, G, zero, out):
+    # threads split the output rows (k ≡ q mod NQ: border and centre pixels interleaved, so the
+    # work is even); each reads the whole block of dZ, from L2. Every out[k, j] is summed by one
+    # q in the same order whatever NQ is.
     F, H = out.shape
-    for p in prange((H + PW - 1) // PW):
-        j0 = p * PW
-        j1 = min(H, j0 + PW)
-        for kk in range(F):
-            for jj in range(j0, j1):
+    for q in prange(NQ):
+        for kk in range(q, F, NQ):
+            for jj in range(H):
                 out[uintp(kk), uintp(jj)] = zero
-        for b in range(colptr.shape[0]):  # row blocks in order: each sum runs over rows in order
-            for kk in range(F):
-                k = uintp(kk)
-                _axpy_run(out, k, dZ, colptr[b, k], colptr[b, k + 1], rows, values, j0, j1, G)
+        for b in range(colptr.shape[0]):
+            for j0 in range(0, H, PW):
+                j1 = min(H, j0 + PW)
+                for kk in range(q, F, NQ):
+                    k = uintp(kk)
+                    _axpy_run(out, k, dZ, colptr[b, k], colptr[b, k + 1], rows, values, j0, j1,
+                              G)
 
 
 _matmul_kernel_serial = _serial(_matmul_kernel, "_matmul_kernel_serial")
@@ -228,16 +233,8 @@ def sparse_matmul(out: np.ndarray, X: CSR, W: np.ndarray, bh: np.ndarray | None 
            W.dtype.type(0), out)
 
 
-def backward_panel(H: int) -> int:
-    """Output columns per panel of :func:`sparse_matmul_t` for H hidden units: at most
-    ``BACKWARD_PANEL``, and at least two panels, so that two cores share the work (a function of
-    H alone: the summation order must not depend on the thread count)."""
-    n = max(2, -(-H // BACKWARD_PANEL))
-    return max(1, -(-H // n))
-
-
 def sparse_matmul_t(out: np.ndarray, X: CSR, dZ: np.ndarray, Xt: CSCBlocks | None = None,
-                    *, panel: int | None = None, group: int = GROUP) -> None:
+                    *, panel: int = BACKWARD_PANEL, group: int = GROUP) -> None:
     """out (F, H) = X (N, F, sparse)ᵀ @ dZ (N, H); out, dZ and X's values of one dtype.
 
     ``Xt``: :func:`transpose_blocks` of X, built here when not given (build it once per run).
@@ -252,7 +249,7 @@ def sparse_matmul_t(out: np.ndarray, X: CSR, dZ: np.ndarray, Xt: CSCBlocks | Non
     elif Xt.n_rows != N or Xt.colptr.shape[1] != F + 1 or Xt.rows.shape != X.indices.shape:
         raise ValueError("Xt is not transpose_blocks of this X")
     dZ = np.ascontiguousarray(dZ)
-    panel = backward_panel(H) if panel is None else panel
     small = Xt.values.shape[0] * H < SERIAL_BELOW
     kernel = _matmul_t_kernel_serial if small else _matmul_t_kernel
-    kernel(Xt.colptr, Xt.rows, Xt.values, dZ, panel, group, dZ.dtype.type(0), out)
+    NQ = 1 if small else max(1, numba.get_num_threads())  # one group of output rows a thread
+    kernel(Xt.colptr, Xt.rows, Xt.values, dZ, NQ, panel, group, dZ.dtype.type(0), out)
