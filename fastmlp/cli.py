@@ -191,7 +191,7 @@ def add_data_options(group, *, from_run: bool = False,
 
 def add_run_options(group) -> None:
     """The training options every run takes the same way (--epochs, --eval-every, --init,
-    --velocity-init), shared by train and sweep."""
+    --velocity-init, --sparse), shared by train and sweep."""
     group.add_argument("--epochs", type=positive_int, default=200, metavar="N",
                        help="default: %(default)s")
     group.add_argument("--eval-every", type=positive_int, default=1, metavar="N",
@@ -200,6 +200,10 @@ def add_run_options(group) -> None:
                        help="weight initialisation (default: %(default)s)")
     group.add_argument("--velocity-init", type=non_negative_float, default=1e-5, metavar="V",
                        help="initial value of every velocity entry (default: %(default)s)")
+    group.add_argument("--sparse", choices=SPARSE_MODES, default="auto",
+                       help="full-batch products over the inputs' nonzeros (CPU): auto when "
+                            f"the rows' density is below {SPARSE_MAX_DENSITY} "
+                            "(default: %(default)s)")
 
 
 def _configure_train(p: argparse.ArgumentParser) -> None:
@@ -231,9 +235,6 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
                           "default: B = 1, or B x hidden units up to "
                           f"{COMPILED_MAX_WORK}); "
                           "--no-compiled keeps the per-step path")
-    opt.add_argument("--sparse", choices=SPARSE_MODES, default="auto",
-                     help="full-batch products over the inputs' nonzeros (CPU): auto when the "
-                          f"rows' density is below {SPARSE_MAX_DENSITY} (default: %(default)s)")
     opt.add_argument("--seed", type=non_negative_int, default=0,
                      help="seed for the initial weights, minibatch order and synthetic data "
                           "(default: %(default)s)")

@@ -27,6 +27,7 @@ from .datasets import Dataset, Split
 from .errors import FastMLPError, is_int
 from .kernels import ACTIVATIONS
 from .model import DTYPES, INITS, MLP
+from .sparse import SPARSE_MODES
 from .train import History, train
 
 __all__ = ["InvalidInputError", "MLPClassifier", "NotFittedError"]
@@ -77,7 +78,9 @@ class MLPClassifier:
     batch; larger than the data is clipped to it, with a warning, as scikit-learn does),
     ``dtype`` ("float32" | "float64"), ``device`` ("cpu" | "cuda" | "auto" | "cudasim"), ``seed``
     (initial weights and minibatch order), ``velocity_init`` (initial velocity entries, a
-    finite number >= 0).
+    finite number >= 0), ``sparse`` ("auto" | "on" | "off": full-batch products over the inputs'
+    nonzeros, see :func:`fastmlp.sparse.resolve_sparse`). X may be a ``scipy.sparse`` matrix,
+    as for scikit-learn's MLPClassifier (it is expanded to a dense host array first).
 
     Fitted attributes: ``model_`` (the :class:`MLP`), ``history_`` (:class:`History`),
     ``classes_`` (sorted labels), ``n_features_in_``.
@@ -88,7 +91,8 @@ class MLPClassifier:
     def __init__(self, hidden: int = 1000, activation: str = "relu", init: str = "xavier",
                  epochs: int = 200, lr: float = 0.1, momentum: float = 0.99,
                  batch_size: int | None = None, dtype: str = "float32",
-                 device: str | Backend = "cpu", seed: int = 0, velocity_init: float = 1e-5):
+                 device: str | Backend = "cpu", seed: int = 0, velocity_init: float = 1e-5,
+                 sparse: str = "auto"):
         # scikit-learn convention: store the arguments untouched, validate in fit()
         self.hidden = hidden
         self.activation = activation
@@ -101,6 +105,7 @@ class MLPClassifier:
         self.device = device
         self.seed = seed
         self.velocity_init = velocity_init
+        self.sparse = sparse
 
     def __sklearn_tags__(self) -> Any:
         """scikit-learn >= 1.6's estimator tags (what ``ClassifierMixin`` on ``BaseEstimator``
@@ -153,6 +158,8 @@ class MLPClassifier:
                 raise bad(name, value, "a positive integer")
         if not is_int(self.seed) or self.seed < 0:
             raise bad("seed", self.seed, "a non-negative integer")
+        if self.sparse not in SPARSE_MODES:
+            raise bad("sparse", self.sparse, f"one of {', '.join(SPARSE_MODES)}")
         for name in ("lr", "momentum", "velocity_init"):
             value = getattr(self, name)
             if not _is_real(value) or not math.isfinite(value) or value < 0:
@@ -200,7 +207,8 @@ class MLPClassifier:
                        empty, empty, n_classes=len(classes))
         history = train(model, data, epochs=int(self.epochs), lr=float(self.lr),
                         momentum=float(self.momentum), batch_size=batch,
-                        velocity_init=float(self.velocity_init), seed=int(self.seed))
+                        velocity_init=float(self.velocity_init), seed=int(self.seed),
+                        sparse=self.sparse)
         self.model_: MLP = model
         self.history_: History = history
         self.classes_: np.ndarray = classes
@@ -283,6 +291,8 @@ def _check_X(X: Any, dtype: str) -> np.ndarray:
     """X as a C-contiguous (N, F) host array of ``dtype``, finite, N >= 1, F >= 1."""
     if hasattr(X, "__cuda_array_interface__") and hasattr(X, "get"):
         X = X.get()  # a CuPy array: the estimator takes host data, like scikit-learn
+    elif hasattr(X, "tocsr") and hasattr(X, "toarray"):  # scipy.sparse, never imported here
+        X = X.toarray()
     try:
         arr = np.asarray(X)
     except (TypeError, ValueError) as exc:  # ragged lists and the like

@@ -213,7 +213,8 @@ def build_specs(args: argparse.Namespace) -> tuple[dict[str, list[Any]], list[in
         seeds = list(range(args.seeds if args.seeds is not None else DEFAULT_SEEDS))
     shared = dict(dataset=args.dataset, data_path=args.data_path, train_size=args.train_size,
                   scale=args.scale, epochs=args.epochs, dtype=args.dtype, device=args.device,
-                  eval_every=args.eval_every, init=args.init, velocity_init=args.velocity_init)
+                  eval_every=args.eval_every, init=args.init, velocity_init=args.velocity_init,
+                  sparse=args.sparse)
     specs = [dict(shared, **dict(zip(GRID_KEYS, values, strict=True)), seed=seed)
              for values in itertools.product(*grid.values()) for seed in seeds]
     return grid, seeds, specs
@@ -294,7 +295,8 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
                     device=backend, seed=spec["seed"])
         train(model, data, epochs=spec["epochs"], lr=spec["lr"], momentum=spec["momentum"],
               batch_size=spec["batch_size"], eval_every=spec["eval_every"],
-              velocity_init=spec["velocity_init"], seed=spec["seed"], history=history)
+              velocity_init=spec["velocity_init"], seed=spec["seed"], history=history,
+              sparse=spec.get("sparse", "auto"))  # specs from before --sparse: auto
     except Exception as exc:  # noqa: BLE001 - recorded as a failed run, never ends the sweep
         if isinstance(exc, FastMLPError):  # the user's kind of problem: its message says it all
             result["error"] = " ".join(str(exc).split())

@@ -83,7 +83,7 @@ def test_get_params_set_params_round_trip():
     clf = MLPClassifier(hidden=7, lr=0.5)
     params = clf.get_params()
     assert list(params) == ["hidden", "activation", "init", "epochs", "lr", "momentum",
-                            "batch_size", "dtype", "device", "seed", "velocity_init"]
+                            "batch_size", "dtype", "device", "seed", "velocity_init", "sparse"]
     assert params["hidden"] == 7 and params["lr"] == 0.5 and params["epochs"] == 200
     assert clf.get_params(deep=False) == params
     assert clf.set_params(epochs=3, activation="sigmoid") is clf
@@ -306,3 +306,20 @@ def test_not_fitted_error_without_scikit_learn(monkeypatch, blobs):
 def test_importing_fastmlp_does_not_import_scikit_learn():
     code = "import sys, fastmlp; assert 'sklearn' not in sys.modules, 'sklearn imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_scipy_sparse_input_trains_and_predicts_as_dense() -> None:
+    sp = pytest.importorskip("scipy.sparse", reason="scipy comes with scikit-learn")
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(60, 30)) * (rng.uniform(size=(60, 30)) < 0.15)
+    y = rng.integers(0, 3, 60)
+    dense = MLPClassifier(hidden=8, epochs=5, lr=0.1, momentum=0.9).fit(X, y)
+    csr = MLPClassifier(hidden=8, epochs=5, lr=0.1, momentum=0.9).fit(sp.csr_matrix(X), y)
+    assert csr.history_.config["products"].startswith("sparse: density")
+    np.testing.assert_array_equal(csr.model_.params, dense.model_.params)
+    np.testing.assert_array_equal(csr.predict_proba(sp.csr_matrix(X)), dense.predict_proba(X))
+    with pytest.raises(InvalidInputError, match="sparse must be one of auto, on, off"):
+        MLPClassifier(sparse="yes").fit(X, y)
+    off = MLPClassifier(hidden=8, epochs=5, lr=0.1, momentum=0.9, sparse="off").fit(X, y)
+    assert off.history_.config["products"] == "dense (asked for)"
+    np.testing.assert_allclose(off.model_.params, dense.model_.params, rtol=1e-5, atol=1e-7)
