@@ -8,16 +8,8 @@
 Importing fastmlp never imports CuPy; the CUDA backend imports it when asked for.
 """
 
-import os
-import sys
-
-# Before NumPy loads OpenBLAS (so only when fastmlp is imported first, as the CLI does): idle
-# OpenBLAS and OpenMP threads otherwise spin for up to ~0.1 s after each product or kernel,
-# starving the other pool's threads on a small machine. The user's own settings win.
-# (OpenMP, Numba's pool, starts later, at the first parallel kernel, so it always listens.)
-_OPENBLAS_LOADED_FIRST = "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+# first, before anything loads NumPy: it sets the thread-pool variables OpenBLAS reads
+from .startup import OPENBLAS_LOADED_FIRST as _OPENBLAS_LOADED_FIRST  # noqa: F401, I001
 
 from .backend import Backend, get_backend  # noqa: E402
 from .datasets import Dataset, Split, load_dataset  # noqa: E402

@@ -5,7 +5,7 @@ buffers), and ``meta``, one JSON string: the format and its version, the epoch, 
 ``np.random.Generator`` state, the history so far and the run configuration (whatever the writer
 needs to rebuild data, model and trainer; ``fastmlp train`` stores its options).
 
-It is written through :func:`fastmlp.report.atomic_path` (temp file in the same directory,
+It is written through :func:`fastmlp.report.atomic_write` (temp file in the same directory,
 fsync, ``os.replace``), so a process killed at any moment leaves the previous checkpoint intact.
 A killed writer may leave a hidden ``.checkpoint.npz.*.tmp`` behind; it is never read.
 """
@@ -14,20 +14,29 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import FastMLPError, numpy_format
+from .errors import FastMLPError, is_int, numpy_format, os_errors
+from .history import History
 from .jsonsafe import json_clean
-from .train import History
+from .report import atomic_write
 
-if TYPE_CHECKING:
-    from .train import Trainer
 
-__all__ = ["CHECKPOINT_NPZ", "FORMAT", "VERSION", "checkpoint_path", "load_checkpoint",
-           "remove_stale_temps", "save_checkpoint"]
+class Trainer(Protocol):
+    """What a checkpoint takes from :class:`fastmlp.train.Trainer` (named here, not imported:
+    the trainer module imports this one)."""
+
+    epoch: int
+    model: Any
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+__all__ = ["CHECKPOINT_NPZ", "FORMAT", "VERSION", "Checkpointer", "checkpoint_path",
+           "load_checkpoint", "remove_stale_temps", "save_checkpoint"]
 
 CHECKPOINT_NPZ = "checkpoint.npz"
 FORMAT = "fastmlp-checkpoint"
@@ -47,8 +56,6 @@ def save_checkpoint(path: str | os.PathLike[str], trainer: Trainer, history: His
 
     Call it between epochs only: mid-epoch the weights and the epoch counter disagree.
     """
-    from .report import atomic_write  # report imports matplotlib lazily; cheap
-
     if history.epochs != trainer.epoch:
         raise FastMLPError(f"cannot checkpoint: the history holds {history.epochs} epochs but "
                            f"the trainer has done {trainer.epoch}")
@@ -111,6 +118,36 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if problem:
         raise FastMLPError(f"{name} is corrupt: {problem}")
     return out
+
+
+class Checkpointer:
+    """The checkpoints of one run into ``path``: periodic ones (every ``every`` epochs; None:
+    every 10 epochs, at most once a minute; 0: none), and those :func:`fastmlp.train.fit_epochs`
+    asks for at the end, on Ctrl-C and after a divergence. ``config`` goes into each."""
+
+    AUTO_EVERY = 10
+    AUTO_MIN_INTERVAL_S = 60.0  # the default keeps checkpoint I/O negligible on fast devices
+
+    def __init__(self, path: str | os.PathLike[str], every: int | None, config: dict[str, Any]):
+        if every is not None and (not is_int(every) or every < 0):
+            raise FastMLPError(f"checkpoint_every must be an integer >= 0, got {every!r}")
+        self.path, self.config = path, config
+        self.every = self.AUTO_EVERY if every is None else int(every)
+        self.min_interval_s = self.AUTO_MIN_INTERVAL_S if every is None else 0.0
+        self.last_save = time.monotonic()
+        self.saved_epoch = -1
+
+    def periodic(self, trainer: Trainer, history: History) -> None:
+        """After an epoch: write one when the cadence says so."""
+        if (self.every and trainer.epoch % self.every == 0
+                and time.monotonic() - self.last_save >= self.min_interval_s):
+            self.save(trainer, history)
+
+    def save(self, trainer: Trainer, history: History) -> None:
+        """Write one now (between epochs only)."""
+        with os_errors("write checkpoint", self.path):
+            save_checkpoint(self.path, trainer, history, self.config)
+        self.saved_epoch, self.last_save = trainer.epoch, time.monotonic()
 
 
 def remove_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:

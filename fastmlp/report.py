@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from .history import METRICS, SPLITS, History
 from .jsonsafe import json_clean
 from .model import MLP
 from .texttable import text_table
-from .train import METRICS, History
 
 __all__ = ["HISTORY_JSON", "HISTORY_CSV", "LOSS_PNG", "ACCURACY_PNG", "MODEL_NPZ",
            "absolute_path", "atomic_path", "atomic_write", "format_summary", "plot_history",
@@ -34,8 +34,6 @@ HISTORY_CSV = "history.csv"
 LOSS_PNG = "loss.png"
 ACCURACY_PNG = "accuracy.png"
 MODEL_NPZ = "model.npz"
-
-SPLITS = ("train", "valid", "test")
 
 
 # -- atomic files -------------------------------------------------------------------------------

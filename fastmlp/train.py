@@ -16,20 +16,17 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from .checkpoint import Checkpointer
 from .datasets import Dataset
-from .errors import FastMLPError, is_int, os_errors
-from .jsonsafe import json_clean
+from .errors import FastMLPError, is_int
+from .history import METRICS, SPLITS, History
 from .kernels import steps
 from .model import CHUNK_ROWS, MLP, flat_views
 from .sparse import SparseRows, resolve_sparse
-
-METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc", "test_loss", "test_acc")
-SPLITS = ("train", "valid", "test")
 
 
 class DivergenceError(FastMLPError):
@@ -43,47 +40,6 @@ class DivergenceError(FastMLPError):
     def __init__(self, message: str, *, epoch: int, history: History):
         super().__init__(message)
         self.epoch, self.history = epoch, history
-
-
-@dataclass
-class History:
-    """Per-epoch metrics (NaN where not evaluated), the final metrics after the last update,
-    the configuration, wall time and device."""
-
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    valid_loss: list[float] = field(default_factory=list)
-    valid_acc: list[float] = field(default_factory=list)
-    test_loss: list[float] = field(default_factory=list)
-    test_acc: list[float] = field(default_factory=list)
-    final: dict[str, float] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    wall_time_s: float = 0.0
-    device: str = ""
-
-    @property
-    def epochs(self) -> int:
-        return len(self.train_loss)
-
-    def append(self, record: dict[str, float]) -> None:
-        for key in METRICS:
-            getattr(self, key).append(record[key])
-
-    def to_dict(self) -> dict[str, Any]:
-        """Strict-JSON-ready dict; NaN (not evaluated) becomes None."""
-        out: dict[str, Any] = {key: getattr(self, key) for key in METRICS}
-        out.update(final=self.final, config=self.config, wall_time_s=self.wall_time_s,
-                   device=self.device, epochs=self.epochs)
-        return json_clean(out)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> History:
-        nan = lambda v: math.nan if v is None else float(v)  # noqa: E731
-        h = cls(**{key: [nan(v) for v in d.get(key, [])] for key in METRICS})
-        h.final = {k: nan(v) for k, v in d.get("final", {}).items()}
-        h.config, h.wall_time_s, h.device = d.get("config", {}), d.get("wall_time_s", 0.0), d.get(
-            "device", "")
-        return h
 
 
 def _metrics(stats: np.ndarray, counts: tuple[int, ...]) -> dict[str, float]:
@@ -225,9 +181,9 @@ _spin_warned = False
 def _warn_if_openblas_spins() -> None:
     """Once per process: NumPy was imported before fastmlp, too late to calm OpenBLAS."""
     global _spin_warned
-    import fastmlp
+    from .startup import OPENBLAS_LOADED_FIRST
 
-    if fastmlp._OPENBLAS_LOADED_FIRST and not _spin_warned:
+    if OPENBLAS_LOADED_FIRST and not _spin_warned:
         _spin_warned = True
         warnings.warn("NumPy was imported before fastmlp, so OpenBLAS's idle threads spin after "
                       "each product and slow the CPU kernels (2-11% per epoch measured on 2 "
@@ -471,27 +427,39 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
         small_batch_loop=trainer.compiled_reason, products=trainer.sparse_reason,
         dataset=dataset.name, n_train=trainer.counts[0], n_valid=trainer.counts[1],
         n_test=trainer.counts[2])
-    return run(trainer, history, epochs, progress=progress, callback=callback,
-               checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-               checkpoint_config=checkpoint_config)
+    saver = None if checkpoint is None else Checkpointer(
+        checkpoint, checkpoint_every, history.config if checkpoint_config is None
+        else checkpoint_config)
+    return fit_epochs(trainer, history, epochs, progress=progress, callback=callback,
+                      checkpointer=saver)
 
 
-def run(trainer: Trainer, history: History, epochs: int, *, progress: bool = False,
-        callback: Callable[[Trainer, dict[str, float]], None] | None = None,
-        checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int | None = None,
-        checkpoint_config: dict[str, Any] | None = None) -> History:
+class EpochCheckpointer(Protocol):
+    """What :func:`fit_epochs` asks of a checkpointer (:class:`fastmlp.checkpoint.Checkpointer`):
+    ``periodic`` after every epoch (it decides whether to write), ``save`` at the end, on
+    Ctrl-C and after a divergence, and ``saved_epoch``, the epoch of the last one written."""
+
+    saved_epoch: int
+
+    def periodic(self, trainer: Trainer, history: History) -> None: ...
+
+    def save(self, trainer: Trainer, history: History) -> None: ...
+
+
+def fit_epochs(trainer: Trainer, history: History, epochs: int, *, progress: bool = False,
+               callback: Callable[[Trainer, dict[str, float]], None] | None = None,
+               checkpointer: EpochCheckpointer | None = None) -> History:
     """Continue ``trainer`` until ``epochs`` epochs are done, appending to ``history`` (which
-    must hold exactly the trainer's completed epochs). Checkpoints and errors as in
-    :func:`train`."""
+    must hold exactly the trainer's completed epochs). With a ``checkpointer``, Ctrl-C stops at
+    the end of the running epoch and checkpoints are written as in :func:`train`; errors as
+    there."""
     if history.epochs != trainer.epoch:
         raise FastMLPError(f"the history holds {history.epochs} epochs but the trainer has done "
                            f"{trainer.epoch}")
     if trainer.epoch > epochs:
         raise FastMLPError(f"the run is already at epoch {trainer.epoch}, past the {epochs} "
                            f"epochs asked for")
-    saver = None if checkpoint is None else _Checkpointer(
-        checkpoint, checkpoint_every, history.config if checkpoint_config is None
-        else checkpoint_config)
+    saver = checkpointer
     rollback = _Rollback(trainer)
     bar = None
     if progress:
@@ -634,34 +602,6 @@ def _diverged(trainer: Trainer, history: History, rollback: _Rollback, start: fl
                     f"1): scale them, or {hint}")
     return DivergenceError(f"training diverged at epoch {detected}: {what}; {kept_note}; {hint}",
                            epoch=detected, history=history)
-
-
-class _Checkpointer:
-    """Writes the checkpoints of :func:`run`: periodic ones, the final one, the one on Ctrl-C."""
-
-    AUTO_EVERY = 10
-    AUTO_MIN_INTERVAL_S = 60.0  # the default keeps checkpoint I/O negligible on fast devices
-
-    def __init__(self, path: str | os.PathLike[str], every: int | None, config: dict[str, Any]):
-        if every is not None and (not is_int(every) or every < 0):
-            raise FastMLPError(f"checkpoint_every must be an integer >= 0, got {every!r}")
-        self.path, self.config = path, config
-        self.every = self.AUTO_EVERY if every is None else int(every)
-        self.min_interval_s = self.AUTO_MIN_INTERVAL_S if every is None else 0.0
-        self.last_save = time.monotonic()
-        self.saved_epoch = -1
-
-    def periodic(self, trainer: Trainer, history: History) -> None:
-        if (self.every and trainer.epoch % self.every == 0
-                and time.monotonic() - self.last_save >= self.min_interval_s):
-            self.save(trainer, history)
-
-    def save(self, trainer: Trainer, history: History) -> None:
-        from .checkpoint import save_checkpoint  # checkpoint imports this module
-
-        with os_errors("write checkpoint", self.path):
-            save_checkpoint(self.path, trainer, history, self.config)
-        self.saved_epoch, self.last_save = trainer.epoch, time.monotonic()
 
 
 @contextlib.contextmanager
