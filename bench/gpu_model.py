@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from fastmlp.kernels import cuda as kcuda
 
 from fastmlp.bench import WORKLOAD
-from fastmlp.cli import MNIST_TRAIN_SIZE
+from fastmlp.config import MNIST_TRAIN_SIZE
 from fastmlp.datasets import MNIST_VALID_ROWS
 from fastmlp.model import CHUNK_ROWS, param_shapes
 

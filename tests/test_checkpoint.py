@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import fastmlp
-import fastmlp.cli as cli
+import fastmlp.runner as runner
 from fastmlp.checkpoint import CHECKPOINT_NPZ, VERSION, load_checkpoint
 from fastmlp.cli import main
 from fastmlp.train import METRICS, DivergenceError, Trainer
@@ -39,13 +39,13 @@ def small_data() -> fastmlp.Dataset:
 def interrupt_at(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     """Make the CLI's per-epoch callback raise KeyboardInterrupt once ``epoch`` epochs are done,
     as a Ctrl-C arriving between epochs would."""
-    original = cli.train
+    original = runner.train
 
     def stop(trainer, record):
         if trainer.epoch == epoch:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "train", lambda *a, **kw: original(*a, callback=stop, **kw))
+    monkeypatch.setattr(runner, "train", lambda *a, **kw: original(*a, callback=stop, **kw))
 
 
 def assert_same_run(a: Path, b: Path) -> None:

@@ -278,7 +278,7 @@ def test_closed_or_full_standard_output(tmp_path: Path, assert_one_line_error) -
 
 def test_ctrl_c_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                           capsys: pytest.CaptureFixture) -> None:
-    import fastmlp.cli as cli
+    import fastmlp.runner as runner
 
     calls = []
 
@@ -286,10 +286,10 @@ def test_ctrl_c_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         calls.append(1)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "train", interrupted_train)
+    monkeypatch.setattr(runner, "train", interrupted_train)
     seen = []
-    original = cli.on_interrupt
-    monkeypatch.setattr(cli, "on_interrupt",
+    original = runner.on_interrupt
+    monkeypatch.setattr(runner, "on_interrupt",
                         lambda history, out, epochs: seen.append(out) or original(history, out,
                                                                                  epochs))
     assert main([*SYNTHETIC, "--out", str(tmp_path / "o"), "--no-progress"]) == 130
@@ -321,10 +321,10 @@ def test_ctrl_c_while_writing_results_says_how_to_get_them(tmp_path: Path,
 
 def test_default_out_dir_is_timestamped_and_unique(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from fastmlp.cli import _resolve_out_dir
+    from fastmlp.runner import prepare_out_dir
 
     monkeypatch.chdir(tmp_path)
-    first, second = _resolve_out_dir(None), _resolve_out_dir(None)
+    first, second = prepare_out_dir(None), prepare_out_dir(None)
     assert first.parent == second.parent == Path("runs")
     assert first != second and first.is_dir() and second.is_dir()
     assert len(first.name) == len("20250101-120000") and first.name[8] == "-"

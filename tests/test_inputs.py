@@ -275,7 +275,7 @@ def _patch_trainer_torch(mp: pytest.MonkeyPatch) -> None:
 
 
 def _patch_evaluate(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(importlib.import_module("fastmlp.cli"), "evaluate", _gpu_oom)
+    mp.setattr(importlib.import_module("fastmlp.cli.evaluate"), "evaluate", _gpu_oom)
 
 
 ROWS: dict[str, Row] = {
@@ -662,12 +662,12 @@ def test_resume_help_and_error_name_every_option_that_may_change(trained: Path, 
                                                                   monkeypatch) -> None:
     import argparse
 
-    from fastmlp.cli import RESUME_MAY_CHANGE, _configure_train
+    from fastmlp.cli.train import RESUME_MAY_CHANGE, configure_train
 
     options = [f"--{key.replace('_', '-')}" for key in RESUME_MAY_CHANGE if key != "resume"]
     monkeypatch.setenv("COLUMNS", "1000")  # no line breaks (textwrap splits at hyphens)
     parser = argparse.ArgumentParser()
-    _configure_train(parser)
+    configure_train(parser)
     help_text = parser.format_help()
     resume_help = help_text[help_text.index("--resume DIR  "):]
     assert main(["train", "--resume", str(trained), "--lr", "0.5"]) == 2

@@ -1,0 +1,187 @@
+"""What every ``fastmlp`` command shares: exit codes, the one-line-error parser, option
+types, the command registry and the data/run options of train, evaluate and sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+from .. import __version__
+from ..config import MNIST_TRAIN_SIZE
+from ..datasets import DATASET_NAMES, SCALES
+from ..model import INITS, MLP
+from ..sparse import SPARSE_MAX_DENSITY, SPARSE_MODES
+
+PROG = "fastmlp"
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad options or input: FastMLPError, argparse
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_DIVERGED = 3  # fastmlp train: non-finite loss or weights
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of the output went away (`| head`)
+
+class UsageError(Exception):
+    """Raised instead of argparse's print-usage-and-exit, so main() prints exactly one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors become :class:`UsageError` (one line, no usage dump).
+
+    Subparsers inherit this class (argparse uses ``type(parent)`` for them).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        hint = f" (see '{self.prog} --help')"
+        raise UsageError(message + hint)
+
+
+# -- option types: argparse shows "argument --lr: <message>" for an ArgumentTypeError ----------
+
+
+def _int_at_least(text: str, minimum: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be a {what}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return _int_at_least(text, 1, "positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    return _int_at_least(text, 0, "non-negative integer")
+
+
+def _finite_float(text: str, positive: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    return _finite_float(text, positive=False)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    return _finite_float(text, positive=True)
+
+
+def train_size(text: str) -> int | str:
+    """A positive integer, or ``all`` for every training row."""
+    return "all" if text.strip().lower() == "all" else positive_int(text)
+
+
+# -- command registry ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: ``configure`` adds its options, ``run`` does the work and returns the exit
+    code. Raise :class:`FastMLPError` for anything the user can fix."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str = ""
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register(command: Command) -> Command:
+    """Add ``command`` to the ``fastmlp`` command line (names must be unique)."""
+    if command.name in COMMANDS:
+        raise ValueError(f"command {command.name!r} is already registered")
+    COMMANDS[command.name] = command
+    return command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per registered command."""
+    parser = _Parser(prog=PROG, description="Train the course two-layer perceptron, fast.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for command in COMMANDS.values():
+        p = sub.add_parser(command.name, help=command.help,
+                           description=command.description or command.help)
+        command.configure(p)
+        p.set_defaults(_run=command.run)
+    return parser
+
+
+
+# -- options shared by train, evaluate and sweep --------------------------------------------------
+
+def add_data_options(group, *, from_run: bool = False,
+                     scale_help: str = "pixels to [0, 1] (unit, the default) or [-1, 1] "
+                                       "(symmetric)",
+                     path_help: str = "notMNIST.npz / any .npz file / a directory with the "
+                                      "MNIST IDX files") -> None:
+    """The options :func:`load_data` takes (--dataset, --data-path, --train-size, --scale),
+    shared by train, evaluate and sweep. ``from_run`` (evaluate): every default is None, to be
+    taken from the model's recorded training run."""
+    run = "that of the model's training run"
+    group.add_argument("--dataset", choices=DATASET_NAMES, default=None if from_run else "mnist",
+                       help=f"default: {run + ', else mnist' if from_run else 'mnist'} (bundled); "
+                            f"notmnist and npz need --data-path")
+    group.add_argument("--data-path", metavar="PATH", default=None, help=path_help)
+    group.add_argument("--train-size", type=train_size, default=None, metavar="N",
+                       help=f"keep the first N training rows, or 'all' (default: "
+                            f"{run + ', else ' if from_run else ''}{MNIST_TRAIN_SIZE} for mnist, "
+                            f"all otherwise)")
+    group.add_argument("--scale", choices=SCALES, default=None if from_run else "unit",
+                       help=scale_help)
+
+
+def add_run_options(group) -> None:
+    """The training options every run takes the same way (--epochs, --eval-every, --init,
+    --velocity-init, --sparse), shared by train and sweep."""
+    group.add_argument("--epochs", type=positive_int, default=200, metavar="N",
+                       help="default: %(default)s")
+    group.add_argument("--eval-every", type=positive_int, default=1, metavar="N",
+                       help="measure valid/test every N epochs (default: %(default)s)")
+    group.add_argument("--init", choices=INITS, default="xavier",
+                       help="weight initialisation (default: %(default)s)")
+    group.add_argument("--velocity-init", type=non_negative_float, default=1e-5, metavar="V",
+                       help="initial value of every velocity entry (default: %(default)s)")
+    group.add_argument("--sparse", choices=SPARSE_MODES, default="auto",
+                       help="full-batch products over the inputs' nonzeros (CPU): auto when "
+                            f"the rows' density is below {SPARSE_MAX_DENSITY} "
+                            "(default: %(default)s)")
+
+
+
+def batch_or_full(text: str) -> int | None:
+    """A positive integer, or ``full`` for full batch."""
+    return None if text.strip().lower() == "full" else positive_int(text)
+
+
+
+def model_line(path: str, model: MLP) -> str:
+    """A saved model as gradcheck, evaluate and predict name it: path, shape, activation."""
+    return (f"{path} (MLP {model.n_in}-{model.n_hidden}-{model.n_out}, {model.activation}, "
+            f"{model.dtype})")
+
+
+def error(message: str) -> None:
+    """Print ``fastmlp: error: <message>`` on stderr, on one line whatever the message."""
+    one_line = " ".join(str(message).split())
+    print(f"{PROG}: error: {one_line}", file=sys.stderr, flush=True)

@@ -1,0 +1,245 @@
+"""``fastmlp sweep``'s command line: its options, its progress lines and its exit codes.
+
+The grid, the runs (each a :class:`~fastmlp.config.RunConfig` trained by :func:`fastmlp.run`),
+their executors and the summary are :mod:`fastmlp.sweep`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..backend import DEVICES, get_backend
+from ..errors import FastMLPError, os_errors
+from ..kernels import ACTIVATIONS
+from ..model import DTYPES
+from ..runner import prepare_out_dir
+from ..sweep import (
+    DASK_HINT,
+    DEFAULT_SEEDS,
+    EXIT_FAILED,
+    GRID_KEYS,
+    Result,
+    Spec,
+    _blas_note,
+    _dask_client,
+    _finished_history,
+    _run_dask,
+    _run_inline,
+    _run_pool,
+    _unique,
+    _write_run,
+    build_specs,
+    curves_split,
+    format_table,
+    load_data,
+    plot_curves,
+    point_name,
+    summarize,
+    write_summary,
+)
+from ..train import SPLITS, check_batch_size
+from .common import (
+    EXIT_INTERRUPTED,
+    Command,
+    add_data_options,
+    add_run_options,
+    batch_or_full,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
+
+
+def configure_sweep(p: argparse.ArgumentParser) -> None:
+    """Add the ``fastmlp sweep`` options to ``p``."""
+    grid = p.add_argument_group("grid (every combination is a grid point)")
+    grid.add_argument("--hidden", nargs="+", type=positive_int, default=[1000], metavar="H",
+                      help="hidden units (default: 1000)")
+    grid.add_argument("--lr", nargs="+", type=non_negative_float, default=[0.1], metavar="LR",
+                      help="learning rates (default: 0.1)")
+    grid.add_argument("--momentum", nargs="+", type=non_negative_float, default=[0.99],
+                      metavar="MU", help="momentum coefficients (default: 0.99)")
+    grid.add_argument("--batch-size", nargs="+", type=batch_or_full, default=[None], metavar="B",
+                      help="minibatch sizes, or 'full' for full batch (default: full)")
+    grid.add_argument("--activation", nargs="+", choices=ACTIVATIONS, default=["relu"],
+                      help="hidden activations (default: relu)")
+
+    seeds = p.add_argument_group("seeds (every grid point runs once per seed)")
+    one_of = seeds.add_mutually_exclusive_group()
+    one_of.add_argument("--seeds", type=positive_int, default=None, metavar="R",
+                        help=f"seeds 0 .. R-1 (default: {DEFAULT_SEEDS})")
+    one_of.add_argument("--seed-list", nargs="+", type=non_negative_int, default=None,
+                        metavar="S", help="these seeds instead")
+
+    shared = p.add_argument_group("shared by every run (as in 'fastmlp train')")
+    add_data_options(shared, path_help="data file or directory; with --scheduler, a path on "
+                                       "the workers")
+    add_run_options(shared)
+    shared.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="default: %(default)s")
+    shared.add_argument("--device", choices=DEVICES, default="auto",
+                        help="default: auto (CUDA when CuPy sees a GPU, else the CPU); with "
+                             "--scheduler, decided on each worker")
+
+    ex = p.add_argument_group("execution")
+    ex.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                    help="worker processes on this machine (default: 1, in this process: each "
+                         "CPU run already uses every core)")
+    ex.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                    help="run on a Dask distributed cluster, e.g. tcp://host:8786 (needs "
+                         f"{DASK_HINT})")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--out", metavar="DIR", default=None,
+                     help="output directory (default: runs/sweep-<YYYYmmdd-HHMMSS>); rerun with "
+                          "the same DIR to resume")
+    out.add_argument("--save-models", action="store_true",
+                     help="also write each run's model.npz")
+    out.add_argument("--quiet", action="store_true",
+                     help="no line per finished run; only the table and the directory")
+
+
+def _validate(args: argparse.Namespace, specs: list[Spec]) -> None:
+    """Fail in seconds, before any directory exists, on what would fail every run."""
+    if args.scheduler is not None and args.data_path is not None:
+        return  # the path is on the workers; each run checks it there
+    data = load_data(specs[0])  # cached: the first inline run reuses it
+    n_train = len(data.train)
+    for batch_size in _unique(s["batch_size"] for s in specs):
+        check_batch_size(batch_size, n_train, "--batch-size")
+    if args.scheduler is None:
+        get_backend(args.device)  # e.g. --device cuda without a GPU: one clear line now
+
+
+def _resume_hint(args: argparse.Namespace, out: Path) -> str:
+    argv = getattr(args, "_argv", None)
+    if argv is None:
+        return f"rerun the same sweep with --out {out}"
+    argv = list(argv) + ([] if args.out is not None else ["--out", str(out)])
+    return f"to resume, run: {shlex.join(['fastmlp', *argv])}"
+
+
+def _run_line(k: int, n: int, spec: Spec, result: Result) -> str:
+    head = f"[{k:>{len(str(n))}}/{n}] {point_name(spec)} seed {spec['seed']}:"
+    if result["status"] != "ok":
+        return f"{head} FAILED: {result['error']}"
+    h = result["history"]
+    final = h["final"]
+    parts = [f"{s} acc {final[f'{s}_acc']:.4f}" for s in SPLITS
+             if final.get(f"{s}_acc") is not None]
+    return f"{head} {', '.join(parts)} ({h['wall_time_s']:.2f} s)"
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """``fastmlp sweep``: train every grid point × seed (resuming finished runs), then write
+    summary.csv/json and the curve plots and print the table. Exit 0, 1 if any run failed, 130
+    on Ctrl-C."""
+    started = time.perf_counter()
+    if args.scheduler is not None and args.workers is not None:
+        raise FastMLPError("--workers is for this machine; with --scheduler the cluster's "
+                           "workers run the runs: use one or the other")
+    grid, seeds, specs = build_specs(args)
+    _validate(args, specs)
+    client = _dask_client(args.scheduler) if args.scheduler is not None else None
+    try:
+        out = prepare_out_dir(args.out, prefix="sweep-")
+        return _sweep(args, out, grid, seeds, specs, client, started)
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def _sweep(args: argparse.Namespace, out: Path, grid: dict[str, list[Any]], seeds: list[int],
+           specs: list[Spec], client: Any, started: float) -> int:
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    results: dict[int, Result] = {}
+    for i, spec in enumerate(specs):
+        done = _finished_history(out, spec, args.save_models)
+        if done is not None:
+            results[i] = dict(status="ok", history=done, error=None)
+    todo = [i for i in range(len(specs)) if i not in results]
+    n_points = len(specs) // len(seeds)
+    workers = args.workers or 1
+    where = (f"Dask scheduler {args.scheduler} "
+             f"({len(client.scheduler_info().get('workers', {}))} workers)" if client is not None
+             else f"{min(workers, max(len(todo), 1))} worker processes" if workers > 1
+             else "this process")
+    say(f"sweep:    {n_points} grid points x {len(seeds)} seeds = {len(specs)} runs on {where}")
+    say(f"output:   {out}")
+    if results:
+        # printed even with --quiet: it says why the sweep trains fewer runs than it has
+        print(f"resume:   {len(results)} of {len(specs)} runs already finished in {out}, "
+              f"skipped; training {len(todo)}", flush=True)
+
+    todo_runs = [(i, specs[i]) for i in todo]
+    stream: Iterator[tuple[int, Result]]
+    if not todo_runs:
+        stream = _run_inline([], args.save_models)  # a generator, like the others
+    elif client is not None:
+        stream = _run_dask(todo_runs, args.save_models, client)
+    elif workers > 1:
+        stream = _run_pool(todo_runs, args.save_models, workers)
+    else:
+        stream = _run_inline(todo_runs, args.save_models)
+    n_trained = 0
+    try:
+        with contextlib.closing(stream):
+            for i, result in stream:
+                spec = specs[i]
+                with os_errors("write results to", out):
+                    _write_run(out, spec, result)
+                result["model"] = None  # written; do not keep every model in memory
+                results[i] = result
+                n_trained += 1
+                say(_run_line(n_trained, len(todo), spec, result))
+    except KeyboardInterrupt:
+        finished = sum(r["status"] == "ok" for r in results.values())
+        print(f"fastmlp: interrupted: {finished} of {len(specs)} runs finished and kept in "
+              f"{out}; {_resume_hint(args, out)}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+
+    note = _blas_note([r for r in results.values() if r["status"] == "ok"])
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    rows = summarize(specs, results, out)
+    split = curves_split(results.values())
+    n_failed = sum(r["status"] != "ok" for r in results.values())
+    meta = dict(
+        command=shlex.join(["fastmlp", *args._argv]) if getattr(args, "_argv", None) else "",
+        grid=grid, seeds=seeds,
+        options={k: specs[0][k] for k in specs[0] if k not in (*GRID_KEYS, "seed")},
+        executor=("dask" if client is not None else "processes" if workers > 1 else "inline"),
+        n_runs=len(specs), n_ok=len(specs) - n_failed, n_failed=n_failed,
+        n_skipped=len(specs) - len(todo), n_trained=n_trained, curves_split=split,
+        wall_time_s=time.perf_counter() - started)
+    with os_errors("write results to", out):
+        write_summary(out, rows, meta)
+        plot_curves(out, grid, specs, results, rows, split)
+    print("", format_table(rows), "", sep="\n", flush=True)
+    if n_failed:
+        print(f"fastmlp: {n_failed} of {len(specs)} runs failed (see error.json in their "
+              f"directories); rerunning the same command retries them", file=sys.stderr,
+              flush=True)
+    print(f"results in {out}", flush=True)
+    return EXIT_FAILED if n_failed else 0
+
+
+COMMAND = Command(
+    name="sweep",
+    help="train a grid of hyperparameters x seeds and summarise it as mean ± std",
+    description="Train every combination of --hidden, --lr, --momentum, --batch-size and "
+                "--activation once per seed (in this process, --workers processes or on a Dask "
+                "cluster with --scheduler); write each run's history.json, summary.csv, "
+                "summary.json and mean-curve plots into --out. Rerun with the same --out to "
+                "resume.",
+    configure=configure_sweep,
+    run=run_sweep,
+)

@@ -1,0 +1,322 @@
+"""One training run from its :class:`~fastmlp.config.RunConfig`: ``fastmlp.run(config)``.
+
+Loads the data, builds the model, trains (checkpointing into the output directory, Ctrl-C
+stopping at the end of the epoch), writes history.json/csv, the plots and model.npz. ``fastmlp
+train`` (and ``--resume``) and every run of ``fastmlp sweep`` go through :func:`run`; the
+command line only parses options into a RunConfig and reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import report
+from .backend import Backend, get_backend
+from .checkpoint import CHECKPOINT_NPZ, load_checkpoint, remove_stale_temps
+from .config import CHECKPOINT_KEYS, RESUME_MAY_CHANGE, RunConfig, option, train_rows
+from .datasets import Dataset, TrainSizeError, load_dataset
+from .errors import FastMLPError, os_errors
+from .history import History
+from .model import MLP
+from .sparse import resolve_sparse
+from .train import DivergenceError, check_batch_size, resolve_compiled, train
+
+__all__ = ["Resume", "RunInterrupted", "RunResult", "load_run_data", "prepare_out_dir",
+           "resume_config", "run"]
+
+# what an earlier run leaves in its directory, removed before a fresh run writes there
+RUN_FILES = (CHECKPOINT_NPZ, report.MODEL_NPZ, report.HISTORY_JSON, report.HISTORY_CSV,
+             report.LOSS_PNG, report.ACCURACY_PNG)
+
+
+@dataclass
+class RunResult:
+    """A finished run: its history, the trained model and where its files are (None when the
+    run wrote none)."""
+
+    history: History
+    model: MLP
+    out_dir: Path | None
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run that writes files: after ``epochs_done`` of ``epochs`` epochs
+    (``history_written``: history.json holds them), with the last checkpoint at
+    ``checkpoint_epoch`` (None: none) in ``out_dir``; ``while_writing``: training was over and
+    checkpointed, the results were being written."""
+
+    def __init__(self, out_dir: Path, epochs_done: int, epochs: int, *,
+                 history_written: bool = False, checkpoint_epoch: int | None = None,
+                 while_writing: bool = False):
+        super().__init__(f"interrupted after {epochs_done} of {epochs} epochs")
+        self.out_dir, self.epochs_done, self.epochs = out_dir, epochs_done, epochs
+        self.history_written, self.checkpoint_epoch = history_written, checkpoint_epoch
+        self.while_writing = while_writing
+
+
+@dataclass
+class Resume:
+    """A run to continue: its checkpoint (:func:`fastmlp.checkpoint.load_checkpoint`), its
+    directory, and whether the data path is the recorded one (not given again)."""
+
+    checkpoint: dict[str, Any]
+    directory: Path
+    recorded_data_path: bool
+
+
+def load_run_data(config: RunConfig) -> Dataset:
+    """The Dataset that ``config``'s data settings name, as every run loads it."""
+    rows = train_rows(config.dataset, config.train_size)
+    try:
+        return load_dataset(config.dataset, path=config.data_path, train_size=rows,
+                            scale=config.scale, dtype=config.dtype, seed=config.seed)
+    except TrainSizeError as exc:  # its message names the library's train_size, not the option
+        default = " (its default for mnist)" if config.train_size is None else ""
+        raise FastMLPError(f"--train-size must be between 1 and {exc.rows}, the training rows "
+                           f"of {config.dataset}, got {rows}{default}") from None
+
+
+def prepare_out_dir(out: str | None, prefix: str = "") -> Path:
+    """Create the output directory (default runs/<prefix><timestamp>) now, before any work,
+    so a bad path fails in seconds."""
+    if out is not None:
+        path = Path(out).expanduser()
+        if path.exists() and not path.is_dir():
+            raise FastMLPError(f"--out {path} exists and is not a directory")
+        with os_errors("create output directory", path, name_the_file=False):
+            path.mkdir(parents=True, exist_ok=True)
+        with os_errors("write into output directory", path, name_the_file=False):
+            report.check_writable(path)
+        return path
+    base = Path("runs") / f"{prefix}{datetime.now():%Y%m%d-%H%M%S}"
+    for n in range(1, 1000):  # two runs started in the same second get -2, -3, ...
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        with os_errors("create output directory", path, name_the_file=False):
+            try:
+                path.mkdir(parents=True, exist_ok=False)
+                return path
+            except FileExistsError:
+                continue
+    raise FastMLPError(f"cannot find a free output directory next to {base}; use --out")
+
+
+def may_change_text(also: tuple[str, ...] = ()) -> str:
+    """'--epochs, ... and --quiet': the settings a resumed run may change (plus ``also``, the
+    caller's own), for help texts and errors, so neither can drift from the tuple."""
+    names = [option(key) for key in (*RESUME_MAY_CHANGE, *also)]
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def resume_config(directory: str | Path, given: dict[str, Any],
+                  also_may_change: tuple[str, ...] = ()) -> tuple[RunConfig, Resume]:
+    """The run checkpointed in ``directory``, to be continued: its recorded config with the
+    settings of ``given`` (setting -> value, as the user gave them) that may change
+    (:data:`~fastmlp.config.RESUME_MAY_CHANGE`; ``also_may_change`` names the caller's own,
+    which are skipped); any other differing setting is an error."""
+    directory = Path(directory).expanduser()
+    # the run's checkpoint itself names its directory; any other file would not be the
+    # checkpoint that the resumed run goes on writing
+    if directory.is_file() and directory.name == CHECKPOINT_NPZ:
+        directory = directory.parent
+    if not directory.is_dir():
+        problem = (f"expects the run directory (the one holding {CHECKPOINT_NPZ}), not a file"
+                   if directory.exists() else "no such directory")
+        raise FastMLPError(f"--resume {directory}: {problem}")
+    ck = load_checkpoint(directory)
+    recorded = ck["config"]
+    missing = [key for key in CHECKPOINT_KEYS if key not in recorded]
+    if missing:
+        raise FastMLPError(f"{ck['path']} was not written by 'fastmlp train' (no {missing[0]} "
+                           f"recorded); continue it from Python with train(state=...)")
+    changes, conflicts = {}, []
+    for key, value in given.items():
+        if key in also_may_change:
+            continue
+        if key in RESUME_MAY_CHANGE:
+            changes[key] = value
+        elif key == "out":
+            if Path(value).expanduser().resolve() != directory.resolve():
+                conflicts.append(f"--out {value} (the outputs go into {directory})")
+        elif key in recorded:
+            then = recorded[key]
+            if key == "data_path" and value is not None:
+                value = report.absolute_path(value)
+            elif key == "train_size":  # the rows meant: the default None is 10000 of mnist
+                value, then = (train_rows(recorded["dataset"], size) or "all"
+                               for size in (value, then))
+            if value != then:
+                conflicts.append(f"{option(key)} {value} (recorded: {then})")
+    if conflicts:
+        raise FastMLPError(
+            f"--resume continues the run recorded in {directory} with its own options; "
+            f"{'; '.join(conflicts)}; only {may_change_text(also_may_change)} may change")
+    config = RunConfig.from_record(recorded, **changes, out=str(directory))
+    if ck["epoch"] > config.epochs:
+        raise FastMLPError(f"the checkpoint in {directory} is at epoch {ck['epoch']}, past "
+                           f"--epochs {config.epochs}")
+    remove_stale_temps(directory)  # left by a killed writer; harmless, but clutter
+    return config, Resume(ck, directory, recorded_data_path="data_path" not in given)
+
+
+def build_model(config: RunConfig, dataset: Dataset, backend: Backend) -> MLP:
+    """The untrained model of ``config`` for ``dataset``'s features and classes."""
+    return MLP(dataset.n_features, config.hidden, dataset.n_classes,
+               activation=config.activation, init=config.init, dtype=config.dtype,
+               device=backend, seed=config.seed)
+
+
+def check_same_data(ck: dict[str, Any], model: MLP, dataset: Dataset) -> None:
+    """The rebuilt model and data must be the checkpoint's (a data file may have changed)."""
+    now = dict(model.config(), n_train=len(dataset.train), n_valid=len(dataset.valid),
+               n_test=len(dataset.test))
+    then = dict(ck["history"].config, **ck["model"])
+    diff = [f"{k} {then[k]} then, {now[k]} now" for k in now
+            if k != "seed" and k in then and then[k] != now[k]]
+    if diff:
+        raise FastMLPError(f"the data or model no longer match the checkpoint {ck['path']}: "
+                           f"{', '.join(diff)}")
+
+
+def describe(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend) -> list[str]:
+    """The lines that introduce a run: data, model, device, training, loop, products."""
+    batch = (f"minibatch {config.batch_size}" if config.batch_size
+             else f"full batch ({len(dataset.train)} rows)")
+    # B = all training rows is full batch, as in Trainer
+    batch_size = None if config.batch_size == len(dataset.train) else config.batch_size
+    features = [s.x for s in (dataset.train, dataset.valid, dataset.test)]
+    return [
+        f"data:     {dataset.summary()}",
+        f"model:    MLP {model.n_in}-{model.n_hidden}-{model.n_out}, {model.activation}, "
+        f"{model.init} init, {model.dtype}, {model.n_params:,} parameters",
+        f"device:   {backend.describe()} [{backend.reason or 'requested'}]",
+        f"training: {config.epochs} epochs, {batch}, lr {config.lr:g}, momentum "
+        f"{config.momentum:g}, seed {config.seed}",
+        f"loop:     {resolve_compiled(config.compiled, model, batch_size)[1]}",
+        f"products: {resolve_sparse(config.sparse, model, features, batch_size)[1]}",
+    ]
+
+
+def remove_earlier_run(out_dir: Path) -> list[str]:
+    """Remove what an earlier run left in ``out_dir`` (its checkpoint, which --resume must
+    never take for this run's, and its results, which must not sit beside this run's if it is
+    interrupted); return the names removed."""
+    removed = []
+    with os_errors("remove the earlier run's files from", out_dir):
+        for name in RUN_FILES:
+            if (out_dir / name).is_file():
+                (out_dir / name).unlink()
+                removed.append(name)
+        remove_stale_temps(out_dir)
+    return removed
+
+
+def write_results(history: History, model: MLP, out_dir: Path) -> None:
+    """history.json/csv, loss/accuracy plots and model.npz into ``out_dir``."""
+    # disk full, permissions, directory removed during training: one line, naming the file
+    with os_errors("write results to", out_dir):
+        report.write_history(history, out_dir)
+        report.plot_history(history, out_dir)
+        report.save_model(model, out_dir / report.MODEL_NPZ, extra=history.config)
+
+
+def on_interrupt(history: History, out: Path, epochs: int) -> RunInterrupted:
+    """Ctrl-C during training of ``epochs`` epochs into ``out``: write the ``history`` so far
+    and say what is saved.
+
+    train() has already written ``checkpoint.npz`` (it stops at the end of the running epoch
+    on the first Ctrl-C; after a second, immediate one the last checkpoint stands). Any
+    checkpoint in ``out`` belongs to this run: a fresh run removes an older one first.
+    """
+    written = False
+    if history.epochs:
+        try:
+            report.write_history(history, out)
+            written = True
+        except (OSError, ValueError):  # keep the exit quick and the message one line
+            pass
+    try:
+        saved = load_checkpoint(out)["epoch"]
+    except FastMLPError:
+        saved = None
+    return RunInterrupted(out, history.epochs, epochs, history_written=written,
+                          checkpoint_epoch=saved)
+
+
+def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None] | None = None,
+        resume: Resume | None = None, dataset: Dataset | None = None,
+        history: History | None = None, save: bool = True) -> RunResult:
+    """Train the run ``config`` describes; return its :class:`RunResult`.
+
+    ``progress`` shows a progress bar; ``log(line)`` gets the lines that describe the run.
+    ``resume`` (:func:`resume_config`) continues a checkpointed run. ``dataset``: the data
+    already loaded (as :func:`load_run_data` loads it). ``history`` is appended to in place,
+    also when training fails midway. ``save`` False writes nothing (no directory, no
+    checkpoint): a sweep's driver writes its runs' files itself.
+
+    Raises :class:`RunInterrupted` on Ctrl-C (with ``save``; KeyboardInterrupt otherwise) and
+    :class:`~fastmlp.train.DivergenceError` (its ``out_dir`` holding the history and the last
+    finite weights, with ``save``) when training diverges.
+    """
+    say = log or (lambda line: None)
+    try:
+        dataset = load_run_data(config) if dataset is None else dataset
+    except FastMLPError as exc:
+        if resume is None or not config.data_path or not resume.recorded_data_path:
+            raise
+        raise FastMLPError(f"{exc} (the data path recorded by the run in {resume.directory}; "
+                           f"give --data-path if the file has moved)") from None
+    backend = get_backend(config.device, tf32=config.tf32)
+    model = build_model(config, dataset, backend)
+    # train() checks this too, but only after the output directory would exist
+    check_batch_size(config.batch_size, len(dataset.train), "--batch-size")
+    if resume is not None:
+        check_same_data(resume.checkpoint, model, dataset)
+    out_dir = prepare_out_dir(config.out) if save else None
+    if resume is not None:
+        history = resume.checkpoint["history"]
+    history = History() if history is None else history
+    for line in describe(config, dataset, model, backend):
+        say(line)
+    if out_dir is not None:
+        say(f"output:   {out_dir}")
+        if resume is not None:
+            say(f"resume:   from epoch {resume.checkpoint['epoch']} ({out_dir / CHECKPOINT_NPZ})")
+        else:
+            removed = remove_earlier_run(out_dir)
+            if removed:
+                say(f"note:     removed the files of an earlier run in {out_dir}: "
+                    f"{', '.join(removed)}")
+    if resume is not None:
+        history.config.setdefault("resumed_at_epoch", []).append(resume.checkpoint["epoch"])
+    # before training, so that a history written on Ctrl-C records the run too
+    history.config.update(config.history_record())
+    try:
+        train(model, dataset, epochs=config.epochs, lr=config.lr, momentum=config.momentum,
+              batch_size=config.batch_size, eval_every=config.eval_every,
+              velocity_init=config.velocity_init, seed=config.seed, progress=progress,
+              history=history, state=None if resume is None else resume.checkpoint,
+              checkpoint=None if out_dir is None else out_dir / CHECKPOINT_NPZ,
+              checkpoint_every=config.checkpoint_every,
+              checkpoint_config=config.checkpoint_record(), compiled=config.compiled,
+              sparse=config.sparse)
+    except KeyboardInterrupt:
+        if out_dir is None:
+            raise
+        raise on_interrupt(history, out_dir, config.epochs) from None
+    except DivergenceError as exc:
+        # the model holds the last finite weights and exc.history the epochs up to them
+        if out_dir is not None:
+            write_results(exc.history, model, out_dir)
+        exc.out_dir = out_dir
+        raise
+    if out_dir is not None:
+        try:
+            write_results(history, model, out_dir)
+        except KeyboardInterrupt:  # training is over and checkpointed: the rest can be redone
+            raise RunInterrupted(out_dir, history.epochs, config.epochs,
+                                 checkpoint_epoch=history.epochs, while_writing=True) from None
+    return RunResult(history, model, out_dir)
