@@ -34,12 +34,14 @@ class DivergenceError(FastMLPError):
 
     ``epoch`` is the (1-based) epoch where it was detected; ``history`` holds the epochs up to
     the last finite weights, which the model has been restored to (with ``history.final``
-    measured at them), so the pair is as if training had stopped there.
+    measured at them), so the pair is as if training had stopped there. ``out_dir``: where
+    :func:`fastmlp.run` wrote that history and those weights (None elsewhere).
     """
 
     def __init__(self, message: str, *, epoch: int, history: History):
         super().__init__(message)
         self.epoch, self.history = epoch, history
+        self.out_dir: os.PathLike[str] | None = None
 
 
 def _metrics(stats: np.ndarray, counts: tuple[int, ...]) -> dict[str, float]:
