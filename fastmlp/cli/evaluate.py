@@ -45,7 +45,10 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
 def _data_options_from_run(args: argparse.Namespace, saved: dict) -> list[str]:
     """Fill the data options left out (None) from the model's recorded training run (see the
     evaluate epilog); return the options filled, as the user would have typed them."""
-    recorded = saved.get("dataset") if saved.get("dataset") in DATASET_NAMES else None
+    # the run's own settings where recorded (RunConfig, runs since it), else the model's keys
+    run = saved.get("run") if isinstance(saved.get("run"), dict) else {}
+    dataset, seed = run.get("dataset", saved.get("dataset")), run.get("seed", saved.get("seed"))
+    recorded = dataset if dataset in DATASET_NAMES else None
     filled = []
 
     def fill(option: str, value) -> None:
@@ -66,7 +69,6 @@ def _data_options_from_run(args: argparse.Namespace, saved: dict) -> list[str]:
             n_train = saved.get("n_train")
             if args.train_size is None and is_int(n_train) and n_train > 0:
                 fill("train_size", n_train)
-            seed = saved.get("seed")
             if args.seed is None and recorded == "synthetic" and is_int(seed) and seed >= 0:
                 fill("seed", seed)
         filled.insert(0, f"--dataset {recorded}")
