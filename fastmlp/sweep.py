@@ -290,7 +290,7 @@ def _run_pool(todo: Sequence[tuple[int, Spec]], save_model: bool,
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _dask_client(address: str) -> Any:
+def dask_client(address: str) -> Any:
     """A ``distributed.Client`` on ``address``; one-line errors when Dask is missing or the
     scheduler cannot be reached."""
     try:
@@ -325,6 +325,19 @@ def _run_dask(todo: Sequence[tuple[int, Spec]], save_model: bool,
                 client.cancel(list(pending))
 
 
+def run_stream(todo: Sequence[tuple[int, Spec]], save_model: bool, *, client: Any = None,
+               workers: int = 1) -> Iterator[tuple[int, Result]]:
+    """The runs ``todo`` ((index, spec) pairs) on the Dask ``client``, in ``workers`` spawned
+    processes, or in this process (workers 1); yields (index, result) as runs finish."""
+    if not todo:
+        return _run_inline([], save_model)  # a generator, like the others
+    if client is not None:
+        return _run_dask(todo, save_model, client)
+    if workers > 1:
+        return _run_pool(todo, save_model, workers)
+    return _run_inline(todo, save_model)
+
+
 # -- files --------------------------------------------------------------------------------------
 
 
@@ -342,7 +355,17 @@ def _finished_history(out: Path, spec: Spec, save_model: bool) -> dict[str, Any]
     return data
 
 
-def _write_run(out: Path, spec: Spec, result: Result) -> None:
+def finished_runs(out: Path, specs: Sequence[Spec], save_model: bool) -> dict[int, Result]:
+    """The runs of ``specs`` (by index) already done in ``out`` with the same spec: resumed."""
+    results: dict[int, Result] = {}
+    for i, spec in enumerate(specs):
+        done = _finished_history(out, spec, save_model)
+        if done is not None:
+            results[i] = dict(status="ok", history=done, error=None)
+    return results
+
+
+def write_run(out: Path, spec: Spec, result: Result) -> None:
     """Write one finished run's files into its directory (atomically; history.json last, since
     its presence is what marks the run as done)."""
     d = run_dir(out, spec)
@@ -555,7 +578,7 @@ def plot_curves(out: Path, grid: dict[str, list[Any]], specs: Sequence[Spec],
     return paths[0], paths[1]
 
 
-def _blas_note(results: Iterable[Result]) -> str:
+def blas_note(results: Iterable[Result]) -> str:
     """A note when runs used several Numba threads but one BLAS thread (Dask's worker default),
     so the matrix products, most of an epoch, ran single-threaded."""
     for r in results:

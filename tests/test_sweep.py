@@ -349,11 +349,11 @@ def test_blas_note() -> None:
     def result(threads: int, **env: str) -> dict:
         return {"history": {"config": {"threads": threads, "blas_env": env}}}
 
-    assert "1 BLAS thread" in sweep._blas_note([result(2, OPENBLAS_NUM_THREADS="1")])
-    assert "1 BLAS thread" in sweep._blas_note([result(4, OMP_NUM_THREADS="1")])
+    assert "1 BLAS thread" in sweep.blas_note([result(2, OPENBLAS_NUM_THREADS="1")])
+    assert "1 BLAS thread" in sweep.blas_note([result(4, OMP_NUM_THREADS="1")])
     # OPENBLAS_NUM_THREADS wins over OMP_NUM_THREADS; one Numba thread is a deliberate setup
-    assert sweep._blas_note([result(2, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="1")]) == ""
-    assert sweep._blas_note([result(1, OPENBLAS_NUM_THREADS="1"), result(2)]) == ""
+    assert sweep.blas_note([result(2, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="1")]) == ""
+    assert sweep.blas_note([result(1, OPENBLAS_NUM_THREADS="1"), result(2)]) == ""
 
 
 def test_help_lists_sweep(capsys) -> None:

@@ -11,12 +11,12 @@ import contextlib
 import shlex
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..backend import DEVICES, get_backend
 from ..errors import FastMLPError, os_errors
+from ..history import SPLITS
 from ..kernels import ACTIVATIONS
 from ..model import DTYPES
 from ..runner import prepare_out_dir
@@ -27,24 +27,21 @@ from ..sweep import (
     GRID_KEYS,
     Result,
     Spec,
-    _blas_note,
-    _dask_client,
-    _finished_history,
-    _run_dask,
-    _run_inline,
-    _run_pool,
-    _unique,
-    _write_run,
+    blas_note,
     build_specs,
     curves_split,
+    dask_client,
+    finished_runs,
     format_table,
     load_data,
     plot_curves,
     point_name,
+    run_stream,
     summarize,
+    write_run,
     write_summary,
 )
-from ..train import SPLITS, check_batch_size
+from ..train import check_batch_size
 from .common import (
     EXIT_INTERRUPTED,
     Command,
@@ -112,7 +109,7 @@ def _validate(args: argparse.Namespace, specs: list[Spec]) -> None:
         return  # the path is on the workers; each run checks it there
     data = load_data(specs[0])  # cached: the first inline run reuses it
     n_train = len(data.train)
-    for batch_size in _unique(s["batch_size"] for s in specs):
+    for batch_size in dict.fromkeys(s["batch_size"] for s in specs):
         check_batch_size(batch_size, n_train, "--batch-size")
     if args.scheduler is None:
         get_backend(args.device)  # e.g. --device cuda without a GPU: one clear line now
@@ -147,7 +144,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                            "workers run the runs: use one or the other")
     grid, seeds, specs = build_specs(args)
     _validate(args, specs)
-    client = _dask_client(args.scheduler) if args.scheduler is not None else None
+    client = dask_client(args.scheduler) if args.scheduler is not None else None
     try:
         out = prepare_out_dir(args.out, prefix="sweep-")
         return _sweep(args, out, grid, seeds, specs, client, started)
@@ -160,11 +157,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace, out: Path, grid: dict[str, list[Any]], seeds: list[int],
            specs: list[Spec], client: Any, started: float) -> int:
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    results: dict[int, Result] = {}
-    for i, spec in enumerate(specs):
-        done = _finished_history(out, spec, args.save_models)
-        if done is not None:
-            results[i] = dict(status="ok", history=done, error=None)
+    results = finished_runs(out, specs, args.save_models)
     todo = [i for i in range(len(specs)) if i not in results]
     n_points = len(specs) // len(seeds)
     workers = args.workers or 1
@@ -179,23 +172,15 @@ def _sweep(args: argparse.Namespace, out: Path, grid: dict[str, list[Any]], seed
         print(f"resume:   {len(results)} of {len(specs)} runs already finished in {out}, "
               f"skipped; training {len(todo)}", flush=True)
 
-    todo_runs = [(i, specs[i]) for i in todo]
-    stream: Iterator[tuple[int, Result]]
-    if not todo_runs:
-        stream = _run_inline([], args.save_models)  # a generator, like the others
-    elif client is not None:
-        stream = _run_dask(todo_runs, args.save_models, client)
-    elif workers > 1:
-        stream = _run_pool(todo_runs, args.save_models, workers)
-    else:
-        stream = _run_inline(todo_runs, args.save_models)
+    stream = run_stream([(i, specs[i]) for i in todo], args.save_models, client=client,
+                        workers=workers)
     n_trained = 0
     try:
         with contextlib.closing(stream):
             for i, result in stream:
                 spec = specs[i]
                 with os_errors("write results to", out):
-                    _write_run(out, spec, result)
+                    write_run(out, spec, result)
                 result["model"] = None  # written; do not keep every model in memory
                 results[i] = result
                 n_trained += 1
@@ -206,7 +191,7 @@ def _sweep(args: argparse.Namespace, out: Path, grid: dict[str, list[Any]], seed
               f"{out}; {_resume_hint(args, out)}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
 
-    note = _blas_note([r for r in results.values() if r["status"] == "ok"])
+    note = blas_note([r for r in results.values() if r["status"] == "ok"])
     if note:
         print(note, file=sys.stderr, flush=True)
     rows = summarize(specs, results, out)
