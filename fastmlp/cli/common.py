@@ -24,11 +24,12 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_DIVERGED = 3  # fastmlp train: non-finite loss or weights
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of the output went away (`| head`)
 
+
 class UsageError(Exception):
     """Raised instead of argparse's print-usage-and-exit, so main() prints exactly one line."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors become :class:`UsageError` (one line, no usage dump).
 
     Subparsers inherit this class (argparse uses ``type(parent)`` for them).
@@ -116,7 +117,7 @@ def register(command: Command) -> Command:
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per registered command."""
-    parser = _Parser(prog=PROG, description="Train the course two-layer perceptron, fast.")
+    parser = Parser(prog=PROG, description="Train the course two-layer perceptron, fast.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for command in COMMANDS.values():

@@ -21,7 +21,7 @@ from .common import (
     EXIT_OK,
     PROG,
     Command,
-    _Parser,
+    Parser,
     add_data_options,
     add_run_options,
     error,
@@ -94,7 +94,7 @@ def _explicit_options(args: argparse.Namespace) -> dict:
     argv = getattr(args, "_argv", None)
     if not argv or "train" not in argv:
         return {}
-    p = _Parser(prog=f"{PROG} train")
+    p = Parser(prog=f"{PROG} train")
     configure_train(p)
     for action in p._actions:  # absent options then leave no attribute at all
         action.default = argparse.SUPPRESS
