@@ -201,7 +201,7 @@ def add_run_options(group) -> None:
     group.add_argument("--velocity-init", type=non_negative_float, default=1e-5, metavar="V",
                        help="initial value of every velocity entry (default: %(default)s)")
     group.add_argument("--sparse", choices=SPARSE_MODES, default="auto",
-                       help="full-batch products over the inputs' nonzeros (CPU): auto when "
+                       help="products over the inputs' nonzeros (CPU): auto when "
                             f"the rows' density is below {SPARSE_MAX_DENSITY} "
                             "(default: %(default)s)")
 
@@ -463,6 +463,7 @@ def _header(dataset: Dataset, model: MLP, backend: Backend, args: argparse.Names
              else f"full batch ({len(dataset.train)} rows)")
     # B = all training rows is full batch, as in Trainer
     batch_size = None if args.batch_size == len(dataset.train) else args.batch_size
+    loop = resolve_compiled(args.compiled, model, batch_size)
     return [
         f"data:     {dataset.summary()}",
         f"model:    MLP {model.n_in}-{model.n_hidden}-{model.n_out}, {model.activation}, "
@@ -470,8 +471,8 @@ def _header(dataset: Dataset, model: MLP, backend: Backend, args: argparse.Names
         f"device:   {backend.describe()} [{backend.reason or 'requested'}]",
         f"training: {args.epochs} epochs, {batch}, lr {args.lr:g}, momentum {args.momentum:g}, "
         f"seed {args.seed}",
-        f"loop:     {resolve_compiled(args.compiled, model, batch_size)[1]}",
-        f"products: {resolve_sparse(args.sparse, model, _features(dataset), batch_size)[1]}",
+        f"loop:     {loop[1]}",
+        f"products: {resolve_sparse(args.sparse, model, _features(dataset), loop[0])[1]}",
     ]
 
 
@@ -623,7 +624,7 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
                    help="force (or, with --no-compiled, turn off) fastmlp's compiled "
                         "small-batch loop for minibatch rows (default: its own choice)")
     p.add_argument("--sparse", choices=SPARSE_MODES, nargs="+", default=None,
-                   help="fastmlp's full-batch products over the inputs' nonzeros: auto (by "
+                   help="fastmlp's products over the inputs' nonzeros: auto (by "
                         "density), on, off; several give a row each (default: off and on "
                         "side by side with --dataset, else auto)")
     p.add_argument("--dataset", choices=DATASET_NAMES, default=None,
@@ -645,8 +646,8 @@ def batch_or_full(text: str) -> int | None:
 
 def _sparse_modes(args: argparse.Namespace, impl: str, device: str,
                   batch: int | None) -> list[str]:
-    # the sparse products are fastmlp's, for full batch on the CPU: other rows run as chosen
-    if impl != "fastmlp" or batch is not None or device != "cpu":
+    # the sparse products are fastmlp's, on the CPU: other rows run as chosen
+    if impl != "fastmlp" or device != "cpu":
         return ["auto"]
     return args.sparse or (["off", "on"] if args.dataset else ["auto"])
 
