@@ -5,13 +5,8 @@ set -u
 out=${1:-bench/results/small_batch}
 py=${PYTHON:-.venv/bin/python}
 mkdir -p "$out"
-run() {  # name, command...
-    local name=$1; shift
-    echo "\$ $*" | tee "$out/$name.txt"
-    /usr/bin/time -f "wall %e s" "$@" >>"$out/$name.txt" 2>&1
-    tail -n 12 "$out/$name.txt"
-}
-{ lscpu | grep -E "Model name|^CPU\(s\)"; nproc; } >"$out/machine.txt"
+. "$(dirname "$0")/_run.sh"
+machine
 run threads_mnist "$py" bench/steps_ab.py --hidden 300 --batch-size 1 10 32 --momentum 0 0.99 --threads 1 2
 run threads_dense "$py" bench/steps_ab.py --random --rows 5000 --hidden 1000 --activation relu --batch-size 32 100 --momentum 0.9 --threads 1 2
 for mu in 0 0.99; do

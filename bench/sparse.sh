@@ -5,13 +5,8 @@ set -u
 out=${1:-bench/results/sparse}
 py=${PYTHON:-.venv/bin/python}
 mkdir -p "$out"
-run() {  # name, command...
-    local name=$1; shift
-    echo "\$ $*" | tee "$out/$name.txt"
-    "$@" >>"$out/$name.txt" 2>&1
-    tail -n 12 "$out/$name.txt"
-}
-{ lscpu | grep -E "Model name|^CPU\(s\)"; git log -1 --format='commit %h %s'; } >"$out/machine.txt"
+. "$(dirname "$0")/_run.sh"
+machine
 run products "$py" bench/sparse_ab.py
 run density_float32 "$py" bench/sparse_density.py float32
 run density_float64 "$py" bench/sparse_density.py float64

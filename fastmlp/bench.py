@@ -133,8 +133,8 @@ def _bench_fastmlp(spec, data):
         label += f", {trainer.compiled_reason}"
         if trainer.compiled:
             label += f", {trainer.threads} thread{'s' if trainer.threads > 1 else ''}"
-    spec["products"] = "dense" if trainer.sparse is None else "sparse"
-    return floor, epoch, be.synchronize, label
+    products = "dense" if trainer.sparse is None else "sparse"
+    return floor, epoch, be.synchronize, label, products
 
 
 def _bench_numpy_naive(spec, data):
@@ -273,8 +273,9 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
 
     data = _dataset(spec)
     spec = {**spec, "workload": _workload_of(data, spec)}
+    products = "dense"  # the peers' products
     if impl == "fastmlp":
-        floor, epoch, sync, label = _bench_fastmlp(spec, data)
+        floor, epoch, sync, label, products = _bench_fastmlp(spec, data)
     elif impl == "numpy-naive":
         floor, epoch, sync, label = _bench_numpy_naive(spec, data)
     else:
@@ -285,7 +286,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
         "impl": impl, "device": spec["device"], "dtype": spec["dtype"],
         "batch_size": spec.get("batch_size"), "activation": spec["activation"],
         "n_hidden": w["n_hidden"], "momentum": spec["momentum"],
-        "products": spec.get("products", "dense"), "density": density_of(
+        "products": products, "density": density_of(
             [s.x for s in (data.train, data.valid, data.test)]),
         "epoch_ms": median * 1e3, "samples_per_s": w["n_train"] / median,
         "gemm_floor_ms": floor * 1e3, "ratio_to_floor": median / floor,

@@ -26,7 +26,7 @@ from .errors import FastMLPError, is_int
 from .history import METRICS, SPLITS, History
 from .kernels import steps
 from .model import CHUNK_ROWS, MLP, flat_views
-from .sparse import SparseRows, resolve_sparse
+from .sparse import SparseBatch, SparseRows, resolve_sparse
 
 
 class DivergenceError(FastMLPError):
@@ -91,25 +91,30 @@ def check_batch_size(batch_size: int | None, n_train: int, what: str = "batch si
 
 
 def split_stats(model: MLP, X: Any, y: Any, ends: tuple[int, ...], Z: Any,
-                out: Any = None) -> Any:
+                out: Any = None, sparse: SparseRows | None = None, offset: int = 0) -> Any:
     """Device (S×2) float64 summed loss and correct count per split of device rows X (N×F),
     y (N,), in ``out`` (overwritten) or a new array.
 
     Split s is rows [ends[s-1], ends[s]). Forward passes run in chunks of Z's rows (Z: scratch
     (C×H)), so evaluation needs no N×H buffer. No device->host read: the caller makes one
-    (``backend.to_host``), possibly together with other stats.
+    (``backend.to_host``), possibly together with other stats. ``sparse``: X is rows
+    [offset, offset + N) of these, whose products then replace the dense ones.
     """
     xp, N, chunk = model.backend.xp, X.shape[0], Z.shape[0]
     total = xp.empty((len(ends), 2), dtype=xp.float64) if out is None else out
+
+    def rows(a: int, b: int) -> Any:
+        return None if sparse is None else sparse.between(offset + a, offset + b)
+
     if 0 < N <= chunk:  # one pass: the head writes (overwrites) the sums itself
-        model.forward_backward(X, y, ends, 0, Z[:N], total)
+        model.forward_backward(X, y, ends, 0, Z[:N], total, sparse=rows(0, N))
         return total
     total[...] = 0
     stats = xp.empty_like(total)  # the head overwrites it per chunk
     for a in range(0, N, chunk):
         b = min(N, a + chunk)
         local = tuple(min(max(e - a, 0), b - a) for e in ends)
-        model.forward_backward(X[a:b], y[a:b], local, 0, Z[:b - a], stats)
+        model.forward_backward(X[a:b], y[a:b], local, 0, Z[:b - a], stats, sparse=rows(a, b))
         total += stats
     return total
 
@@ -239,11 +244,14 @@ class Trainer:
             self.yb = xp.empty(B, dtype=xp.int32)
             self.batch_stats = xp.zeros((1, 2), dtype=xp.float64)
         self.compiled, self.compiled_reason = resolve_compiled(compiled, model, self.batch_size)
-        # full batch on mostly-zero rows: the products over the nonzeros (fastmlp/sparse.py)
+        # mostly-zero rows: the products over the nonzeros (fastmlp/sparse.py)
         use_sparse, self.sparse_reason = resolve_sparse(
             sparse, model, [s.x for s in (dataset.train, dataset.valid, dataset.test)],
-            self.batch_size)
-        self.sparse = SparseRows(self.X, n_train) if use_sparse else None
+            self.compiled)
+        self.sparse = (SparseRows(self.X, n_train, full_batch=self.batch_size is None)
+                       if use_sparse else None)
+        if use_sparse and self.batch_size is not None and not self.compiled:
+            self.sparse_batch = SparseBatch(self.sparse, self.batch_size)
         if self.compiled:
             self.threads = steps.threads_for(model.n_hidden, self.batch_size)
             self.steps_ws = steps.workspace(self.batch_size, model.n_in, model.n_hidden,
@@ -289,13 +297,17 @@ class Trainer:
         train_stats[...] = 0
         # no copy where NumPy's default int is int64 (all but Windows before NumPy 2)
         order = be.asarray(self.rng.permutation(n_train).astype(np.int64, copy=False))
+        sparse = None if self.sparse is None else self.sparse_batch
         for start in range(0, n_train, B):
             idx = order[start:start + B]
             nb = idx.shape[0]
-            xp.take(self.X, idx, axis=0, out=self.Xb[:nb])
+            if sparse is None:
+                xp.take(self.X, idx, axis=0, out=self.Xb[:nb])
+            else:  # the batch's rows in sparse form; Xb is then unused
+                sparse.gather(idx)
             xp.take(self.y, idx, axis=0, out=self.yb[:nb])
             self.model.forward_backward(self.Xb[:nb], self.yb[:nb], (nb,), nb, self.Z[:nb],
-                                        self.batch_stats)
+                                        self.batch_stats, sparse=sparse)
             self._step()
             train_stats += self.batch_stats  # stays on the device: no sync per step
         stats = be.to_host(self.stats)  # the epoch's one device->host read
@@ -330,7 +342,7 @@ class Trainer:
         ``out`` when given)."""
         ends = tuple(min(max(e - start, 0), stop - start) for e in self.ends)
         return split_stats(self.model, self.X[start:stop], self.y[start:stop], ends, self.Z,
-                           out=out)
+                           out=out, sparse=self.sparse, offset=start)
 
     def _step(self) -> None:
         self.model.backend.momentum(self.model.params, self.model.grads, self.velocity, self.lr,

@@ -109,17 +109,73 @@ def _transpose_blocks_kernel(indptr, indices, values, RB, colptr, rows, tvalues)
                 counts[k + 1] = p + 1
 
 
-def transpose_blocks(X: CSR, rows_per_block: int = ROWS_PER_BLOCK) -> CSCBlocks:
-    """X (N, F) as :class:`CSCBlocks`, for :func:`sparse_matmul_t`; built once per run."""
+_transpose_blocks_kernel_serial = _serial(_transpose_blocks_kernel,
+                                          "_transpose_blocks_kernel_serial")
+
+
+def transpose_blocks(X: CSR, rows_per_block: int = ROWS_PER_BLOCK,
+                     out: CSCBlocks | None = None) -> CSCBlocks:
+    """X (N, F) as :class:`CSCBlocks`, for :func:`sparse_matmul_t`; built once per run, or per
+    minibatch into ``out`` (buffers from :func:`csc_buffers`; the result is views of them).
+    X's indptr must start at 0."""
     N, F = X.shape
     nb = -(-N // rows_per_block)
-    colptr = np.empty((nb, F + 1), np.int64)
-    rows = np.empty(X.indices.shape[0], np.int32)
-    tvalues = np.empty_like(X.values)
-    if nb:
-        _transpose_blocks_kernel(X.indptr, X.indices, X.values, rows_per_block, colptr, rows,
-                                 tvalues)
+    nnz = X.indices.shape[0]
+    if out is None:
+        colptr = np.empty((nb, F + 1), np.int64)
+        rows = np.empty(nnz, np.int32)
+        tvalues = np.empty_like(X.values)
+    else:
+        if (out.colptr.shape[0] < nb or out.colptr.shape[1] != F + 1
+                or out.rows.shape[0] < nnz or out.values.dtype != X.values.dtype):
+            raise ValueError("out is too small for X, or of another dtype")
+        colptr, rows, tvalues = out.colptr[:nb], out.rows[:nnz], out.values[:nnz]
+    if nb:  # one block (a minibatch) runs serially: no threads to wake for ~10 µs of work
+        kernel = _transpose_blocks_kernel_serial if nb == 1 else _transpose_blocks_kernel
+        kernel(X.indptr, X.indices, X.values, rows_per_block, colptr, rows, tvalues)
     return CSCBlocks(colptr, rows, tvalues, N, rows_per_block)
+
+
+def csc_buffers(n_rows: int, n_cols: int, nnz: int, dtype: np.dtype,
+                rows_per_block: int = ROWS_PER_BLOCK) -> CSCBlocks:
+    """Empty :class:`CSCBlocks` buffers for up to ``n_rows`` rows of ``n_cols`` columns with
+    ``nnz`` nonzeros: the ``out`` of :func:`transpose_blocks`."""
+    nb = -(-n_rows // rows_per_block)
+    return CSCBlocks(np.empty((nb, n_cols + 1), np.int64), np.empty(nnz, np.int32),
+                     np.empty(nnz, dtype), n_rows, rows_per_block)
+
+
+@numba.njit(**dict(_JIT, parallel=False))
+def _gather_kernel(indptr, indices, values, idx, bindptr, bindices, bvalues):
+    p = 0
+    bindptr[0] = 0
+    for r in range(idx.shape[0]):
+        i = idx[r]
+        for c in range(indptr[i], indptr[i + 1]):
+            bindices[p] = indices[c]
+            bvalues[p] = values[c]
+            p += 1
+        bindptr[r + 1] = p
+
+
+def max_rows_nnz(X: CSR, n: int) -> int:
+    """The most nonzeros any ``n`` of X's rows hold together: a minibatch buffer's size."""
+    counts = np.diff(X.indptr)
+    return int(np.sort(counts)[::-1][:n].sum())
+
+
+def gather_rows(X: CSR, idx: np.ndarray, out: CSR) -> CSR:
+    """Rows ``idx`` (B,) of X, in that order, as a CSR of views of ``out``'s buffers
+    (``out.indptr`` at least B + 1 long, ``out.indices``/``out.values`` large enough:
+    :func:`max_rows_nnz`); X's values dtype."""
+    B = idx.shape[0]
+    if out.indptr.shape[0] < B + 1 or out.values.dtype != X.values.dtype:
+        raise ValueError("out is too small for the rows, or of another dtype")
+    nnz = int(np.sum(X.indptr[idx + 1] - X.indptr[idx])) if B else 0
+    if out.indices.shape[0] < nnz:
+        raise ValueError(f"out holds {out.indices.shape[0]} nonzeros, the rows {nnz}")
+    _gather_kernel(X.indptr, X.indices, X.values, idx, out.indptr, out.indices, out.values)
+    return CSR(out.indptr[:B + 1], out.indices[:nnz], out.values[:nnz], X.n_cols)
 
 
 @numba.njit(inline="always")
@@ -227,7 +283,7 @@ def sparse_matmul(out: np.ndarray, X: CSR, W: np.ndarray, bh: np.ndarray | None 
         raise ValueError(f"bh must have shape (1, {H}), got {bh.shape}")
     W = np.ascontiguousarray(W)
     bias = np.zeros(0, W.dtype) if bh is None else np.ascontiguousarray(bh, W.dtype).reshape(-1)
-    small = X.values.shape[0] * H < SERIAL_BELOW
+    small = int(X.indptr[-1] - X.indptr[0]) * H < SERIAL_BELOW if N else True
     kernel = _matmul_kernel_serial if small else _matmul_kernel
     kernel(X.indptr, X.indices, X.values, W, bias, bh is not None, rows_per_chunk, panel, group,
            W.dtype.type(0), out)

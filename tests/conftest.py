@@ -9,7 +9,7 @@ tests bench``) the module named ``conftest`` may be another directory's.
 import os
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -234,3 +234,18 @@ def head_gradient_terms() -> Callable[..., dict[str, float]]:
     """``terms(inputs, n_grad, activation)``: the scales the head's rounding errors grow with,
     shared by the CPU and the CUDA kernel tests."""
     return _head_gradient_terms
+
+
+@pytest.fixture(scope="module", params=["dense", "sparse"])
+def products(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a module's tests once on each path of the products X·Wh, Xᵀ·dZ: ``sparse="auto"``
+    (the default everywhere) then picks the dense ones for any rows, or the sparse ones for any
+    rows (a density threshold above 1). Modules opt in with ``pytestmark =
+    pytest.mark.usefixtures("products")``; module-scoped fixtures that train ask for it too.
+    Runs in subprocesses keep the real threshold."""
+    import fastmlp.sparse
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fastmlp.sparse, "SPARSE_MAX_DENSITY",
+                      0.0 if request.param == "dense" else 1.01)
+        yield request.param

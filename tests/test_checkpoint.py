@@ -26,6 +26,9 @@ from fastmlp.checkpoint import CHECKPOINT_NPZ, VERSION, load_checkpoint
 from fastmlp.cli import main
 from fastmlp.train import METRICS, DivergenceError, Trainer
 
+# every test here runs on the dense and on the sparse products (conftest.products)
+pytestmark = pytest.mark.usefixtures("products")
+
 PARAMS = ("Wh", "bh", "Wo", "bo")
 SYN = ["train", "--dataset", "synthetic", "--hidden", "16", "--lr", "0.05", "--momentum", "0.9",
        "--device", "cpu", "--no-progress"]

@@ -17,6 +17,9 @@ import fastmlp
 from fastmlp.cli import COMMANDS, main
 from fastmlp.train import METRICS
 
+# every test here runs on the dense and on the sparse products (conftest.products)
+pytestmark = pytest.mark.usefixtures("products")
+
 OUTPUTS = ("history.json", "history.csv", "loss.png", "accuracy.png", "model.npz")
 SYNTHETIC = ["train", "--dataset", "synthetic", "--hidden", "32", "--epochs", "8",
              "--lr", "0.05", "--momentum", "0.9", "--device", "cpu"]

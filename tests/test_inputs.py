@@ -25,6 +25,9 @@ import pytest
 import fastmlp
 from fastmlp.cli import main
 
+# every test here runs on the dense and on the sparse products (conftest.products)
+pytestmark = pytest.mark.usefixtures("products")
+
 # -- files, built lazily: "{name}" in a row's argv creates tmp/<name> the first time -------------
 
 
@@ -557,7 +560,7 @@ def test_hand_built_labels_outside_the_model_are_refused(split: str, labels: lis
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(tmp_path_factory: pytest.TempPathFactory, products: str) -> Path:
     """A small run of ``fastmlp train`` on synthetic data; its output directory."""
     out = tmp_path_factory.mktemp("run")
     argv = ["train", "--dataset", "synthetic", "--hidden", "8", "--epochs", "3", "--device",

@@ -188,3 +188,60 @@ def test_hypothesis(N, F, H, density, seed, dtype, bias, panel, rows, threaded, 
                    backward=dict(panel=panel, group=group))
     finally:
         sparse.SERIAL_BELOW = serial_below
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(N=st.integers(1, 60), F=st.integers(1, 40), B=st.integers(1, 60),
+       density=st.sampled_from([0.0, 0.1, 0.5, 1.0]), seed=st.integers(0, 2**32 - 1),
+       dtype=st.sampled_from([np.float32, np.float64]), rows_per_block=st.integers(1, 9))
+def test_minibatch_gather_and_transpose(N, F, B, density, seed, dtype, rows_per_block):
+    # a minibatch's rows gathered into buffers sized for the densest B rows, then transposed
+    # into reused buffers: the same CSR and blocks as built from the dense rows directly
+    rng = np.random.default_rng(seed)
+    X = sparse_matrix(rng, N, F, density, dtype, empty_rows=[0])
+    A = sparse.csr(X)
+    B = min(B, N)
+    nnz = sparse.max_rows_nnz(A, B)
+    assert nnz == np.sort(np.count_nonzero(X, axis=1))[::-1][:B].sum()
+    buffers = CSR(np.empty(B + 1, np.int64), np.empty(nnz, np.int32), np.empty(nnz, dtype), F)
+    t_buffers = sparse.csc_buffers(B, F, nnz, np.dtype(dtype), rows_per_block)
+    for _ in range(3):  # buffers reused, batches of every size up to B
+        idx = rng.permutation(N)[:rng.integers(1, B + 1)].astype(np.int64)
+        got = sparse.gather_rows(A, idx, buffers)
+        want = sparse.csr(X[idx])
+        for a, b in zip(got[:3], want[:3], strict=True):
+            np.testing.assert_array_equal(a, b)
+        got_t = sparse.transpose_blocks(got, rows_per_block, out=t_buffers)
+        want_t = sparse.transpose_blocks(want, rows_per_block)
+        for a, b in zip(got_t[:3], want_t[:3], strict=True):
+            np.testing.assert_array_equal(a, b)
+        dZ = rng.standard_normal((len(idx), 5)).astype(dtype)
+        out = np.empty((F, 5), dtype)
+        sparse.sparse_matmul_t(out, got, dZ, got_t)
+        ref = np.empty((F, 5), dtype)
+        reference.sparse_matmul_t(ref, want, dZ)
+        scale = np.abs(X[idx].astype(np.float64)).T @ np.abs(dZ.astype(np.float64))
+        assert rel_error(out, ref.astype(np.float64), scale) <= 2 * TOL[dtype]
+
+
+def test_minibatch_buffers_too_small_are_refused():
+    A = sparse.csr(np.ones((4, 3)))
+    small = CSR(np.empty(3, np.int64), np.empty(5, np.int32), np.empty(5), 3)
+    with pytest.raises(ValueError, match="holds 5 nonzeros, the rows 6"):
+        sparse.gather_rows(A, np.array([0, 1]), small)
+    with pytest.raises(ValueError, match="too small"):
+        sparse.gather_rows(A, np.array([0, 1, 2]), small)
+    with pytest.raises(ValueError, match="too small"):
+        sparse.transpose_blocks(A, 2, out=sparse.csc_buffers(2, 3, 12, np.dtype(np.float64), 2))
+
+
+def test_a_view_of_later_rows_multiplies_as_those_rows():
+    # evaluation's forward passes take rows [a, b) of the run's CSR without copying them
+    rng = np.random.default_rng(3)
+    X = sparse_matrix(rng, 30, 11, 0.3, np.float64)
+    A = sparse.csr(X)
+    W = rng.standard_normal((11, 4))
+    view = CSR(A.indptr[10:21], A.indices, A.values, 11)
+    out = np.empty((10, 4))
+    sparse.sparse_matmul(out, view, W)
+    np.testing.assert_allclose(out, X[10:20] @ W, rtol=1e-13, atol=1e-13)

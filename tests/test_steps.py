@@ -246,8 +246,9 @@ def _wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: floa
 
 
 @pytest.mark.parametrize("path", [["--batch-size", "1", "--compiled"],
-                                  ["--batch-size", "100", "--compiled"], ["--sparse", "on"]],
-                         ids=["B=1", "B=100", "full-batch-sparse"])
+                                  ["--batch-size", "100", "--compiled"], ["--sparse", "on"],
+                                  ["--batch-size", "100", "--no-compiled", "--sparse", "on"]],
+                         ids=["B=1", "B=100", "full-batch-sparse", "B=100-sparse"])
 def test_sigkill_and_resume_are_bit_identical(path: list[str], tmp_path: Path) -> None:
     argv = [*SYN, *path]
     killed = tmp_path / "killed"

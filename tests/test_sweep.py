@@ -19,6 +19,9 @@ import fastmlp.sweep as sweep
 from fastmlp.cli import main
 from fastmlp.train import METRICS
 
+# every test here runs on the dense and on the sparse products (conftest.products)
+pytestmark = pytest.mark.usefixtures("products")
+
 GRID = ["sweep", "--dataset", "synthetic", "--hidden", "8", "16", "--lr", "0.05", "0.01",
         "--momentum", "0.9", "--seeds", "2", "--epochs", "3", "--device", "cpu"]
 POINTS = [f"h{h}-lr{lr}-m0.9-bfull-relu" for h in (8, 16) for lr in (0.05, 0.01)]
@@ -58,7 +61,7 @@ class CountRuns:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def finished(tmp_path_factory: pytest.TempPathFactory, products: str) -> tuple[Path, str]:
     """One in-process sweep (workers=1) shared by the tests below: (out dir, stdout)."""
     out = tmp_path_factory.mktemp("sweep") / "out"
     capture = tmp_path_factory.mktemp("stdout") / "stdout.txt"
@@ -197,9 +200,16 @@ def test_rerun_without_models_removes_the_old_model(tmp_path, monkeypatch) -> No
 # -- parallel executors give identical numbers --------------------------------------------------
 
 
-def test_process_pool_is_identical(finished, tmp_path: Path) -> None:
+def workers_products(products: str) -> list[str]:
+    # worker processes keep the real density threshold (conftest.products): ask for the path
+    # this process's auto took
+    return ["--sparse", "on" if products == "sparse" else "off"]
+
+
+def test_process_pool_is_identical(finished, tmp_path: Path, products: str) -> None:
     out = tmp_path / "pool"
-    assert main([*GRID, "--out", str(out), "--workers", "2", "--save-models", "--quiet"]) == 0
+    assert main([*GRID, "--out", str(out), "--workers", "2", "--save-models", "--quiet",
+                 *workers_products(products)]) == 0
     assert finals(out) == finals(finished[0])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["executor"] == "processes"
@@ -212,7 +222,8 @@ def test_process_pool_is_identical(finished, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not HAVE_DISTRIBUTED,
                     reason="needs Dask's distributed scheduler: pip install 'fastmlp[dask]'")
-def test_dask_local_cluster_is_identical(finished, tmp_path: Path, capsys) -> None:
+def test_dask_local_cluster_is_identical(finished, tmp_path: Path, capsys,
+                                        products: str) -> None:
     import dask
     from distributed import LocalCluster
 
@@ -224,7 +235,8 @@ def test_dask_local_cluster_is_identical(finished, tmp_path: Path, capsys) -> No
     try:
         with dask.config.set(unset), LocalCluster(n_workers=2, threads_per_worker=1,
                                                   processes=True, dashboard_address=None) as c:
-            assert main([*GRID, "--out", str(out), "--scheduler", c.scheduler_address]) == 0
+            assert main([*GRID, "--out", str(out), "--scheduler", c.scheduler_address,
+                         *workers_products(products)]) == 0
     finally:
         os.environ.clear()
         os.environ.update(environ)
