@@ -188,6 +188,7 @@ def describe(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend) 
     # B = all training rows is full batch, as in Trainer
     batch_size = None if config.batch_size == len(dataset.train) else config.batch_size
     features = [s.x for s in (dataset.train, dataset.valid, dataset.test)]
+    loop = resolve_compiled(config.compiled, model, batch_size)
     return [
         f"data:     {dataset.summary()}",
         f"model:    MLP {model.n_in}-{model.n_hidden}-{model.n_out}, {model.activation}, "
@@ -195,8 +196,8 @@ def describe(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend) 
         f"device:   {backend.describe()} [{backend.reason or 'requested'}]",
         f"training: {config.epochs} epochs, {batch}, lr {config.lr:g}, momentum "
         f"{config.momentum:g}, seed {config.seed}",
-        f"loop:     {resolve_compiled(config.compiled, model, batch_size)[1]}",
-        f"products: {resolve_sparse(config.sparse, model, features, batch_size)[1]}",
+        f"loop:     {loop[1]}",
+        f"products: {resolve_sparse(config.sparse, model, features, loop[0])[1]}",
     ]
 
 

@@ -151,6 +151,8 @@ def build_specs(args: argparse.Namespace) -> tuple[dict[str, list[Any]], list[in
                   sparse=args.sparse)
     specs = [dict(shared, **dict(zip(GRID_KEYS, values, strict=True)), seed=seed)
              for values in itertools.product(*grid.values()) for seed in seeds]
+    for spec in specs:  # each run is a RunConfig: its errors now, not in every run
+        run_config(spec)
     return grid, seeds, specs
 
 

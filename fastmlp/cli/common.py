@@ -164,7 +164,7 @@ def add_run_options(group) -> None:
     group.add_argument("--velocity-init", type=non_negative_float, default=1e-5, metavar="V",
                        help="initial value of every velocity entry (default: %(default)s)")
     group.add_argument("--sparse", choices=SPARSE_MODES, default="auto",
-                       help="full-batch products over the inputs' nonzeros (CPU): auto when "
+                       help="products over the inputs' nonzeros (CPU): auto when "
                             f"the rows' density is below {SPARSE_MAX_DENSITY} "
                             "(default: %(default)s)")
 
