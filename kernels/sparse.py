@@ -147,6 +147,12 @@ def csc_buffers(n_rows: int, n_cols: int, nnz: int, dtype: np.dtype,
 
 @numba.njit(**dict(_JIT, parallel=False))
 def _gather_kernel(indptr, indices, values, idx, bindptr, bindices, bvalues):
+    # the rows' nonzeros, counted first: -(their count) when the buffers cannot hold them
+    nnz = 0
+    for r in range(idx.shape[0]):
+        nnz += indptr[idx[r] + 1] - indptr[idx[r]]
+    if nnz > bindices.shape[0]:
+        return -nnz
     p = 0
     bindptr[0] = 0
     for r in range(idx.shape[0]):
@@ -156,6 +162,7 @@ def _gather_kernel(indptr, indices, values, idx, bindptr, bindices, bvalues):
             bvalues[p] = values[c]
             p += 1
         bindptr[r + 1] = p
+    return nnz
 
 
 def max_rows_nnz(X: CSR, n: int) -> int:
@@ -171,10 +178,10 @@ def gather_rows(X: CSR, idx: np.ndarray, out: CSR) -> CSR:
     B = idx.shape[0]
     if out.indptr.shape[0] < B + 1 or out.values.dtype != X.values.dtype:
         raise ValueError("out is too small for the rows, or of another dtype")
-    nnz = int(np.sum(X.indptr[idx + 1] - X.indptr[idx])) if B else 0
-    if out.indices.shape[0] < nnz:
-        raise ValueError(f"out holds {out.indices.shape[0]} nonzeros, the rows {nnz}")
-    _gather_kernel(X.indptr, X.indices, X.values, idx, out.indptr, out.indices, out.values)
+    nnz = _gather_kernel(X.indptr, X.indices, X.values, idx, out.indptr, out.indices,
+                         out.values)
+    if nnz < 0:
+        raise ValueError(f"out holds {out.indices.shape[0]} nonzeros, the rows {-nnz}")
     return CSR(out.indptr[:B + 1], out.indices[:nnz], out.values[:nnz], X.n_cols)
 
 
