@@ -7,8 +7,11 @@
 # Makes a virtual environment, installs fastmlp with the CUDA extra the driver supports
 # (cuda13 when nvidia-smi reports CUDA 13 or newer, else cuda12) plus the test extra and,
 # unless WITH_TORCH=0, PyTorch (so that `bench --compare` adds its CUDA eager and torch.compile
-# rows); then runs the gpu tests, `fastmlp bench` on CUDA with and without TF32, and the default
-# `fastmlp train --device cuda`. Every output goes into one folder, printed at the end ($OUT if
+# rows); then runs the gpu tests, `fastmlp bench` on CUDA with and without TF32, the default
+# `fastmlp train --device cuda` and the cuSPARSE-against-cuBLAS probe. On a machine with no
+# package registry whose python3 already holds CuPy, numba-cuda, pytest and Hypothesis (the lent
+# device machines' image), SYSTEM_PYTHON=auto (the default) installs fastmlp alone into that
+# python3 (--no-deps, no build isolation) instead; SYSTEM_PYTHON=0 forces the venv. Every output goes into one folder, printed at the end ($OUT if
 # set, else bench/results/gpu_check_<UTC time>). A failing step is logged in steps.tsv and the
 # later steps still run; the exit status is 1 if any step failed.
 set -uo pipefail  # no -e: a step's failure must not stop the later steps
@@ -18,7 +21,15 @@ cd "$ROOT" || exit 1
 OUT="${OUT:-$ROOT/bench/results/gpu_check_$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT" || exit 1
 VENV="${VENV:-$ROOT/.venv-gpu}"  # its own venv: the CPU .venv may lack or clash with CUDA wheels
-PY="$VENV/bin/python"
+SYSTEM_PYTHON="${SYSTEM_PYTHON:-auto}"
+if [ "$SYSTEM_PYTHON" = auto ]; then
+    if python3 -c 'import cupy, numba.cuda, pytest, hypothesis, matplotlib, tqdm' 2>/dev/null; then
+        SYSTEM_PYTHON=1
+    else
+        SYSTEM_PYTHON=0
+    fi
+fi
+if [ "$SYSTEM_PYTHON" = 1 ]; then PY="$(command -v python3)"; else PY="$VENV/bin/python"; fi
 FAILED=0
 # one deadline for the whole script: each step gets its own limit or what is left, if less
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-470} ))
@@ -71,22 +82,37 @@ echo "driver CUDA major version: ${CUDA_MAJOR:-unknown}; installing .[${EXTRA},t
     | tee "$OUT/extra.txt"
 
 # -- install --------------------------------------------------------------------------------------
-step venv 60 python3 -m venv "$VENV"
-step install 150 "$VENV/bin/pip" install -q -e ".[${EXTRA},test]"
-if [ "${WITH_TORCH:-1}" != "0" ]; then
-    step install-torch 150 "$VENV/bin/pip" install -q torch
+if [ "$SYSTEM_PYTHON" = 1 ]; then
+    echo "using $PY and its packages; installing fastmlp alone" | tee -a "$OUT/extra.txt"
+    step install 120 "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+    if ! (cd / && "$PY" -c 'import fastmlp.kernels') > /dev/null 2>&1; then
+        # no install: import from this tree, with the package-dir mapping made by hand
+        echo "install failed: importing fastmlp from $ROOT" | tee -a "$OUT/extra.txt"
+        [ -e fastmlp/kernels ] || ln -s ../kernels fastmlp/kernels
+        export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+    fi
+else
+    step venv 60 python3 -m venv "$VENV"
+    step install 150 "$VENV/bin/pip" install -q -e ".[${EXTRA},test]"
+    if [ "${WITH_TORCH:-1}" != "0" ]; then
+        step install-torch 150 "$VENV/bin/pip" install -q torch
+    fi
 fi
-"$VENV/bin/pip" freeze > "$OUT/pip-freeze.txt" 2>&1
+"$PY" -m pip freeze > "$OUT/pip-freeze.txt" 2>&1
 
 # -- checks ---------------------------------------------------------------------------------------
-step pytest-gpu 90 "$PY" -m pytest -m gpu -ra -p no:cacheprovider tests
-BENCH=("$VENV/bin/fastmlp" bench --device cuda --dtype float32 float64 --batch-size full 100
+# only the file that holds them: collecting the rest would need the test extra's other packages
+step pytest-gpu 90 "$PY" -m pytest -m gpu -ra -p no:cacheprovider tests/test_gpu.py
+BENCH=("$PY" -m fastmlp bench --device cuda --dtype float32 float64 --batch-size full 100
        --compare --json)
 # JSON rows on stdout go to their own file, the log keeps stderr; the TF32 run goes last, as the
 # least needed if time runs short
 # shellcheck disable=SC2016  # $0 and $@ are the inner shell's, on purpose
 step bench 120 bash -c '"$@" > "$0"' "$OUT/bench.jsonl" "${BENCH[@]}"
-step train 90 "$VENV/bin/fastmlp" train --device cuda --out "$OUT/train" --no-progress
+step train 90 "$PY" -m fastmlp train --device cuda --out "$OUT/train" --no-progress
+# shellcheck disable=SC2016
+step sparse-probe 60 bash -c '"$@" > "$0"' "$OUT/sparse-probe.jsonl" "$PY" \
+    bench/gpu_sparse_probe.py
 # shellcheck disable=SC2016
 step bench-tf32 120 bash -c '"$@" > "$0"' "$OUT/bench-tf32.jsonl" "${BENCH[@]}" --tf32
 
