@@ -49,39 +49,41 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
 
-    import cupy
-    import cupyx.scipy.sparse as cusparse
-
     data = fastmlp.load_dataset("mnist", train_size=10_000)
     x_all = np.concatenate([data.train.x, data.valid.x, data.test.x])
     n_train = len(data.train)
     density = float(np.count_nonzero(x_all)) / x_all.size
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
-        X = cupy.asarray(x_all, dtype=dtype)
-        Xt = X[:n_train]
-        Wh = cupy.asarray(rng.standard_normal((x_all.shape[1], args.hidden)) / 28, dtype=dtype)
-        dZ = cupy.asarray(rng.standard_normal((n_train, args.hidden)), dtype=dtype)
-        S = cusparse.csr_matrix(X)
-        St = cusparse.csr_matrix(Xt)
-        products = {
-            "forward X@Wh": (lambda: X @ Wh, lambda: S @ Wh),
-            "backward Xt.T@dZ": (lambda: Xt.T @ dZ, lambda: St.T @ dZ),
-        }
-        for name, (dense, sparse) in products.items():
-            want, got = dense(), sparse()
-            got = got.toarray() if hasattr(got, "toarray") else got
-            err = float(cupy.max(cupy.abs(got - want)) / cupy.max(cupy.abs(want)))
-            dense_ms = _time_ms(dense, args.repeat)
-            sparse_ms = _time_ms(sparse, args.repeat)
-            print(json.dumps({
-                "product": name, "dtype": np.dtype(dtype).name, "rows": int(X.shape[0]),
-                "hidden": args.hidden, "density": round(density, 4),
-                "cublas_ms": round(dense_ms, 4), "cusparse_ms": round(sparse_ms, 4),
-                "cusparse_over_cublas": round(sparse_ms / dense_ms, 3), "max_rel_err": err,
-                "gpu": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(),
-            }), flush=True)
+        for row in _probe(x_all, n_train, args.hidden, dtype, args.repeat, rng):
+            print(json.dumps(dict(row, density=round(density, 4))), flush=True)
 
+
+def _probe(x_all: np.ndarray, n_train: int, hidden: int, dtype, repeat: int, rng):
+    """One row per product: cuBLAS and cuSPARSE milliseconds on the same operands, and the error."""
+    import cupy
+    import cupyx.scipy.sparse as cusparse
+
+    X = cupy.asarray(x_all, dtype=dtype)
+    Xt = X[:n_train]
+    Wh = cupy.asarray(rng.standard_normal((x_all.shape[1], hidden)) / 28, dtype=dtype)
+    dZ = cupy.asarray(rng.standard_normal((n_train, hidden)), dtype=dtype)
+    S, St = cusparse.csr_matrix(X), cusparse.csr_matrix(Xt)
+    products = {
+        "forward X@Wh": (lambda: X @ Wh, lambda: S @ Wh),
+        "backward Xt.T@dZ": (lambda: Xt.T @ dZ, lambda: St.T @ dZ),
+    }
+    gpu = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    for name, (dense, sparse) in products.items():
+        want, got = dense(), sparse()
+        got = got.toarray() if hasattr(got, "toarray") else got
+        err = float(cupy.max(cupy.abs(got - want)) / cupy.max(cupy.abs(want)))
+        dense_ms, sparse_ms = _time_ms(dense, repeat), _time_ms(sparse, repeat)
+        yield {
+            "product": name, "dtype": np.dtype(dtype).name, "rows": int(X.shape[0]),
+            "hidden": hidden, "cublas_ms": round(dense_ms, 4), "cusparse_ms": round(sparse_ms, 4),
+            "cusparse_over_cublas": round(sparse_ms / dense_ms, 3), "max_rel_err": err, "gpu": gpu,
+        }
 
 if __name__ == "__main__":
     main()
