@@ -28,7 +28,14 @@ from typing import Any, NamedTuple
 
 import numba
 import numpy as np
-from numba import cuda
+
+# numba-cuda (0.30.4 and older) looks up np.row_stack when it first compiles a kernel, and NumPy
+# 2.5 removed that alias of np.vstack: every compile then failed with AttributeError (seen on an
+# H200 machine with numpy 2.5.2 and numba-cuda 0.30.4). Numba's CPU side already guards it.
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack
+
+from numba import cuda  # noqa: E402  (after the alias above)
 
 from . import activation_id, check_head_args, check_momentum_args
 from .reference import namespace

@@ -19,6 +19,7 @@ import importlib.metadata
 import importlib.util
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -283,6 +284,27 @@ def test_ptxas_is_as_new_as_nvvm(ptxas: Path) -> None:
     ptx, _ = cuda.compile_ptx(_py_func("momentum", "float32"), "void(float32[::1], "
                               "float32[::1], float32[::1], float32, float32)", cc=(9, 0))
     assert _ptxas_release(ptxas) >= _release(ptx), (_ptxas_release(ptxas), ptx[:300])
+
+
+def test_kernels_compile_on_a_numpy_without_row_stack() -> None:
+    """NumPy 2.5 removed ``np.row_stack``, which numba-cuda 0.30.4 looks up at its first
+    compile (seen on an H200 machine, numpy 2.5.2): importing fastmlp's kernels restores it, so
+    both kernels still compile. Own process: the alias is taken away before numba-cuda loads."""
+    code = (
+        "import numpy\n"
+        "if hasattr(numpy, 'row_stack'):\n"
+        "    del numpy.row_stack  # as NumPy 2.5 has it\n"
+        "from numba import cuda\n"
+        "from fastmlp.kernels import cuda as kc\n"
+        "assert numpy.row_stack is numpy.vstack\n"
+        "sig = 'void(float32[::1], float32[::1], float32[::1], float32, float32)'\n"
+        "ptx, _ = cuda.compile_ptx(kc._momentum_kernel.py_func, sig, cc=(9, 0))\n"
+        "print('momentum', len(ptx))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("momentum "), out.stdout
 
 
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"sm_{a[0]}{a[1]}")
