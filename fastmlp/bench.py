@@ -194,11 +194,19 @@ def _bench_torch(spec, data, compiled: bool):
     model = model.to(dev, dtype)
     loss_fn = torch.nn.functional.cross_entropy
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-    xp = np
+    tf32 = bool(spec.get("tf32")) and dev == "cuda"
     if dev == "cuda":
-        import cupy as xp
-    floor = gemm_floor(xp, spec["dtype"], spec, sync if dev == "cuda" else (lambda: None))
-    label = f"{dev} (torch {torch.__version__}{', compile' if compiled else ''})"
+        # --tf32 holds for the peer too (its products and its floor), as for fastmlp's own rows;
+        # set either way, since one bench process runs rows with and without it
+        from .backend import get_backend
+
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        be = get_backend("cuda", tf32=tf32)
+        floor = gemm_floor(be.xp, spec["dtype"], spec, sync, matmul=be.matmul)
+    else:
+        floor = gemm_floor(np, spec["dtype"], spec, lambda: None)
+    label = (f"{dev} (torch {torch.__version__}{', compile' if compiled else ''}"
+             f"{', TF32 products' if tf32 else ''})")
     if spec.get("batch_size") is not None:
         return floor, _torch_steps(spec, model, x, y, n_train, n_valid), sync, label
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=spec["momentum"])
