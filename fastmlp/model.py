@@ -197,13 +197,14 @@ class MLP:
         splits ending at ``ends``. When ``n_grad`` > 0 the gradients of the mean loss over rows
         [0, n_grad) land in ``self.grads``. Two big products, the fused head between them.
         ``sparse``: the same rows as a :class:`fastmlp.sparse.SparseRows` (its training rows
-        being the first ``n_grad``), whose products then replace the dense ones.
+        being the first ``n_grad``), whose products then replace the dense ones; x is then
+        unused and may be None (Z's N rows count the rows).
         """
         be, g = self.backend, self.grad_views
         if sparse is None:
             be.matmul(x, self.views["Wh"], out=Z)
         else:
-            sparse.matmul(x.shape[0], self.views["Wh"], out=Z)
+            sparse.matmul(Z.shape[0], self.views["Wh"], out=Z)
         be.head(Z, self.views["bh"], self.views["Wo"], self.views["bo"], y, ends, n_grad,
                 self.activation, g["Wo"], g["bo"], g["bh"], stats)
         if n_grad and sparse is None:

@@ -240,7 +240,6 @@ class Trainer:
         self.rng = np.random.default_rng(seed)  # minibatch order; host-side, so it is restorable
         if self.batch_size is not None:
             B = self.batch_size
-            self.Xb = xp.empty((B, model.n_in), dtype=model.dtype)
             self.yb = xp.empty(B, dtype=xp.int32)
             self.batch_stats = xp.zeros((1, 2), dtype=xp.float64)
         self.compiled, self.compiled_reason = resolve_compiled(compiled, model, self.batch_size)
@@ -250,8 +249,11 @@ class Trainer:
             self.compiled)
         self.sparse = (SparseRows(self.X, n_train, full_batch=self.batch_size is None)
                        if use_sparse else None)
-        if use_sparse and self.batch_size is not None and not self.compiled:
-            self.sparse_batch = SparseBatch(self.sparse, self.batch_size)
+        if self.batch_size is not None and not self.compiled:  # the per-step path's batch rows
+            if use_sparse:
+                self.sparse_batch = SparseBatch(self.sparse, self.batch_size)
+            else:
+                self.Xb = xp.empty((self.batch_size, model.n_in), dtype=model.dtype)
         if self.compiled:
             self.threads = steps.threads_for(model.n_hidden, self.batch_size)
             self.steps_ws = steps.workspace(self.batch_size, model.n_in, model.n_hidden,
@@ -298,15 +300,17 @@ class Trainer:
         # no copy where NumPy's default int is int64 (all but Windows before NumPy 2)
         order = be.asarray(self.rng.permutation(n_train).astype(np.int64, copy=False))
         sparse = None if self.sparse is None else self.sparse_batch
+        xb = None
         for start in range(0, n_train, B):
             idx = order[start:start + B]
             nb = idx.shape[0]
             if sparse is None:
-                xp.take(self.X, idx, axis=0, out=self.Xb[:nb])
-            else:  # the batch's rows in sparse form; Xb is then unused
+                xb = self.Xb[:nb]
+                xp.take(self.X, idx, axis=0, out=xb)
+            else:  # the batch's rows in sparse form, no dense copy
                 sparse.gather(idx)
             xp.take(self.y, idx, axis=0, out=self.yb[:nb])
-            self.model.forward_backward(self.Xb[:nb], self.yb[:nb], (nb,), nb, self.Z[:nb],
+            self.model.forward_backward(xb, self.yb[:nb], (nb,), nb, self.Z[:nb],
                                         self.batch_stats, sparse=sparse)
             self._step()
             train_stats += self.batch_stats  # stays on the device: no sync per step
