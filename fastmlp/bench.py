@@ -90,8 +90,12 @@ def _dataset(spec: dict[str, Any]):
 
     dtype = spec["dtype"]
     if spec.get("dataset"):
-        return load_dataset(spec["dataset"], path=spec.get("data_path"), dtype=dtype,
+        data = load_dataset(spec["dataset"], path=spec.get("data_path"), dtype=dtype,
                             train_size=spec["workload"]["n_train"])
+        # the first rows of the evaluation splits when asked (e.g. MNIST in the course layout)
+        valid, test = (Split(s.x[:n], s.y[:n]) if n else s for s, n in (
+            (data.valid, spec.get("valid_size")), (data.test, spec.get("test_size"))))
+        return Dataset(data.name, data.train, valid, test, n_classes=data.n_classes)
     w = spec["workload"]
     rng = np.random.default_rng(0)
 

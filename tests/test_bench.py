@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import fastmlp
@@ -59,3 +60,30 @@ def test_floor_is_of_the_shapes_that_run() -> None:
     assert row["workload"] == ran
     flops = bench.gemm_flops({"workload": ran})
     assert row["gflops"] == pytest.approx(flops / (row["epoch_ms"] / 1e3) / 1e9)
+
+
+def test_valid_and_test_sizes_keep_the_first_rows_of_a_datasets_splits(monkeypatch, capsys):
+    """--valid-size/--test-size: e.g. MNIST in the course layout (10000/6000/2724 rows)."""
+    seen = []
+    isolated = bench.run_isolated
+
+    def run(spec):
+        row = isolated(spec, timeout=300)
+        seen.append(row)
+        return row
+
+    monkeypatch.setattr(bench, "run_isolated", run)
+    argv = ["bench", "--dataset", "synthetic", "--train-size", "300", "--valid-size", "50",
+            "--test-size", "30", "--hidden", "8", "--epochs", "1", "--warmup", "1",
+            "--sparse", "off", "--json"]
+    assert main(argv) == 0
+    assert [r["workload"] for r in seen] == [{"n_train": 300, "n_valid": 50, "n_test": 30,
+                                               "n_features": 784, "n_hidden": 8,
+                                               "n_classes": 10}]
+    data = bench._dataset({"dtype": "float32", "dataset": "synthetic", "data_path": None,
+                           "workload": {"n_train": 300}, "valid_size": 50, "test_size": 30})
+    whole = fastmlp.load_dataset("synthetic", train_size=300)
+    assert len(whole.valid.y) > 50 and len(whole.test.y) > 30  # the test means something
+    np.testing.assert_array_equal(data.valid.x, whole.valid.x[:50])
+    np.testing.assert_array_equal(data.test.y, whole.test.y[:30])
+    np.testing.assert_array_equal(data.train.x, whole.train.x)

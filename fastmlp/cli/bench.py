@@ -41,6 +41,12 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
                    help="momentum coefficient; the learning rate is 0.01 (default: %(default)s)")
     p.add_argument("--train-size", type=positive_int, default=None, metavar="N",
                    help="training rows (default: 10000, the canonical workload)")
+    p.add_argument("--valid-size", type=positive_int, default=None, metavar="N",
+                   help="validation rows: the first N of a dataset's split (default: 6000 for "
+                        "random data, a dataset's whole split)")
+    p.add_argument("--test-size", type=positive_int, default=None, metavar="N",
+                   help="test rows, as --valid-size (default: 2724 for random data, a "
+                        "dataset's whole split)")
     p.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=None,
                    help="force (or, with --no-compiled, turn off) fastmlp's compiled "
                         "small-batch loop for minibatch rows (default: its own choice)")
@@ -76,6 +82,9 @@ def run_bench(args: argparse.Namespace) -> int:
     workload = dict(bench.WORKLOAD, n_hidden=args.hidden)
     if args.train_size is not None:
         workload["n_train"] = args.train_size
+    for key, size in (("n_valid", args.valid_size), ("n_test", args.test_size)):
+        if size is not None:
+            workload[key] = size
     for batch in args.batch_size:
         if batch is not None:
             check_batch_size(batch, workload["n_train"], "--batch-size")
@@ -100,7 +109,8 @@ def run_bench(args: argparse.Namespace) -> int:
                                 activation=args.activation, momentum=args.momentum,
                                 compiled=args.compiled, sparse=sparse, epochs=args.epochs,
                                 warmup=args.warmup, repeats=args.epochs, workload=workload,
-                                dataset=args.dataset, data_path=args.data_path, tf32=args.tf32)
+                                dataset=args.dataset, data_path=args.data_path, tf32=args.tf32,
+                                valid_size=args.valid_size, test_size=args.test_size)
                     row = bench.run_isolated(spec)
                     rows.append(row)
                     if args.json:
