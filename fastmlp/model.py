@@ -118,12 +118,11 @@ class MLP:
         self.n_in, self.n_hidden, self.n_out = int(n_in), int(n_hidden), int(n_out)
         self.activation, self.init, self.dtype, self.seed = activation, init, str(dtype), int(seed)
         self.backend = get_backend(device, fused=fused)
-        xp = self.backend.xp
         self.shapes = param_shapes(self.n_in, self.n_hidden, self.n_out)
         self.n_params = sum(math.prod(s) for s in self.shapes.values())
         try:
-            self.params = xp.zeros(self.n_params, dtype=self.dtype)
-            self.grads = xp.zeros(self.n_params, dtype=self.dtype)
+            self.params = self.backend.zeros(self.n_params, self.dtype)
+            self.grads = self.backend.zeros(self.n_params, self.dtype)
         except (ValueError, OverflowError):  # beyond what any array can hold (not just RAM)
             raise FastMLPError(f"network {self.n_in}-{self.n_hidden}-{self.n_out} is too large: "
                                f"{self.n_params:,} parameters") from None

@@ -145,8 +145,7 @@ def evaluate(model: MLP, dataset: Dataset) -> dict[str, float]:
     """
     check_compatible(model, dataset)
     X, y, counts, ends = _all_rows(model, dataset)
-    Z = model.backend.xp.empty((max(1, min(CHUNK_ROWS, ends[-1])), model.n_hidden),
-                               dtype=model.dtype)
+    Z = model.backend.empty((max(1, min(CHUNK_ROWS, ends[-1])), model.n_hidden), model.dtype)
     return _metrics(model.backend.to_host(split_stats(model, X, y, ends, Z)), counts)
 
 
@@ -232,11 +231,11 @@ class Trainer:
         n_all = self.ends[-1]
         # full batch: Z holds every row; minibatch: a batch, or a chunk of rows to evaluate
         rows = n_all if self.batch_size is None else min(n_all, max(self.batch_size, CHUNK_ROWS))
-        self.Z = xp.empty((rows, model.n_hidden), dtype=model.dtype)
+        self.Z = model.backend.empty((rows, model.n_hidden), model.dtype)
         # per-split (loss sum, correct) of an epoch, read to the host once: full batch, the
         # head writes all rows; minibatch, row 0 sums the batches, rows 1-2 evaluate
         self.stats = xp.zeros((3, 2), dtype=xp.float64)
-        self.velocity = xp.full(model.n_params, velocity_init, dtype=model.dtype)
+        self.velocity = model.backend.full(model.n_params, velocity_init, model.dtype)
         self.rng = np.random.default_rng(seed)  # minibatch order; host-side, so it is restorable
         if self.batch_size is not None:
             B = self.batch_size
@@ -253,7 +252,7 @@ class Trainer:
             if use_sparse:
                 self.sparse_batch = SparseBatch(self.sparse, self.batch_size)
             else:
-                self.Xb = xp.empty((self.batch_size, model.n_in), dtype=model.dtype)
+                self.Xb = model.backend.empty((self.batch_size, model.n_in), model.dtype)
         if self.compiled:
             self.threads = steps.threads_for(model.n_hidden, self.batch_size)
             self.steps_ws = steps.workspace(self.batch_size, model.n_in, model.n_hidden,
