@@ -76,9 +76,9 @@ class Backend:
         """An uninitialised C-contiguous array; on the host its data start on a cache line.
 
         NumPy aligns large arrays to 16 bytes only, so a row of Wh, Z or dWh that the sparse
-        products stream vector by vector straddles two cache lines; measured 7-13 % slower
-        products than from 64-byte boundaries (bench/RESULTS.md section 7). CuPy's allocations
-        are already 256-byte aligned."""
+        products stream vector by vector straddles two cache lines: the sparse MNIST epoch
+        was ~5 % slower so (bench/RESULTS.md section 7). CuPy's allocations are already
+        256-byte aligned."""
         if self.xp is not np:
             return self.xp.empty(shape, dtype=dtype)
         return aligned_empty(shape, dtype)
