@@ -7,7 +7,7 @@
 set -eu
 base=$1 out=$2 reps=$3
 shift 3
-git diff --quiet HEAD -- fastmlp kernels || { echo "ab.sh: fastmlp/ or kernels/ has changes" >&2; exit 2; }
+[ -z "$(git status --porcelain -- fastmlp kernels)" ] || { echo "ab.sh: fastmlp/ or kernels/ has changes" >&2; exit 2; }
 mkdir -p "$out"
 . "$(dirname "$0")/_run.sh"
 machine
