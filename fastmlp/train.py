@@ -327,17 +327,27 @@ class Trainer:
         order = self.rng.permutation(n_train).astype(np.int64, copy=False)
         n_steps = -(-n_train // B)
         s = 0
-        while s < n_steps:
-            stop = min(n_steps, s + self.steps_per_call)
-            start = time.perf_counter()
+
+        def run(stop: int, finish: bool) -> None:
             steps.train_steps(self.X, self.y, order, s, stop, B, model.views,
                               self.velocity_views, model.activation, self.lr, self.mu,
-                              self.steps_ws, train_stats, self.nonzeros, threads=self.threads)
-            if time.perf_counter() - start < 0.1 and stop - s == self.steps_per_call:
-                self.steps_per_call *= 2  # a few calls a second: the bar moves, Ctrl-C is heard
-            s = stop
-            if progress is not None and s < n_steps:
-                progress(s / n_steps)
+                              self.steps_ws, train_stats, self.nonzeros, threads=self.threads,
+                              finish=finish)
+
+        try:
+            while s < n_steps:
+                stop = min(n_steps, s + self.steps_per_call)
+                start = time.perf_counter()
+                run(stop, stop == n_steps)
+                if time.perf_counter() - start < 0.1 and stop - s == self.steps_per_call:
+                    self.steps_per_call *= 2  # a few calls a second: the bar moves, Ctrl-C heard
+                s = stop
+                if progress is not None and s < n_steps:
+                    progress(s / n_steps)
+        except BaseException:  # stopped mid-epoch (a second Ctrl-C): rows owe no decay
+            if s < n_steps:
+                run(s, True)
+            raise
         return _metrics(self.stats, self.counts if evaluate else (n_train, 0, 0))
 
     def _forward_only(self, start: int, stop: int, out: Any = None) -> Any:

@@ -12,12 +12,16 @@ Doing less work, exactly:
 - with momentum every velocity still changes every step (v ← γ·v, W ← W − v where the gradient
   is zero). A row of Wh a step does not use is not read by it either, so its decay steps wait:
   ``last[k]`` is the step row k is up to date through, and before a step reads the row, or when
-  the call ends, the steps it sat out are replayed on it (``_catch_up``) element by element in
-  the order the per-step path runs them: the same bits, with the row in L1 instead of a pass over
-  all of Wh and its velocity per step. With γ = 0 a step without gradient leaves W as it is and
-  v = 0: the touched rows get W ← W − α·g and the velocity is written only by the call's last step
-  and the final catch-up, as the per-step path leaves it (0·v = 0 for finite v; a NaN v means NaN
-  weights, which stay NaN either way);
+  the epoch ends, the m steps it sat out are applied to it at once (``_catch_up``): one step as
+  the per-step path runs it (the same bits), m ≥ 2 in closed form, v ← γᵐ·v and
+  W ← W − (γ + γ² + … + γᵐ)·v, the same sums rounded once instead of m times (the factors come
+  from :func:`decay_tables`). So a step costs the rows it uses, not a pass over all of Wh and its
+  velocity, and the result depends on the epoch's steps alone, not on how the epoch is cut into
+  calls (rows wait across calls; the epoch's last call, ``finish``, brings every row up to date).
+  With γ = 0 a step without gradient leaves W as it is and v = 0: the touched rows get
+  W ← W − α·g, and every call finishes, its last step and final catch-up writing the velocity as
+  the per-step path leaves it (0·v = 0 for finite v; a NaN v means NaN weights, which stay NaN
+  either way);
 - each Wh row's gradient is summed in a cache-resident row and applied at once, so no F×H
   gradient buffer is written and read back.
 
@@ -139,23 +143,31 @@ def _softmax_step(y, order, a, nb, nblk, plog, bo, vbo, do, lr, mu, zero, one, t
 
 
 @numba.njit(inline="always")
-def _catch_up(k, m, j0, j1, mu, tiny, zero, Wh, vWh):
-    # the m steps row k of Wh sat out, replayed as they would have run (v ← γ·v; W ← W − v,
-    # flushed, element by element in the same order): the same bits as passing over every row
-    # every step, with the row in L1. With γ = 0 one step leaves v = 0 (or NaN) for good.
-    if mu == zero and m > 1:
-        m = 1
-    for _ in range(m):
+def _catch_up(k, m, j0, j1, mu, tiny, zero, Wh, vWh, powers, sums):
+    # the m steps row k of Wh sat out (v ← γ·v; W ← W − v each, flushed): one as the per-step
+    # path runs it, the same bits; more at once, v ← γᵐ·v and W ← W − (γ + … + γᵐ)·v, with
+    # powers[m] = γᵐ and sums[m] = γ + … + γᵐ. With γ = 0 one step leaves v = 0 (or NaN) for good.
+    if m <= 0:
+        return
+    if m == 1 or mu == zero:
         for jj in range(j0, j1):
             j = uintp(jj)
             v = _flush(mu * vWh[k, j], tiny, zero)
             vWh[k, j] = v
             Wh[k, j] -= v
+        return
+    p = powers[m]
+    c = sums[m]
+    for jj in range(j0, j1):
+        j = uintp(jj)
+        v = vWh[k, j]
+        vWh[k, j] = _flush(p * v, tiny, zero)
+        Wh[k, j] -= c * v
 
 
 @numba.njit(fastmath=_JIT["fastmath"], error_model="numpy", cache=True)
 def _block_forward(X, order, a, nb, s, j0, j1, act, mu, zero, one, tiny, q, touched, n_touched,
-                   last, Wh, vWh, bh, Wo, Hb, plog, blk):
+                   last, Wh, vWh, bh, Wo, Hb, plog, blk, powers, sums):
     # h = act(x·Wh + bh) for the hidden units [j0, j1) of step s's rows order[a : a + nb], and
     # the block's share of their logits; each row of Wh the step uses is first brought up to
     # date (through step s − 1), then read once for all the step's rows
@@ -166,7 +178,7 @@ def _block_forward(X, order, a, nb, s, j0, j1, act, mu, zero, one, tiny, q, touc
     for u in range(n_touched[q]):
         k = touched[q, u]
         if mu != zero:  # with γ = 0 a step without gradient leaves W as it is
-            _catch_up(k, s - 1 - last[k], j0, j1, mu, tiny, zero, Wh, vWh)
+            _catch_up(k, s - 1 - last[k], j0, j1, mu, tiny, zero, Wh, vWh, powers, sums)
         for r in range(nb):
             x = X[order[a + r], k]
             if x != zero:  # NaN != 0: kept
@@ -267,12 +279,13 @@ def _block_backward(X, order, a, nb, j0, j1, no_velocity, act, lr, mu, zero, one
 @numba.njit(**_JIT)
 def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indptr, indices,
                   Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, marks, touched, n_touched, last, Hb, D,
-                  plog, do, acc, stats):
+                  plog, do, acc, stats, finish, powers, sums):
     F, H = Wh.shape
     n = order.shape[0]
     nblk = (H + HB - 1) // HB
-    marks[:] = -1  # each call is self-contained
-    last[:] = s0 - 1  # every row of Wh is up to date through step last[k]
+    marks[:] = -1  # step numbers are unique within a call
+    if s0 == 0 or mu == zero:  # an epoch's start, or after a call that finished
+        last[:] = s0 - 1  # every row of Wh is up to date through step last[k]
     nb_prev = 0
     loss_sum = 0.0
     correct = 0.0
@@ -296,7 +309,7 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
                                 vWo, Hb, D, do, acc, blk)
             if have_cur:
                 _block_forward(X, order, a, nb, s, j0, j1, act, mu, zero, one, tiny, q, touched,
-                               n_touched, last, Wh, vWh, bh, Wo, Hb, plog, blk)
+                               n_touched, last, Wh, vWh, bh, Wo, Hb, plog, blk, powers, sums)
         if not have_cur:
             break
         for u in range(n_touched[q]):  # up to date through s once the next region's update ran
@@ -306,11 +319,13 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
         loss_sum += dl
         correct += dc
         nb_prev = nb
-    for blk in prange(nblk):  # the call ends with every row of Wh up to date
-        j0 = blk * HB
-        j1 = min(H, j0 + HB)
-        for k in range(F):
-            _catch_up(k, s1 - 1 - last[k], j0, j1, mu, tiny, zero, Wh, vWh)
+    if finish:  # every row of Wh brought up to date through step s1 - 1
+        for blk in prange(nblk):
+            j0 = blk * HB
+            j1 = min(H, j0 + HB)
+            for k in range(F):
+                _catch_up(k, s1 - 1 - last[k], j0, j1, mu, tiny, zero, Wh, vWh, powers, sums)
+        last[:] = s1 - 1
     stats[0] += loss_sum
     stats[1] += correct
 
@@ -318,8 +333,9 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
 _steps_kernel_serial = _serial(_steps_kernel, "_steps_kernel_serial")
 
 
-def workspace(B: int, F: int, H: int, K: int, dtype, threads: int) -> dict[str, np.ndarray]:
-    """Every buffer :func:`train_steps` needs for batches of ``B`` rows, allocated once."""
+def workspace(B: int, F: int, H: int, K: int, dtype, threads: int) -> dict:
+    """Every buffer :func:`train_steps` needs for batches of ``B`` rows, allocated once (its decay
+    tables are added by the first call)."""
     nblk = n_blocks(H, threads)
     return {
         "marks": np.empty(F, np.int64), "touched": np.empty((2, F), np.int32),
@@ -336,9 +352,21 @@ def n_blocks(H: int, threads: int) -> int:
     return min(H, threads)
 
 
+def decay_tables(mu: float, n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``powers[m] = γᵐ`` and ``sums[m] = γ + γ² + … + γᵐ`` for m in [0, n], γ = ``mu`` in
+    ``dtype``: what m decay steps of a velocity (v ← γ·v; W ← W − v) come to, for
+    :func:`train_steps`. Summed in extended precision, rounded once to ``dtype``."""
+    gamma = np.longdouble(np.dtype(dtype).type(mu))  # the γ the kernels multiply by
+    powers = gamma ** np.arange(n + 1, dtype=np.longdouble)
+    sums = np.concatenate(([np.longdouble(0)], np.cumsum(powers[1:])))
+    powers, sums = powers.astype(dtype), sums.astype(dtype)
+    powers[np.abs(powers) < np.finfo(dtype).tiny] = 0  # subnormal factors flushed, as v is
+    return powers, sums
+
+
 def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: dict,
                 activation: str, lr: float, mu: float, ws: dict, stats, nz: tuple, *,
-                threads: int = 1) -> None:
+                threads: int = 1, finish: bool = True) -> None:
     """Training steps s0..s1-1 of an epoch, in one call.
 
     X (N, F) rows and y (N,) integer labels; ``order`` (n,) int64: the epoch's permutation of the
@@ -349,6 +377,11 @@ def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: d
     :func:`nonzeros` of the training rows. ``stats`` (2,) float64: the summed cross-entropy and
     correct count of the steps' rows are added to it. Values of do, dz and v below the dtype's
     smallest normal number are flushed to zero, as the other CPU kernels do; NaN propagates.
+
+    An epoch's calls run its steps in order from s0 = 0, with the same ``ws``. With momentum,
+    rows of Wh that the last steps did not use may still owe their decay (kept in ``ws``) until
+    a call with ``finish`` (the epoch's last; a call with s0 = s1 finishes without a step); with
+    ``mu`` = 0 every call finishes.
     """
     Wh, bh, Wo, bo = (params[n] for n in ("Wh", "bh", "Wo", "bo"))
     vWh, vbh, vWo, vbo = (velocity[n] for n in ("Wh", "bh", "Wo", "bo"))
@@ -356,12 +389,17 @@ def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: d
     dt = Wh.dtype.type
     nblk = ws["plog"].shape[0]
     HB = -(-H // nblk)
+    n_steps = -(-order.shape[0] // B)
+    key = (float(mu), n_steps, Wh.dtype)
+    if ws.get("decay", (None,))[0] != key:  # once per run: m ≤ the epoch's steps
+        ws["decay"] = (key, *decay_tables(mu, n_steps, Wh.dtype))
+    _, powers, sums = ws["decay"]
     kernel = _steps_kernel if threads > 1 else _steps_kernel_serial
     kernel(X, y, order, s0, s1, B, activation_id(activation), dt(lr), dt(mu), dt(0), dt(1),
            dt(np.finfo(Wh.dtype).tiny), HB, nz[0], nz[1], Wh, bh.reshape(-1), Wo,
            bo.reshape(-1), vWh, vbh.reshape(-1), vWo, vbo.reshape(-1), ws["marks"],
            ws["touched"], ws["n_touched"], ws["last"], ws["Hb"], ws["D"], ws["plog"],
-           ws["do"], ws["acc"], stats)
+           ws["do"], ws["acc"], stats, finish or mu == 0, powers, sums)
 
 
 def threads_for(H: int, B: int) -> int:

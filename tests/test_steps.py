@@ -115,14 +115,16 @@ def test_compiled_equals_per_step_float32(mu: float) -> None:
         assert m1.views[name].dtype == np.float32
 
 
-def test_calls_of_any_length_give_the_same_epoch() -> None:
-    # with momentum 0 a call passes over all of Wh only at its first and last steps: how an
-    # epoch is cut into calls must not change a bit of the result
+@pytest.mark.parametrize("mu", [0.0, 0.9])
+def test_calls_of_any_length_give_the_same_epoch(mu: float) -> None:
+    # with momentum 0 a call passes over all of Wh at its last step; with momentum, rows owe
+    # their decay across calls until the epoch's end: either way how an epoch is cut into calls
+    # must not change a bit of the result
     data = sparse_data(211, 23, 10)
     results = []
     for per_call in (1, 3, 1000):
         model = fastmlp.MLP(23, 40, 10, activation="relu", dtype="float64", seed=3)
-        trainer = Trainer(model, data, lr=0.05, momentum=0.0, batch_size=2, seed=11)
+        trainer = Trainer(model, data, lr=0.05, momentum=mu, batch_size=2, seed=11)
         trainer.steps_per_call = per_call  # (it doubles while calls are quick: other cuts)
         trainer.run_epoch()
         trainer.run_epoch()
@@ -130,6 +132,71 @@ def test_calls_of_any_length_give_the_same_epoch() -> None:
     for params, velocity in results[1:]:
         np.testing.assert_array_equal(params, results[0][0])
         np.testing.assert_array_equal(velocity, results[0][1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("mu", [0.5, 0.9, 0.999])
+def test_decay_in_closed_form_equals_the_steps_replayed(dtype, mu: float) -> None:
+    # m decay steps of one row (v ← γ·v; W ← W − v, flushed), applied at once by the kernel's
+    # closed form, against replaying them one by one in the row's dtype
+    rng = np.random.default_rng(1)
+    H, n = 37, 300
+    powers, sums = steps.decay_tables(mu, n, dtype)
+    gamma = dtype(mu)
+    for m in (2, 3, 17, 100, 300):
+        v0 = (rng.standard_normal(H) * 10.0 ** rng.integers(-30, 2, H)).astype(dtype)
+        W0 = rng.standard_normal(H).astype(dtype)
+        v, W = v0.copy(), W0.copy()
+        tiny = np.finfo(dtype).tiny
+        for _ in range(m):
+            v = gamma * v
+            v[np.abs(v) < tiny] = 0
+            W = W - v
+        # the catch-up of _catch_up, in NumPy: v·γᵐ (flushed) and W − (γ + … + γᵐ)·v
+        v1 = powers[m] * v0
+        v1[np.abs(v1) < tiny] = 0
+        W1 = W0 - sums[m] * v0
+        # the replay rounds m times (W moves monotonically from W0 to W), the closed form twice
+        eps = np.finfo(dtype).eps
+        bound = (m + 2) * eps * np.maximum(np.abs(W0), np.abs(W))
+        assert (np.abs(W1 - W) <= bound).all(), m
+        assert (np.abs(v1 - v) <= (m + 2) * eps * np.abs(v) + tiny / (1 - mu)).all(), m
+
+
+def test_decay_tables() -> None:
+    powers, sums = steps.decay_tables(0.9, 4, np.float64)
+    np.testing.assert_allclose(powers, [1, 0.9, 0.81, 0.729, 0.6561], rtol=1e-15)
+    np.testing.assert_allclose(sums, [0, 0.9, 1.71, 2.439, 3.0951], rtol=1e-15)
+    powers, _ = steps.decay_tables(0.5, 200, np.float32)
+    assert powers.dtype == np.float32 and powers[126] > 0 and powers[127] == 0  # 2^-127 flushed
+
+
+def test_an_epoch_stopped_between_calls_owes_no_decay() -> None:
+    # Ctrl-C twice (or any exception) between two calls of a momentum epoch: the rows that sat
+    # out the last steps get their decay before the exception leaves run_epoch, so the weights
+    # are those of the steps done, as one finishing call over the same steps leaves them
+    data = sparse_data(211, 23, 10)
+    done = 30
+
+    def trainer() -> Trainer:
+        model = fastmlp.MLP(23, 40, 10, activation="relu", dtype="float64", seed=3)
+        t = Trainer(model, data, lr=0.05, momentum=0.9, batch_size=2, seed=11)
+        t.steps_per_call = done
+        return t
+
+    stopped = trainer()
+
+    def interrupt(fraction: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stopped.run_epoch(progress=interrupt)
+    ref = trainer()
+    order = ref.rng.permutation(211).astype(np.int64)  # the epoch's order, as run_epoch draws it
+    steps.train_steps(ref.X, ref.y, order, 0, done, 2, ref.model.views, ref.velocity_views,
+                      "relu", 0.05, 0.9, ref.steps_ws, np.zeros(2), ref.nonzeros, finish=True)
+    np.testing.assert_array_equal(stopped.model.params, ref.model.params)
+    np.testing.assert_array_equal(stopped.velocity, ref.velocity)
 
 
 def test_progress_moves_within_a_long_epoch() -> None:
