@@ -33,10 +33,10 @@ import numpy as np
 WORKLOAD = {"n_features": 784, "n_hidden": 1000, "n_classes": 10, "n_train": 10000,
             "n_valid": 6000, "n_test": 2724}
 IMPLS = ("fastmlp", "numpy-naive", "torch-eager", "torch-compile")
-ROW_KEYS = ("impl", "device", "dtype", "batch_size", "activation", "n_hidden", "momentum",
+ROW_KEYS = ("impl", "device", "dtype", "batch_size", "activation", "n_hidden", "momentum", "lr",
             "products", "density", "epoch_ms", "samples_per_s", "gemm_floor_ms",
             "ratio_to_floor", "gflops", "peak_rss_mb")
-LR = 0.01
+LR = 0.01  # a spec's learning rate where it names none
 
 
 def _median_seconds(fn: Callable[[], Any], sync: Callable[[], None], warmup: int,
@@ -123,7 +123,7 @@ def _bench_fastmlp(spec, data):
     backend = get_backend(spec["device"], tf32=spec.get("tf32", False))
     model = MLP(data.n_features, spec["workload"]["n_hidden"], data.n_classes,
                 activation=spec["activation"], dtype=spec["dtype"], device=backend)
-    trainer = Trainer(model, data, lr=LR, momentum=spec["momentum"],
+    trainer = Trainer(model, data, lr=spec.get("lr", LR), momentum=spec["momentum"],
                       batch_size=spec.get("batch_size"), compiled=spec.get("compiled"),
                       sparse=spec.get("sparse", "auto"))
     be = model.backend
@@ -156,7 +156,7 @@ def _bench_numpy_naive(spec, data):
     ys = [data.train.y, data.valid.y, data.test.y]
 
     sigmoid = spec["activation"] == "sigmoid"
-    mu = spec["momentum"]
+    mu, lr = spec["momentum"], spec.get("lr", LR)
 
     def forward(x):
         z = x @ Wh + bh
@@ -177,7 +177,7 @@ def _bench_numpy_naive(spec, data):
                  do.sum(axis=0, keepdims=True)]
         for p_, v, g in zip(params, vs, grads, strict=True):
             v *= mu  # Python floats keep float32 arrays float32
-            v += LR * g
+            v += lr * g
             p_ -= v
 
     floor = gemm_floor(np, dtype, spec, lambda: None)
@@ -213,7 +213,7 @@ def _bench_torch(spec, data, compiled: bool):
              f"{', TF32 products' if tf32 else ''})")
     if spec.get("batch_size") is not None:
         return floor, _torch_steps(spec, model, x, y, n_train, n_valid), sync, label
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=spec["momentum"])
+    opt = torch.optim.SGD(model.parameters(), lr=spec.get("lr", LR), momentum=spec["momentum"])
 
     def step(x, y):
         # the idiomatic loop: backward through the training rows only; valid and test under
@@ -253,7 +253,7 @@ def _torch_steps(spec, model, x, y, n_train: int, n_valid: int) -> Callable[[], 
     weights, then a shuffled pass in batches of B with v ← γ·v + α·g; W ← W − v per step."""
     import torch
 
-    B, mu = spec["batch_size"], spec["momentum"]
+    B, mu, lr = spec["batch_size"], spec["momentum"], spec.get("lr", LR)
     loss_fn = torch.nn.functional.cross_entropy
     params = list(model.parameters())
     velocity = [torch.full_like(p, 1e-5) for p in params]
@@ -273,7 +273,7 @@ def _torch_steps(spec, model, x, y, n_train: int, n_valid: int) -> Callable[[], 
             loss.backward()
             with torch.no_grad():
                 for p, v in zip(params, velocity, strict=True):
-                    v.mul_(mu).add_(p.grad, alpha=LR)
+                    v.mul_(mu).add_(p.grad, alpha=lr)
                     p.sub_(v)
                 total += loss.detach() * len(idx)
         torch.stack([total, *metrics]).cpu()  # the epoch's one read, as fastmlp's
@@ -302,7 +302,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "impl": impl, "device": spec["device"], "dtype": spec["dtype"],
         "batch_size": spec.get("batch_size"), "activation": spec["activation"],
-        "n_hidden": w["n_hidden"], "momentum": spec["momentum"],
+        "n_hidden": w["n_hidden"], "momentum": spec["momentum"], "lr": spec.get("lr", LR),
         "products": products, "density": density_of(
             [s.x for s in (data.train, data.valid, data.test)]),
         "epoch_ms": median * 1e3, "samples_per_s": w["n_train"] / median,

@@ -20,14 +20,14 @@ def test_bench_json_rows_have_the_documented_keys(monkeypatch, capsys):
     isolated = bench.run_isolated
     monkeypatch.setattr(bench, "run_isolated", lambda spec: isolated(spec, timeout=300))
     argv = ["bench", "--hidden", "16", "--epochs", "2", "--warmup", "1", "--batch-size", "full",
-            "500", "--compare", "--json"]
+            "500", "--lr", "0.001", "--compare", "--json"]
     assert main(argv) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["impl"], r["batch_size"]) for r in rows] == [
         ("fastmlp", None), ("fastmlp", 500), ("numpy-naive", None)]
     for row in rows:
         assert set(bench.ROW_KEYS) <= set(row) and "error" not in row
-        assert row["device"] == "cpu" and row["dtype"] == "float32"
+        assert row["device"] == "cpu" and row["dtype"] == "float32" and row["lr"] == 0.001
         assert row["epoch_ms"] > 0 and row["gemm_floor_ms"] > 0
         assert abs(row["ratio_to_floor"] - row["epoch_ms"] / row["gemm_floor_ms"]) < 1e-9
 

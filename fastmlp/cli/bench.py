@@ -18,6 +18,7 @@ from .common import (
     Command,
     batch_or_full,
     non_negative_float,
+    positive_float,
     positive_int,
 )
 
@@ -38,7 +39,9 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
                    help="hidden activation (default: %(default)s)")
     p.add_argument("--momentum", type=non_negative_float, default=0.9,
-                   help="momentum coefficient; the learning rate is 0.01 (default: %(default)s)")
+                   help="momentum coefficient (default: %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=0.01,
+                   help="learning rate of every row (default: %(default)s)")
     p.add_argument("--train-size", type=positive_int, default=None, metavar="N",
                    help="training rows (default: 10000, the canonical workload)")
     p.add_argument("--valid-size", type=positive_int, default=None, metavar="N",
@@ -106,7 +109,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 for batch, sparse in ((b, m) for b in batches
                                       for m in _sparse_modes(args, impl, device, b)):
                     spec = dict(impl=impl, device=device, dtype=dtype, batch_size=batch,
-                                activation=args.activation, momentum=args.momentum,
+                                activation=args.activation, momentum=args.momentum, lr=args.lr,
                                 compiled=args.compiled, sparse=sparse, epochs=args.epochs,
                                 warmup=args.warmup, repeats=args.epochs, workload=workload,
                                 dataset=args.dataset, data_path=args.data_path, tf32=args.tf32,
