@@ -17,6 +17,7 @@ import numpy as np
 from numba import prange
 
 from . import activation_id, check_head_args, check_momentum_args
+from .fpenv import ftz_on, ftz_restore
 
 # fastmath lets LLVM vectorise the length-H reductions; all its flags but "no NaNs" and "no
 # infinities", since a diverging run's NaN must reach the loss and the weights as the reference's
@@ -72,6 +73,7 @@ TILE = 4  # rows per tile: each load of a WoT or dWoT row serves 4 rows of Z
 @numba.njit(**_JIT)
 def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one, tiny,
                  WoT, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dbo, dbh, stats):
+    saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), here and in each thread's part
     N, H = Z.shape
     K = WoT.shape[0]
     T = stats_part.shape[0]
@@ -80,6 +82,7 @@ def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one, tiny,
         for k in range(K):
             WoT[k, j] = Wo[j, k]
     for t in prange(T):
+        fp = ftz_on()
         dWoT_part[t, :, :] = zero
         dbo_part[t, :] = zero
         dbh_part[t, :] = zero
@@ -200,6 +203,7 @@ def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one, tiny,
             gb = dbh_part[t]
             for r in range(min(rows, n_grad - i0)):
                 _activation_backward(Z[i0 + r], dh[r], act, zero, one, tiny, gb)
+        ftz_restore(fp)
     # the threads' partial sums, reduced here (plain loops: no temporaries): one call per head
     for s in range(stats.shape[0]):
         for c in range(2):
@@ -208,6 +212,7 @@ def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one, tiny,
                 total += stats_part[t, s, c]
             stats[s, c] = total
     if n_grad == 0:
+        ftz_restore(saved)
         return
     if T == 1:  # the serial compilation: a plain transpose, no sums (faster: RESULTS.md §2)
         for j in range(H):
@@ -230,6 +235,7 @@ def _head_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one, tiny,
         for t in range(T):
             g += dbo_part[t, k]
         dbo[k] = g
+    ftz_restore(saved)
 
 
 @numba.njit(**_JIT)

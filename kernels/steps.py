@@ -41,6 +41,7 @@ from numba import prange, uintp
 
 from . import activation_id
 from .cpu import _JIT, _flush, _serial
+from .fpenv import ftz_on, ftz_restore
 
 THREADED_STEP_WORK = 16_000  # B·H from which a step is split between threads (threads_for)
 
@@ -280,6 +281,7 @@ def _block_backward(X, order, a, nb, j0, j1, no_velocity, act, lr, mu, zero, one
 def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indptr, indices,
                   Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, marks, touched, n_touched, last, Hb, D,
                   plog, do, acc, stats, finish, powers, sums):
+    saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), here and in each parallel block
     F, H = Wh.shape
     n = order.shape[0]
     nblk = (H + HB - 1) // HB
@@ -301,6 +303,7 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
         # one parallel region per step: each block does the previous step's backward pass and
         # update, then this step's forward pass (which needs the updated weights)
         for blk in prange(nblk):
+            fp = ftz_on()
             j0 = blk * HB
             j1 = min(H, j0 + HB)
             if have_prev:
@@ -310,6 +313,7 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
             if have_cur:
                 _block_forward(X, order, a, nb, s, j0, j1, act, mu, zero, one, tiny, q, touched,
                                n_touched, last, Wh, vWh, bh, Wo, Hb, plog, blk, powers, sums)
+            ftz_restore(fp)
         if not have_cur:
             break
         for u in range(n_touched[q]):  # up to date through s once the next region's update ran
@@ -321,13 +325,16 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
         nb_prev = nb
     if finish:  # every row of Wh brought up to date through step s1 - 1
         for blk in prange(nblk):
+            fp = ftz_on()
             j0 = blk * HB
             j1 = min(H, j0 + HB)
             for k in range(F):
                 _catch_up(k, s1 - 1 - last[k], j0, j1, mu, tiny, zero, Wh, vWh, powers, sums)
+            ftz_restore(fp)
         last[:] = s1 - 1
     stats[0] += loss_sum
     stats[1] += correct
+    ftz_restore(saved)
 
 
 _steps_kernel_serial = _serial(_steps_kernel, "_steps_kernel_serial")
