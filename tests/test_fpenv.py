@@ -22,11 +22,12 @@ def _product(a, b, ftz):
 
 def test_subnormal_results_are_zero_inside_and_the_register_is_restored() -> None:
     before = fpenv.control_register()
+    if before & fpenv.FTZ_DAZ:
+        pytest.skip("this thread already runs with flush-to-zero (set by another library)")
     tiny = np.float32(1e-20)  # 1e-40 is subnormal in float32
     assert _product(tiny, tiny, False) != 0
     assert _product(tiny, tiny, True) == 0
     assert fpenv.control_register() == before
-    assert before & fpenv.FTZ_DAZ == 0  # Python's threads run without it
 
 
 @numba.njit(parallel=True)
