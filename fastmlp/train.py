@@ -327,9 +327,10 @@ class Trainer:
         order = self.rng.permutation(n_train).astype(np.int64, copy=False)
         n_steps = -(-n_train // B)
         s = 0
+        self.steps_ws["done"][:] = 0  # steps run this epoch, and whether the last call finished
 
-        def run(stop: int, finish: bool) -> None:
-            steps.train_steps(self.X, self.y, order, s, stop, B, model.views,
+        def run(s0: int, stop: int, finish: bool) -> None:
+            steps.train_steps(self.X, self.y, order, s0, stop, B, model.views,
                               self.velocity_views, model.activation, self.lr, self.mu,
                               self.steps_ws, train_stats, self.nonzeros, threads=self.threads,
                               finish=finish)
@@ -338,15 +339,18 @@ class Trainer:
             while s < n_steps:
                 stop = min(n_steps, s + self.steps_per_call)
                 start = time.perf_counter()
-                run(stop, stop == n_steps)
+                run(s, stop, stop == n_steps)
                 if time.perf_counter() - start < 0.1 and stop - s == self.steps_per_call:
                     self.steps_per_call *= 2  # a few calls a second: the bar moves, Ctrl-C heard
                 s = stop
                 if progress is not None and s < n_steps:
                     progress(s / n_steps)
-        except BaseException:  # stopped mid-epoch (a second Ctrl-C): rows owe no decay
-            if s < n_steps:
-                run(s, True)
+        except BaseException:
+            # stopped mid-epoch (a second Ctrl-C, raised as a call returns): rows owe no decay
+            # once the steps the calls ran (recorded by the kernel) are finished
+            ran, finished = (int(d) for d in self.steps_ws["done"])
+            if ran > 0 and not finished:
+                run(ran, ran, True)
             raise
         return _metrics(self.stats, self.counts if evaluate else (n_train, 0, 0))
 

@@ -9,6 +9,8 @@ them as zero, what the kernels' explicit flushes (``cpu._flush``) do for the val
 The register is per thread: a kernel sets it where it starts and in each parallel iteration, and
 restores the saved value before it returns, so the caller's thread and Numba's workers are left
 as they were. Elsewhere (not x86) both are no-ops and only the explicit flushes apply.
+These are inlined into kernels cached on disk, whose cache does not notice an edit here: clear
+the kernels' ``__pycache__`` after changing this file.
 """
 
 from __future__ import annotations

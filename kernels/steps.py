@@ -150,15 +150,17 @@ def _catch_up(k, m, j0, j1, mu, tiny, zero, Wh, vWh, powers, sums):
     # powers[m] = γᵐ and sums[m] = γ + … + γᵐ. With γ = 0 one step leaves v = 0 (or NaN) for good.
     if m <= 0:
         return
-    if m == 1 or mu == zero:
-        for jj in range(j0, j1):
-            j = uintp(jj)
-            v = _flush(mu * vWh[k, j], tiny, zero)
-            vWh[k, j] = v
-            Wh[k, j] -= v
-        return
     p = powers[m]
     c = sums[m]
+    if m == 1 or mu == zero or not (np.isfinite(p) and np.isfinite(c)):
+        # one step; or γ ≥ 1, whose factors overflow (0·inf would make NaN): replayed
+        for _ in range(1 if mu == zero else m):
+            for jj in range(j0, j1):
+                j = uintp(jj)
+                v = _flush(mu * vWh[k, j], tiny, zero)
+                vWh[k, j] = v
+                Wh[k, j] -= v
+        return
     for jj in range(j0, j1):
         j = uintp(jj)
         v = vWh[k, j]
@@ -280,7 +282,7 @@ def _block_backward(X, order, a, nb, j0, j1, no_velocity, act, lr, mu, zero, one
 @numba.njit(**_JIT)
 def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indptr, indices,
                   Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, marks, touched, n_touched, last, Hb, D,
-                  plog, do, acc, stats, finish, powers, sums):
+                  plog, do, acc, stats, finish, powers, sums, done):
     saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), here and in each parallel block
     F, H = Wh.shape
     n = order.shape[0]
@@ -334,6 +336,8 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
         last[:] = s1 - 1
     stats[0] += loss_sum
     stats[1] += correct
+    done[0] = s1  # steps [0, s1) ran, and done[1]: whether every row is up to date
+    done[1] = 1 if finish else 0
     ftz_restore(saved)
 
 
@@ -346,7 +350,8 @@ def workspace(B: int, F: int, H: int, K: int, dtype, threads: int) -> dict:
     nblk = n_blocks(H, threads)
     return {
         "marks": np.empty(F, np.int64), "touched": np.empty((2, F), np.int32),
-        "n_touched": np.empty(2, np.int64), "last": np.empty(F, np.int64),
+        "n_touched": np.empty(2, np.int64), "last": np.full(F, -1, np.int64),
+        "done": np.zeros(2, np.int64),
         "Hb": np.empty((B, H), dtype), "D": np.empty((B, H), dtype),
         "plog": np.empty((nblk, B, K), dtype),
         "do": np.empty((B, K), dtype), "acc": np.empty((nblk, -(-H // nblk)), dtype),
@@ -362,11 +367,13 @@ def n_blocks(H: int, threads: int) -> int:
 def decay_tables(mu: float, n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     """``powers[m] = γᵐ`` and ``sums[m] = γ + γ² + … + γᵐ`` for m in [0, n], γ = ``mu`` in
     ``dtype``: what m decay steps of a velocity (v ← γ·v; W ← W − v) come to, for
-    :func:`train_steps`. Summed in extended precision, rounded once to ``dtype``."""
+    :func:`train_steps`. Summed in NumPy's long double (extended precision on x86 Linux, float64
+    elsewhere), rounded once to ``dtype``; factors below the smallest normal number are zero."""
     gamma = np.longdouble(np.dtype(dtype).type(mu))  # the γ the kernels multiply by
     powers = gamma ** np.arange(n + 1, dtype=np.longdouble)
     sums = np.concatenate(([np.longdouble(0)], np.cumsum(powers[1:])))
-    powers, sums = powers.astype(dtype), sums.astype(dtype)
+    with np.errstate(over="ignore"):  # γ ≥ 1: inf past the dtype's range, and _catch_up replays
+        powers, sums = powers.astype(dtype), sums.astype(dtype)
     powers[np.abs(powers) < np.finfo(dtype).tiny] = 0  # subnormal factors flushed, as v is
     return powers, sums
 
@@ -385,10 +392,11 @@ def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: d
     correct count of the steps' rows are added to it. Values of do, dz and v below the dtype's
     smallest normal number are flushed to zero, as the other CPU kernels do; NaN propagates.
 
-    An epoch's calls run its steps in order from s0 = 0, with the same ``ws``. With momentum,
-    rows of Wh that the last steps did not use may still owe their decay (kept in ``ws``) until
-    a call with ``finish`` (the epoch's last; a call with s0 = s1 finishes without a step); with
-    ``mu`` = 0 every call finishes.
+    An epoch's calls run its steps in order from s0 = 0, with the same ``ws`` (ValueError
+    otherwise, with momentum). With momentum, rows of Wh that the last steps did not use may
+    still owe their decay (kept in ``ws``) until a call with ``finish`` (the epoch's last; a
+    call with s0 = s1 finishes without a step); with ``mu`` = 0 every call finishes.
+    ``ws["done"]`` holds, after a call, the steps run so far and whether the call finished.
     """
     Wh, bh, Wo, bo = (params[n] for n in ("Wh", "bh", "Wo", "bo"))
     vWh, vbh, vWo, vbo = (velocity[n] for n in ("Wh", "bh", "Wo", "bo"))
@@ -397,6 +405,10 @@ def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: d
     nblk = ws["plog"].shape[0]
     HB = -(-H // nblk)
     n_steps = -(-order.shape[0] // B)
+    done, up_to_date = (int(d) for d in ws["done"])
+    if mu != 0 and s0 != 0 and (s0 != done or up_to_date):  # rows may owe decay up to s0
+        raise ValueError(f"steps from {s0}: the epoch's steps run in order from 0, and the "
+                         f"last call ran to {done}{' and finished' if up_to_date else ''}")
     key = (float(mu), n_steps, Wh.dtype)
     if ws.get("decay", (None,))[0] != key:  # once per run: m ≤ the epoch's steps
         ws["decay"] = (key, *decay_tables(mu, n_steps, Wh.dtype))
@@ -406,7 +418,7 @@ def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: d
            dt(np.finfo(Wh.dtype).tiny), HB, nz[0], nz[1], Wh, bh.reshape(-1), Wo,
            bo.reshape(-1), vWh, vbh.reshape(-1), vWo, vbo.reshape(-1), ws["marks"],
            ws["touched"], ws["n_touched"], ws["last"], ws["Hb"], ws["D"], ws["plog"],
-           ws["do"], ws["acc"], stats, finish or mu == 0, powers, sums)
+           ws["do"], ws["acc"], stats, finish or mu == 0, powers, sums, ws["done"])
 
 
 def threads_for(H: int, B: int) -> int:

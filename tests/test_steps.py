@@ -171,32 +171,84 @@ def test_decay_tables() -> None:
     assert powers.dtype == np.float32 and powers[126] > 0 and powers[127] == 0  # 2^-127 flushed
 
 
+def stopping_trainer(data: Dataset) -> Trainer:
+    model = fastmlp.MLP(23, 40, 10, activation="relu", dtype="float64", seed=3)
+    trainer = Trainer(model, data, lr=0.05, momentum=0.9, batch_size=2, seed=11)
+    trainer.steps_per_call = 30
+    return trainer
+
+
+def assert_as_one_finishing_call(stopped: Trainer, data: Dataset, done: int) -> None:
+    """The stopped trainer's weights are those one call over steps [0, done) leaves, finishing."""
+    ref = stopping_trainer(data)
+    order = ref.rng.permutation(211).astype(np.int64)  # the epoch's order, as run_epoch draws it
+    steps.train_steps(ref.X, ref.y, order, 0, done, 2, ref.model.views, ref.velocity_views,
+                      "relu", 0.05, 0.9, ref.steps_ws, np.zeros(2), ref.nonzeros, finish=True)
+    np.testing.assert_array_equal(stopped.model.params, ref.model.params)
+    np.testing.assert_array_equal(stopped.velocity, ref.velocity)
+
+
 def test_an_epoch_stopped_between_calls_owes_no_decay() -> None:
-    # Ctrl-C twice (or any exception) between two calls of a momentum epoch: the rows that sat
-    # out the last steps get their decay before the exception leaves run_epoch, so the weights
-    # are those of the steps done, as one finishing call over the same steps leaves them
+    # an exception between two calls of a momentum epoch (from the progress callback here): the
+    # rows that sat out the last steps get their decay before it leaves run_epoch
     data = sparse_data(211, 23, 10)
-    done = 30
-
-    def trainer() -> Trainer:
-        model = fastmlp.MLP(23, 40, 10, activation="relu", dtype="float64", seed=3)
-        t = Trainer(model, data, lr=0.05, momentum=0.9, batch_size=2, seed=11)
-        t.steps_per_call = done
-        return t
-
-    stopped = trainer()
+    stopped = stopping_trainer(data)
 
     def interrupt(fraction: float) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         stopped.run_epoch(progress=interrupt)
-    ref = trainer()
-    order = ref.rng.permutation(211).astype(np.int64)  # the epoch's order, as run_epoch draws it
-    steps.train_steps(ref.X, ref.y, order, 0, done, 2, ref.model.views, ref.velocity_views,
-                      "relu", 0.05, 0.9, ref.steps_ws, np.zeros(2), ref.nonzeros, finish=True)
-    np.testing.assert_array_equal(stopped.model.params, ref.model.params)
-    np.testing.assert_array_equal(stopped.velocity, ref.velocity)
+    assert_as_one_finishing_call(stopped, data, 30)
+
+
+def test_an_epoch_stopped_as_a_call_returns_owes_no_decay(monkeypatch) -> None:
+    # a second Ctrl-C during a call is raised as the call returns, before the Trainer's loop
+    # learns how far the call got: the kernel's own record of it decides what is finished
+    data = sparse_data(211, 23, 10)
+    real, calls = steps.train_steps, []
+
+    def interrupted(*args, **kwargs) -> None:
+        real(*args, **kwargs)
+        calls.append(args[3:5])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(steps, "train_steps", interrupted)
+    stopped = stopping_trainer(data)
+    with pytest.raises(KeyboardInterrupt):
+        stopped.run_epoch()
+    monkeypatch.undo()
+    done = calls[1][1]
+    assert calls[2] == (done, done)  # the finishing call, over no step
+    assert_as_one_finishing_call(stopped, data, done)
+
+
+def test_calls_out_of_order_are_refused() -> None:
+    # with momentum, rows carry owed decay from call to call: a call must start where the last
+    # one stopped (or at 0)
+    data = sparse_data(40, 9, 3)
+    trainer = Trainer(fastmlp.MLP(9, 8, 3, dtype="float64"), data, lr=0.05, momentum=0.9,
+                      batch_size=1)
+    order = np.arange(40, dtype=np.int64)
+    args = (trainer.model.views, trainer.velocity_views, "relu", 0.05, 0.9, trainer.steps_ws,
+            np.zeros(2), trainer.nonzeros)
+    steps.train_steps(trainer.X, trainer.y, order, 0, 10, 1, *args, finish=False)
+    with pytest.raises(ValueError, match="in order"):
+        steps.train_steps(trainer.X, trainer.y, order, 12, 20, 1, *args)
+    steps.train_steps(trainer.X, trainer.y, order, 10, 20, 1, *args)  # where it stopped
+
+
+def test_momentum_above_one_replays_where_the_closed_form_overflows() -> None:
+    # γ = 1.5: γᵐ overflows float32 past m = 218; a row of Wh no input uses, whose velocity is 0,
+    # must stay as it is (0·inf would make it NaN)
+    data = sparse_data(300, 23, 10, dtype=np.float32)  # column 0 is zero in every row
+    model = fastmlp.MLP(23, 8, 10, dtype="float32", seed=3)
+    start = model.views["Wh"][0].copy()
+    trainer = Trainer(model, data, lr=1e-9, momentum=1.5, batch_size=1, velocity_init=0.0)
+    assert trainer.compiled and not np.isfinite(steps.decay_tables(1.5, 300, np.float32)[0][-1])
+    trainer.run_epoch()
+    np.testing.assert_array_equal(model.views["Wh"][0], start)
 
 
 def test_progress_moves_within_a_long_epoch() -> None:
