@@ -296,8 +296,9 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     gradients, and x86 arithmetic on them (here or in the Xᵀ·dZ product that follows; the two
     were not measured apart) takes slow microcode assists (the default run's late epochs:
     316 ms without the flush, 236 ms with it; bench/RESULTS.md §1).
-    Buffers for the per-thread partial sums are allocated once per shape and calling thread, and
-    reused.
+    On x86 the kernel runs with flush-to-zero set (``fpenv``), so no intermediate goes subnormal
+    either. Buffers for the per-thread partial sums are allocated once per shape and calling
+    thread, and reused.
     """
     ends = np.asarray(check_head_args(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh,
                                       stats), dtype=np.int64)
