@@ -53,8 +53,8 @@ def full():
     rows = {
         "X·Wh (all rows)": lambda: be.matmul(X, model.Wh, out=Z),
         "copy of Z": lambda: np.copyto(Z, Z0),
-        "fused head": lambda: be.head(Z, model.bh, model.Wo, model.bo, y, tr.ends, n, "relu",
-                                      g["Wo"], g["bo"], g["bh"], tr.stats),
+        "fused head": lambda: be.hidden_to_loss(Z, model.bh, model.Wo, model.bo, y, tr.ends, n,
+                                                "relu", g["Wo"], g["bo"], g["bh"], tr.stats),
         "Xᵀ·dZ": lambda: be.matmul(X[:n].T, Z[:n], out=g["Wh"]),
         "momentum": lambda: be.momentum(model.params, model.grads, tr.velocity, 0.01, 0.9),
         "whole epoch": tr.run_epoch,
@@ -82,7 +82,7 @@ def minibatch(B=100, epochs=5):
 
     # X·Wh takes the C-contiguous batch; Xᵀ·dZ its transpose
     be.matmul = timed(be.matmul, lambda a: "X·Wh" if a.flags.c_contiguous else "Xᵀ·dZ")
-    be.head = timed(be.head, lambda a: "fused head")
+    be.hidden_to_loss = timed(be.hidden_to_loss, lambda a: "fused head")
     be.momentum = timed(be.momentum, lambda a: "momentum")
     forward_only = tr._forward_only
 
@@ -121,8 +121,8 @@ def head(B=100):
     Z0 = Z.copy()
 
     def call():
-        model.backend.head(Z, model.bh, model.Wo, model.bo, tr.y[:B], (B,), B, "relu", g["Wo"],
-                           g["bo"], g["bh"], tr.batch_stats)
+        model.backend.hidden_to_loss(Z, model.bh, model.Wo, model.bo, tr.y[:B], (B,), B, "relu",
+                                     g["Wo"], g["bo"], g["bh"], tr.batch_stats)
 
     us = median_ms(call, repeats=2000, setup=lambda: np.copyto(Z, Z0)) * 1e3
     print(f"B={B} head, one call alone {us:8.1f} µs")

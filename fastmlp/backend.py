@@ -101,9 +101,11 @@ class Backend:
         with np.errstate(over="ignore", invalid="ignore"):  # the divergence guard reports it
             self.xp.matmul(a, b, out=out)
 
-    def head(self, Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh, stats) -> None:
-        """The fused per-row head; see :func:`fastmlp.kernels.reference.head`."""
-        self.ops.head(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh, stats)
+    def hidden_to_loss(self, Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh,
+                       stats) -> None:
+        """The fused per-row pass from the hidden layer to the loss and back; see
+        :func:`fastmlp.kernels.reference.hidden_to_loss`."""
+        self.ops.hidden_to_loss(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh, stats)
 
     def momentum(self, params, grads, velocity, lr: float, mu: float) -> None:
         """v ← mu·v + lr·g; p ← p − v over flat buffers."""

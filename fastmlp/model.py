@@ -204,7 +204,7 @@ class MLP:
             be.matmul(x, self.views["Wh"], out=Z)
         else:
             sparse.matmul(Z.shape[0], self.views["Wh"], out=Z)
-        be.head(Z, self.views["bh"], self.views["Wo"], self.views["bo"], y, ends, n_grad,
+        be.hidden_to_loss(Z, self.views["bh"], self.views["Wo"], self.views["bo"], y, ends, n_grad,
                 self.activation, g["Wo"], g["bo"], g["bh"], stats)
         if n_grad and sparse is None:
             be.matmul(x[:n_grad].T, Z[:n_grad], out=g["Wh"])

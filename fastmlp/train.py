@@ -24,6 +24,7 @@ from .checkpoint import Checkpointer
 from .datasets import Dataset
 from .errors import FastMLPError, is_int
 from .history import METRICS, SPLITS, History
+from .kernels import sparse as ksparse
 from .kernels import steps
 from .model import CHUNK_ROWS, MLP, flat_views
 from .sparse import SparseBatch, SparseRows, resolve_sparse
@@ -258,7 +259,7 @@ class Trainer:
             self.steps_ws = steps.workspace(self.batch_size, model.n_in, model.n_hidden,
                                             model.n_out, np.dtype(model.dtype), self.threads)
             self.velocity_views = flat_views(self.velocity, model.shapes)
-            self.nonzeros = steps.nonzeros(self.X, self.counts[0])  # the training rows' CSR
+            self.nonzeros = ksparse.csr(self.X, self.counts[0])  # the training rows' CSR
             self.steps_per_call = max(1, 1024 // self.batch_size)  # grown to ~0.2 s per call
         self.epoch = 0
 

@@ -5,13 +5,40 @@
 - ``cuda``: ``numba.cuda.jit`` kernels with grid-stride loops (CuPy arrays, or NumPy arrays under
   the simulator).
 
-The hot operations are ``head`` (everything between the two big matrix products: bias, activation,
-output layer, softmax cross-entropy, accuracy and, for training rows, the backward pass down to dZ)
-and ``momentum`` (the optimiser step over flat buffers).
+The hot operations:
 
-The sparse-input products (``sparse_matmul``: Z = X·Wh, ``sparse_matmul_t``: dWh = Xᵀ·dZ) take X
-as a :class:`CSR` (built by ``sparse.csr``); their CPU forms are in ``sparse``, their references,
-the dense products of the same operands, in ``reference``.
+- ``hidden_to_loss``: everything between the two big matrix products, forward and back. From
+  z = x·Wh (no bias) it runs the hidden layer's bias and activation, the output layer, the
+  softmax cross-entropy and accuracy, and, for training rows, the backward pass down to dz (with
+  dWo, dbo and dbh on the way). The name says the span: from the hidden layer to the loss (and,
+  for training rows, back). It was called ``head``, which named neither end.
+- ``momentum``: the optimiser step over flat buffers.
+- ``sparse_matmul`` (Z = X·Wh) and ``sparse_matmul_t`` (dWh = Xᵀ·dZ) take X as a :class:`CSR`
+  (built by ``sparse.csr``); their CPU forms are in ``sparse``, their references, the dense
+  products of the same operands, in ``reference``.
+
+Where each piece lives:
+
+- ``pieces``: the arithmetic written once for the CPU kernels (momentum step, activation and its
+  gradient, a row's log-sum-exp + argmax and softmax cross-entropy gradient, the flush of
+  subnormals), inlined into ``cpu`` and ``steps`` (``sparse`` has products only).
+- ``runtime``: the compile options, serial twins, the one thread policy (``threads_for``), the
+  per-shape buffer cache (``Workspaces``) and the inventory of compiled kernels.
+- ``steps``: whole small-batch training steps in one compiled call (CPU).
+- ``sparse``: the CSR builder and the sparse products (CPU).
+- ``fpenv``: flush-to-zero inside a kernel (x86).
+
+What ``cuda`` can share, and what it cannot. numba.cuda types a kernel from its Python source
+with its own target. It compiles a call to an ``@numba.njit(inline="always")`` piece (checked:
+``cuda.compile_ptx`` for cc 8.0 with numba 0.68.1's numba.cuda, the piece inlined); a call to
+a plain (not inlined) ``numba.njit`` function did not compile without a GPU there (numba tried
+to start the CUDA driver), and ``numba-cuda``'s own package was not tried. So the pieces could
+serve ``cuda`` as they are, but ``cuda`` does not use them, because its arithmetic differs on
+purpose and would change the GPU's bits: it works per warp and per lane (shuffles, registers,
+the softmax in shared memory in another order), its sigmoid is one-branch ``exp(-|x|)``, its
+backward multiplies dh·(h·(1 − h)), and it flushes no subnormals. What
+it shares is the argument checks here (``check_hidden_to_loss_args``, ``check_momentum_args``),
+the activation codes and the references it is tested against.
 """
 
 from itertools import pairwise
@@ -27,9 +54,10 @@ def activation_id(name: str) -> int:
     return ACTIVATIONS.index(name)
 
 
-def check_head_args(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh,
-                    stats) -> tuple[int, ...] | None:
-    """The checks every form of ``head`` makes, from shapes and dtypes alone (no device sync).
+def check_hidden_to_loss_args(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo,
+                              dbh, stats) -> tuple[int, ...] | None:
+    """The checks every form of ``hidden_to_loss`` makes, from shapes and dtypes alone (no
+    device sync).
 
     Returns the split ends as host integers, or None when ``ends`` lives on the GPU (checking
     its values would synchronise). ValueError for a bad shape or value, TypeError for a dtype.

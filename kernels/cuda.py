@@ -37,7 +37,7 @@ if not hasattr(np, "row_stack"):
 
 from numba import cuda  # noqa: E402  (after the alias above)
 
-from . import activation_id, check_head_args, check_momentum_args
+from . import activation_id, check_hidden_to_loss_args, check_momentum_args
 from .reference import namespace
 
 MAX_CLASSES = 16  # K is compiled in (per-lane register arrays); the course has K = 10
@@ -310,8 +310,9 @@ def _partials(xp, n_blocks: int, n_warps: int, H: int, K: int, S: int, dtype,
 
 
 def _ends_array(xp, ends, host_ends: tuple[int, ...] | None, where):
-    """(S,) int64 split ends on the arrays' device. ``host_ends``: check_head_args' result, the
-    checked host tuple (copied once and cached), or None when ``ends`` is already on the GPU."""
+    """(S,) int64 split ends on the arrays' device. ``host_ends``: check_hidden_to_loss_args'
+    result, the checked host tuple (copied once and cached), or None when ``ends`` is already on
+    the GPU."""
     if host_ends is None:
         # already on the GPU: checking it would cost a synchronisation, so trust the caller
         arr = ends if ends.dtype == np.int64 else ends.astype(np.int64)
@@ -327,10 +328,10 @@ def _ends_array(xp, ends, host_ends: tuple[int, ...] | None, where):
     return cached
 
 
-def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, stats, *,
+def hidden_to_loss(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, stats, *,
          threads_per_block: int | None = None, blocks: int | None = None,
          tile_rows: int | None = None) -> None:
-    """Fused :func:`.reference.head`: same arguments, shapes and results.
+    """Fused :func:`.reference.hidden_to_loss`: same arguments, shapes and results.
 
     Z (N, H) in place: rows [0, n_grad) become dz; rows [n_grad, N) are left as they were (the
     reference calls them unspecified), sparing a store of every evaluation row.
@@ -345,7 +346,8 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     N, H = Z.shape
     K = Wo.shape[1]
     dtype = Z.dtype
-    host_ends = check_head_args(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh, stats)
+    host_ends = check_hidden_to_loss_args(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo,
+                                          dbh, stats)
     if K > MAX_CLASSES:
         raise ValueError(f"the CUDA head supports at most {MAX_CLASSES} classes, got K={K}")
     tpb = threads_per_block or _default_threads()

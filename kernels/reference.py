@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import CSR, check_head_args, check_momentum_args, check_sparse_args
+from . import CSR, check_hidden_to_loss_args, check_momentum_args, check_sparse_args
 
 
 def library(a: Any) -> str:
@@ -111,8 +111,10 @@ def softmax_crossentropy_backward(dlogits, probs, y, scale: float) -> None:
 # -- the fused operations' references ---------------------------------------------------------
 
 
-def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, stats) -> None:
-    """Everything between the two big products, unfused.
+def hidden_to_loss(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh,
+                   stats) -> None:
+    """Everything between the two big products, unfused: from the hidden layer to the loss and,
+    for training rows, back to dz.
 
     Z (N, H): on entry x·Wh (no bias). On return rows [0, n_grad) hold dz = (do · Woᵀ) ∘ act′,
       with do = (softmax(o) − onehot(y)) / n_grad; rows [n_grad, N) are unspecified (here they
@@ -125,7 +127,8 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     (``finfo(dtype).tiny``) to zero, as the CPU kernel does; this reference keeps them.
     """
     xp = namespace(Z, bh, Wo, bo, y, stats)
-    host = check_head_args(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh, stats)
+    host = check_hidden_to_loss_args(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh,
+                                     stats)
     Z += bh
     ACTIVATION_FORWARD[activation](Z, Z)
     logits = xp.empty((Z.shape[0], Wo.shape[1]), dtype=Z.dtype)

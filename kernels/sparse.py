@@ -35,8 +35,7 @@ import numpy as np
 from numba import prange, uintp
 
 from . import CSR, check_sparse_args
-from .cpu import _JIT, _serial
-from .steps import nonzeros
+from .runtime import JIT, SERIAL_JIT, SPARSE_PRODUCTS, TRANSPOSE_BLOCKS, serial_twin, threads_for
 
 # Measured on MNIST rows (bench/sparse_ab.py, 2-core EPYC, 1 MiB L2 per core): Numba's inner
 # loops pay a fixed cost per entry (LLVM's runtime alias checks and remainder loop), so long
@@ -49,7 +48,28 @@ FORWARD_PANEL = 1024  # forward: hidden units per panel
 ROWS_PER_BLOCK = 256  # backward: rows per transposed block (64 and 128 no better)
 BACKWARD_PANEL = 1024  # backward: output columns per panel (512 no better)
 GROUP = 8  # entries summed per sweep over a panel, 8 or 4 (8: 3-10% faster)
-SERIAL_BELOW = 65_536  # nonzeros × H below which the serial compilation runs (no thread wake-up)
+
+
+@numba.njit(**JIT)
+def _count_nonzeros(X, n, counts):
+    for i in prange(n):
+        c = 0
+        for k in range(X.shape[1]):
+            if X[i, k] != 0:  # NaN != 0: kept
+                c += 1
+        counts[i] = c
+
+
+@numba.njit(**JIT)
+def _fill_nonzeros(X, indptr, indices, values):
+    for i in prange(indptr.shape[0] - 1):
+        c = indptr[i]
+        for k in range(X.shape[1]):
+            x = X[i, k]
+            if x != 0:
+                indices[c] = k
+                values[c] = x
+                c += 1
 
 
 def csr(X: np.ndarray, n: int | None = None) -> CSR:
@@ -59,7 +79,15 @@ def csr(X: np.ndarray, n: int | None = None) -> CSR:
     n = X.shape[0] if n is None else n
     if not 0 <= n <= X.shape[0]:
         raise ValueError(f"n={n} outside [0, N={X.shape[0]}]")
-    return CSR(*nonzeros(np.ascontiguousarray(X), n), X.shape[1])
+    X = np.ascontiguousarray(X)
+    counts = np.empty(n, np.int64)
+    _count_nonzeros(X, n, counts)
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.empty(indptr[-1], np.int32)
+    values = np.empty(indptr[-1], X.dtype)
+    _fill_nonzeros(X, indptr, indices, values)
+    return CSR(indptr, indices, values, X.shape[1])
 
 
 def density(X: np.ndarray | CSR) -> float:
@@ -86,7 +114,7 @@ class CSCBlocks(NamedTuple):
     rows_per_block: int
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def _transpose_blocks_kernel(indptr, indices, values, RB, colptr, rows, tvalues):
     n = indptr.shape[0] - 1
     F = colptr.shape[1] - 1
@@ -109,7 +137,7 @@ def _transpose_blocks_kernel(indptr, indices, values, RB, colptr, rows, tvalues)
                 counts[k + 1] = p + 1
 
 
-_transpose_blocks_kernel_serial = _serial(_transpose_blocks_kernel,
+_transpose_blocks_kernel_serial = serial_twin(_transpose_blocks_kernel,
                                           "_transpose_blocks_kernel_serial")
 
 
@@ -131,7 +159,8 @@ def transpose_blocks(X: CSR, rows_per_block: int = ROWS_PER_BLOCK,
             raise ValueError("out is too small for X, or of another dtype")
         colptr, rows, tvalues = out.colptr[:nb], out.rows[:nnz], out.values[:nnz]
     if nb:  # one block (a minibatch) runs serially: no threads to wake for ~10 µs of work
-        kernel = _transpose_blocks_kernel_serial if nb == 1 else _transpose_blocks_kernel
+        threaded = threads_for(nb, TRANSPOSE_BLOCKS) > 1
+        kernel = _transpose_blocks_kernel if threaded else _transpose_blocks_kernel_serial
         kernel(X.indptr, X.indices, X.values, rows_per_block, colptr, rows, tvalues)
     return CSCBlocks(colptr, rows, tvalues, N, rows_per_block)
 
@@ -145,7 +174,7 @@ def csc_buffers(n_rows: int, n_cols: int, nnz: int, dtype: np.dtype,
                      np.empty(nnz, dtype), n_rows, rows_per_block)
 
 
-@numba.njit(**dict(_JIT, parallel=False))
+@numba.njit(**SERIAL_JIT)
 def _gather_kernel(indptr, indices, values, idx, bindptr, bindices, bvalues):
     # the rows' nonzeros, counted first: -(their count) when the buffers cannot hold them
     nnz = 0
@@ -234,7 +263,7 @@ def _axpy1(acc, i, src, c, rows, values, j0, j1):
         acc[i, j] += x * src[k, j]
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def _matmul_kernel(indptr, indices, values, W, bh, has_bias, RC, PW, G, zero, out):
     N = indptr.shape[0] - 1
     H = W.shape[1]
@@ -250,7 +279,7 @@ def _matmul_kernel(indptr, indices, values, W, bh, has_bias, RC, PW, G, zero, ou
                 _axpy_run(out, i, W, indptr[i], indptr[i + 1], indices, values, j0, j1, G)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def _matmul_t_kernel(colptr, rows, values, dZ, NQ, PW, G, zero, out):
     # threads split the output rows (k ≡ q mod NQ: border and centre pixels interleaved, so the
     # work is even); each reads the whole block of dZ, from L2. Every out[k, j] is summed by one
@@ -269,8 +298,8 @@ def _matmul_t_kernel(colptr, rows, values, dZ, NQ, PW, G, zero, out):
                               G)
 
 
-_matmul_kernel_serial = _serial(_matmul_kernel, "_matmul_kernel_serial")
-_matmul_t_kernel_serial = _serial(_matmul_t_kernel, "_matmul_t_kernel_serial")
+_matmul_kernel_serial = serial_twin(_matmul_kernel, "_matmul_kernel_serial")
+_matmul_t_kernel_serial = serial_twin(_matmul_t_kernel, "_matmul_t_kernel_serial")
 
 
 def sparse_matmul(out: np.ndarray, X: CSR, W: np.ndarray, bh: np.ndarray | None = None,
@@ -290,8 +319,9 @@ def sparse_matmul(out: np.ndarray, X: CSR, W: np.ndarray, bh: np.ndarray | None 
         raise ValueError(f"bh must have shape (1, {H}), got {bh.shape}")
     W = np.ascontiguousarray(W)
     bias = np.zeros(0, W.dtype) if bh is None else np.ascontiguousarray(bh, W.dtype).reshape(-1)
-    small = int(X.indptr[-1] - X.indptr[0]) * H < SERIAL_BELOW if N else True
-    kernel = _matmul_kernel_serial if small else _matmul_kernel
+    nnz = int(X.indptr[-1] - X.indptr[0])
+    threaded = threads_for(nnz * H, SPARSE_PRODUCTS) > 1
+    kernel = _matmul_kernel if threaded else _matmul_kernel_serial
     kernel(X.indptr, X.indices, X.values, W, bias, bh is not None, rows_per_chunk, panel, group,
            W.dtype.type(0), out)
 
@@ -312,7 +342,7 @@ def sparse_matmul_t(out: np.ndarray, X: CSR, dZ: np.ndarray, Xt: CSCBlocks | Non
     elif Xt.n_rows != N or Xt.colptr.shape[1] != F + 1 or Xt.rows.shape != X.indices.shape:
         raise ValueError("Xt is not transpose_blocks of this X")
     dZ = np.ascontiguousarray(dZ)
-    small = Xt.values.shape[0] * H < SERIAL_BELOW
-    kernel = _matmul_t_kernel_serial if small else _matmul_t_kernel
-    NQ = 1 if small else max(1, numba.get_num_threads())  # one group of output rows a thread
+    threaded = threads_for(Xt.values.shape[0] * H, SPARSE_PRODUCTS) > 1
+    kernel = _matmul_t_kernel if threaded else _matmul_t_kernel_serial
+    NQ = numba.get_num_threads() if threaded else 1  # one group of output rows a thread
     kernel(Xt.colptr, Xt.rows, Xt.values, dZ, NQ, panel, group, dZ.dtype.type(0), out)

@@ -40,49 +40,23 @@ import numpy as np
 from numba import prange, uintp
 
 from . import activation_id
-from .cpu import _JIT, _flush, _serial
 from .fpenv import ftz_on, ftz_restore
-
-THREADED_STEP_WORK = 16_000  # B·H from which a step is split between threads (threads_for)
+from .pieces import (
+    activation,
+    activation_grad,
+    decay_step,
+    flush,
+    logsumexp_argmax,
+    momentum_step,
+    plain_step,
+    softmax_xent_grad,
+)
+from .runtime import FASTMATH, JIT, STEP_PRODUCTS, serial_twin
+from .runtime import threads_for as _threads_for
 
 # The block functions index whole arrays with unsigned column indices (``uintp``): no slices
 # (each would be a reference-counted array in the loop) and no negative-index wraparound test
 # in the inner loops, so LLVM vectorises them.
-
-
-@numba.njit(**_JIT)
-def _count_nonzeros(X, n, counts):
-    for i in prange(n):
-        c = 0
-        for k in range(X.shape[1]):
-            if X[i, k] != 0:  # NaN != 0: kept
-                c += 1
-        counts[i] = c
-
-
-@numba.njit(**_JIT)
-def _fill_nonzeros(X, indptr, indices, values):
-    for i in prange(indptr.shape[0] - 1):
-        c = indptr[i]
-        for k in range(X.shape[1]):
-            x = X[i, k]
-            if x != 0:
-                indices[c] = k
-                values[c] = x
-                c += 1
-
-
-def nonzeros(X: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The nonzero inputs of rows [0, n) of X (N, F), row by row (CSR): ``indptr`` (n + 1,)
-    int64, ``indices`` int32 and ``values`` (X's dtype), each (nnz,). Built once per run."""
-    counts = np.empty(n, np.int64)
-    _count_nonzeros(X, n, counts)
-    indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    indices = np.empty(indptr[-1], np.int32)
-    values = np.empty(indptr[-1], X.dtype)
-    _fill_nonzeros(X, indptr, indices, values)
-    return indptr, indices, values
 
 
 @numba.njit(inline="always")
@@ -115,31 +89,17 @@ def _softmax_step(y, order, a, nb, nblk, plog, bo, vbo, do, lr, mu, zero, one, t
                 t += plog[blk, r, k]
             do[r, k] = t
         yi = y[order[a + r]]
-        m = do[r, 0]
-        best = 0
-        for k in range(1, K):
-            if do[r, k] > m:
-                m = do[r, k]
-                best = k
-        total = zero
-        for k in range(K):
-            total += np.exp(do[r, k] - m)
-        lse = m + np.log(total)
-        loss_sum += lse - do[r, yi]
+        o = do[r]
+        lse, best = logsumexp_argmax(o, zero)
+        loss_sum += lse - o[yi]
         if best == yi:
             correct += 1.0
-        for k in range(K):
-            p = np.exp(do[r, k] - lse)
-            if k == yi:
-                p -= one
-            do[r, k] = _flush(p * scale, tiny, zero)
+        softmax_xent_grad(o, yi, lse, scale, one, tiny, zero)
     for k in range(K):
         g = zero
         for r in range(nb):
             g += do[r, k]
-        v = _flush(mu * vbo[k] + lr * g, tiny, zero)
-        vbo[k] = v
-        bo[k] -= v
+        momentum_step(bo, vbo, k, vbo[k], g, lr, mu, tiny, zero)
     return loss_sum, correct
 
 
@@ -156,19 +116,16 @@ def _catch_up(k, m, j0, j1, mu, tiny, zero, Wh, vWh, powers, sums):
         # one step; or γ ≥ 1, whose factors overflow (0·inf would make NaN): replayed
         for _ in range(1 if mu == zero else m):
             for jj in range(j0, j1):
-                j = uintp(jj)
-                v = _flush(mu * vWh[k, j], tiny, zero)
-                vWh[k, j] = v
-                Wh[k, j] -= v
+                decay_step(Wh, vWh, (k, uintp(jj)), mu, tiny, zero)
         return
     for jj in range(j0, j1):
         j = uintp(jj)
         v = vWh[k, j]
-        vWh[k, j] = _flush(p * v, tiny, zero)
+        vWh[k, j] = flush(p * v, tiny, zero)
         Wh[k, j] -= c * v
 
 
-@numba.njit(fastmath=_JIT["fastmath"], error_model="numpy", cache=True)
+@numba.njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _block_forward(X, order, a, nb, s, j0, j1, act, mu, zero, one, tiny, q, touched, n_touched,
                    last, Wh, vWh, bh, Wo, Hb, plog, blk, powers, sums):
     # h = act(x·Wh + bh) for the hidden units [j0, j1) of step s's rows order[a : a + nb], and
@@ -191,14 +148,7 @@ def _block_forward(X, order, a, nb, s, j0, j1, act, mu, zero, one, tiny, q, touc
     for r in range(nb):
         for jj in range(j0, j1):
             j = uintp(jj)
-            z = Hb[r, j] + bh[j]
-            if act == 0:
-                Hb[r, j] = zero if z < zero else z  # NaN passes
-            elif z >= zero:  # two branches: exp never overflows
-                Hb[r, j] = one / (one + np.exp(-z))
-            else:
-                e = np.exp(z)
-                Hb[r, j] = e / (one + e)
+            Hb[r, j] = activation(Hb[r, j] + bh[j], act, zero, one)
         for k in range(K):
             t = zero
             for jj in range(j0, j1):
@@ -207,7 +157,7 @@ def _block_forward(X, order, a, nb, s, j0, j1, act, mu, zero, one, tiny, q, touc
             plog[blk, r, k] = t
 
 
-@numba.njit(fastmath=_JIT["fastmath"], error_model="numpy", cache=True)
+@numba.njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _block_backward(X, order, a, nb, j0, j1, no_velocity, act, lr, mu, zero, one, tiny, q,
                     touched, n_touched, Wh, vWh, bh, vbh, Wo, vWo, Hb, D, do, acc, blk):
     # the backward pass and update of step rows order[a : a + nb] for the hidden units
@@ -221,27 +171,18 @@ def _block_backward(X, order, a, nb, j0, j1, no_velocity, act, lr, mu, zero, one
             t = zero
             for k in range(K):
                 t += do[r, k] * Wo[j, k]
-            h = Hb[r, j]
-            if act == 0:
-                dz = t if h > zero else zero
-            else:
-                dz = t * h * (one - h)
-            D[r, j] = _flush(dz, tiny, zero)
+            D[r, j] = flush(activation_grad(t, Hb[r, j], act, zero, one), tiny, zero)
     for jj in range(j0, j1):  # bh and the block's rows of Wo
         j = uintp(jj)
         g = zero
         for r in range(nb):
             g += D[r, j]
-        v = _flush(mu * vbh[j] + lr * g, tiny, zero)
-        vbh[j] = v
-        bh[j] -= v
+        momentum_step(bh, vbh, j, vbh[j], g, lr, mu, tiny, zero)
         for k in range(K):
             g = zero
             for r in range(nb):
                 g += Hb[r, j] * do[r, k]
-            v = _flush(mu * vWo[j, k] + lr * g, tiny, zero)
-            vWo[j, k] = v
-            Wo[j, k] -= v
+            momentum_step(Wo, vWo, (j, k), vWo[j, k], g, lr, mu, tiny, zero)
     # Wh: each used row's gradient Σ_r x_rk·dz_r is summed in acc (the block's row, in L1) and
     # applied at once, so no F×H gradient buffer is written and read back
     for u in range(n_touched[q]):
@@ -250,15 +191,13 @@ def _block_backward(X, order, a, nb, j0, j1, no_velocity, act, lr, mu, zero, one
             x = X[order[a], k]
             for jj in range(j0, j1):
                 j = uintp(jj)
-                Wh[k, j] -= _flush(lr * (x * D[0, j]), tiny, zero)
+                plain_step(Wh, (k, j), x * D[0, j], lr, tiny, zero)
             continue
         if nb == 1:
             x = X[order[a], k]
             for jj in range(j0, j1):
                 j = uintp(jj)
-                v = _flush(mu * vWh[k, j] + lr * (x * D[0, j]), tiny, zero)
-                vWh[k, j] = v
-                Wh[k, j] -= v
+                momentum_step(Wh, vWh, (k, j), vWh[k, j], x * D[0, j], lr, mu, tiny, zero)
             continue
         for jj in range(j0, j1):
             acc[blk, uintp(jj - j0)] = zero
@@ -269,17 +208,15 @@ def _block_backward(X, order, a, nb, j0, j1, no_velocity, act, lr, mu, zero, one
                     acc[blk, uintp(jj - j0)] += x * D[r, uintp(jj)]
         if no_velocity:
             for jj in range(j0, j1):
-                j = uintp(jj)
-                Wh[k, j] -= _flush(lr * acc[blk, uintp(jj - j0)], tiny, zero)
+                plain_step(Wh, (k, uintp(jj)), acc[blk, uintp(jj - j0)], lr, tiny, zero)
         else:
             for jj in range(j0, j1):
                 j = uintp(jj)
-                v = _flush(mu * vWh[k, j] + lr * acc[blk, uintp(jj - j0)], tiny, zero)
-                vWh[k, j] = v
-                Wh[k, j] -= v
+                momentum_step(Wh, vWh, (k, j), vWh[k, j], acc[blk, uintp(jj - j0)], lr, mu,
+                              tiny, zero)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indptr, indices,
                   Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, marks, touched, n_touched, last, Hb, D,
                   plog, do, acc, stats, finish, powers, sums, done):
@@ -341,7 +278,7 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
     ftz_restore(saved)
 
 
-_steps_kernel_serial = _serial(_steps_kernel, "_steps_kernel_serial")
+_steps_kernel_serial = serial_twin(_steps_kernel, "_steps_kernel_serial")
 
 
 def workspace(B: int, F: int, H: int, K: int, dtype, threads: int) -> dict:
@@ -388,7 +325,7 @@ def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: d
     ``params`` and ``velocity``: the views ``Wh (F, H), bh (1, H), Wo (H, K), bo (1, K)`` of the
     flat parameter and velocity buffers, updated in place (v ← mu·v + lr·g; W ← W − v).
     ``ws``: :func:`workspace` of the same B, shapes, dtype and ``threads``; ``nz``:
-    :func:`nonzeros` of the training rows. ``stats`` (2,) float64: the summed cross-entropy and
+    :func:`.sparse.csr` of the training rows. ``stats`` (2,) float64: the summed cross-entropy and
     correct count of the steps' rows are added to it. Values of do, dz and v below the dtype's
     smallest normal number are flushed to zero, as the other CPU kernels do; NaN propagates.
 
@@ -422,9 +359,9 @@ def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: d
 
 
 def threads_for(H: int, B: int) -> int:
-    """Threads for :func:`train_steps`: Numba's all when a step has at least
-    :data:`THREADED_STEP_WORK` rows × hidden units, else one. Each step is a parallel region, and
-    waking the idle thread for it costs ~60 µs on a 2-core VM, more than a step of B ≤ 32 at
-    H = 300 takes (bench/RESULTS.md has the A/B)."""
-    T = numba.get_num_threads()
-    return T if B * H >= THREADED_STEP_WORK else 1
+    """Threads for :func:`train_steps`: all of Numba's when :func:`.runtime.threads_for` gives a
+    step of B rows × H hidden units more than one (:data:`.runtime.STEP_PRODUCTS` a thread),
+    each owning one block of hidden units (:func:`n_blocks`), else one. Each step is a parallel
+    region, and waking the idle thread for it costs ~60 µs on a 2-core VM, more than a step of
+    B ≤ 32 at H = 300 takes (bench/RESULTS.md has the A/B)."""
+    return numba.get_num_threads() if _threads_for(B * H, STEP_PRODUCTS) > 1 else 1

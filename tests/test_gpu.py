@@ -46,7 +46,7 @@ def test_cuda_float32_kernels_match_reference_on_cupy_arrays(activation, head_gr
     Wo = cupy.asarray(rng.standard_normal((H, K)) / 16, dtype=cupy.float32)
     y = cupy.asarray(rng.integers(0, K, N), dtype=cupy.int32)
     outs = []
-    for head in (cuda_kernels.head, reference.head):
+    for head in (cuda_kernels.hidden_to_loss, reference.hidden_to_loss):
         out = [Z.copy(), cupy.empty((H, K), cupy.float32), cupy.empty((1, K), cupy.float32),
                cupy.empty((1, H), cupy.float32), cupy.empty((3, 2), cupy.float64)]
         head(out[0], bh, Wo, bo, y, (n_grad, 900, N), n_grad, activation, *out[1:])

@@ -109,8 +109,9 @@ def head_call(gm, monkeypatch):
         arrays = [np.zeros(shape, f) for shape in ((N, s.H), (1, s.H), (s.H, s.K), (1, s.K))]
         grads = [np.zeros(shape, f).view(_Counted) for shape in ((s.H, s.K), (1, s.K), (1, s.H))]
         stats = np.zeros((S, 2)).view(_Counted)
-        kcuda.head(*(a.view(_Counted) for a in arrays), np.zeros(N, np.int32).view(_Counted),
-                   tuple(ends), n_grad, "relu", *grads, stats)
+        kcuda.hidden_to_loss(*(a.view(_Counted) for a in arrays),
+                             np.zeros(N, np.int32).view(_Counted), tuple(ends), n_grad, "relu",
+                             *grads, stats)
         (blocks, threads, shared, tile, before), = launched
         return (blocks, threads, shared, tile), _Counted.log[before:]
 

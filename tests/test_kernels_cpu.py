@@ -7,6 +7,7 @@ import numba
 import numpy as np
 import pytest
 from fastmlp.kernels import cpu, reference
+from fastmlp.kernels.runtime import Workspaces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -64,8 +65,8 @@ def test_head_matches_reference(dtype, activation, N, H, K, ends, n_grad,
                                 head_gradient_terms):
     rng = np.random.default_rng(N * H)
     inputs = make_head_inputs(rng, N, H, K, dtype)
-    got = run_head(cpu.head, inputs, ends, n_grad, activation)
-    want = run_head(reference.head, inputs, ends, n_grad, activation)
+    got = run_head(cpu.hidden_to_loss, inputs, ends, n_grad, activation)
+    want = run_head(reference.hidden_to_loss, inputs, ends, n_grad, activation)
     errors = max_errors(got, want, head_gradient_terms(inputs, n_grad, activation))
     print(f"max errors {dtype.__name__} {activation} N={N} H={H}: {errors}")
     assert all(e <= TOL[dtype] for e in errors.values()), errors
@@ -81,25 +82,28 @@ def test_head_matches_reference(dtype, activation, N, H, K, ends, n_grad,
 ])
 def test_threaded_head_matches_reference(dtype, activation, ends, n_grad, head_gradient_terms,
                                          monkeypatch):
-    # cpu.head runs its threaded kernel when min(numba.get_num_threads(), N // 512) >= 2; the
-    # cases above are random, not the all-ones inputs of the subnormal test. Two threads are used
+    # cpu.hidden_to_loss runs its threaded kernel when min(numba.get_num_threads(), N // 512) >= 2
+    # (runtime.threads_for with HEAD_ROWS); the cases above are random, not the all-ones inputs
+    # of the subnormal test. Two threads are used
     # whenever numba has them (NUMBA_NUM_THREADS >= 2); with fewer, the serial kernel runs and
     # the results are still checked.
     N, H, K = 1537, 65, 7  # N // 512 == 3; odd K: the kernel's leftover-output loop
     inputs = make_head_inputs(np.random.default_rng(1537), N, H, K, dtype)
-    monkeypatch.setattr(cpu, "_workspaces", {})  # empty: only this call's workspace will be there
+    # empty: only this call's workspace will be there
+    monkeypatch.setattr(cpu, "_workspaces", Workspaces())
     threads = numba.get_num_threads()
     numba.set_num_threads(min(max(threads, 2), numba.config.NUMBA_NUM_THREADS))
     try:
         T = min(numba.get_num_threads(), N // 512)
-        got = run_head(cpu.head, inputs, ends, n_grad, activation)
+        got = run_head(cpu.hidden_to_loss, inputs, ends, n_grad, activation)
     finally:
         numba.set_num_threads(threads)
     if numba.config.NUMBA_NUM_THREADS >= 2:
         assert T >= 2
         # the threaded path ran: the call's workspace holds partial sums for T threads
-        assert [key[:5] for key in cpu._workspaces] == [(T, H, K, len(ends), np.dtype(dtype))]
-    want = run_head(reference.head, inputs, ends, n_grad, activation)
+        assert [key for key, _thread in cpu._workspaces.entries] == [
+            (T, H, K, len(ends), np.dtype(dtype))]
+    want = run_head(reference.hidden_to_loss, inputs, ends, n_grad, activation)
     errors = max_errors(got, want, head_gradient_terms(inputs, n_grad, activation))
     print(f"max errors {dtype.__name__} {activation} T={T} ends={ends}: {errors}")
     assert all(e <= TOL[dtype] for e in errors.values()), errors
@@ -108,7 +112,8 @@ def test_threaded_head_matches_reference(dtype, activation, ends, n_grad, head_g
 @pytest.mark.parametrize("form", ["reference", "cpu"])
 def test_head_rejects_bad_arguments(form, assert_head_rejects_bad_arguments):
     # the same checks, with the same messages, in every form (the CUDA one: tests/cudasim)
-    assert_head_rejects_bad_arguments({"reference": reference.head, "cpu": cpu.head}[form])
+    forms = {"reference": reference.hidden_to_loss, "cpu": cpu.hidden_to_loss}
+    assert_head_rejects_bad_arguments(forms[form])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -150,8 +155,8 @@ def test_head_keeps_nan_gradients(N):
     # multiplies NaN by 0.)
     inputs = make_head_inputs(np.random.default_rng(0), N, 6, 3, np.float64)
     inputs["Wo"][2, 1] = np.nan
-    got = run_head(cpu.head, inputs, (N,), N, "relu")
-    want = run_head(reference.head, inputs, (N,), N, "relu")
+    got = run_head(cpu.hidden_to_loss, inputs, (N,), N, "relu")
+    want = run_head(reference.hidden_to_loss, inputs, (N,), N, "relu")
     for name in ("dbo", "dWo"):
         np.testing.assert_array_equal(np.isnan(got[name]), np.isnan(want[name]), err_msg=name)
     assert np.isnan(got["dbo"]).all()
@@ -166,8 +171,8 @@ def test_head_relu_passes_nan_to_the_loss(N):
     inputs = make_head_inputs(np.random.default_rng(0), N, 6, 3, np.float64)
     inputs["Z"][N - 1, 2] = np.nan  # the last row: a test row
     ends = (N - 2, N - 1, N)
-    got = run_head(cpu.head, inputs, ends, N - 2, "relu")
-    want = run_head(reference.head, inputs, ends, N - 2, "relu")
+    got = run_head(cpu.hidden_to_loss, inputs, ends, N - 2, "relu")
+    want = run_head(reference.hidden_to_loss, inputs, ends, N - 2, "relu")
     np.testing.assert_array_equal(np.isnan(got["stats"]), np.isnan(want["stats"]))
     assert np.isnan(got["stats"][2, 0]) and np.isfinite(got["stats"][:2]).all()
 
@@ -175,10 +180,10 @@ def test_head_relu_passes_nan_to_the_loss(N):
 def test_head_reuses_its_workspace():
     rng = np.random.default_rng(0)
     inputs = make_head_inputs(rng, 9, 5, 3, np.float64)
-    run_head(cpu.head, inputs, (9,), 9, "relu")
-    before = {key: tuple(id(a) for a in ws) for key, ws in cpu._workspaces.items()}
-    run_head(cpu.head, inputs, (9,), 9, "relu")
-    after = {key: tuple(id(a) for a in ws) for key, ws in cpu._workspaces.items()}
+    run_head(cpu.hidden_to_loss, inputs, (9,), 9, "relu")
+    before = {key: tuple(id(a) for a in ws) for key, ws in cpu._workspaces.entries.items()}
+    run_head(cpu.hidden_to_loss, inputs, (9,), 9, "relu")
+    after = {key: tuple(id(a) for a in ws) for key, ws in cpu._workspaces.entries.items()}
     assert before == after
 
 
@@ -189,7 +194,7 @@ def test_head_is_safe_from_two_threads_at_once(head_gradient_terms):
     cases = []
     for seed in (1, 2):
         inputs = make_head_inputs(np.random.default_rng(seed), N, H, K, np.float64)
-        cases.append((inputs, run_head(reference.head, inputs, ends, n_grad, "relu"),
+        cases.append((inputs, run_head(reference.hidden_to_loss, inputs, ends, n_grad, "relu"),
                       head_gradient_terms(inputs, n_grad, "relu")))
     start = threading.Barrier(len(cases))
 
@@ -198,7 +203,7 @@ def test_head_is_safe_from_two_threads_at_once(head_gradient_terms):
         start.wait()
         worst = {}
         for _ in range(300):
-            got = run_head(cpu.head, inputs, ends, n_grad, "relu")
+            got = run_head(cpu.hidden_to_loss, inputs, ends, n_grad, "relu")
             for name, err in max_errors(got, want, terms).items():
                 worst[name] = max(worst.get(name, 0.0), err)
         return worst
@@ -218,8 +223,8 @@ def test_head_property_random_shapes_and_extreme_values(N, H, K, n_grad_frac, sc
     inputs = make_head_inputs(rng, N, H, K, np.float64, scale=scale)
     n_grad = int(round(n_grad_frac * N))
     ends = (n_grad, (n_grad + N) // 2, N)
-    got = run_head(cpu.head, inputs, ends, n_grad, activation)
-    want = run_head(reference.head, inputs, ends, n_grad, activation)
+    got = run_head(cpu.hidden_to_loss, inputs, ends, n_grad, activation)
+    want = run_head(reference.hidden_to_loss, inputs, ends, n_grad, activation)
     assert all(np.all(np.isfinite(a)) for a in got.values())
     errors = max_errors(got, want, head_gradient_terms(inputs, n_grad, activation))
     assert all(e <= 1e-9 for e in errors.values()), errors
@@ -258,9 +263,46 @@ def test_head_flushes_subnormal_gradients(N, case, tensor, activation):
     else:  # do is normal (e^-60 ≈ 8.7e-27) but dh = do·Woᵀ is not
         inputs["bo"][0, 0] = 60.0
         inputs["Wo"][:, 1:] = 1e-14
-    got = run_head(cpu.head, inputs, (N,), N, activation)
-    want = run_head(reference.head, inputs, (N,), N, activation)
+    got = run_head(cpu.hidden_to_loss, inputs, (N,), N, activation)
+    want = run_head(reference.hidden_to_loss, inputs, (N,), N, activation)
     assert _subnormal(want[tensor]).any()  # the reference keeps them: the case is real
     for name, a in got.items():
         assert not _subnormal(a).any(), name  # flushed to exactly zero
         np.testing.assert_allclose(a, want[name], rtol=TOL[np.float32], atol=1e-37)
+
+
+# What a default-shaped run (MNIST, full batch, sparse products, relu, float32; two threads)
+# compiles: each kernel it calls once, in one specialisation, and nothing else. A first run pays
+# Numba's compilation of each (bench/first_run.sh); a new entry here is a new cost for every
+# fresh install. The parallel kernels are small shells around serial bodies (``*_tiles``,
+# ``*_rows``, ``*_block``), which the serial twins would share.
+DEFAULT_RUN_COMPILES = {
+    "cpu._hidden_to_loss_kernel": 1, "cpu._hidden_to_loss_tiles": 1, "cpu._momentum_kernel": 1,
+    "sparse._count_nonzeros": 1, "sparse._fill_nonzeros": 1,
+    "sparse._matmul_kernel": 1, "sparse._matmul_rows": 1,
+    "sparse._matmul_t_kernel": 1, "sparse._matmul_t_rows": 1,
+    "sparse._transpose_blocks_kernel": 1, "sparse._transpose_block": 1,
+}
+
+
+@pytest.mark.slow
+def test_default_run_compiles_one_specialisation_per_kernel(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    # a fresh process (this one has compiled what other tests asked for); its kernels may load
+    # from Numba's cache, which records the same signatures
+    script = ("import json, sys, fastmlp\n"
+              "from fastmlp.cli import main\n"
+              "from fastmlp.kernels import runtime\n"
+              "code = main(['train', '--epochs', '1', '--train-size', '1100', '--hidden', '100',\n"
+              f"             '--out', {str(tmp_path / 'run')!r}, '--quiet', '--no-progress'])\n"
+              "assert not code, code\n"
+              "print(json.dumps({k: n for k, (n, _) in runtime.compiled_signatures().items()}))\n")
+    env = dict(os.environ, NUMBA_NUM_THREADS="2", PYTHONWARNINGS="ignore")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == DEFAULT_RUN_COMPILES

@@ -181,13 +181,14 @@ def test_hypothesis(N, F, H, density, seed, dtype, bias, panel, rows, threaded, 
     dZ = rng.standard_normal((N, H)).astype(dtype)
     bh = rng.standard_normal((1, H)).astype(dtype) if bias else None
     # shapes this small run the serial compilations unless the threshold says otherwise
-    serial_below = sparse.SERIAL_BELOW
-    sparse.SERIAL_BELOW = 0 if threaded else serial_below
+    policy = sparse.threads_for
+    if threaded:  # two threads or more: the parallel compilations
+        sparse.threads_for = lambda work, grain: 2
     try:
         check_both(X, W, dZ, bh, forward=dict(panel=panel, rows_per_chunk=rows, group=group),
                    backward=dict(panel=panel, group=group))
     finally:
-        sparse.SERIAL_BELOW = serial_below
+        sparse.threads_for = policy
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

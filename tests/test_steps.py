@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastmlp.kernels import sparse as ksparse
 from fastmlp.kernels import steps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -269,7 +270,7 @@ def kernel_with_batch_past_n(data: Dataset, H: int, B: int, activation: str, mu:
     model = fastmlp.MLP(F, H, data.n_classes, activation=activation, dtype="float64", seed=3)
     velocity = np.full(model.n_params, 1e-5)  # the Trainer's velocity_init
     ws = steps.workspace(B, F, H, data.n_classes, np.dtype(np.float64), 1)
-    nz = steps.nonzeros(data.train.x, n)
+    nz = ksparse.csr(data.train.x, n)
     order = np.random.default_rng(0).permutation(n)
     stats = np.zeros(2)
     for _ in range(epochs):

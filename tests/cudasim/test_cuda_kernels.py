@@ -65,7 +65,7 @@ def run_both(Z, bh, Wo, bo, y, ends, n_grad, activation, **launch):
     H, K = Wo.shape
     dtype = Z.dtype
     out = []
-    for fn, kw in ((reference.head, {}), (cuda_kernels.head, launch)):
+    for fn, kw in ((reference.hidden_to_loss, {}), (cuda_kernels.hidden_to_loss, launch)):
         # NaN sentinels: gradients must be left alone when n_grad == 0, stats always written
         o = {
             "Z": Z.copy(),
@@ -85,7 +85,8 @@ def compare(ref, got, inputs, n_grad, activation, dtype, gradient_terms):
     fixture (tests/conftest.py), the summed magnitudes that rounding error scales with."""
     Z, bh, Wo, bo, y = inputs
     terms = gradient_terms(dict(Z=Z, bh=bh, Wo=Wo, bo=bo, y=y), n_grad, activation)
-    # rows [n_grad, N) of Z are unspecified (reference.head): only the dz rows are compared
+    # rows [n_grad, N) of Z are unspecified (reference.hidden_to_loss): only the dz rows are
+    # compared
     check("dz", got["Z"][:n_grad], ref["Z"][:n_grad], dtype, terms.get("dz", 0.0))
     check("loss", got["stats"][:, 0], ref["stats"][:, 0], dtype)
     np.testing.assert_array_equal(got["stats"][:, 1], ref["stats"][:, 1], err_msg="correct")
@@ -210,9 +211,9 @@ def test_head_rejects_tiles_too_large_for_shared_memory():
     Z, bh, Wo, bo, y = make_case(N, H, K, np.float64, seed=0)
     args = (np.zeros((H, K)), np.zeros((1, K)), np.zeros((1, H)), np.zeros((1, 2)))
     with pytest.raises(ValueError, match="use smaller tiles"):
-        cuda_kernels.head(Z, bh, Wo, bo, y, (N,), N, "relu", *args, tile_rows=1000)
+        cuda_kernels.hidden_to_loss(Z, bh, Wo, bo, y, (N,), N, "relu", *args, tile_rows=1000)
     with pytest.raises(ValueError, match="rows per tile"):
-        cuda_kernels.head(Z, bh, Wo, bo, y, (N,), N, "relu", *args, tile_rows=-1)
+        cuda_kernels.hidden_to_loss(Z, bh, Wo, bo, y, (N,), N, "relu", *args, tile_rows=-1)
 
 
 def test_head_relu_passes_nan_to_the_loss():
@@ -308,20 +309,20 @@ def test_momentum_rejects_bad_arguments(assert_momentum_rejects_bad_arguments):
 
 def test_head_rejects_bad_arguments(assert_head_rejects_bad_arguments):
     # the checks every form of head makes (tests/conftest.py), and the CUDA head's own limit
-    assert_head_rejects_bad_arguments(cuda_kernels.head)
+    assert_head_rejects_bad_arguments(cuda_kernels.hidden_to_loss)
     N, H, K = 3, 4, 17
     Z, bh, Wo, bo, y = make_case(N, H, K, np.float64, seed=0)
     args = (np.zeros((H, K)), np.zeros((1, K)), np.zeros((1, H)), np.zeros((1, 2)))
     with pytest.raises(ValueError, match="at most 16 classes"):
-        cuda_kernels.head(Z, bh, Wo, bo, y, (N,), N, "relu", *args)
+        cuda_kernels.hidden_to_loss(Z, bh, Wo, bo, y, (N,), N, "relu", *args)
     K = 3
     Z, bh, Wo, bo, y = make_case(N, H, K, np.float64, seed=0)
     args = (np.zeros((H, K)), np.zeros((1, K)), np.zeros((1, H)), np.zeros((1, 2)))
     # the exact messages of the shared table (tests/conftest.py), on this file's own case
     with pytest.raises(ValueError, match=re.escape(f"finishing at N={N}, got [{N - 1}]")):
-        cuda_kernels.head(Z, bh, Wo, bo, y, (N - 1,), N, "relu", *args)
+        cuda_kernels.hidden_to_loss(Z, bh, Wo, bo, y, (N - 1,), N, "relu", *args)
     with pytest.raises(ValueError, match=re.escape(f"n_grad={N + 1} outside [0, N={N}]")):
-        cuda_kernels.head(Z, bh, Wo, bo, y, (N,), N + 1, "relu", *args)
+        cuda_kernels.hidden_to_loss(Z, bh, Wo, bo, y, (N,), N + 1, "relu", *args)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
