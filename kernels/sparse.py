@@ -114,27 +114,34 @@ class CSCBlocks(NamedTuple):
     rows_per_block: int
 
 
-@numba.njit(**JIT)
-def _transpose_blocks_kernel(indptr, indices, values, RB, colptr, rows, tvalues):
+@numba.njit(**SERIAL_JIT)
+def _transpose_block(b, indptr, indices, values, RB, colptr, rows, tvalues):
+    # row block b: a function of its own, so the parallel kernel around it stays small (see
+    # cpu._hidden_to_loss_tiles)
     n = indptr.shape[0] - 1
     F = colptr.shape[1] - 1
+    r0 = b * RB
+    r1 = min(n, r0 + RB)
+    counts = np.zeros(F + 1, np.int64)
+    for c in range(indptr[r0], indptr[r1]):
+        counts[indices[c] + 1] += 1
+    colptr[b, 0] = indptr[r0]
+    for k in range(F):
+        colptr[b, k + 1] = colptr[b, k] + counts[k + 1]
+        counts[k + 1] = colptr[b, k]  # now the next free slot of column k
+    for r in range(r0, r1):  # rows in increasing order: each column's rows come out sorted
+        for c in range(indptr[r], indptr[r + 1]):
+            k = indices[c]
+            p = counts[k + 1]
+            rows[p] = r
+            tvalues[p] = values[c]
+            counts[k + 1] = p + 1
+
+
+@numba.njit(**JIT)
+def _transpose_blocks_kernel(indptr, indices, values, RB, colptr, rows, tvalues):
     for b in prange(colptr.shape[0]):
-        r0 = b * RB
-        r1 = min(n, r0 + RB)
-        counts = np.zeros(F + 1, np.int64)
-        for c in range(indptr[r0], indptr[r1]):
-            counts[indices[c] + 1] += 1
-        colptr[b, 0] = indptr[r0]
-        for k in range(F):
-            colptr[b, k + 1] = colptr[b, k] + counts[k + 1]
-            counts[k + 1] = colptr[b, k]  # now the next free slot of column k
-        for r in range(r0, r1):  # rows in increasing order: each column's rows come out sorted
-            for c in range(indptr[r], indptr[r + 1]):
-                k = indices[c]
-                p = counts[k + 1]
-                rows[p] = r
-                tvalues[p] = values[c]
-                counts[k + 1] = p + 1
+        _transpose_block(b, indptr, indices, values, RB, colptr, rows, tvalues)
 
 
 _transpose_blocks_kernel_serial = serial_twin(_transpose_blocks_kernel,
@@ -263,39 +270,51 @@ def _axpy1(acc, i, src, c, rows, values, j0, j1):
         acc[i, j] += x * src[k, j]
 
 
+@numba.njit(**SERIAL_JIT)
+def _matmul_rows(i0, i1, indptr, indices, values, W, bh, has_bias, PW, G, zero, out):
+    # rows [i0, i1) of out, one panel of Wh at a time (a function of its own: see
+    # _transpose_block)
+    H = W.shape[1]
+    for j0 in range(0, H, PW):
+        j1 = min(H, j0 + PW)
+        for ii in range(i0, i1):
+            i = uintp(ii)
+            for jj in range(j0, j1):
+                out[i, uintp(jj)] = bh[uintp(jj)] if has_bias else zero
+            _axpy_run(out, i, W, indptr[i], indptr[i + 1], indices, values, j0, j1, G)
+
+
 @numba.njit(**JIT)
 def _matmul_kernel(indptr, indices, values, W, bh, has_bias, RC, PW, G, zero, out):
     N = indptr.shape[0] - 1
-    H = W.shape[1]
     for chunk in prange((N + RC - 1) // RC):
         i0 = chunk * RC
-        i1 = min(N, i0 + RC)
-        for j0 in range(0, H, PW):  # the chunk's rows, one panel of Wh at a time
+        _matmul_rows(i0, min(N, i0 + RC), indptr, indices, values, W, bh, has_bias, PW, G, zero,
+                     out)
+
+
+@numba.njit(**SERIAL_JIT)
+def _matmul_t_rows(q, NQ, colptr, rows, values, dZ, PW, G, zero, out):
+    # the output rows k ≡ q mod NQ, whole: every out[k, j] is summed here, in the same order
+    # whatever NQ is
+    F, H = out.shape
+    for kk in range(q, F, NQ):
+        for jj in range(H):
+            out[uintp(kk), uintp(jj)] = zero
+    for b in range(colptr.shape[0]):
+        for j0 in range(0, H, PW):
             j1 = min(H, j0 + PW)
-            for ii in range(i0, i1):
-                i = uintp(ii)
-                for jj in range(j0, j1):
-                    out[i, uintp(jj)] = bh[uintp(jj)] if has_bias else zero
-                _axpy_run(out, i, W, indptr[i], indptr[i + 1], indices, values, j0, j1, G)
+            for kk in range(q, F, NQ):
+                k = uintp(kk)
+                _axpy_run(out, k, dZ, colptr[b, k], colptr[b, k + 1], rows, values, j0, j1, G)
 
 
 @numba.njit(**JIT)
 def _matmul_t_kernel(colptr, rows, values, dZ, NQ, PW, G, zero, out):
     # threads split the output rows (k ≡ q mod NQ: border and centre pixels interleaved, so the
-    # work is even); each reads the whole block of dZ, from L2. Every out[k, j] is summed by one
-    # q in the same order whatever NQ is.
-    F, H = out.shape
+    # work is even); each reads the whole block of dZ, from L2
     for q in prange(NQ):
-        for kk in range(q, F, NQ):
-            for jj in range(H):
-                out[uintp(kk), uintp(jj)] = zero
-        for b in range(colptr.shape[0]):
-            for j0 in range(0, H, PW):
-                j1 = min(H, j0 + PW)
-                for kk in range(q, F, NQ):
-                    k = uintp(kk)
-                    _axpy_run(out, k, dZ, colptr[b, k], colptr[b, k + 1], rows, values, j0, j1,
-                              G)
+        _matmul_t_rows(q, NQ, colptr, rows, values, dZ, PW, G, zero, out)
 
 
 _matmul_kernel_serial = serial_twin(_matmul_kernel, "_matmul_kernel_serial")
