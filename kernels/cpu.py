@@ -176,8 +176,10 @@ def _hidden_to_loss_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one
         for k in range(K):
             WoT[k, j] = Wo[j, k]
     for t in prange(T):
-        _hidden_to_loss_tiles(t, T, Z, bh, WoT, bo, y, ends, n_grad, act, scale, zero, one, tiny,
-                              dWoT_part, dbo_part, dbh_part, stats_part)
+        # int64: Numba's parallel loop index is unsigned, and another integer type would compile
+        # the body a second time
+        _hidden_to_loss_tiles(np.int64(t), T, Z, bh, WoT, bo, y, ends, n_grad, act, scale, zero,
+                              one, tiny, dWoT_part, dbo_part, dbh_part, stats_part)
     # the threads' partial sums, reduced here (plain loops: no temporaries), once per call
     for s in range(stats.shape[0]):
         for c in range(2):

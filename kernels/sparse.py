@@ -140,8 +140,8 @@ def _transpose_block(b, indptr, indices, values, RB, colptr, rows, tvalues):
 
 @numba.njit(**JIT)
 def _transpose_blocks_kernel(indptr, indices, values, RB, colptr, rows, tvalues):
-    for b in prange(colptr.shape[0]):
-        _transpose_block(b, indptr, indices, values, RB, colptr, rows, tvalues)
+    for b in prange(colptr.shape[0]):  # int64 b: see cpu._hidden_to_loss_kernel
+        _transpose_block(np.int64(b), indptr, indices, values, RB, colptr, rows, tvalues)
 
 
 _transpose_blocks_kernel_serial = serial_twin(_transpose_blocks_kernel,
@@ -314,7 +314,7 @@ def _matmul_t_kernel(colptr, rows, values, dZ, NQ, PW, G, zero, out):
     # threads split the output rows (k ≡ q mod NQ: border and centre pixels interleaved, so the
     # work is even); each reads the whole block of dZ, from L2
     for q in prange(NQ):
-        _matmul_t_rows(q, NQ, colptr, rows, values, dZ, PW, G, zero, out)
+        _matmul_t_rows(np.int64(q), NQ, colptr, rows, values, dZ, PW, G, zero, out)
 
 
 _matmul_kernel_serial = serial_twin(_matmul_kernel, "_matmul_kernel_serial")

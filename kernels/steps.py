@@ -227,7 +227,7 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
     marks[:] = -1  # step numbers are unique within a call
     if s0 == 0 or mu == zero:  # an epoch's start, or after a call that finished
         last[:] = s0 - 1  # every row of Wh is up to date through step last[k]
-    nb_prev = 0
+    nb_prev = np.int64(0)  # not the literal 0: _block_backward would compile for it too
     loss_sum = 0.0
     correct = 0.0
     for s in range(s0, s1 + 1):
