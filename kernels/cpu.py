@@ -40,9 +40,7 @@ TILE = 4  # rows per tile: each load of a WoT or dWoT row serves 4 rows of Z
 @numba.njit(**SERIAL_JIT)
 def _hidden_to_loss_tiles(t, T, Z, bh, WoT, bo, y, ends, n_grad, act, scale, zero, one, tiny,
                           dWoT_part, dbo_part, dbh_part, stats_part):
-    # thread t's share of the rows (tiles t, t + T, ...) into its partial sums: a function of its
-    # own, so the parallel kernel around it stays small (Numba's parallel passes cost time
-    # with the size of the loop body: most of a first run's compilation, bench/compiled.py)
+    # thread t's share of the rows (tiles t, t + T, ...) into its partial sums
     fp = ftz_on()  # per thread: each of Numba's workers has its own control register
     N, H = Z.shape
     K = WoT.shape[0]
@@ -165,22 +163,20 @@ def _hidden_to_loss_tiles(t, T, Z, bh, WoT, bo, y, ends, n_grad, act, scale, zer
     ftz_restore(fp)
 
 
-@numba.njit(**JIT)
-def _hidden_to_loss_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one, tiny,
-                           WoT, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dbo, dbh, stats):
-    saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), here and in each thread's part
-    H = Z.shape[1]
-    K = WoT.shape[0]
+@numba.njit(**SERIAL_JIT)
+def _transpose(A, At):
+    # At (K, H) = A (H, K)ᵀ: rows of WoT are contiguous over H, so the inner loops vectorise
+    for j in range(A.shape[0]):
+        for k in range(A.shape[1]):
+            At[k, j] = A[j, k]
+
+
+@numba.njit(**SERIAL_JIT)
+def _reduce_partials(n_grad, zero, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dbo, dbh,
+                     stats):
+    # the threads' partial sums, reduced (plain loops: no temporaries), once per call
+    H, K = dWo.shape
     T = stats_part.shape[0]
-    for j in range(H):  # rows of WoT are contiguous over H: the inner loops vectorise over j
-        for k in range(K):
-            WoT[k, j] = Wo[j, k]
-    for t in prange(T):
-        # int64: Numba's parallel loop index is unsigned, and another integer type would compile
-        # the body a second time
-        _hidden_to_loss_tiles(np.int64(t), T, Z, bh, WoT, bo, y, ends, n_grad, act, scale, zero,
-                              one, tiny, dWoT_part, dbo_part, dbh_part, stats_part)
-    # the threads' partial sums, reduced here (plain loops: no temporaries), once per call
     for s in range(stats.shape[0]):
         for c in range(2):
             total = 0.0
@@ -188,7 +184,6 @@ def _hidden_to_loss_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one
                 total += stats_part[t, s, c]
             stats[s, c] = total
     if n_grad == 0:
-        ftz_restore(saved)
         return
     if T == 1:  # the serial compilation: a plain transpose, no sums (faster: RESULTS.md §2)
         for j in range(H):
@@ -211,6 +206,23 @@ def _hidden_to_loss_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one
         for t in range(T):
             g += dbo_part[t, k]
         dbo[k] = g
+
+
+@numba.njit(**JIT)
+def _hidden_to_loss_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one, tiny,
+                           WoT, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dbo, dbh, stats):
+    # a shell: the work is in serial functions, which the serial twin shares; Numba's parallel
+    # passes cost time with the size of the whole function, most of a first run's compilation
+    saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), here and in each thread's part
+    T = stats_part.shape[0]
+    _transpose(Wo, WoT)
+    for t in prange(T):
+        # int64: Numba's parallel loop index is unsigned, and another integer type would compile
+        # the body a second time
+        _hidden_to_loss_tiles(np.int64(t), T, Z, bh, WoT, bo, y, ends, n_grad, act, scale, zero,
+                              one, tiny, dWoT_part, dbo_part, dbh_part, stats_part)
+    _reduce_partials(n_grad, zero, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dbo, dbh,
+                     stats)
     ftz_restore(saved)
 
 

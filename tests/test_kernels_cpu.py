@@ -274,11 +274,11 @@ def test_head_flushes_subnormal_gradients(N, case, tensor, activation):
 # What a default-shaped run (MNIST, full batch, sparse products, relu, float32; two threads)
 # compiles: each kernel it calls once, in one specialisation, and nothing else. A first run pays
 # Numba's compilation of each (bench/first_run.sh); a new entry here is a new cost for every
-# fresh install. The parallel kernels are small shells around serial bodies (``*_tiles``,
-# ``*_rows``, ``*_block``), which the serial twins would share.
+# fresh install. The parallel kernels are small shells around serial functions (``*_tiles``,
+# ``*_rows``, ``*_block``, ``_transpose``, ``_reduce_partials``), which the serial twins share.
 DEFAULT_RUN_COMPILES = {
-    "cpu._hidden_to_loss_kernel": 1, "cpu._hidden_to_loss_tiles": 1, "cpu._momentum_kernel": 1,
-    "sparse._count_nonzeros": 1, "sparse._fill_nonzeros": 1,
+    "cpu._hidden_to_loss_kernel": 1, "cpu._hidden_to_loss_tiles": 1, "cpu._transpose": 1,
+    "cpu._reduce_partials": 1, "cpu._momentum_kernel": 1, "sparse._nonzeros_kernel": 1,
     "sparse._matmul_kernel": 1, "sparse._matmul_rows": 1,
     "sparse._matmul_t_kernel": 1, "sparse._matmul_t_rows": 1,
     "sparse._transpose_blocks_kernel": 1, "sparse._transpose_block": 1,
@@ -292,17 +292,29 @@ def test_default_run_compiles_one_specialisation_per_kernel(tmp_path):
     import subprocess
     import sys
 
-    # a fresh process (this one has compiled what other tests asked for); its kernels may load
-    # from Numba's cache, which records the same signatures
+    # fresh processes on an empty Numba cache: the first compiles, the second loads from the cache
     script = ("import json, sys, fastmlp\n"
               "from fastmlp.cli import main\n"
               "from fastmlp.kernels import runtime\n"
               "code = main(['train', '--epochs', '1', '--train-size', '1100', '--hidden', '100',\n"
               f"             '--out', {str(tmp_path / 'run')!r}, '--quiet', '--no-progress'])\n"
               "assert not code, code\n"
-              "print(json.dumps({k: n for k, (n, _) in runtime.compiled_signatures().items()}))\n")
-    env = dict(os.environ, NUMBA_NUM_THREADS="2", PYTHONWARNINGS="ignore")
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == DEFAULT_RUN_COMPILES
+              "print(json.dumps(runtime.compiled_signatures()))\n")
+    env = dict(os.environ, NUMBA_NUM_THREADS="2", PYTHONWARNINGS="ignore",
+               NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+
+    def run() -> dict[str, list[int]]:
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, timeout=1800)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = run()
+    assert {name: n for name, (n, _hits) in first.items()} == DEFAULT_RUN_COMPILES
+    assert not any(hits for _n, hits in first.values())
+    # a later run: the kernels it calls load from the cache, and their functions are not needed
+    later = run()
+    called = {"cpu._hidden_to_loss_kernel", "cpu._momentum_kernel", "sparse._nonzeros_kernel",
+              "sparse._matmul_kernel", "sparse._matmul_t_kernel",
+              "sparse._transpose_blocks_kernel"}
+    assert later == {name: [1, 1] for name in called}
