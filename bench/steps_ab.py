@@ -14,7 +14,7 @@ import statistics
 import time
 
 import numpy as np
-from fastmlp.kernels import steps
+from fastmlp.kernels import sparse, steps
 
 import fastmlp
 
@@ -37,7 +37,7 @@ def samples_per_s(X, y, H: int, B: int, mu: float, threads: int, act: str, epoch
 
     params, velocity = views(flat), views(vflat)
     ws = steps.workspace(B, F, H, K, X.dtype, threads)
-    nz = steps.nonzeros(X, n)
+    nz = sparse.csr(X, n)
     stats = np.zeros(2)
     times = []
     for _ in range(epochs + 1):
