@@ -46,15 +46,17 @@ MOMENTUM_PARAMS = 32_768  # parameters per thread (the course network has 795 01
 SPARSE_PRODUCTS = 32_768  # nonzeros × H per thread, for the sparse products
 STEP_PRODUCTS = 8_000  # B × H per thread for a compiled training step (~60 µs to wake a thread)
 TRANSPOSE_BLOCKS = 1  # row blocks per thread when transposing a CSR (one block: serial)
-NONZERO_ROWS = 1_024  # rows per thread when building a CSR
 
 
 def threads_for(work: int, grain: int) -> int:
     """Threads for a call of ``work`` units, ``grain`` units per thread: one per grain, at
     least one, at most Numba's thread count. One means the serial compilation; more, the
     parallel one. Where a kernel's per-thread buffers are sized by the count (the fused
-    ``hidden_to_loss``, the compiled steps' blocks), its results depend on it; elsewhere
-    each output is summed by one thread in a fixed order, and the count changes only speed."""
+    ``hidden_to_loss``), its results depend on it; elsewhere each output is summed by one
+    thread in a fixed order, the parallel compilation runs on all of Numba's threads whenever
+    this is above one, and the count changes only speed. (The compiled steps also take all
+    threads, one block of hidden units each: :func:`.steps.threads_for`.) The CSR builder is
+    always threaded."""
     return max(1, min(numba.get_num_threads(), work // grain))
 
 

@@ -318,3 +318,19 @@ def test_default_run_compiles_one_specialisation_per_kernel(tmp_path):
               "sparse._matmul_kernel", "sparse._matmul_t_kernel",
               "sparse._transpose_blocks_kernel"}
     assert later == {name: [1, 1] for name in called}
+
+
+def test_one_thread_policy():
+    # one thread per grain, at least one, at most Numba's; below two grains the serial kernel
+    from fastmlp.kernels import runtime
+
+    T = numba.get_num_threads()
+    assert runtime.threads_for(0, 512) == 1
+    assert runtime.threads_for(2 * 512 - 1, 512) == 1
+    assert runtime.threads_for(2 * 512, 512) == min(2, T)
+    assert runtime.threads_for(10**9, 512) == T
+    # the rules the kernels had before the policy was one function, unchanged
+    assert runtime.threads_for(65_535, runtime.MOMENTUM_PARAMS) == 1  # serial momentum below 65 536
+    assert runtime.threads_for(65_536, runtime.SPARSE_PRODUCTS) == min(2, T)
+    assert runtime.threads_for(16_000, runtime.STEP_PRODUCTS) == min(2, T)
+    assert runtime.threads_for(15_999, runtime.STEP_PRODUCTS) == 1
