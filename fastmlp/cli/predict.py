@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..backend import DEVICES, get_backend
 from ..datasets import SCALES, scale_pixels
-from ..errors import FastMLPError, object_arrays_refused, os_errors
+from ..errors import ZIP_MAGICS, FastMLPError, open_regular, os_errors
 from ..model import MLP
 from .common import (
     EXIT_OK,
@@ -54,24 +54,25 @@ def _read_images(name: str):
     """The array in a .npy file; one-line errors for anything else."""
     import numpy as np
 
-    from ..errors import numpy_format
+    from ..npyfile import OBJECTS_REFUSED, NumpyFileError, read_npy
 
     path = Path(name).expanduser()
     if path.suffix.lower() != ".npy":
         raise FastMLPError(f"images must be a .npy file (numpy.save), got {path.name!r}")
-    if not path.is_file():
-        raise FastMLPError(f"images file not found: {path}")
     try:
-        kind = numpy_format(path)  # before np.load, whose error would suggest allow_pickle
-        if kind == "npz":  # an .npz archive under a .npy name
-            raise FastMLPError(f"{path} is an .npz archive, not a .npy array")
-        if kind is None:
+        images = read_npy(path, what="images file")
+    except NumpyFileError as exc:
+        if exc.reason.startswith("not NumPy data"):
+            with open_regular(path) as f:
+                npz = f.read(4) in ZIP_MAGICS
+            if npz:  # an .npz archive under a .npy name
+                raise FastMLPError(f"{path} is an .npz archive, not a .npy array") from None
             raise FastMLPError(f"{path} is not a .npy file (no NumPy header: another format, "
-                               f"or corrupt or truncated?)")
-        images = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:  # pickled objects, truncated
-        raise object_arrays_refused(exc, path) or FastMLPError(
-            f"cannot read {path} as .npy (corrupt or truncated?): {exc}") from None
+                               f"or corrupt or truncated?)") from None
+        if exc.reason == OBJECTS_REFUSED:
+            raise
+        raise FastMLPError(f"cannot read {path} as .npy (corrupt or truncated?): "
+                           f"{exc.reason}") from None
     if images.dtype == np.bool_ or images.dtype.kind not in "iuf":
         raise FastMLPError(f"{path}: images must be real numbers, got dtype {images.dtype}")
     return images
