@@ -8,6 +8,7 @@ command line only parses options into a RunConfig and reports.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,8 +19,8 @@ from . import report
 from .backend import Backend, get_backend
 from .checkpoint import CHECKPOINT_NPZ, load_checkpoint, remove_stale_temps
 from .config import CHECKPOINT_KEYS, RESUME_MAY_CHANGE, RunConfig, option, train_rows
-from .datasets import Dataset, TrainSizeError, load_dataset
-from .errors import FastMLPError, os_errors
+from .datasets import Dataset, TrainSizeError, data_fingerprint, load_dataset
+from .errors import FastMLPError, os_errors, probe_path
 from .history import History
 from .model import MLP
 from .sparse import resolve_sparse
@@ -27,6 +28,8 @@ from .train import DivergenceError, check_batch_size, resolve_compiled, train
 
 __all__ = ["Resume", "RunInterrupted", "RunResult", "load_run_data", "prepare_out_dir",
            "resume_config", "run"]
+
+DATA_FINGERPRINT = "data_fingerprint"  # the history config's key for it
 
 # what an earlier run leaves in its directory, removed before a fresh run writes there
 RUN_FILES = (CHECKPOINT_NPZ, report.MODEL_NPZ, report.HISTORY_JSON, report.HISTORY_CSV,
@@ -85,7 +88,8 @@ def prepare_out_dir(out: str | None, prefix: str = "") -> Path:
     so a bad path fails in seconds."""
     if out is not None:
         path = Path(out).expanduser()
-        if path.exists() and not path.is_dir():
+        st = probe_path(path)  # one line where exists() would raise (a name too long, ...)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
             raise FastMLPError(f"--out {path} exists and is not a directory")
         with os_errors("create output directory", path, name_the_file=False):
             path.mkdir(parents=True, exist_ok=True)
@@ -120,11 +124,13 @@ def resume_config(directory: str | Path, given: dict[str, Any],
     directory = Path(directory).expanduser()
     # the run's checkpoint itself names its directory; any other file would not be the
     # checkpoint that the resumed run goes on writing
-    if directory.is_file() and directory.name == CHECKPOINT_NPZ:
+    st = probe_path(directory)  # one line where is_dir() would raise (a name too long, ...)
+    if st is not None and stat.S_ISREG(st.st_mode) and directory.name == CHECKPOINT_NPZ:
         directory = directory.parent
-    if not directory.is_dir():
+        st = probe_path(directory)
+    if st is None or not stat.S_ISDIR(st.st_mode):
         problem = (f"expects the run directory (the one holding {CHECKPOINT_NPZ}), not a file"
-                   if directory.exists() else "no such directory")
+                   if st is not None else "no such directory")
         raise FastMLPError(f"--resume {directory}: {problem}")
     ck = load_checkpoint(directory)
     recorded = ck["config"]
@@ -169,8 +175,11 @@ def build_model(config: RunConfig, dataset: Dataset, backend: Backend) -> MLP:
                device=backend, seed=config.seed)
 
 
-def check_same_data(ck: dict[str, Any], model: MLP, dataset: Dataset) -> None:
-    """The rebuilt model and data must be the checkpoint's (a data file may have changed)."""
+def check_same_data(ck: dict[str, Any], model: MLP, dataset: Dataset,
+                    fingerprint: str | None = None) -> None:
+    """The rebuilt model and data must be the checkpoint's (a data file may have changed):
+    the same shapes, and the same values where the run recorded its data's ``fingerprint``
+    (:func:`~fastmlp.datasets.data_fingerprint`; checkpoints from before it have none)."""
     now = dict(model.config(), n_train=len(dataset.train), n_valid=len(dataset.valid),
                n_test=len(dataset.test))
     then = dict(ck["history"].config, **ck["model"])
@@ -179,6 +188,14 @@ def check_same_data(ck: dict[str, Any], model: MLP, dataset: Dataset) -> None:
     if diff:
         raise FastMLPError(f"the data or model no longer match the checkpoint {ck['path']}: "
                            f"{', '.join(diff)}")
+    recorded = then.get(DATA_FINGERPRINT)
+    fingerprint = fingerprint or data_fingerprint(dataset)
+    if isinstance(recorded, str) and recorded != fingerprint:
+        raise FastMLPError(
+            f"the data are not those the run in {ck['path'].parent} was trained on: same "
+            f"shapes, other values (data fingerprint {recorded} then, {fingerprint} now; the "
+            f"file was edited or is another one); resume with the original data, or start a "
+            f"new run")
 
 
 def describe(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend) -> list[str]:
@@ -274,8 +291,11 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
     model = build_model(config, dataset, backend)
     # train() checks this too, but only after the output directory would exist
     check_batch_size(config.batch_size, len(dataset.train), "--batch-size")
+    # what the run records of its data, so that --resume can refuse other data (a sweep's
+    # runs, which write no checkpoint, skip the hashing)
+    fingerprint = data_fingerprint(dataset) if save or resume is not None else None
     if resume is not None:
-        check_same_data(resume.checkpoint, model, dataset)
+        check_same_data(resume.checkpoint, model, dataset, fingerprint)
     out_dir = prepare_out_dir(config.out) if save else None
     if resume is not None:
         history = resume.checkpoint["history"]
@@ -295,6 +315,8 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
         history.config.setdefault("resumed_at_epoch", []).append(resume.checkpoint["epoch"])
     # before training, so that a history written on Ctrl-C records the run too
     history.config.update(config.history_record())
+    if fingerprint is not None:
+        history.config[DATA_FINGERPRINT] = fingerprint
     try:
         train(model, dataset, epochs=config.epochs, lr=config.lr, momentum=config.momentum,
               batch_size=config.batch_size, eval_every=config.eval_every,
