@@ -69,6 +69,8 @@ NOTMNIST_VALID_END = 16_000
 # An npz whose largest label exceeds both this and its row count holds ids, not class indices.
 NPZ_MAX_SPARSE_CLASSES = 1000
 
+GZIP_PIECE_BYTES = 1 << 16  # gunzip in 64 KiB pieces: memory follows the data, not its header
+
 SYNTHETIC_SEPARATION = 8.0  # typical distance between class means, in noise standard deviations
 
 
@@ -257,7 +259,7 @@ def _read_upto(f: gzip.GzipFile, n: int) -> bytes:
     no more memory than the bytes there are."""
     pieces, left = [], n
     while left > 0:
-        piece = f.read(min(left, 1 << 24))
+        piece = f.read(min(left, GZIP_PIECE_BYTES))  # read(n) allocates n bytes up front
         if not piece:
             break
         pieces.append(piece)
