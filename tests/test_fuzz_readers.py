@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import os
 import tempfile
 import tracemalloc
 import zipfile
@@ -32,7 +33,8 @@ from fastmlp.datasets import load_dataset, parse_idx
 from fastmlp.errors import FastMLPError
 from fastmlp.npyfile import DEFLATE_MAX_RATIO, read_npy
 
-FUZZ = settings(max_examples=60, deadline=None,
+# 60 examples per test keeps CI within seconds; FASTMLP_FUZZ_EXAMPLES=2000 for a longer hunt
+FUZZ = settings(max_examples=int(os.environ.get("FASTMLP_FUZZ_EXAMPLES", "60")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 SLACK_BYTES = 4 << 20  # the interpreter's own allocations while reading (zipfile, JSON, ...)
