@@ -42,6 +42,15 @@ NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
+def shown_path(path: str | os.PathLike[str], limit: int = 200) -> str:
+    """``path`` for a message: itself, or for one longer than ``limit`` characters (a name too
+    long for the file system, say) its two ends and its length, so the message stays readable."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
+    if not isinstance(text, str) or len(text) <= limit:
+        return str(text)
+    return f"{text[:limit // 2 - 10]}...{text[-(limit // 2 - 10):]} ({len(text):,} characters)"
+
+
 def probe_path(path: str | os.PathLike[str]) -> os.stat_result | None:
     """``os.stat(path)`` (symlinks followed), or None when nothing is there.
 
@@ -55,7 +64,7 @@ def probe_path(path: str | os.PathLike[str]) -> os.stat_result | None:
         return None
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise FastMLPError(f"cannot look at {path}: {reason}") from None
+        raise FastMLPError(f"cannot look at {shown_path(path)}: {reason}") from None
 
 
 def file_kind(st: os.stat_result) -> str:
@@ -76,7 +85,7 @@ def open_regular(path: str | os.PathLike[str], what: str = "file") -> BinaryIO:
         raise FastMLPError(f"{what} not found: {path}") from None
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise FastMLPError(f"cannot read {path}: {reason}") from None
+        raise FastMLPError(f"cannot read {shown_path(path)}: {reason}") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)

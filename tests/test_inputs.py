@@ -552,6 +552,11 @@ ROWS: dict[str, Row] = {
                                                  fragment="does not exist"),
     "predict: --out is a directory": _predict("{model.npz}", "{images.npy}", "--out",
                                               "{dir.csv}", fragment="is a directory"),
+    "predict: --out 300-character name": _predict("{model.npz}", "{images.npy}", "--out",
+                                                  "{" + "o" * 300 + ".npy}",
+                                                  fragment="characters): File name too long"),
+    "predict: images 300-character name": _predict("{model.npz}", "{" + "i" * 300 + ".npy}",
+                                                   fragment="File name too long"),
     "predict: bad --scale": _predict("{model.npz}", "{images.npy}", "--scale", "x",
                                      fragment="--scale"),
     # -- gradcheck

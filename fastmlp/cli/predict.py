@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import stat
 import sys
 from pathlib import Path
 
 from ..backend import DEVICES, get_backend
 from ..datasets import SCALES, scale_pixels
-from ..errors import ZIP_MAGICS, FastMLPError, open_regular, os_errors
+from ..errors import ZIP_MAGICS, FastMLPError, open_regular, os_errors, probe_path
 from ..model import MLP
 from .common import (
     EXIT_OK,
@@ -43,11 +45,16 @@ def _check_predict_out(out: str | None) -> Path | None:
     path = Path(out).expanduser()
     if path.suffix.lower() not in PREDICT_SUFFIXES:
         raise FastMLPError(f"--out must end in .npy or .csv, got {path.name!r}")
-    if path.is_dir():
+    # probe_path: one line where is_dir() would raise (a name too long, an unreadable folder)
+    if _is_dir(probe_path(path)):
         raise FastMLPError(f"--out {path} is a directory")
-    if not path.parent.is_dir():
+    if not _is_dir(probe_path(path.parent)):
         raise FastMLPError(f"--out: directory {path.parent} does not exist")
     return path
+
+
+def _is_dir(st: os.stat_result | None) -> bool:
+    return st is not None and stat.S_ISDIR(st.st_mode)
 
 
 def _read_images(name: str):
