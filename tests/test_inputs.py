@@ -207,6 +207,10 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
                            y_train=np.array([*Y10[:9], 2**63 + 5], dtype=np.uint64)),
     "mnist_idx_huge": _idx_huge_header,
     "fifo.npz": os.mkfifo,
+    "model_wh_bytes.npz": _zip(**{"Wh.npy": b"raw bytes", "bh.npy": _npy_bytes(np.zeros((1, 8))),
+                                  "Wo.npy": _npy_bytes(np.zeros((8, 10))),
+                                  "bo.npy": _npy_bytes(np.zeros((1, 10)))}),
+    "model_huge_header.npz": _zip(**{"Wh.npy": _npy_header((784, 10**12)) + bytes(64)}),
     "fifo.npy": os.mkfifo,
     "zero.npy": lambda p: p.symlink_to("/dev/zero"),
     "denied.npz": _npz(x_train=X10, y_train=Y10),
@@ -482,8 +486,10 @@ ROWS: dict[str, Row] = {
                                                 ".npz archive (a model file written by fastmlp)"),
     "evaluate: model is a dataset": _evaluate("{nan.npz}", fragment="nan.npz is not a fastmlp "
                                               "model (no Wh, bh, Wo, bo)"),
-    "evaluate: model member is raw bytes": _evaluate("{member_bytes.npz}",
-                                                     fragment="not a fastmlp model"),
+    "evaluate: model member is raw bytes": _evaluate("{model_wh_bytes.npz}",
+                                                     fragment="cannot read model "),
+    "evaluate: model weights claim a huge shape": _evaluate("{model_huge_header.npz}",
+                                                            fragment="the file is corrupt"),
     "evaluate: model under an unreadable folder": _evaluate(
         "{locked}/model.npz", fragment="Permission denied",
         patch=_patch_os("stat open mkdir", "/locked/", errno.EACCES)),
@@ -540,7 +546,8 @@ ROWS: dict[str, Row] = {
     "predict: model is a FIFO": _predict("{fifo.npz}", "{images.npy}",
                                          fragment="FIFO (named pipe), not a regular file"),
     "predict: header claims a huge shape": _predict("{model.npz}", "{images_huge_header.npy}",
-                                                    fragment="the file is corrupt"),
+                                                    fragment=".npy: the header claims shape "
+                                                    "(1000000000000, 784) of float32"),
     "predict: images are /dev/zero": _predict("{model.npz}", "{zero.npy}",
                                               fragment="character device, not a regular file"),
     "predict: images are a FIFO": _predict("{model.npz}", "{fifo.npy}",

@@ -78,8 +78,8 @@ def _read_images(name: str):
                                f"or corrupt or truncated?)") from None
         if exc.reason == OBJECTS_REFUSED:
             raise
-        raise FastMLPError(f"cannot read {path} as .npy (corrupt or truncated?): "
-                           f"{exc.reason}") from None
+        doubt = "" if exc.reason.endswith("the file is corrupt") else " (corrupt or truncated?)"
+        raise FastMLPError(f"cannot read {path} as .npy{doubt}: {exc.reason}") from None
     if images.dtype == np.bool_ or images.dtype.kind not in "iuf":
         raise FastMLPError(f"{path}: images must be real numbers, got dtype {images.dtype}")
     return images
