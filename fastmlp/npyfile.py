@@ -96,13 +96,17 @@ def _read_members(f: IO[bytes], size: int, keys: tuple[str, ...]
                 raise _corrupt(f"member {info.filename} claims {info.compress_size:,} bytes "
                                f"in a file of {size:,}")
             # what the member can decompress to: the sizes it records, and physics
-            limit = info.file_size
+            # what the member can decompress to: the size it records, and physics (bzip2 and
+            # LZMA, which numpy never writes, have no useful bound: read as the data come)
+            limit, known = info.file_size, True
             if info.compress_type == zipfile.ZIP_STORED:
                 limit = min(limit, info.compress_size)
-            else:
+            elif info.compress_type == zipfile.ZIP_DEFLATED:
                 limit = min(limit, DEFLATE_MAX_RATIO * info.compress_size + 1024)
+            else:
+                known = False
             with archive.open(info) as member:
-                arrays[key] = _read_array(member, limit, f"member {info.filename}: ")
+                arrays[key] = _read_array(member, limit, f"member {info.filename}: ", known)
         return arrays, names
 
 
@@ -117,9 +121,11 @@ def _corrupt(reason: str) -> NumpyFileError:
     return NumpyFileError(reason, reason)
 
 
-def _read_array(f: IO[bytes], limit: int, where: str) -> np.ndarray:
+def _read_array(f: IO[bytes], limit: int, where: str, known: bool = True) -> np.ndarray:
     """One ``.npy`` stream of at most ``limit`` bytes -> its array, allocating no more than the
-    bytes there are; ``where`` starts each reason ("member x_train.npy: ")."""
+    bytes there are; ``where`` starts each reason ("member x_train.npy: "). ``known``: the
+    stream surely holds ``limit`` bytes or fewer, so the array may be allocated before it is
+    read (else it is read in pieces first, costing a copy)."""
     prefix = f.read(len(NPY_MAGIC) + 2)
     if not prefix.startswith(NPY_MAGIC):
         raise _corrupt(f"{where}not NumPy data (no .npy header)")
@@ -145,8 +151,17 @@ def _read_array(f: IO[bytes], limit: int, where: str) -> np.ndarray:
     if nbytes > limit:
         raise _corrupt(f"{where}the header claims shape {shape} of {dtype} ({nbytes:,} bytes) "
                        f"but the file holds at most {limit:,} bytes: the file is corrupt")
-    array = np.empty(count, dtype=dtype)
-    _fill(f, array.view(np.uint8), nbytes, where)
+    if known:
+        array = np.empty(count, dtype=dtype)
+        _fill(f, array.view(np.uint8), nbytes, where)
+    else:
+        data = bytearray()
+        while len(data) < nbytes:
+            piece = f.read(min(nbytes - len(data), CHUNK_BYTES))
+            if not piece:
+                raise _corrupt(f"{where}truncated: {len(data):,} of {nbytes:,} bytes of data")
+            data += piece
+        array = np.frombuffer(data, dtype=dtype, count=count)
     if fortran_order:
         return array.reshape(shape[::-1]).transpose()
     return array.reshape(shape)

@@ -905,3 +905,32 @@ def test_the_data_fingerprint_follows_every_value(tmp_path: Path) -> None:
                     dict(x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])):
         other = load_dataset("npz", path=_npz(tmp_path, "b", **changed))
         assert data_fingerprint(other) != data_fingerprint(a)
+
+
+@pytest.mark.parametrize("method", ["ZIP_BZIP2", "ZIP_LZMA"])
+def test_members_numpy_never_writes_still_read_within_their_data(method: str,
+                                                                 tmp_path: Path) -> None:
+    import io
+    import tracemalloc
+    import zipfile
+
+    from fastmlp.npyfile import read_npz
+
+    zeros = np.zeros((500, 400))  # compresses far beyond deflate's 1032:1
+    with zipfile.ZipFile(tmp_path / "a.npz", "w", getattr(zipfile, method)) as z:
+        z.writestr("a.npy", _npy(zeros))
+    got = read_npz(tmp_path / "a.npz", ("a",))[0]["a"]
+    assert np.array_equal(got, zeros) and got.flags.writeable
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (10**10,)})
+    info = zipfile.ZipInfo("a.npy")
+    info.compress_type = getattr(zipfile, method)
+    with zipfile.ZipFile(tmp_path / "b.npz", "w") as z:
+        z.writestr(info, header.getvalue() + bytes(10**6))
+    tracemalloc.start()
+    with pytest.raises(FastMLPError, match="the file is corrupt|truncated"):
+        read_npz(tmp_path / "b.npz", ("a",))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 3 * 10**7  # about the 1 MB there is, never the 80 GB claimed
