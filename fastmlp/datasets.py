@@ -294,6 +294,9 @@ def _parse_idx_bytes(data: bytes, label: str, magic: int | None) -> np.ndarray:
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dt = _IDX_TYPES[type_code]
     expected = math.prod(shape) * dt.itemsize  # Python ints: a huge claim cannot overflow
+    if math.prod(n for n in shape if n) * dt.itemsize > np.iinfo(np.intp).max:  # even if empty
+        raise FastMLPError(f"corrupt IDX file {label}: its header says shape {shape}, larger "
+                           f"than any array can be")
     payload = len(data) - header
     if payload < expected:
         # a claim far beyond the bytes there are is a damaged header, not a cut-off file

@@ -146,6 +146,10 @@ def _read_array(f: IO[bytes], limit: int, where: str, known: bool = True) -> np.
         raise _corrupt(f"{where}unsupported dtype {dtype} (fastmlp reads plain arrays)")
     if not all(isinstance(n, int) and n >= 0 for n in shape):
         raise _corrupt(f"{where}damaged .npy header (shape {shape})")
+    # an empty array's other dimensions must still fit an array's size (np.load fails there)
+    if math.prod(n for n in shape if n) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise _corrupt(f"{where}the header claims shape {shape} of {dtype}, larger than any "
+                       f"array can be: the file is corrupt")
     count = math.prod(shape)
     nbytes = count * dtype.itemsize  # Python ints: no overflow, however large the claim
     if nbytes > limit:

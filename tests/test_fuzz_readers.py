@@ -167,7 +167,8 @@ def _npy_with_header(descr: object, fortran: object, shape: object, payload: byt
 _shapes = st.one_of(
     st.lists(st.integers(0, 2**70), max_size=4).map(tuple),
     st.lists(st.integers(-5, 50), max_size=3).map(tuple),
-    st.sampled_from([(10**12, 784), (2**31, 2**31, 2**31), "x", (1.5,), None]),
+    st.sampled_from([(10**12, 784), (2**31, 2**31, 2**31), (0, 2**40, 2**40), "x", (1.5,),
+                     None]),
 )
 
 
@@ -205,7 +206,8 @@ def test_arrays_of_any_dtype_end_in_data_or_one_error(arrays: dict[str, np.ndarr
 
 
 @FUZZ
-@given(shape=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=3),
+@given(shape=st.one_of(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=3),
+                       st.sampled_from([[0, 2**32 - 1, 2**32 - 1], [2**32 - 1] * 3])),
        payload=st.binary(max_size=64), gz=st.booleans(), type_code=st.sampled_from([8, 9, 11,
                                                                                     12, 13, 14]))
 def test_any_idx_header_ends_in_data_or_one_error(shape: list[int], payload: bytes, gz: bool,
