@@ -52,15 +52,15 @@ def shown_path(path: str | os.PathLike[str], limit: int = 200) -> str:
 
 
 def probe_path(path: str | os.PathLike[str]) -> os.stat_result | None:
-    """``os.stat(path)`` (symlinks followed), or None when nothing is there.
+    """``os.stat(path)`` (symlinks followed), or None when nothing is there (as for
+    ``Path.exists()``, also when a folder on the way is a file: nothing can be there).
 
     Where ``Path.exists()`` raises (a folder that may not be searched, a name too long for the
-    file system) or quietly answers False for a path through a file, this says why in a
-    FastMLPError naming ``path``.
+    file system), this says why in a FastMLPError naming ``path``.
     """
     try:
         return os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

@@ -865,12 +865,11 @@ def test_permission_denied_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_paths_that_exists_raises_on_are_one_line(name: str, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "a_file").write_text("x")
-    cases = [(tmp_path / ("n" * 300), "File name too long"),
-             (tmp_path.joinpath(*["d" * 99] * 50), "File name too long"),
-             (tmp_path / "a_file" / "x", "Not a directory")]
-    for path, reason in cases:
-        with pytest.raises(FastMLPError, match=f"cannot look at .*: {reason}$"):
+    for path in (tmp_path / ("n" * 300), tmp_path.joinpath(*["d" * 99] * 50)):
+        with pytest.raises(FastMLPError, match="cannot look at .*: File name too long$"):
             load_dataset(name, path=path)
+    with pytest.raises(FastMLPError, match="not found"):  # a file on the way: nothing there
+        load_dataset(name, path=tmp_path / "a_file" / "x")
     real_stat = os.stat
 
     def refusing(p, *args, **kwargs):  # an unreadable folder on the way, as root cannot have

@@ -385,7 +385,7 @@ ROWS: dict[str, Row] = {
     "--data-path 5000-character path": _data("/".join(["d" * 99] * 50) + "/x.npz",
                                              "File name too long"),
     "--data-path through a file": _train("--dataset", "npz", "--data-path", "{a_file}/x.npz",
-                                         fragment="Not a directory"),
+                                         fragment="file not found: "),
     "MNIST folder 300-character name": _data("n" * 300, "File name too long", "mnist"),
     "--out under an unreadable folder": _train(
         "--out", "{locked}/out", fragment="locked/out: Permission denied",
