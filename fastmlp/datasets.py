@@ -294,9 +294,6 @@ def _parse_idx_bytes(data: bytes, label: str, magic: int | None) -> np.ndarray:
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dt = _IDX_TYPES[type_code]
     expected = math.prod(shape) * dt.itemsize  # Python ints: a huge claim cannot overflow
-    if math.prod(n for n in shape if n) * dt.itemsize > np.iinfo(np.intp).max:  # even if empty
-        raise FastMLPError(f"corrupt IDX file {label}: its header says shape {shape}, larger "
-                           f"than any array can be")
     payload = len(data) - header
     if payload < expected:
         # a claim far beyond the bytes there are is a damaged header, not a cut-off file
@@ -305,6 +302,9 @@ def _parse_idx_bytes(data: bytes, label: str, magic: int | None) -> np.ndarray:
             f"{what} {label}: its header says shape {shape} ({expected:,} bytes of data), "
             f"the file holds {payload:,} bytes"
         )
+    if math.prod(n for n in shape if n) * dt.itemsize > np.iinfo(np.intp).max:  # empty, yet
+        raise FastMLPError(f"corrupt IDX file {label}: its header says shape {shape}, larger "
+                           f"than any array can be")
     if payload > expected:
         raise FastMLPError(
             f"corrupt IDX file {label}: {payload - expected} unexpected bytes after the "
