@@ -1,6 +1,6 @@
-"""Register-tiled sparse products, tried against kernels/sparse.py's (not kept: see RESULTS §7).
+"""Register-tiled sparse products, tried against kernels/sparse.py's (not kept: see bench/experiments/README.md).
 
-Run: ``python bench/sparse_regtile.py {float32,float64}``. Bundled MNIST in the course layout
+Run: ``python bench/experiments/sparse_regtile.py {float32,float64}``. Bundled MNIST in the course layout
 (18724 rows through X·Wh, the 10000 training rows through Xᵀ·dZ), H = 1000, medians of 5 calls
 each, the current kernel first and last. Not a test.
 
