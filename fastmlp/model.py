@@ -20,6 +20,7 @@ from .backend import Backend, get_backend
 from .errors import (
     FastMLPError,
     InvalidInputError,
+    InvalidTypeError,
     is_int,
     numpy_format,
     object_arrays_refused,
@@ -98,8 +99,8 @@ class MLP:
         Wo; ``init`` and ``seed`` are only recorded in the config (nothing is drawn).
         A missing tensor, a wrong shape or a non-float array raises :class:`InvalidInputError`."""
         if not isinstance(weights, Mapping):
-            raise InvalidInputError(f"weights must be a mapping of {', '.join(PARAM_NAMES)} to "
-                                    f"arrays, got {type(weights).__name__}")
+            raise InvalidTypeError(f"weights must be a mapping of {', '.join(PARAM_NAMES)} to "
+                                   f"arrays, got {type(weights).__name__}")
         missing = [name for name in PARAM_NAMES if name not in weights]
         if missing:
             raise InvalidInputError(f"weights lack {', '.join(missing)} (a model needs "

@@ -22,7 +22,7 @@ import numpy as np
 
 from .checkpoint import Checkpointer
 from .datasets import Dataset
-from .errors import FastMLPError, InvalidInputError, is_int
+from .errors import FastMLPError, InvalidInputError, InvalidTypeError, is_int
 from .history import METRICS, SPLITS, History
 from .kernels import steps
 from .model import CHUNK_ROWS, MLP, flat_views
@@ -57,11 +57,11 @@ def check_compatible(model: MLP, dataset: Dataset) -> None:
     """A clear FastMLPError when ``dataset`` does not fit ``model`` (features, classes), or
     either is not what it should be (an :class:`InvalidInputError` then)."""
     if not isinstance(model, MLP):
-        raise InvalidInputError(f"the model must be a fastmlp.MLP, got {type(model).__name__}")
+        raise InvalidTypeError(f"the model must be a fastmlp.MLP, got {type(model).__name__}")
     if not isinstance(dataset, Dataset):  # e.g. a tuple (X, y)
-        raise InvalidInputError(f"the data must be a fastmlp.Dataset (load_dataset(...), or "
-                                f"Dataset(name, Split(x, y), valid, test) for arrays of your "
-                                f"own), got {type(dataset).__name__}")
+        raise InvalidTypeError(f"the data must be a fastmlp.Dataset (load_dataset(...), or "
+                               f"Dataset(name, Split(x, y), valid, test) for arrays of your "
+                               f"own), got {type(dataset).__name__}")
     if dataset.n_features != model.n_in:
         raise FastMLPError(f"the data ({dataset.name}) has {dataset.n_features} features but the "
                            f"model takes {model.n_in}")
@@ -138,7 +138,8 @@ def _all_rows(model: MLP, dataset: Dataset) -> tuple[Any, Any, tuple[int, ...], 
         rows = [a for a in arrays if len(a)]
         return rows[0] if len(rows) == 1 else np.concatenate(arrays)
 
-    X = be.asarray(joined([s.x for s in splits]), dtype=model.dtype)
+    with np.errstate(over="ignore"):  # a value past the dtype: check_finite_rows names it
+        X = be.asarray(joined([s.x for s in splits]), dtype=model.dtype)
     y = be.asarray(joined([s.y for s in splits]), dtype=np.int32)
     return X, y, counts, ends
 
@@ -219,9 +220,9 @@ def resolve_compiled(compiled: bool | None, model: MLP,
 
 def momentum_warning(momentum: float) -> str:
     """Why momentum >= 1 is accepted but warned about (one line)."""
+    grows = " and grow without bound" if momentum > 1 else ""
     return (f"momentum {momentum:g} >= 1: the velocity v <- momentum*v + lr*grad never decays, "
-            f"so the weights keep moving and training diverges (values in [0, 1) converge; "
-            f"the course uses 0.99)")
+            f"so the weights never settle{grows}; use a value in [0, 1) (the course's is 0.99)")
 
 
 _spin_warned = False
