@@ -59,6 +59,16 @@ def _not_fitted_error_class() -> type[NotFittedError]:
                  "__reduce__": __reduce__})
 
 
+def _data_conversion_warning() -> type[Warning]:
+    """scikit-learn's DataConversionWarning where scikit-learn imports (what its checks and
+    filters look for), else UserWarning, of which it is a subclass."""
+    try:
+        from sklearn.exceptions import DataConversionWarning
+    except Exception:  # not installed, or broken: the base class
+        return UserWarning
+    return DataConversionWarning
+
+
 def _not_fitted_error(*args: Any) -> NotFittedError:
     """A :class:`NotFittedError` that ``except sklearn.exceptions.NotFittedError`` catches too,
     where scikit-learn is installed."""
@@ -186,7 +196,7 @@ class MLPClassifier:
         (no validation split is held out). Returns ``self``.
         """
         x = _check_X(X, self.dtype if self.dtype in DTYPES else "float64")
-        labels = _check_y(y, len(x))
+        labels = _check_y(y, len(x), warn_column=True)
         _check_discrete(labels)
         try:
             classes, encoded = np.unique(labels, return_inverse=True)
@@ -313,7 +323,8 @@ def _check_X(X: Any, dtype: str) -> np.ndarray:
     for axis, what in ((0, "sample"), (1, "feature")):  # scikit-learn's wording
         if arr.shape[axis] < 1:
             raise InvalidInputError(f"Found array with 0 {what}(s) (shape={arr.shape}) while a "
-                                    f"minimum of 1 is required.")
+                                    f"minimum of 1 is required: X needs at least one sample "
+                                    f"and one feature")
     with np.errstate(over="ignore"):  # an overflow to inf is reported just below
         out = np.ascontiguousarray(arr, dtype=dtype)
     if not np.isfinite(out).all():
@@ -321,8 +332,9 @@ def _check_X(X: Any, dtype: str) -> np.ndarray:
     return out
 
 
-def _check_y(y: Any, n: int) -> np.ndarray:
-    """y as a 1-D host array of length ``n`` (an (n, 1) column is accepted and flattened)."""
+def _check_y(y: Any, n: int, warn_column: bool = False) -> np.ndarray:
+    """y as a 1-D host array of length ``n`` (an (n, 1) column is accepted and flattened, with
+    scikit-learn's DataConversionWarning when ``warn_column``)."""
     if y is None:  # scikit-learn's wording
         raise InvalidInputError("MLPClassifier requires y to be passed, but the target y is None")
     if hasattr(y, "__cuda_array_interface__") and hasattr(y, "get"):
@@ -332,6 +344,10 @@ def _check_y(y: Any, n: int) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"y cannot be read as an array: {exc}") from None
     if arr.ndim == 2 and arr.shape[1] == 1:
+        if warn_column:  # scikit-learn's words: its filters and checks look for them
+            warnings.warn("A column-vector y was passed when a 1d array was expected. Please "
+                          "change the shape of y to (n_samples,), for example using ravel().",
+                          _data_conversion_warning(), stacklevel=3)
         arr = arr[:, 0]
     if arr.ndim != 1:
         raise InvalidInputError(f"y must be 1-D (n_samples,), got shape {arr.shape}")
