@@ -277,15 +277,28 @@ class MLP:
         """Predicted labels (N,) for x (N×F), on the model's device."""
         return self.forward(x).argmax(axis=1)
 
+    def _on_device(self, a: Any, what: str) -> Any:
+        # lists and the like become host arrays; an array of another library (NumPy for a CUDA
+        # model, say) is an InvalidTypeError, a FastMLPError that is the TypeError it was
+        a = a if hasattr(a, "shape") else np.asarray(a)
+        try:
+            return self.backend.check(a, what)
+        except TypeError as exc:
+            raise InvalidTypeError(str(exc)) from None
+
     def _inputs(self, x, y=None):
-        x = self.backend.check(x, "x")
+        x = self._on_device(x, "x")
+        if x.dtype.kind not in "biuf":  # strings, objects, complex: no cast to float is right
+            raise InvalidInputError(f"x must hold real numbers, got dtype {x.dtype}")
         if x.ndim != 2 or x.shape[1] != self.n_in:
             raise InvalidInputError(f"x must have shape (N, {self.n_in}), got "
                                     f"{tuple(x.shape)}")
         x = self.backend.xp.ascontiguousarray(x, dtype=self.dtype)
         if y is None:
             return x
-        y = self.backend.check(y, "y")
+        y = self._on_device(y, "y")
+        if y.dtype.kind not in "biuf":
+            raise InvalidInputError(f"y must hold integer labels, got dtype {y.dtype}")
         if y.shape != (x.shape[0],):
             raise InvalidInputError(f"y must have shape ({x.shape[0]},), got "
                                     f"{tuple(y.shape)}")

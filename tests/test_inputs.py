@@ -663,6 +663,12 @@ API_ROWS: dict[str, tuple[Callable[[], object], type, str]] = {
                              "x must have shape (N, 5), got (10, 4)"),
     "loss_and_grads, labels past K": (lambda: fastmlp.MLP(5, 4, 3).loss_and_grads(X10, Y10 + 3),
                                       ValueError, "labels must lie in 0..2"),
+    "forward of strings": (lambda: fastmlp.MLP(5, 4, 3).forward([["a"] * 5]), ValueError,
+                           "x must hold real numbers, got dtype <U1"),
+    "predict of a string": (lambda: fastmlp.MLP(5, 4, 3).predict("abc"), ValueError,
+                            "x must hold real numbers, got dtype <U3"),
+    "loss_and_grads, string labels": (lambda: fastmlp.MLP(5, 4, 3).loss_and_grads(
+        X10, np.array(list("abcdefghij"))), ValueError, "y must hold integer labels"),
     # training
     "train((X, y))": (lambda: fastmlp.train(fastmlp.MLP(5, 4, 3), (X10, Y10), epochs=1),
                       TypeError, "the data must be a fastmlp.Dataset"),
@@ -715,6 +721,11 @@ def test_api_bad_input_raises_fastmlp_error(case: str, tmp_path: Path,
         call()
     assert isinstance(info.value, kind)
     assert not isinstance(info.value, fastmlp.DivergenceError)
+
+
+def test_the_api_takes_lists_as_host_arrays() -> None:
+    model = fastmlp.MLP(5, 4, 3)
+    np.testing.assert_array_equal(model.predict(X10.tolist()), model.predict(X10))
 
 
 def test_the_api_error_classes_are_the_conventional_built_ins_too() -> None:
