@@ -106,6 +106,21 @@ def _model(F: int = 784, H: int = 8, K: int = 10) -> Callable[[Path], None]:
     return lambda p: fastmlp.MLP(F, H, K).save(p)
 
 
+def _earlier_run(d: Path) -> None:
+    """A directory holding a run's files (their presence is what counts)."""
+    d.mkdir()
+    fastmlp.MLP(784, 8, 10).save(d / "model.npz")
+    (d / "checkpoint.npz").write_bytes(b"a checkpoint")
+
+
+def _locked_dir(d: Path) -> None:
+    """A directory locked by a live run: this test process."""
+    from fastmlp.rundir import LOCK_FILE, RunLock
+
+    d.mkdir()
+    (d / LOCK_FILE).write_text(json.dumps(RunLock(d, "fastmlp train --out locked")._record()))
+
+
 def _npy(array: np.ndarray, allow_pickle: bool = False) -> Callable[[Path], None]:
     return lambda p: np.save(p, array, allow_pickle=allow_pickle)
 
@@ -152,6 +167,8 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "a_file": lambda p: p.write_text("not a directory"),
     "text.npz": lambda p: p.write_text("1,2,3\n"),
     "dir.csv": lambda p: p.mkdir(),
+    "earlier_run": _earlier_run,
+    "locked": _locked_dir,
     # models
     "model.npz": _model(),
     "model_5in.npz": _model(F=5, H=4, K=3),
@@ -351,6 +368,15 @@ ROWS: dict[str, Row] = {
     "--lr without a value": _train("--lr", fragment="--lr"),
     "unknown option": _train("--bogus", fragment="--bogus"),
     "--out is a file": _train("--out", "{a_file}", fragment="not a directory"),
+    # -- an output directory in use: nothing lost, never two runs in one directory
+    "--out is empty": _train("--out", "", fragment="--out is empty; give a directory"),
+    "--out holds an earlier run": _train("--out", "{earlier_run}", fragment="holds an earlier "
+                                         "run (checkpoint.npz, model.npz); continue it with "
+                                         "--resume"),
+    "--out locked by a live run": _train("--out", "{locked}", fragment="is in use by another "
+                                         "fastmlp run (pid "),
+    "--overwrite with --resume": _train("--resume", "{earlier_run}", "--overwrite",
+                                        fragment="use one or the other"),
     # -- devices and memory
     "missing CuPy (train)": _train("--device", "cuda", fragment="fastmlp[cuda12]",
                                    needs_no_cupy=True),
@@ -437,6 +463,11 @@ ROWS: dict[str, Row] = {
                                                  fragment="does not exist"),
     "predict: --out is a directory": _predict("{model.npz}", "{images.npy}", "--out",
                                               "{dir.csv}", fragment="is a directory"),
+    "predict: --out is the images file": _predict("{model.npz}", "{images.npy}", "--out",
+                                                  "{images.npy}", fragment="is the images "
+                                                  "file; it would be replaced"),
+    "predict: --out is the model file": _predict("{model.npz}", "{images.npy}", "--out",
+                                                 "{model.npz}", fragment="is the model file"),
     "predict: bad --scale": _predict("{model.npz}", "{images.npy}", "--scale", "x",
                                      fragment="--scale"),
     # -- gradcheck
