@@ -307,8 +307,9 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
         if moved:
             say(f"note:     moved the earlier run's files ({', '.join(moved)}) into "
                 f"{out_dir / SET_ASIDE_DIR}; they are deleted once this run has written its own")
+        # a resumed run continues the one that replaced what overwritten/ holds (if anything)
         return _train_run(config, dataset, model, backend, out_dir, resume, history, progress,
-                          say, drop_aside=bool(moved))
+                          say, drop_aside=bool(moved) or resume is not None)
 
 
 def _train_run(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend,

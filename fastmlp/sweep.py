@@ -72,7 +72,7 @@ from . import report
 from .config import RunConfig
 from .errors import FastMLPError
 from .history import METRICS, History
-from .rundir import remove_stale_temps
+from .rundir import LOCK_FILE, remove_stale_temps
 from .runner import load_run_data, run
 from .texttable import text_table
 
@@ -388,6 +388,17 @@ def _finished_history(out: Path, spec: Spec, save_model: bool) -> dict[str, Any]
     return data
 
 
+def clear_stale_temps(out: Path, specs: Sequence[Spec]) -> None:
+    """Delete the temp files a killed driver left in ``out`` and its run directories (call it
+    holding the sweep's lock: no live writer is there then)."""
+    remove_stale_temps(out, (SUMMARY_CSV, SUMMARY_JSON, CURVES_LOSS_PNG, CURVES_ACCURACY_PNG,
+                             "write-check", LOCK_FILE))
+    for d in dict.fromkeys(run_dir(out, spec) for spec in specs):
+        if d.is_dir():
+            remove_stale_temps(d, (report.HISTORY_JSON, report.HISTORY_CSV, report.MODEL_NPZ,
+                                   ERROR_JSON))
+
+
 def finished_runs(out: Path, specs: Sequence[Spec], save_model: bool) -> dict[int, Result]:
     """The runs of ``specs`` (by index) already done in ``out`` with the same spec: resumed."""
     results: dict[int, Result] = {}
@@ -403,8 +414,6 @@ def write_run(out: Path, spec: Spec, result: Result) -> None:
     its presence is what marks the run as done)."""
     d = run_dir(out, spec)
     d.mkdir(parents=True, exist_ok=True)
-    # a killed driver's temp files (the sweep's lock says no live writer is here)
-    remove_stale_temps(d, (report.HISTORY_JSON, report.HISTORY_CSV, report.MODEL_NPZ, ERROR_JSON))
     if result.get("model") is None:  # an earlier run's model must not pass for this one's
         with contextlib.suppress(FileNotFoundError):
             (d / report.MODEL_NPZ).unlink()

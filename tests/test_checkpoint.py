@@ -222,11 +222,17 @@ def test_resume_option_rules(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert main(["train", "--resume", str(out), "--hidden", "16", "--epochs", "5",
                  "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "history.json").read_text())["epochs"] == 5
-    # a fresh run into the same directory drops the old checkpoint and results before training
-    assert main([*SYN, "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
-    assert ("removed the files of an earlier run in " f"{out}: checkpoint.npz, model.npz, "
-            "history.json, history.csv, loss.png, accuracy.png") in capsys.readouterr().out
+    # a fresh run into the same directory is refused; with --overwrite it sets the old
+    # checkpoint and results aside before training and deletes them once it has written its own
+    assert main([*SYN, "--epochs", "2", "--out", str(out), "--no-progress"]) == 2
+    assert_one_line_error(capsys.readouterr().err, f"--out {out} holds an earlier run")
+    assert load_checkpoint(out)["epoch"] == 5
+    assert main([*SYN, "--epochs", "2", "--out", str(out), "--no-progress", "--overwrite"]) == 0
+    assert ("moved the earlier run's files (checkpoint.npz, model.npz, history.json, "
+            "history.csv, loss.png, accuracy.png) into " f"{out / 'overwritten'}"
+            ) in capsys.readouterr().out
     assert load_checkpoint(out)["epoch"] == 2
+    assert not (out / "overwritten").exists()
 
 
 def test_resume_takes_the_checkpoint_file_for_its_run_directory(

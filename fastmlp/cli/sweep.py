@@ -19,21 +19,18 @@ from ..errors import FastMLPError, os_errors
 from ..history import SPLITS
 from ..kernels import ACTIVATIONS
 from ..model import DTYPES
-from ..rundir import LOCK_FILE, RunLock, remove_stale_temps
+from ..rundir import RunLock
 from ..runner import prepare_out_dir
 from ..sweep import (
-    CURVES_ACCURACY_PNG,
-    CURVES_LOSS_PNG,
     DASK_HINT,
     DEFAULT_SEEDS,
     EXIT_FAILED,
     GRID_KEYS,
-    SUMMARY_CSV,
-    SUMMARY_JSON,
     Result,
     Spec,
     blas_note,
     build_specs,
+    clear_stale_temps,
     curves_split,
     dask_client,
     finished_runs,
@@ -155,8 +152,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         command = shlex.join(["fastmlp", *args._argv]) if getattr(args, "_argv", None) else ""
         with RunLock(out, command):  # one sweep (or run) writing into --out at a time
             with os_errors("clear temporary files in", out):
-                remove_stale_temps(out, (SUMMARY_CSV, SUMMARY_JSON, CURVES_LOSS_PNG,
-                                         CURVES_ACCURACY_PNG, "write-check", LOCK_FILE))
+                clear_stale_temps(out, specs)
             return _sweep(args, out, grid, seeds, specs, client, started)
     finally:
         if client is not None:
