@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import FastMLPError
+from .errors import FastMLPError, os_errors
 
 __all__ = ["LOCK_FILE", "SET_ASIDE_DIR", "RunLock", "drop_set_aside", "earlier_run_files",
            "remove_stale_temps", "set_aside"]
@@ -107,7 +107,12 @@ class RunLock:
         return data if isinstance(data, dict) else {}
 
     def acquire(self) -> RunLock:
-        """Take the lock; clear a stale one; raise :class:`FastMLPError` if a live run has it."""
+        """Take the lock; clear a stale one; raise :class:`FastMLPError` if a live run has it
+        (or the lock cannot be written)."""
+        with os_errors("lock the output directory", self.directory, name_the_file=False):
+            return self._acquire()
+
+    def _acquire(self) -> RunLock:
         for _ in range(3):  # another process may clear or take a stale lock at the same time
             if self._try_create():
                 self.held = True

@@ -133,6 +133,8 @@ def resume_config(directory: str | Path, given: dict[str, Any],
     settings of ``given`` (setting -> value, as the user gave them) that may change
     (:data:`~fastmlp.config.RESUME_MAY_CHANGE`; ``also_may_change`` names the caller's own,
     which are skipped); any other differing setting is an error."""
+    if not str(directory).strip():  # Path("") is the current directory: never meant
+        raise FastMLPError("--resume is empty; give the run's directory")
     directory = Path(directory).expanduser()
     # the run's checkpoint itself names its directory; any other file would not be the
     # checkpoint that the resumed run goes on writing

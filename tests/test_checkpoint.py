@@ -24,6 +24,7 @@ import fastmlp
 import fastmlp.runner as runner
 from fastmlp.checkpoint import CHECKPOINT_NPZ, VERSION, load_checkpoint
 from fastmlp.cli import main
+from fastmlp.rundir import LOCK_FILE
 from fastmlp.train import METRICS, DivergenceError, Trainer
 
 # every test here runs on the dense and on the sparse products (conftest.products)
@@ -347,9 +348,10 @@ def test_sigkill_never_breaks_the_checkpoint(tmp_path: Path, assert_no_temp_file
             assert ck["epoch"] > last_epoch, (attempt, last_epoch, stderr)  # it made progress
         assert ck["history"].epochs == ck["epoch"] and ck["config"]["epochs"] == 1000000
         assert np.isfinite(ck["params"]).all() and np.isfinite(ck["velocity"]).all()
-        for p in out.iterdir():  # only the checkpoint and, maybe, a killed writer's temp file
-            assert p.name == CHECKPOINT_NPZ or (p.name.startswith(f".{CHECKPOINT_NPZ}.")
-                                                and p.name.endswith(".tmp")), p.name
+        # only the checkpoint, the killed run's (stale) lock and, maybe, a killed writer's temp
+        for p in out.iterdir():
+            assert p.name in (CHECKPOINT_NPZ, LOCK_FILE) or (
+                p.name.startswith(f".{CHECKPOINT_NPZ}.") and p.name.endswith(".tmp")), p.name
         last_epoch = ck["epoch"]
     # and the survivor continues to the end (shortened here with --epochs)
     target = last_epoch + 3
@@ -357,6 +359,7 @@ def test_sigkill_never_breaks_the_checkpoint(tmp_path: Path, assert_no_temp_file
     assert json.loads((out / "history.json").read_text())["epochs"] == target
     assert load_checkpoint(out)["epoch"] == target
     assert_no_temp_files(out)
+    assert not (out / LOCK_FILE).exists()  # the stale lock cleared, the resumed run's released
 
 
 def _default_sigint() -> None:

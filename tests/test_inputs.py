@@ -375,6 +375,7 @@ ROWS: dict[str, Row] = {
                                          "--resume"),
     "--out locked by a live run": _train("--out", "{locked}", fragment="is in use by another "
                                          "fastmlp run (pid "),
+    "--resume is empty": Row(("train", "--resume", ""), "--resume is empty"),
     "--overwrite with --resume": _train("--resume", "{earlier_run}", "--overwrite",
                                         fragment="use one or the other"),
     # -- devices and memory
