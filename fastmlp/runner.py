@@ -241,8 +241,7 @@ def write_results(history: History, model: MLP, out_dir: Path) -> None:
         report.save_model(model, out_dir / report.MODEL_NPZ, extra=history.config)
 
 
-def on_interrupt(history: History, out: Path, epochs: int,
-                 signum: int = signal.SIGINT) -> RunInterrupted:
+def on_interrupt(history: History, out: Path, epochs: int) -> RunInterrupted:
     """Ctrl-C during training of ``epochs`` epochs into ``out``: write the ``history`` so far
     and say what is saved.
 
@@ -263,7 +262,7 @@ def on_interrupt(history: History, out: Path, epochs: int,
     except FastMLPError:
         saved = None
     return RunInterrupted(out, history.epochs, epochs, history_written=written,
-                          checkpoint_epoch=saved, signum=signum)
+                          checkpoint_epoch=saved)
 
 
 def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None] | None = None,
@@ -344,8 +343,9 @@ def _train_run(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend
     except KeyboardInterrupt as exc:
         if out_dir is None:
             raise
-        raise on_interrupt(history, out_dir, config.epochs,
-                           getattr(exc, "signum", signal.SIGINT)) from None
+        stop = on_interrupt(history, out_dir, config.epochs)
+        stop.signum = getattr(exc, "signum", signal.SIGINT)  # Ctrl-C, SIGTERM or SIGHUP
+        raise stop from None
     except DivergenceError as exc:
         # the model holds the last finite weights and exc.history the epochs up to them
         if out_dir is not None:
