@@ -116,6 +116,21 @@ def _model_with(name: str, value: float) -> Callable[[Path], None]:
     return build
 
 
+def _earlier_run(d: Path) -> None:
+    """A directory holding a run's files (their presence is what counts)."""
+    d.mkdir()
+    fastmlp.MLP(784, 8, 10).save(d / "model.npz")
+    (d / "checkpoint.npz").write_bytes(b"a checkpoint")
+
+
+def _locked_dir(d: Path) -> None:
+    """A directory locked by a live run: this test process."""
+    from fastmlp.rundir import LOCK_FILE, RunLock
+
+    d.mkdir()
+    (d / LOCK_FILE).write_text(json.dumps(RunLock(d, "fastmlp train --out locked")._record()))
+
+
 def _npy(array: np.ndarray, allow_pickle: bool = False) -> Callable[[Path], None]:
     return lambda p: np.save(p, array, allow_pickle=allow_pickle)
 
@@ -162,6 +177,8 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "a_file": lambda p: p.write_text("not a directory"),
     "text.npz": lambda p: p.write_text("1,2,3\n"),
     "dir.csv": lambda p: p.mkdir(),
+    "earlier_run": _earlier_run,
+    "locked": _locked_dir,
     # models
     "model.npz": _model(),
     "model_5in.npz": _model(F=5, H=4, K=3),
@@ -377,6 +394,16 @@ ROWS: dict[str, Row] = {
                                           "applies to the pixel datasets (mnist, notmnist)"),
     "--scale with npz data": _data("good.npz", "--dataset npz features are used as given", "npz",
                                    "--scale", "symmetric"),
+    # -- an output directory in use: nothing lost, never two runs in one directory
+    "--out is empty": _train("--out", "", fragment="--out is empty; give a directory"),
+    "--out holds an earlier run": _train("--out", "{earlier_run}", fragment="holds an earlier "
+                                         "run (checkpoint.npz, model.npz); continue it with "
+                                         "--resume"),
+    "--out locked by a live run": _train("--out", "{locked}", fragment="is in use by another "
+                                         "fastmlp run (pid "),
+    "--resume is empty": Row(("train", "--resume", ""), "--resume is empty"),
+    "--overwrite with --resume": _train("--resume", "{earlier_run}", "--overwrite",
+                                        fragment="use one or the other"),
     # -- devices and memory
     "missing CuPy (train)": _train("--device", "cuda", fragment="fastmlp[cuda12]",
                                    needs_no_cupy=True),
@@ -463,6 +490,11 @@ ROWS: dict[str, Row] = {
                                                  fragment="does not exist"),
     "predict: --out is a directory": _predict("{model.npz}", "{images.npy}", "--out",
                                               "{dir.csv}", fragment="is a directory"),
+    "predict: --out is the images file": _predict("{model.npz}", "{images.npy}", "--out",
+                                                  "{images.npy}", fragment="is the images "
+                                                  "file; it would be replaced"),
+    "predict: --out is the model file": _predict("{model.npz}", "{images.npy}", "--out",
+                                                 "{model.npz}", fragment="is the model file"),
     "predict: bad --scale": _predict("{model.npz}", "{images.npy}", "--scale", "x",
                                      fragment="--scale"),
     # -- gradcheck

@@ -339,7 +339,7 @@ def test_cli_reports_the_compiled_loop(capsys: pytest.CaptureFixture, tmp_path: 
             "0.001", "--epochs", "1", "--no-progress", "--out", str(tmp_path)]
     assert main(base) == 0
     assert "loop:     compiled small-batch loop: per-sample steps" in capsys.readouterr().out
-    assert main([*base, "--no-compiled"]) == 0
+    assert main([*base, "--no-compiled", "--overwrite"]) == 0  # the same --out again
     assert "loop:     per-step path (asked for)" in capsys.readouterr().out
 
 
