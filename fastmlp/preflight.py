@@ -14,7 +14,6 @@ variables, and its fallback from NVRTC's location gives up when NVRTC came from 
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ class Step:
     name: str
     ok: bool
     detail: str
+    failed_as: str = ""  # what a failure means, for a run header ("CuPy is not importable")
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Preflight:
     def why_not(self) -> str:
         """One phrase for a run header: the failed step and its reason."""
         failed = self.failure
-        return "" if failed is None else f"CUDA preflight failed at {failed.name}: {failed.detail}"
+        return "" if failed is None else f"{failed.failed_as} ({failed.detail})"
 
 
 def _toolkit_with_nvvm() -> Path | None:
@@ -105,18 +105,20 @@ def _nvvm_wheel() -> Path | None:
     return None
 
 
-def _nvvm_paths(cuda: Any) -> tuple[str, str]:
-    """(libNVVM, libdevice) as numba-cuda finds them; raises when either is missing."""
-    from numba.cuda.cudadrv import libs, nvvm
+def _nvvm_paths() -> tuple[str, str]:
+    """(libNVVM, libdevice) as numba-cuda finds them, each with how it was found; raises when
+    either is missing (numba-cuda 0.30: ``numba.cuda.cuda_paths.get_cuda_paths``)."""
+    from numba.cuda.cuda_paths import get_cuda_paths
+    from numba.cuda.cudadrv import nvvm
 
     handle = nvvm.NVVM()  # loads libNVVM: raises NvvmSupportError where there is none
     version = ".".join(map(str, handle.get_version()))
-    lib = getattr(handle, "_handle", None)
-    lib_path = getattr(lib, "_name", None) or getattr(lib, "abs_path", None) or "?"
-    libdevice = libs.get_libdevice()
-    if not libdevice or not Path(libdevice).is_file():
-        raise FileNotFoundError(f"libdevice not found (numba-cuda looked at {libdevice!r})")
-    return f"{lib_path} (NVVM {version})", str(libdevice)
+    paths = get_cuda_paths()
+    lib, libdevice = paths["nvvm"], paths["libdevice"]
+    if not libdevice.info or not Path(libdevice.info).is_file():
+        raise FileNotFoundError(f"libdevice not found (numba-cuda looked at {libdevice.info!r})")
+    return (f"{lib.info} (libNVVM API {version}, found by {lib.by})",
+            f"{libdevice.info} (found by {libdevice.by})")
 
 
 def _tiny_kernel_source():
@@ -136,12 +138,12 @@ def run_preflight(*, kernels: bool = True) -> Preflight:
     CuPy and cuBLAS (the reference ops need no numba-cuda)."""
     result = Preflight()
 
-    def step(name: str, fn) -> Any:
+    def step(name: str, failed_as: str, fn) -> Any:
         try:
             value, detail = fn()
         except Exception as exc:  # any failure of a broken install is a reason, not a crash
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            result.steps.append(Step(name, False, f"{type(exc).__name__}: {first}"))
+            result.steps.append(Step(name, False, f"{type(exc).__name__}: {first}", failed_as))
             return None
         result.steps.append(Step(name, True, detail))
         return value
@@ -151,7 +153,7 @@ def run_preflight(*, kernels: bool = True) -> Preflight:
 
         return cupy, f"CuPy {cupy.__version__}"
 
-    cupy = step("CuPy imports", import_cupy)
+    cupy = step("CuPy imports", "CuPy is not importable", import_cupy)
     if cupy is None:
         return result
 
@@ -167,7 +169,7 @@ def run_preflight(*, kernels: bool = True) -> Preflight:
                    f"{props['major']}.{props['minor']}, driver CUDA {driver // 1000}."
                    f"{driver % 1000 // 10}")
 
-    if step("a GPU is visible", device) is None:
+    if step("a GPU is visible", "CuPy found no usable GPU", device) is None:
         return result
 
     def cublas():
@@ -177,7 +179,7 @@ def run_preflight(*, kernels: bool = True) -> Preflight:
             raise RuntimeError(f"a 4x4 product summed to {total}, not 16")
         return True, "a 4x4 float32 product through cuBLAS is right"
 
-    if step("cuBLAS loads", cublas) is None or not kernels:
+    if step("cuBLAS loads", "CuPy's cuBLAS does not work", cublas) is None or not kernels:
         return result
 
     note = point_numba_at_toolkit()
@@ -190,15 +192,17 @@ def run_preflight(*, kernels: bool = True) -> Preflight:
             raise RuntimeError("numba.cuda.is_available() is False")
         return cuda, f"numba {numba.__version__}" + (f"; {note}" if note else "")
 
-    cuda = step("numba-cuda sees the GPU", numba_cuda)
+    cuda = step("numba-cuda sees the GPU", "numba-cuda is missing or sees no GPU",
+                numba_cuda)
     if cuda is None:
         return result
 
     def nvvm():
-        lib, libdevice = _nvvm_paths(cuda)
+        lib, libdevice = _nvvm_paths()
         return True, f"libNVVM {lib}; libdevice {libdevice}"
 
-    if step("numba-cuda finds NVVM and libdevice", nvvm) is None:
+    if step("numba-cuda finds NVVM and libdevice",
+            "numba-cuda finds no NVVM or libdevice", nvvm) is None:
         return result
 
     def tiny_kernel():
@@ -213,12 +217,20 @@ def run_preflight(*, kernels: bool = True) -> Preflight:
             raise RuntimeError(f"the kernel's result summed to {got}, not 64")
         return True, "a tiny kernel compiled and ran on CuPy's stream"
 
-    step("a kernel compiles and runs", tiny_kernel)
+    step("a kernel compiles and runs", "a tiny CUDA kernel does not compile or run", tiny_kernel)
     return result
 
 
-@functools.cache
+_PASSED: dict[bool, Preflight] = {}
+
+
 def cached_preflight(kernels: bool = True) -> Preflight:
-    """:func:`run_preflight`, once per process (``device="auto"`` asks for it each run)."""
-    return run_preflight(kernels=kernels)
+    """:func:`run_preflight`; a pass is kept for the process (``device="auto"`` asks each run),
+    a failure is not (it is quick, and a later call may find what was missing)."""
+    if kernels in _PASSED:
+        return _PASSED[kernels]
+    result = run_preflight(kernels=kernels)
+    if result.ok:
+        _PASSED[kernels] = result
+    return result
 

@@ -50,7 +50,9 @@ DEFAULT_THREADS = 256
 HEAD_THREADS_FLOAT64 = 192
 BLOCKS_PER_SM = 2  # head: more blocks only buy more partial rows to zero and sum
 TILE_ROWS = 64  # head: partials are added once per tile, so larger tiles add them less often
-MOMENTUM_BLOCKS_PER_SM = 8  # momentum is bandwidth-bound and has no partials: keep SMs fuller
+# momentum: bandwidth-bound, no partials: 3/4 of an SM's threads (8 blocks of 256 would bound it
+# at 32 registers, and it takes 30 on sm_90: no margin; 6 bound it at 40)
+MOMENTUM_BLOCKS_PER_SM = 6
 REDUCE_BLOCKS_PER_SM = 4  # the head's second pass: a few thousand sums of n_blocks terms each
 SIM_THREADS = 4  # simulator: few threads and blocks so tests cross block edges yet stay fast
 SIM_BLOCKS = 3
@@ -494,7 +496,7 @@ def momentum(params, grads, velocity, lr: float, mu: float, *,
              threads_per_block: int | None = None, blocks: int | None = None) -> None:
     """The course rule over flat buffers (P,), in place: v ← mu·v + lr·g; p ← p − v.
 
-    Launch: grid-stride over P; defaults 256 threads and up to 8 blocks per SM (simulator: 4, 3).
+    Launch: grid-stride over P; defaults 256 threads and up to 6 blocks per SM (simulator: 4, 3).
     """
     xp = namespace(params, grads, velocity)
     check_momentum_args(params, grads, velocity)

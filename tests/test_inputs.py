@@ -470,7 +470,7 @@ def test_bad_input_gets_one_clear_line(case: str, tmp_path: Path, capsys: pytest
                                        assert_one_line_error) -> None:
     row = ROWS[case]
     if row.needs_no_cupy:  # CuPy missing, whether or not it is installed: the row always runs
-        # (fastmlp.backend._import_cupy imports anew on each call and caches nothing)
+        # (fastmlp.preflight imports anew on each call and keeps only a pass)
         monkeypatch.setitem(sys.modules, "cupy", None)
     if row.patch is not None:
         row.patch(monkeypatch)

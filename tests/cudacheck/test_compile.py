@@ -233,7 +233,7 @@ def _blocks_per_sm(kernel: str) -> int:
 def _register_bound(kernel: str, threads: int) -> int:
     """Registers per thread that let the default launch reach its intended occupancy: the head
     wants BLOCKS_PER_SM blocks per SM (more only buy partial rows to sum), momentum, being
-    bandwidth-bound, MOMENTUM_BLOCKS_PER_SM (a full SM at 256 threads)."""
+    bandwidth-bound, MOMENTUM_BLOCKS_PER_SM, the head's reduction REDUCE_BLOCKS_PER_SM."""
 
     blocks = _blocks_per_sm(kernel)
     resident = blocks * threads
