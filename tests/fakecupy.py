@@ -21,10 +21,8 @@ from collections import Counter
 from types import SimpleNamespace
 
 import numpy as np
-
-from fastmlp.kernels import ACTIVATIONS
+from fastmlp.kernels import ACTIVATIONS, reference
 from fastmlp.kernels import cuda as kc
-from fastmlp.kernels import reference
 
 
 class ndarray(np.ndarray):  # noqa: N801  (CuPy's name)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fakecupy import CALLS, clear_caches, install
+from fastmlp.kernels import cuda as kc
 
 import fastmlp
 from fastmlp import preflight
 from fastmlp.backend import CupyBackend, get_backend
-from fastmlp.kernels import cuda as kc
 
 
 def _passing_preflight(monkeypatch) -> None:
