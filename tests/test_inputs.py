@@ -439,6 +439,8 @@ ROWS: dict[str, Row] = {
                                               "{dir.csv}", fragment="is a directory"),
     "predict: bad --scale": _predict("{model.npz}", "{images.npy}", "--scale", "x",
                                      fragment="--scale"),
+    # -- doctor
+    "doctor: unknown option": Row(("doctor", "--bogus"), "unrecognized arguments: --bogus"),
     # -- gradcheck
     "gradcheck: model missing": Row(("gradcheck", "--model", "{missing.npz}"), "not found"),
     "gradcheck: --model with --hidden": Row(("gradcheck", "--model", "{model.npz}", "--hidden",
