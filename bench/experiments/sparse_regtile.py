@@ -1,8 +1,8 @@
-"""Register-tiled sparse products, tried against kernels/sparse.py's (not kept: see RESULTS §7).
+"""Register-tiled sparse products, tried against kernels/sparse.py's (not kept: see README.md).
 
-Run: ``python bench/sparse_regtile.py {float32,float64}``. Bundled MNIST in the course layout
-(18724 rows through X·Wh, the 10000 training rows through Xᵀ·dZ), H = 1000, medians of 5 calls
-each, the current kernel first and last. Not a test.
+Run: ``python bench/experiments/sparse_regtile.py {float32,float64}``. Bundled MNIST in the
+course layout (18724 rows through X·Wh, the 10000 training rows through Xᵀ·dZ), H = 1000,
+medians of 5 calls each, the current kernel first and last. Not a test.
 
 The variant keeps a panel of ``P`` output columns in registers across all of a row's nonzeros
 (forward) or a column block's entries (backward), as XNNPACK's f32-spmm does; the last panel

@@ -1,6 +1,7 @@
 """How much MNIST's rows share their nonzero pixels: the arithmetic of register blocking.
 
-Run: ``python bench/sparse_unions.py`` (bundled MNIST, the 10000 training rows). Not a test.
+Run: ``python bench/experiments/sparse_unions.py`` (bundled MNIST, the 10000 training rows).
+Not a test.
 
 Blocking R rows of X·Wh together (one load of a Wh row piece serving R rows' accumulators, as a
 dense GEMM micro-kernel does) multiplies over the union of the R rows' nonzero columns, zeros
