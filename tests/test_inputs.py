@@ -497,6 +497,8 @@ ROWS: dict[str, Row] = {
                                                  "{model.npz}", fragment="is the model file"),
     "predict: bad --scale": _predict("{model.npz}", "{images.npy}", "--scale", "x",
                                      fragment="--scale"),
+    # -- doctor
+    "doctor: unknown option": Row(("doctor", "--bogus"), "unrecognized arguments: --bogus"),
     # -- gradcheck
     "gradcheck: model missing": Row(("gradcheck", "--model", "{missing.npz}"), "not found"),
     "gradcheck: --model with --hidden": Row(("gradcheck", "--model", "{model.npz}", "--hidden",
@@ -543,7 +545,7 @@ def test_bad_input_gets_one_clear_line(case: str, tmp_path: Path, capsys: pytest
                                        assert_one_line_error) -> None:
     row = ROWS[case]
     if row.needs_no_cupy:  # CuPy missing, whether or not it is installed: the row always runs
-        # (fastmlp.backend._import_cupy imports anew on each call and caches nothing)
+        # (fastmlp.preflight imports anew on each call and keeps only a pass)
         monkeypatch.setitem(sys.modules, "cupy", None)
     if row.patch is not None:
         row.patch(monkeypatch)

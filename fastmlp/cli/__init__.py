@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import FastMLPError
-from . import bench, evaluate, gradcheck, predict, sweep, train
+from . import bench, doctor, evaluate, gradcheck, predict, sweep, train
 from .common import (
     COMMANDS,
     EXIT_BROKEN_PIPE,
@@ -39,7 +39,7 @@ from .common import (
 __all__ = ["COMMANDS", "main"]
 
 # one module per command; registered here, in the order of the help page
-for _module in (train, bench, gradcheck, evaluate, predict, sweep):
+for _module in (train, bench, gradcheck, evaluate, predict, sweep, doctor):
     register(_module.COMMAND)
 
 
