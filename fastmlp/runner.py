@@ -1,13 +1,17 @@
 """One training run from its :class:`~fastmlp.config.RunConfig`: ``fastmlp.run(config)``.
 
-Loads the data, builds the model, trains (checkpointing into the output directory, Ctrl-C
-stopping at the end of the epoch), writes history.json/csv, the plots and model.npz. ``fastmlp
+Loads the data, builds the model, trains (checkpointing into the output directory, Ctrl-C,
+SIGTERM and SIGHUP stopping at the end of the epoch), writes history.json/csv, the plots and
+model.npz. The output directory is locked while the run writes there, and an earlier run in it is
+never deleted before this one has written its own files (:mod:`fastmlp.rundir`). ``fastmlp
 train`` (and ``--resume``) and every run of ``fastmlp sweep`` go through :func:`run`; the
 command line only parses options into a RunConfig and reports.
 """
 
 from __future__ import annotations
 
+import signal
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,21 +20,34 @@ from typing import Any
 
 from . import report
 from .backend import Backend, get_backend
-from .checkpoint import CHECKPOINT_NPZ, load_checkpoint, remove_stale_temps
+from .checkpoint import CHECKPOINT_NPZ, load_checkpoint
 from .config import CHECKPOINT_KEYS, RESUME_MAY_CHANGE, RunConfig, option, train_rows
-from .datasets import Dataset, TrainSizeError, load_dataset
-from .errors import FastMLPError, os_errors
+from .datasets import Dataset, TrainSizeError, data_fingerprint, load_dataset
+from .errors import FastMLPError, os_errors, probe_path
 from .history import History
 from .model import MLP
+from .rundir import (
+    LOCK_FILE,
+    SET_ASIDE_DIR,
+    RunLock,
+    drop_set_aside,
+    earlier_run_files,
+    remove_stale_temps,
+    set_aside,
+)
 from .sparse import resolve_sparse
 from .train import DivergenceError, check_batch_size, resolve_compiled, train
 
 __all__ = ["Resume", "RunInterrupted", "RunResult", "load_run_data", "prepare_out_dir",
            "resume_config", "run"]
 
-# what an earlier run leaves in its directory, removed before a fresh run writes there
+DATA_FINGERPRINT = "data_fingerprint"  # the history config's key for it
+
+# what a run leaves in its directory: a fresh run refuses a directory holding any of them
+# (unless --overwrite, which sets them aside); their temp files are cleared under the lock
 RUN_FILES = (CHECKPOINT_NPZ, report.MODEL_NPZ, report.HISTORY_JSON, report.HISTORY_CSV,
              report.LOSS_PNG, report.ACCURACY_PNG)
+TEMP_NAMES = (*RUN_FILES, "write-check", LOCK_FILE)
 
 
 @dataclass
@@ -44,18 +61,18 @@ class RunResult:
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a run that writes files: after ``epochs_done`` of ``epochs`` epochs
-    (``history_written``: history.json holds them), with the last checkpoint at
-    ``checkpoint_epoch`` (None: none) in ``out_dir``; ``while_writing``: training was over and
-    checkpointed, the results were being written."""
+    """Ctrl-C (or SIGTERM, SIGHUP: ``signum``) stopped a run that writes files: after
+    ``epochs_done`` of ``epochs`` epochs (``history_written``: history.json holds them), with the
+    last checkpoint at ``checkpoint_epoch`` (None: none) in ``out_dir``; ``while_writing``:
+    training was over and checkpointed, the results were being written."""
 
     def __init__(self, out_dir: Path, epochs_done: int, epochs: int, *,
                  history_written: bool = False, checkpoint_epoch: int | None = None,
-                 while_writing: bool = False):
+                 while_writing: bool = False, signum: int = signal.SIGINT):
         super().__init__(f"interrupted after {epochs_done} of {epochs} epochs")
         self.out_dir, self.epochs_done, self.epochs = out_dir, epochs_done, epochs
         self.history_written, self.checkpoint_epoch = history_written, checkpoint_epoch
-        self.while_writing = while_writing
+        self.while_writing, self.signum = while_writing, int(signum)
 
 
 @dataclass
@@ -84,8 +101,11 @@ def prepare_out_dir(out: str | None, prefix: str = "") -> Path:
     """Create the output directory (default runs/<prefix><timestamp>) now, before any work,
     so a bad path fails in seconds."""
     if out is not None:
+        if not str(out).strip():  # Path("") is the current directory: never meant
+            raise FastMLPError("--out is empty; give a directory")
         path = Path(out).expanduser()
-        if path.exists() and not path.is_dir():
+        st = probe_path(path)  # one line where exists() would raise (a name too long, ...)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
             raise FastMLPError(f"--out {path} exists and is not a directory")
         with os_errors("create output directory", path, name_the_file=False):
             path.mkdir(parents=True, exist_ok=True)
@@ -117,14 +137,18 @@ def resume_config(directory: str | Path, given: dict[str, Any],
     settings of ``given`` (setting -> value, as the user gave them) that may change
     (:data:`~fastmlp.config.RESUME_MAY_CHANGE`; ``also_may_change`` names the caller's own,
     which are skipped); any other differing setting is an error."""
+    if not str(directory).strip():  # Path("") is the current directory: never meant
+        raise FastMLPError("--resume is empty; give the run's directory")
     directory = Path(directory).expanduser()
     # the run's checkpoint itself names its directory; any other file would not be the
     # checkpoint that the resumed run goes on writing
-    if directory.is_file() and directory.name == CHECKPOINT_NPZ:
+    st = probe_path(directory)  # one line where is_dir() would raise (a name too long, ...)
+    if st is not None and stat.S_ISREG(st.st_mode) and directory.name == CHECKPOINT_NPZ:
         directory = directory.parent
-    if not directory.is_dir():
+        st = probe_path(directory)
+    if st is None or not stat.S_ISDIR(st.st_mode):
         problem = (f"expects the run directory (the one holding {CHECKPOINT_NPZ}), not a file"
-                   if directory.exists() else "no such directory")
+                   if st is not None else "no such directory")
         raise FastMLPError(f"--resume {directory}: {problem}")
     ck = load_checkpoint(directory)
     recorded = ck["config"]
@@ -158,7 +182,6 @@ def resume_config(directory: str | Path, given: dict[str, Any],
     if ck["epoch"] > config.epochs:
         raise FastMLPError(f"the checkpoint in {directory} is at epoch {ck['epoch']}, past "
                            f"--epochs {config.epochs}")
-    remove_stale_temps(directory)  # left by a killed writer; harmless, but clutter
     return config, Resume(ck, directory, recorded_data_path="data_path" not in given)
 
 
@@ -169,8 +192,11 @@ def build_model(config: RunConfig, dataset: Dataset, backend: Backend) -> MLP:
                device=backend, seed=config.seed)
 
 
-def check_same_data(ck: dict[str, Any], model: MLP, dataset: Dataset) -> None:
-    """The rebuilt model and data must be the checkpoint's (a data file may have changed)."""
+def check_same_data(ck: dict[str, Any], model: MLP, dataset: Dataset,
+                    fingerprint: str | None = None) -> None:
+    """The rebuilt model and data must be the checkpoint's (a data file may have changed):
+    the same shapes, and the same values where the run recorded its data's ``fingerprint``
+    (:func:`~fastmlp.datasets.data_fingerprint`; checkpoints from before it have none)."""
     now = dict(model.config(), n_train=len(dataset.train), n_valid=len(dataset.valid),
                n_test=len(dataset.test))
     then = dict(ck["history"].config, **ck["model"])
@@ -179,6 +205,14 @@ def check_same_data(ck: dict[str, Any], model: MLP, dataset: Dataset) -> None:
     if diff:
         raise FastMLPError(f"the data or model no longer match the checkpoint {ck['path']}: "
                            f"{', '.join(diff)}")
+    recorded = then.get(DATA_FINGERPRINT)
+    fingerprint = fingerprint or data_fingerprint(dataset)
+    if isinstance(recorded, str) and recorded != fingerprint:
+        raise FastMLPError(
+            f"the data are not those the run in {ck['path'].parent} was trained on: same "
+            f"shapes, other values (data fingerprint {recorded} then, {fingerprint} now; the "
+            f"file was edited or is another one); resume with the original data, or start a "
+            f"new run")
 
 
 def describe(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend) -> list[str]:
@@ -201,18 +235,18 @@ def describe(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend) 
     ]
 
 
-def remove_earlier_run(out_dir: Path) -> list[str]:
-    """Remove what an earlier run left in ``out_dir`` (its checkpoint, which --resume must
-    never take for this run's, and its results, which must not sit beside this run's if it is
-    interrupted); return the names removed."""
-    removed = []
-    with os_errors("remove the earlier run's files from", out_dir):
-        for name in RUN_FILES:
-            if (out_dir / name).is_file():
-                (out_dir / name).unlink()
-                removed.append(name)
-        remove_stale_temps(out_dir)
-    return removed
+def claim_out_dir(out_dir: Path, overwrite: bool) -> list[str]:
+    """Make ``out_dir`` (locked by the caller) ready for a fresh run: refuse it when it holds an
+    earlier run, unless ``overwrite``, which moves that run's files into ``out_dir/overwritten``
+    (its checkpoint then can never pass for this run's, and nothing is lost if this run stops
+    early); return the names moved."""
+    earlier = earlier_run_files(out_dir, RUN_FILES)
+    if earlier and not overwrite:
+        raise FastMLPError(f"--out {out_dir} holds an earlier run ({', '.join(earlier)}); "
+                           f"continue it with --resume {out_dir}, or replace it with "
+                           f"--overwrite")
+    with os_errors("set the earlier run's files aside in", out_dir):
+        return set_aside(out_dir, RUN_FILES)
 
 
 def write_results(history: History, model: MLP, out_dir: Path) -> None:
@@ -229,8 +263,9 @@ def on_interrupt(history: History, out: Path, epochs: int) -> RunInterrupted:
     and say what is saved.
 
     train() has already written ``checkpoint.npz`` (it stops at the end of the running epoch
-    on the first Ctrl-C; after a second, immediate one the last checkpoint stands). Any
-    checkpoint in ``out`` belongs to this run: a fresh run removes an older one first.
+    on the first Ctrl-C; a second, immediate one abandons the epoch and checkpoints its start).
+    Any checkpoint in ``out`` belongs to this run: a fresh run refuses a directory holding
+    another, or sets it aside (``overwrite``).
     """
     written = False
     if history.epochs:
@@ -249,7 +284,7 @@ def on_interrupt(history: History, out: Path, epochs: int) -> RunInterrupted:
 
 def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None] | None = None,
         resume: Resume | None = None, dataset: Dataset | None = None,
-        history: History | None = None, save: bool = True) -> RunResult:
+        history: History | None = None, save: bool = True, overwrite: bool = False) -> RunResult:
     """Train the run ``config`` describes; return its :class:`RunResult`.
 
     ``progress`` shows a progress bar; ``log(line)`` gets the lines that describe the run.
@@ -258,9 +293,13 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
     also when training fails midway. ``save`` False writes nothing (no directory, no
     checkpoint): a sweep's driver writes its runs' files itself.
 
-    Raises :class:`RunInterrupted` on Ctrl-C (with ``save``; KeyboardInterrupt otherwise) and
-    :class:`~fastmlp.train.DivergenceError` (its ``out_dir`` holding the history and the last
-    finite weights, with ``save``) when training diverges.
+    The output directory is locked for the run (another run into it is refused). A fresh run
+    refuses a directory holding an earlier run; ``overwrite`` sets that run's files aside into
+    ``overwritten/`` and deletes them once this run has written its own results.
+
+    Raises :class:`RunInterrupted` on Ctrl-C, SIGTERM or SIGHUP (with ``save``;
+    KeyboardInterrupt otherwise) and :class:`~fastmlp.train.DivergenceError` (its ``out_dir``
+    holding the history and the last finite weights, with ``save``) when training diverges.
     """
     say = log or (lambda line: None)
     try:
@@ -274,9 +313,33 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
     model = build_model(config, dataset, backend)
     # train() checks this too, but only after the output directory would exist
     check_batch_size(config.batch_size, len(dataset.train), "--batch-size")
+    # what the run records of its data, so that --resume can refuse other data (a sweep's
+    # runs, which write no checkpoint, skip the hashing)
+    fingerprint = data_fingerprint(dataset) if save or resume is not None else None
     if resume is not None:
-        check_same_data(resume.checkpoint, model, dataset)
-    out_dir = prepare_out_dir(config.out) if save else None
+        check_same_data(resume.checkpoint, model, dataset, fingerprint)
+    if not save:
+        return _train_run(config, dataset, model, backend, None, resume, history, progress, say)
+    out_dir = prepare_out_dir(config.out)
+    with RunLock(out_dir, config.command):
+        with os_errors("clear temporary files in", out_dir):
+            remove_stale_temps(out_dir, TEMP_NAMES)  # a killed writer's: no live one now
+        moved = [] if resume is not None else claim_out_dir(out_dir, overwrite)
+        if moved:
+            say(f"note:     moved the earlier run's files ({', '.join(moved)}) into "
+                f"{out_dir / SET_ASIDE_DIR}; they are deleted once this run has written its own")
+        # a resumed run continues the one that replaced what overwritten/ holds (if anything)
+        return _train_run(config, dataset, model, backend, out_dir, resume, history, progress,
+                          say, drop_aside=bool(moved) or resume is not None,
+                          fingerprint=fingerprint)
+
+
+def _train_run(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend,
+               out_dir: Path | None, resume: Resume | None, history: History | None,
+               progress: bool, say: Callable[[str], None], drop_aside: bool = False,
+               fingerprint: str | None = None) -> RunResult:
+    """:func:`run` once the output directory (if any) is locked and claimed; ``fingerprint``
+    (of the data) goes into the history config."""
     if resume is not None:
         history = resume.checkpoint["history"]
     history = History() if history is None else history
@@ -286,15 +349,12 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
         say(f"output:   {out_dir}")
         if resume is not None:
             say(f"resume:   from epoch {resume.checkpoint['epoch']} ({out_dir / CHECKPOINT_NPZ})")
-        else:
-            removed = remove_earlier_run(out_dir)
-            if removed:
-                say(f"note:     removed the files of an earlier run in {out_dir}: "
-                    f"{', '.join(removed)}")
     if resume is not None:
         history.config.setdefault("resumed_at_epoch", []).append(resume.checkpoint["epoch"])
     # before training, so that a history written on Ctrl-C records the run too
     history.config.update(config.history_record())
+    if fingerprint is not None:
+        history.config[DATA_FINGERPRINT] = fingerprint
     try:
         train(model, dataset, epochs=config.epochs, lr=config.lr, momentum=config.momentum,
               batch_size=config.batch_size, eval_every=config.eval_every,
@@ -304,20 +364,27 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
               checkpoint_every=config.checkpoint_every,
               checkpoint_config=config.checkpoint_record(), compiled=config.compiled,
               sparse=config.sparse)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if out_dir is None:
             raise
-        raise on_interrupt(history, out_dir, config.epochs) from None
+        stop = on_interrupt(history, out_dir, config.epochs)
+        stop.signum = getattr(exc, "signum", signal.SIGINT)  # Ctrl-C, SIGTERM or SIGHUP
+        raise stop from None
     except DivergenceError as exc:
         # the model holds the last finite weights and exc.history the epochs up to them
         if out_dir is not None:
             write_results(exc.history, model, out_dir)
+            if drop_aside:
+                drop_set_aside(out_dir, RUN_FILES)
         exc.out_dir = out_dir
         raise
     if out_dir is not None:
         try:
             write_results(history, model, out_dir)
-        except KeyboardInterrupt:  # training is over and checkpointed: the rest can be redone
+        except KeyboardInterrupt as exc:  # training is over and checkpointed: can be redone
             raise RunInterrupted(out_dir, history.epochs, config.epochs,
-                                 checkpoint_epoch=history.epochs, while_writing=True) from None
+                                 checkpoint_epoch=history.epochs, while_writing=True,
+                                 signum=getattr(exc, "signum", signal.SIGINT)) from None
+        if drop_aside:  # this run's files are all written: the earlier run's may go
+            drop_set_aside(out_dir, RUN_FILES)
     return RunResult(history, model, out_dir)

@@ -22,7 +22,7 @@ import numpy as np
 
 from .checkpoint import Checkpointer
 from .datasets import Dataset
-from .errors import FastMLPError, is_int
+from .errors import FastMLPError, InvalidInputError, InvalidTypeError, is_int
 from .history import METRICS, SPLITS, History
 from .kernels import sparse as ksparse
 from .kernels import steps
@@ -55,7 +55,14 @@ def _metrics(stats: np.ndarray, counts: tuple[int, ...]) -> dict[str, float]:
 
 
 def check_compatible(model: MLP, dataset: Dataset) -> None:
-    """A clear FastMLPError when ``dataset`` does not fit ``model`` (features, classes)."""
+    """A clear FastMLPError when ``dataset`` does not fit ``model`` (features, classes), or
+    either is not what it should be (an :class:`InvalidInputError` then)."""
+    if not isinstance(model, MLP):
+        raise InvalidTypeError(f"the model must be a fastmlp.MLP, got {type(model).__name__}")
+    if not isinstance(dataset, Dataset):  # e.g. a tuple (X, y)
+        raise InvalidTypeError(f"the data must be a fastmlp.Dataset (load_dataset(...), or "
+                               f"Dataset(name, Split(x, y), valid, test) for arrays of your "
+                               f"own), got {type(dataset).__name__}")
     if dataset.n_features != model.n_in:
         raise FastMLPError(f"the data ({dataset.name}) has {dataset.n_features} features but the "
                            f"model takes {model.n_in}")
@@ -132,9 +139,38 @@ def _all_rows(model: MLP, dataset: Dataset) -> tuple[Any, Any, tuple[int, ...], 
         rows = [a for a in arrays if len(a)]
         return rows[0] if len(rows) == 1 else np.concatenate(arrays)
 
-    X = be.asarray(joined([s.x for s in splits]), dtype=model.dtype)
+    with np.errstate(over="ignore"):  # a value past the dtype: check_finite_rows names it
+        X = be.asarray(joined([s.x for s in splits]), dtype=model.dtype)
     y = be.asarray(joined([s.y for s in splits]), dtype=np.int32)
     return X, y, counts, ends
+
+
+def check_finite_rows(model: MLP, X: Any, counts: tuple[int, ...], name: str) -> None:
+    """A clear FastMLPError naming the split, row and column of the first NaN or infinite
+    feature in device rows X (train, valid then test rows, ``counts`` of each, as the model's
+    dtype sees them: a float64 1e300 is inf in float32). ``name``: the dataset's.
+
+    One reduction over X and one device->host read when every value is finite (a NaN or inf
+    makes the sum non-finite); only then is the first bad entry looked for."""
+    be, xp = model.backend, model.backend.xp
+    if X.size == 0:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(be.to_host(xp.sum(X, dtype=xp.float64)))
+    if math.isfinite(total):
+        return
+    bad_rows = be.to_host(xp.flatnonzero(~xp.isfinite(X).all(axis=1)))
+    if not len(bad_rows):  # finite values whose sum overflowed: nothing wrong
+        return
+    row = int(bad_rows[0])
+    column = int(be.to_host(xp.flatnonzero(~xp.isfinite(X[row])))[0])
+    value = float(be.to_host(X[row, column]))
+    ends = np.cumsum(counts)
+    s = int(np.searchsorted(ends, row, side="right"))
+    local = row - (int(ends[s - 1]) if s else 0)
+    raise InvalidInputError(f"the {SPLITS[s]} features of the data ({name}) are not finite: "
+                            f"{value} at row {local}, column {column} (as {model.dtype}), "
+                            f"{len(bad_rows)} row(s) in all; training needs finite inputs")
 
 
 def evaluate(model: MLP, dataset: Dataset) -> dict[str, float]:
@@ -146,6 +182,7 @@ def evaluate(model: MLP, dataset: Dataset) -> dict[str, float]:
     """
     check_compatible(model, dataset)
     X, y, counts, ends = _all_rows(model, dataset)
+    check_finite_rows(model, X, counts, dataset.name)
     Z = model.backend.empty((max(1, min(CHUNK_ROWS, ends[-1])), model.n_hidden), model.dtype)
     return _metrics(model.backend.to_host(split_stats(model, X, y, ends, Z)), counts)
 
@@ -182,6 +219,13 @@ def resolve_compiled(compiled: bool | None, model: MLP,
                             else "per-step path (asked for)")
 
 
+def momentum_warning(momentum: float) -> str:
+    """Why momentum >= 1 is accepted but warned about (one line)."""
+    grows = " and grow without bound" if momentum > 1 else ""
+    return (f"momentum {momentum:g} >= 1: the velocity v <- momentum*v + lr*grad never decays, "
+            f"so the weights never settle{grows}; use a value in [0, 1) (the course's is 0.99)")
+
+
 _spin_warned = False
 
 
@@ -216,19 +260,28 @@ class Trainer:
         if n_train < 1:
             raise FastMLPError("the training split is empty")
         check_batch_size(batch_size, n_train)
-        if eval_every < 1:
-            raise FastMLPError(f"eval_every must be at least 1, got {eval_every}")
+        if not is_int(eval_every) or eval_every < 1:
+            raise InvalidInputError(f"eval_every must be an integer >= 1, got {eval_every!r}")
+        if not is_int(seed) or seed < 0:  # what np.random.default_rng takes
+            raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}")
+        if compiled not in (None, True, False):
+            raise InvalidInputError(f"compiled must be None, True or False, got {compiled!r}")
         # velocity_init too: a NaN start would otherwise surface later as a false "diverged"
         for name, value in (("learning rate", lr), ("momentum", momentum),
                             ("velocity_init", velocity_init)):
-            if not math.isfinite(value) or value < 0:
-                raise FastMLPError(f"{name} must be a finite number >= 0, got {value}")
+            real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+                value, (bool, np.bool_))
+            if not real or not math.isfinite(value) or value < 0:
+                raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if momentum >= 1:
+            warnings.warn(momentum_warning(momentum), RuntimeWarning, stacklevel=3)
         self.model, self.lr, self.mu = model, float(lr), float(momentum)
         self.batch_size = None if batch_size in (None, n_train) else int(batch_size)
         self.eval_every = int(eval_every)
         xp = model.backend.xp
         # one contiguous copy of all rows: one product X·Wh serves training and evaluation
         self.X, self.y, self.counts, self.ends = _all_rows(model, dataset)
+        check_finite_rows(model, self.X, self.counts, dataset.name)  # once, not per epoch
         n_all = self.ends[-1]
         # full batch: Z holds every row; minibatch: a batch, or a chunk of rows to evaluate
         rows = n_all if self.batch_size is None else min(n_all, max(self.batch_size, CHUNK_ROWS))
@@ -437,7 +490,9 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
     checkpoints, with ``checkpoint_config`` (default: ``history.config``) in them: every
     ``checkpoint_every`` epochs (None: every 10 epochs, at most once a minute; 0: never), after
     the last epoch and on Ctrl-C. With it, Ctrl-C stops at the end of the running epoch (a second
-    one stops at once) and raises KeyboardInterrupt after the checkpoint is written.
+    one abandons the epoch, back to its start) and raises KeyboardInterrupt (a
+    :class:`StopSignal`) after the checkpoint is written; so do SIGTERM and SIGHUP where their
+    handler is :func:`stop_on_signal` (the command line installs it).
 
     Raises :class:`DivergenceError` on a non-finite loss or parameter, with the model restored
     to its last finite weights.
@@ -526,7 +581,7 @@ def fit_epochs(trainer: Trainer, history: History, epochs: int, *, progress: boo
                     if saver is not None:
                         saver.periodic(trainer, history)
                     if stop_requested():
-                        raise KeyboardInterrupt
+                        raise StopSignal(stop_requested())
                 final = trainer.evaluate()  # its device->host read waits for the device
                 xp = trainer.model.backend.xp
                 problem = None
@@ -542,10 +597,13 @@ def fit_epochs(trainer: Trainer, history: History, epochs: int, *, progress: boo
                 if saver is not None:
                     saver.save(trainer, history)
             except KeyboardInterrupt:
-                # Only between epochs is the state consistent; a second, immediate Ctrl-C in
-                # mid-epoch keeps the last checkpoint instead.
-                if saver is not None and at_boundary and saver.saved_epoch != trainer.epoch:
-                    saver.save(trainer, history)
+                # Only between epochs is the state consistent: a second, immediate Ctrl-C in
+                # mid-epoch abandons the epoch, back to its start (held for the divergence
+                # guard), so that every finished epoch is saved however soon the stop came.
+                if saver is not None and (at_boundary
+                                          or rollback.restore(trainer, history.epochs)):
+                    if history.epochs == trainer.epoch and saver.saved_epoch != trainer.epoch:
+                        saver.save(trainer, history)
                 raise
             except DivergenceError:
                 # the last checkpoint may hold the weights found bad: replace it with the kept
@@ -620,11 +678,20 @@ def _diverged(trainer: Trainer, history: History, rollback: _Rollback, start: fl
     history.config["diverged_at_epoch"] = detected
     weights = "the initial weights" if kept == 0 else f"the weights after epoch {kept}"
     loss = history.final["train_loss"]
-    if math.isfinite(loss) and bool(trainer.model.backend.xp.isfinite(trainer.model.params).all()):
+    finite_weights = bool(trainer.model.backend.xp.isfinite(trainer.model.params).all())
+    if math.isfinite(loss) and finite_weights:
         kept_note = f"kept {weights}, the last finite ones"
+    elif finite_weights:  # the weights are fine, their loss is not: no older snapshot held
+        kept_note = f"kept {weights}, the oldest held: finite, though their loss is {loss}"
     else:  # no older snapshot: the initial weights, or the first epoch after a resume
         kept_note = f"kept {weights}, the oldest held, though they are not finite either"
     hint = f"try a smaller learning rate than {trainer.lr:g}"
+    if trainer.mu >= 1:
+        hint = f"use a momentum below 1 (got {trainer.mu:g}: the velocity never decays)"
+    elif kept == 0 and finite_weights and not math.isfinite(loss):
+        # no update has been made: the learning rate cannot be the cause
+        hint = ("the loss is not finite before any update, so the learning rate is not the "
+                "cause: check the data for NaN, inf or huge values")
     n_train = trainer.counts[0]
     if n_train:
         xp = trainer.model.backend.xp
@@ -636,30 +703,71 @@ def _diverged(trainer: Trainer, history: History, rollback: _Rollback, start: fl
                            epoch=detected, history=history)
 
 
+class StopSignal(KeyboardInterrupt):
+    """The KeyboardInterrupt of a stop signal: ``signum`` is SIGINT (Ctrl-C), SIGTERM or
+    SIGHUP, so a caller can exit with 128 + ``signum`` as a shell would report it."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = int(signum)
+
+
+# SIGHUP is not on Windows
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+
+
+def stop_on_signal(signum: int, frame: Any) -> None:
+    """A signal handler raising :class:`StopSignal`: install it for SIGTERM and SIGHUP (as
+    ``fastmlp``'s command line does) and they stop a run as Ctrl-C does, checkpoint included."""
+    raise StopSignal(signum)
+
+
+def _takes_over(signum: int) -> bool:
+    """Whether training may handle ``signum`` itself: Python's default for SIGINT, and for
+    SIGTERM/SIGHUP only :func:`stop_on_signal` (never a host's own handler, nor the default
+    that ends the process, which a library must not change unasked)."""
+    handler = signal.getsignal(signum)
+    return handler is (signal.default_int_handler if signum == signal.SIGINT else stop_on_signal)
+
+
+def _say(text: str) -> None:
+    try:  # stderr may be closed (sys.stderr None) or broken: the note is then dropped
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 @contextlib.contextmanager
-def _sigint_at_epoch_end(enabled: bool) -> Iterator[Callable[[], bool]]:
-    """Make the first Ctrl-C a request to stop at the end of the epoch (so the checkpoint
-    written then is consistent); a second one raises KeyboardInterrupt at once. Yields a
-    function telling whether a stop was requested. Only in the main thread, and only where
-    SIGINT still has Python's default handler (not under a host that set its own)."""
-    if (not enabled or threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield lambda: False
+def _sigint_at_epoch_end(enabled: bool) -> Iterator[Callable[[], int]]:
+    """Make the first Ctrl-C (SIGTERM, SIGHUP) a request to stop at the end of the epoch (so the
+    checkpoint written then is consistent); a second one raises :class:`StopSignal` at once.
+    Yields a function giving the signal of the stop requested (0: none). Only in the main
+    thread, and only for the signals :func:`_takes_over` allows."""
+    signums = ([s for s in STOP_SIGNALS if _takes_over(s)] if enabled
+               and threading.current_thread() is threading.main_thread() else [])
+    if not signums:
+        yield lambda: 0
         return
-    pending: list[bool] = []
+    pending: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
         if pending:
-            raise KeyboardInterrupt
-        pending.append(True)
-        sys.stderr.write("\nstopping at the end of this epoch (Ctrl-C again to stop now)\n")
-        sys.stderr.flush()
+            raise StopSignal(signum)
+        pending.append(signum)
+        if signum == signal.SIGINT:
+            _say("\nstopping at the end of this epoch (Ctrl-C again to stop now)\n")
+        else:
+            name = signal.Signals(signum).name
+            _say(f"\n{name}: stopping at the end of this epoch ({name} again to stop now)\n")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in signums}
     try:
-        yield lambda: bool(pending)
+        yield lambda: pending[0] if pending else 0
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, before in previous.items():
+            signal.signal(s, before)
 
 
 def _postfix(record: dict[str, float]) -> str:

@@ -24,6 +24,7 @@ import fastmlp
 import fastmlp.runner as runner
 from fastmlp.checkpoint import CHECKPOINT_NPZ, VERSION, load_checkpoint
 from fastmlp.cli import main
+from fastmlp.rundir import LOCK_FILE
 from fastmlp.train import METRICS, DivergenceError, Trainer
 
 # every test here runs on the dense and on the sparse products (conftest.products)
@@ -136,8 +137,8 @@ def test_checkpoint_errors(tmp_path: Path, capsys: pytest.CaptureFixture,
     with pytest.raises(fastmlp.FastMLPError, match="checkpoint.npz is corrupt: "):
         load_checkpoint(tmp_path)
     assert main(["train", "--resume", str(tmp_path)]) == 2
-    assert_one_line_error(capsys.readouterr().err, "checkpoint.npz is corrupt: ValueError: not "
-                                                   "an .npz archive (no zip header)")
+    assert_one_line_error(capsys.readouterr().err, "checkpoint.npz is corrupt: it is not an .npz "
+                                                   "archive (no zip header)")
 
     fastmlp.train(fastmlp.MLP(12, 8, 10), small_data(), epochs=2, checkpoint=tmp_path)
     good = target.read_bytes()
@@ -222,11 +223,17 @@ def test_resume_option_rules(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert main(["train", "--resume", str(out), "--hidden", "16", "--epochs", "5",
                  "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "history.json").read_text())["epochs"] == 5
-    # a fresh run into the same directory drops the old checkpoint and results before training
-    assert main([*SYN, "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
-    assert ("removed the files of an earlier run in " f"{out}: checkpoint.npz, model.npz, "
-            "history.json, history.csv, loss.png, accuracy.png") in capsys.readouterr().out
+    # a fresh run into the same directory is refused; with --overwrite it sets the old
+    # checkpoint and results aside before training and deletes them once it has written its own
+    assert main([*SYN, "--epochs", "2", "--out", str(out), "--no-progress"]) == 2
+    assert_one_line_error(capsys.readouterr().err, f"--out {out} holds an earlier run")
+    assert load_checkpoint(out)["epoch"] == 5
+    assert main([*SYN, "--epochs", "2", "--out", str(out), "--no-progress", "--overwrite"]) == 0
+    assert ("moved the earlier run's files (checkpoint.npz, model.npz, history.json, "
+            "history.csv, loss.png, accuracy.png) into " f"{out / 'overwritten'}"
+            ) in capsys.readouterr().out
     assert load_checkpoint(out)["epoch"] == 2
+    assert not (out / "overwritten").exists()
 
 
 def test_resume_takes_the_checkpoint_file_for_its_run_directory(
@@ -341,9 +348,10 @@ def test_sigkill_never_breaks_the_checkpoint(tmp_path: Path, assert_no_temp_file
             assert ck["epoch"] > last_epoch, (attempt, last_epoch, stderr)  # it made progress
         assert ck["history"].epochs == ck["epoch"] and ck["config"]["epochs"] == 1000000
         assert np.isfinite(ck["params"]).all() and np.isfinite(ck["velocity"]).all()
-        for p in out.iterdir():  # only the checkpoint and, maybe, a killed writer's temp file
-            assert p.name == CHECKPOINT_NPZ or (p.name.startswith(f".{CHECKPOINT_NPZ}.")
-                                                and p.name.endswith(".tmp")), p.name
+        # only the checkpoint, the killed run's (stale) lock and, maybe, a killed writer's temp
+        for p in out.iterdir():
+            assert p.name in (CHECKPOINT_NPZ, LOCK_FILE) or (
+                p.name.startswith(f".{CHECKPOINT_NPZ}.") and p.name.endswith(".tmp")), p.name
         last_epoch = ck["epoch"]
     # and the survivor continues to the end (shortened here with --epochs)
     target = last_epoch + 3
@@ -351,6 +359,7 @@ def test_sigkill_never_breaks_the_checkpoint(tmp_path: Path, assert_no_temp_file
     assert json.loads((out / "history.json").read_text())["epochs"] == target
     assert load_checkpoint(out)["epoch"] == target
     assert_no_temp_files(out)
+    assert not (out / LOCK_FILE).exists()  # the stale lock cleared, the resumed run's released
 
 
 def _default_sigint() -> None:
@@ -389,3 +398,75 @@ def test_sigint_saves_and_exits_130(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert history["epochs"] == target and load_checkpoint(out)["epoch"] == target
     assert history["config"]["resumed_at_epoch"] == [done]
     assert (out / "model.npz").is_file()
+
+
+@pytest.mark.parametrize("version,shown", [("1", "'1' (str)"), (True, "True (bool)"),
+                                           (1.0, "1.0 (float)"), (0, "0 (int)"),
+                                           (None, "None (NoneType)")])
+def test_a_checkpoint_version_of_the_wrong_type_says_what_it_is(version, shown: str,
+                                                                tmp_path: Path) -> None:
+    fastmlp.train(fastmlp.MLP(12, 8, 10), small_data(), epochs=1, checkpoint=tmp_path)
+    target = tmp_path / CHECKPOINT_NPZ
+    with np.load(target) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = dict(json.loads(str(arrays["meta"])), version=version)
+    np.savez(target, **dict(arrays, meta=np.array(json.dumps(meta))))
+    with pytest.raises(fastmlp.FastMLPError) as excinfo:
+        load_checkpoint(tmp_path)
+    message = str(excinfo.value)
+    assert message == (f"checkpoint.npz is corrupt: its checkpoint format version is {shown}, "
+                       f"not a whole number >= 1")
+    assert "reads versions up to" not in message
+
+
+def test_load_checkpoint_of_bad_paths_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(fastmlp.FastMLPError, match="a checkpoint path must be a str"):
+        load_checkpoint(3)  # type: ignore[arg-type]
+    with pytest.raises(fastmlp.FastMLPError, match="File name too long"):
+        load_checkpoint(tmp_path / ("c" * 300))
+    with pytest.raises(fastmlp.FastMLPError, match="character device, not a regular file"):
+        load_checkpoint("/dev/zero")
+
+
+def _npz_run(tmp_path: Path, x: np.ndarray, y: np.ndarray, name: str = "data.npz") -> list[str]:
+    np.savez(tmp_path / name, x_train=x, y_train=y)
+    return ["train", "--dataset", "npz", "--data-path", str(tmp_path / name), "--hidden", "4",
+            "--epochs", "2", "--device", "cpu", "--no-progress", "--quiet",
+            "--out", str(tmp_path / "run")]
+
+
+def test_resume_refuses_other_data_of_the_same_shapes(tmp_path: Path, capsys,
+                                                      assert_one_line_error) -> None:
+    x, y = np.random.default_rng(0).random((40, 5)), np.arange(40) % 3
+    assert main(_npz_run(tmp_path, x, y)) == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    recorded = history["config"]["data_fingerprint"]
+    assert load_checkpoint(tmp_path / "run")["history"].config["data_fingerprint"] == recorded
+    resume = ["train", "--resume", str(tmp_path / "run"), "--epochs", "3", "--quiet",
+              "--no-progress"]
+    np.savez(tmp_path / "other.npz", x_train=x + 0.01, y_train=y)  # another file
+    capsys.readouterr()
+    assert main([*resume, "--data-path", str(tmp_path / "other.npz")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "same shapes, other values")
+    x[3, 1] += 0.25  # the original file, edited in place
+    np.savez(tmp_path / "data.npz", x_train=x, y_train=y)
+    assert main(resume) == 2
+    assert_one_line_error(capsys.readouterr().err, f"data fingerprint {recorded} then")
+    x[3, 1] -= 0.25
+    np.savez(tmp_path / "data.npz", x_train=x, y_train=y)  # the very data again: resumes
+    assert main(resume) == 0
+    assert load_checkpoint(tmp_path / "run")["epoch"] == 3
+
+
+def test_a_checkpoint_without_a_fingerprint_still_resumes(tmp_path: Path) -> None:
+    x, y = np.random.default_rng(1).random((40, 5)), np.arange(40) % 3
+    assert main(_npz_run(tmp_path, x, y)) == 0
+    target = tmp_path / "run" / CHECKPOINT_NPZ
+    with np.load(target) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["history"]["config"]["data_fingerprint"]  # as written before fingerprints
+    np.savez(target, **dict(arrays, meta=np.array(json.dumps(meta))))
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "3", "--quiet",
+                 "--no-progress"]) == 0
+    assert load_checkpoint(target)["history"].config["data_fingerprint"]  # recorded from now
