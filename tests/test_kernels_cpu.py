@@ -297,23 +297,23 @@ def test_default_run_compiles_one_specialisation_per_kernel(tmp_path):
               "from fastmlp.cli import main\n"
               "from fastmlp.kernels import runtime\n"
               "code = main(['train', '--epochs', '1', '--train-size', '1100', '--hidden', '100',\n"
-              f"             '--out', {str(tmp_path / 'run')!r}, '--quiet', '--no-progress'])\n"
+              "             '--out', sys.argv[1], '--quiet', '--no-progress'])\n"
               "assert not code, code\n"
               "print(json.dumps(runtime.compiled_signatures()))\n")
     env = dict(os.environ, NUMBA_NUM_THREADS="2", PYTHONWARNINGS="ignore",
                NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
 
-    def run() -> dict[str, list[int]]:
-        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                              text=True, timeout=1800)
+    def run(out: str) -> dict[str, list[int]]:
+        done = subprocess.run([sys.executable, "-c", script, str(tmp_path / out)], env=env,
+                              capture_output=True, text=True, timeout=1800)
         assert done.returncode == 0, done.stderr[-2000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    first = run()
+    first = run("first")
     assert {name: n for name, (n, _hits) in first.items()} == DEFAULT_RUN_COMPILES
     assert not any(hits for _n, hits in first.values())
     # a later run: the kernels it calls load from the cache, and their functions are not needed
-    later = run()
+    later = run("later")
     called = {"cpu._hidden_to_loss_kernel", "cpu._momentum_kernel", "sparse._nonzeros_kernel",
               "sparse._matmul_kernel", "sparse._matmul_t_kernel",
               "sparse._transpose_blocks_kernel"}
