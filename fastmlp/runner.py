@@ -22,8 +22,8 @@ from .datasets import Dataset, TrainSizeError, load_dataset
 from .errors import FastMLPError, os_errors
 from .history import History
 from .model import MLP
-from .sparse import resolve_sparse
-from .train import DivergenceError, check_batch_size, resolve_compiled, train
+from .plan import Plan, make_plan
+from .train import DivergenceError, check_batch_size, train
 
 __all__ = ["Resume", "RunInterrupted", "RunResult", "load_run_data", "prepare_out_dir",
            "resume_config", "run"]
@@ -181,14 +181,12 @@ def check_same_data(ck: dict[str, Any], model: MLP, dataset: Dataset) -> None:
                            f"{', '.join(diff)}")
 
 
-def describe(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend) -> list[str]:
-    """The lines that introduce a run: data, model, device, training, loop, products."""
+def describe(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend,
+             plan: Plan) -> list[str]:
+    """The lines that introduce a run: data, model, device, training, then the ``plan``'s loop
+    and products."""
     batch = (f"minibatch {config.batch_size}" if config.batch_size
              else f"full batch ({len(dataset.train)} rows)")
-    # B = all training rows is full batch, as in Trainer
-    batch_size = None if config.batch_size == len(dataset.train) else config.batch_size
-    features = [s.x for s in (dataset.train, dataset.valid, dataset.test)]
-    loop = resolve_compiled(config.compiled, model, batch_size)
     return [
         f"data:     {dataset.summary()}",
         f"model:    MLP {model.n_in}-{model.n_hidden}-{model.n_out}, {model.activation}, "
@@ -196,9 +194,16 @@ def describe(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend) 
         f"device:   {backend.describe()} [{backend.reason or 'requested'}]",
         f"training: {config.epochs} epochs, {batch}, lr {config.lr:g}, momentum "
         f"{config.momentum:g}, seed {config.seed}",
-        f"loop:     {loop[1]}",
-        f"products: {resolve_sparse(config.sparse, model, features, loop[0])[1]}",
+        *plan.header(),
     ]
+
+
+def plan_run(config: RunConfig, dataset: Dataset, model: MLP) -> Plan:
+    """The run's :class:`~fastmlp.plan.Plan`, decided once (the header prints it, the trainer
+    runs it)."""
+    return make_plan(model, [s.x for s in (dataset.train, dataset.valid, dataset.test)],
+                     batch_size=config.batch_size, compiled=config.compiled,
+                     sparse=config.sparse)
 
 
 def remove_earlier_run(out_dir: Path) -> list[str]:
@@ -280,7 +285,8 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
     if resume is not None:
         history = resume.checkpoint["history"]
     history = History() if history is None else history
-    for line in describe(config, dataset, model, backend):
+    plan = plan_run(config, dataset, model)
+    for line in describe(config, dataset, model, backend, plan):
         say(line)
     if out_dir is not None:
         say(f"output:   {out_dir}")
@@ -302,8 +308,7 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
               history=history, state=None if resume is None else resume.checkpoint,
               checkpoint=None if out_dir is None else out_dir / CHECKPOINT_NPZ,
               checkpoint_every=config.checkpoint_every,
-              checkpoint_config=config.checkpoint_record(), compiled=config.compiled,
-              sparse=config.sparse)
+              checkpoint_config=config.checkpoint_record(), plan=plan)
     except KeyboardInterrupt:
         if out_dir is None:
             raise

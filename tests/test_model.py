@@ -158,7 +158,7 @@ def test_float32_training_stays_float32(compiled):
         trainer.run_epoch()
     arrays = [model.params, model.grads, trainer.velocity, trainer.X, trainer.Z]
     # the per-step path's batch rows; the compiled loop reads X's rows itself
-    arrays += [] if compiled else [trainer.Xb]
+    arrays += [] if compiled else [trainer.strategy.Xb]
     arrays += [model.views[n] for n in PARAM_NAMES] + [model.grad_views[n] for n in PARAM_NAMES]
     assert all(a.dtype == np.float32 for a in arrays)
     _, grads = model.loss_and_grads(data.train.x, data.train.y)

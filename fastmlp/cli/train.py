@@ -14,7 +14,8 @@ from ..config import RESUME_MAY_CHANGE as RUN_MAY_CHANGE
 from ..config import RunConfig
 from ..kernels import ACTIVATIONS
 from ..model import DTYPES
-from ..train import COMPILED_MAX_WORK, DivergenceError
+from ..plan import COMPILED_MAX_WORK
+from ..train import DivergenceError
 from .common import (
     EXIT_DIVERGED,
     EXIT_INTERRUPTED,
