@@ -10,7 +10,7 @@ Layout of ``--out DIR``::
 
     DIR/summary.csv, DIR/summary.json        one row per grid point: mean ± std over the seeds
     DIR/curves_loss.png, curves_accuracy.png mean validation curves per grid point, ± std bands
-    DIR/<point>/seed-<s>/history.json        one finished run (config["sweep"] = its spec)
+    DIR/<point>/seed-<s>/history.json        one finished run (config["sweep"] = its record)
     DIR/<point>/seed-<s>/history.csv         the same, per epoch
     DIR/<point>/seed-<s>/model.npz           with --save-models
     DIR/<point>/seed-<s>/error.json          a failed run (divergence, crash); retried on resume
@@ -37,19 +37,19 @@ cores of its machine. Dask limits its workers' BLAS to one thread by default, so
 ``distributed.LocalCluster`` in Python, set ``distributed.nanny.pre-spawn-environ.<VAR>`` to
 None for OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS with ``dask.config.set``.
 
-Determinism: a run's result depends only on its spec and on the numbers of Numba and BLAS threads
+Determinism: a run's result depends only on its settings and on the numbers of Numba and BLAS
+threads
 (the CPU head kernel sums per-thread partials; OpenBLAS splits its products by thread), so on one
 machine ``--workers N`` and a local Dask cluster with the same thread counts give bit-identical
 metrics to ``--workers 1``. Both counts are recorded in each history (``threads``, ``blas_env``).
 
 Resume: rerunning the same command with the same ``--out`` skips every run whose history.json
-exists and whose stored spec equals the run's spec (and, with ``--save-models``, whose model.npz
-exists); failed and mismatching runs are trained again.
+exists and whose stored record (:func:`run_record`) equals the run's (and, with
+``--save-models``, whose model.npz exists); failed and mismatching runs are trained again.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import itertools
@@ -72,7 +72,7 @@ from .history import METRICS, History
 from .runner import load_run_data, run
 from .texttable import text_table
 
-__all__ = ["run_one", "run_config", "build_specs", "point_name", "summarize"]
+__all__ = ["build_runs", "point_name", "run_one", "run_record", "summarize"]
 
 GRID_KEYS = ("hidden", "lr", "momentum", "batch_size", "activation")
 SUMMARY_CSV = "summary.csv"
@@ -88,11 +88,10 @@ DASK_CONNECT_TIMEOUT = "20s"
 # run, since the BLAS thread count changes both the speed and the last bits of the products
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-Spec = dict[str, Any]  # one run: the shared options, the grid values and the seed (JSON-ready)
 Result = dict[str, Any]  # what run_one returns (see its docstring)
 
 
-# -- specs and names ----------------------------------------------------------------------------
+# -- runs and names -------------------------------------------------------------------------------
 
 
 def _unique(values: Iterable[Any]) -> list[Any]:
@@ -109,51 +108,53 @@ def _num(x: float) -> str:
     return repr(float(x))
 
 
-def point_name(spec: Spec) -> str:
+def point_name(config: RunConfig) -> str:
     """Directory name of a grid point, e.g. ``h100-lr0.05-m0.9-bfull-relu``."""
-    batch = "full" if spec["batch_size"] is None else str(spec["batch_size"])
-    return (f"h{spec['hidden']}-lr{_num(spec['lr'])}-m{_num(spec['momentum'])}-b{batch}-"
-            f"{spec['activation']}")
+    batch = "full" if config.batch_size is None else str(config.batch_size)
+    return (f"h{config.hidden}-lr{_num(config.lr)}-m{_num(config.momentum)}-b{batch}-"
+            f"{config.activation}")
 
 
-def run_dir(out: Path, spec: Spec) -> Path:
+def run_dir(out: Path, config: RunConfig) -> Path:
     """``out/<point>/seed-<s>``: where one run's files live."""
-    return out / point_name(spec) / f"seed-{spec['seed']}"
+    return out / point_name(config) / f"seed-{config.seed}"
 
 
-def _point(spec: Spec) -> tuple:
-    return tuple(spec[k] for k in GRID_KEYS)
+def _point(config: RunConfig) -> tuple:
+    return tuple(getattr(config, k) for k in GRID_KEYS)
 
 
-def _canonical(spec: Spec) -> Spec:
-    """``spec`` as it reads back from JSON (what history.json stores), for resume comparison."""
-    return json.loads(json.dumps(spec))
+# what identifies a run (history.json's config["sweep"], compared on resume): the settings
+# shared by every run, the grid values and the seed, in this order
+SHARED_KEYS = ("dataset", "data_path", "train_size", "scale", "epochs", "dtype", "device",
+               "eval_every", "init", "velocity_init", "sparse")
+RECORD_KEYS = (*SHARED_KEYS, *GRID_KEYS, "seed")
 
 
-def build_specs(args: argparse.Namespace) -> tuple[dict[str, list[Any]], list[int], list[Spec]]:
-    """(grid values per key, seeds, one spec per run in grid order then seed order)."""
-    grid = {
-        "hidden": _unique(args.hidden),
-        "lr": _unique(float(v) for v in args.lr),
-        "momentum": _unique(float(v) for v in args.momentum),
-        "batch_size": _unique(args.batch_size),
-        "activation": _unique(args.activation),
-    }
-    if args.seed_list is not None:
-        if len(set(args.seed_list)) != len(args.seed_list):
-            raise FastMLPError(f"--seed-list has repeated seeds: {args.seed_list}")
-        seeds = list(args.seed_list)
-    else:
-        seeds = list(range(args.seeds if args.seeds is not None else DEFAULT_SEEDS))
-    shared = dict(dataset=args.dataset, data_path=args.data_path, train_size=args.train_size,
-                  scale=args.scale, epochs=args.epochs, dtype=args.dtype, device=args.device,
-                  eval_every=args.eval_every, init=args.init, velocity_init=args.velocity_init,
-                  sparse=args.sparse)
-    specs = [dict(shared, **dict(zip(GRID_KEYS, values, strict=True)), seed=seed)
-             for values in itertools.product(*grid.values()) for seed in seeds]
-    for spec in specs:  # each run is a RunConfig: its errors now, not in every run
-        run_config(spec)
-    return grid, seeds, specs
+def run_record(config: RunConfig) -> dict[str, Any]:
+    """The settings that identify the run ``config`` in its sweep (:data:`RECORD_KEYS`, as the
+    options gave them), JSON-ready: what history.json and error.json store as ``sweep``."""
+    return {key: getattr(config, key) for key in RECORD_KEYS}
+
+
+def _canonical(config: RunConfig) -> dict[str, Any]:
+    """``config``'s record as it reads back from JSON (what history.json stores), for resume
+    comparison."""
+    return json.loads(json.dumps(run_record(config)))
+
+
+def build_runs(base: RunConfig, grid: dict[str, list[Any]],
+               seeds: list[int]) -> tuple[dict[str, list[Any]], list[RunConfig]]:
+    """(grid values per key without repeats, one RunConfig per run: ``base`` with each
+    combination of the ``grid`` values (keys :data:`GRID_KEYS`) and each seed, in grid order
+    then seed order). Each run is validated now, not when it runs."""
+    if len(set(seeds)) != len(seeds):
+        raise FastMLPError(f"--seed-list has repeated seeds: {seeds}")
+    grid = {key: _unique(float(v) if key in ("lr", "momentum") else v for v in grid[key])
+            for key in GRID_KEYS}
+    configs = [base.replace(**dict(zip(GRID_KEYS, values, strict=True)), seed=seed)
+               for values in itertools.product(*grid.values()) for seed in seeds]
+    return grid, configs
 
 
 # -- the task: one run, anywhere ----------------------------------------------------------------
@@ -161,26 +162,20 @@ def build_specs(args: argparse.Namespace) -> tuple[dict[str, list[Any]], list[in
 _DATA_CACHE: dict[tuple, Any] = {}  # one dataset per process: a worker reuses it across its runs
 
 
-def _data_key(spec: Spec) -> tuple:
+def _data_key(config: RunConfig) -> tuple:
     # only synthetic data depends on the seed (load_dataset ignores it otherwise)
-    seed = spec["seed"] if spec["dataset"] == "synthetic" else None
-    return (spec["dataset"], spec["data_path"], spec["train_size"], spec["scale"], spec["dtype"],
+    seed = config.seed if config.dataset == "synthetic" else None
+    return (config.dataset, config.data_path, config.train_size, config.scale, config.dtype,
             seed)
 
 
-def run_config(spec: Spec) -> RunConfig:
-    """The :class:`~fastmlp.config.RunConfig` of the run ``spec`` (specs from before --sparse:
-    auto)."""
-    return RunConfig(**dict(spec, sparse=spec.get("sparse", "auto")))
-
-
-def load_data(spec: Spec) -> Any:
-    """The :class:`~fastmlp.datasets.Dataset` of ``spec``, loaded as ``fastmlp train`` loads it
+def load_data(config: RunConfig) -> Any:
+    """The :class:`~fastmlp.datasets.Dataset` of ``config``, loaded as ``fastmlp train`` loads it
     (cached: the last one stays in memory)."""
-    key = _data_key(spec)
+    key = _data_key(config)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # keep one: a second MNIST copy is ~100 MB per worker
-        _DATA_CACHE[key] = load_run_data(run_config(spec))
+        _DATA_CACHE[key] = load_run_data(config)
     return _DATA_CACHE[key]
 
 
@@ -197,15 +192,16 @@ def _error_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
-def run_one(spec: Spec, save_model: bool = False) -> Result:
-    """Train the run ``spec`` (a dict from :func:`build_specs`) and return its result.
+def run_one(config: RunConfig, save_model: bool = False) -> Result:
+    """Train the run ``config`` (one of :func:`build_runs`) and return its result.
 
     Top-level and self-contained so that a spawned process or a Dask worker can run it: it loads
     the dataset by name/options and writes nothing. Returns a picklable dict:
 
     - ``status``: ``"ok"`` or ``"failed"``;
     - ``history``: ``History.to_dict()`` (per-epoch lists of length ``epochs``, ``final``,
-      ``config`` with ``config["sweep"] = spec``); for a failed run the epochs done, or None;
+      ``config`` with ``config["sweep"] =`` :func:`run_record`); for a failed run the epochs
+      done, or None;
     - ``error`` (one line) and ``traceback`` (for unexpected exceptions) when failed;
     - ``model``: ``{"Wh" (F×H), "bh" (1×H), "Wo" (H×K), "bo" (1×K)}`` host arrays when
       ``save_model`` and ok, else None;
@@ -219,11 +215,10 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
                           host=socket.gethostname(), pid=os.getpid())
     # train() appends to this in place, also when it raises: a run that fails midway keeps its
     # epochs (after a divergence, those up to the last finite weights)
-    history = History(config={"sweep": spec})
+    history = History(config={"sweep": run_record(config)})
     try:
-        config = run_config(spec)
         # no files: the driver writes them; run() puts the settings into the history first
-        model = run(config, dataset=load_data(spec), history=history, save=False).model
+        model = run(config, dataset=load_data(config), history=history, save=False).model
     except Exception as exc:  # noqa: BLE001 - recorded as a failed run, never ends the sweep
         if isinstance(exc, FastMLPError):  # the user's kind of problem: its message says it all
             result["error"] = " ".join(str(exc).split())
@@ -242,7 +237,7 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
     return result
 
 
-# -- executors: yield (index, result) as runs finish; todo holds (index, spec) pairs ------------
+# -- executors: yield (index, result) as runs finish; todo holds (index, config) pairs ------------
 
 
 def _failed(exc: BaseException) -> Result:
@@ -251,10 +246,10 @@ def _failed(exc: BaseException) -> Result:
                 model=None, host=None, pid=None)
 
 
-def _run_inline(todo: Sequence[tuple[int, Spec]],
+def _run_inline(todo: Sequence[tuple[int, RunConfig]],
                 save_model: bool) -> Iterator[tuple[int, Result]]:
-    for i, spec in todo:
-        yield i, run_one(spec, save_model)
+    for i, config in todo:
+        yield i, run_one(config, save_model)
 
 
 def _ignore_sigint() -> None:
@@ -263,7 +258,7 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_pool(todo: Sequence[tuple[int, Spec]], save_model: bool,
+def _run_pool(todo: Sequence[tuple[int, RunConfig]], save_model: bool,
               workers: int) -> Iterator[tuple[int, Result]]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -274,7 +269,7 @@ def _run_pool(todo: Sequence[tuple[int, Spec]], save_model: bool,
     finished = False
     futures: dict[Any, int] = {}
     try:
-        futures = {pool.submit(run_one, spec, save_model): i for i, spec in todo}
+        futures = {pool.submit(run_one, config, save_model): i for i, config in todo}
         for fut in as_completed(futures):
             try:
                 result = fut.result()
@@ -306,11 +301,11 @@ def dask_client(address: str) -> Any:
         raise FastMLPError(f"cannot connect to the Dask scheduler at {address}: {exc}") from None
 
 
-def _run_dask(todo: Sequence[tuple[int, Spec]], save_model: bool,
+def _run_dask(todo: Sequence[tuple[int, RunConfig]], save_model: bool,
               client: Any) -> Iterator[tuple[int, Result]]:
     from distributed import as_completed
 
-    futures = {client.submit(run_one, spec, save_model, pure=False): i for i, spec in todo}
+    futures = {client.submit(run_one, config, save_model, pure=False): i for i, config in todo}
     pending = set(futures)
     try:
         for fut in as_completed(list(futures), loop=client.loop):
@@ -327,9 +322,9 @@ def _run_dask(todo: Sequence[tuple[int, Spec]], save_model: bool,
                 client.cancel(list(pending))
 
 
-def run_stream(todo: Sequence[tuple[int, Spec]], save_model: bool, *, client: Any = None,
+def run_stream(todo: Sequence[tuple[int, RunConfig]], save_model: bool, *, client: Any = None,
                workers: int = 1) -> Iterator[tuple[int, Result]]:
-    """The runs ``todo`` ((index, spec) pairs) on the Dask ``client``, in ``workers`` spawned
+    """The runs ``todo`` ((index, config) pairs) on the Dask ``client``, in ``workers`` spawned
     processes, or in this process (workers 1); yields (index, result) as runs finish."""
     if not todo:
         return _run_inline([], save_model)  # a generator, like the others
@@ -343,41 +338,41 @@ def run_stream(todo: Sequence[tuple[int, Spec]], save_model: bool, *, client: An
 # -- files --------------------------------------------------------------------------------------
 
 
-def _finished_history(out: Path, spec: Spec, save_model: bool) -> dict[str, Any] | None:
-    """history.json of ``spec`` if that run is already done with the same spec, else None."""
-    d = run_dir(out, spec)
+def _finished_history(out: Path, config: RunConfig, save_model: bool) -> dict[str, Any] | None:
+    """history.json of ``config`` if that run is already done with the same config, else None."""
+    d = run_dir(out, config)
     try:
         data = json.loads((d / report.HISTORY_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("config", {}).get("sweep") != _canonical(spec):
+    if not isinstance(data, dict) or data.get("config", {}).get("sweep") != _canonical(config):
         return None
     if save_model and not (d / report.MODEL_NPZ).is_file():
         return None
     return data
 
 
-def finished_runs(out: Path, specs: Sequence[Spec], save_model: bool) -> dict[int, Result]:
-    """The runs of ``specs`` (by index) already done in ``out`` with the same spec: resumed."""
+def finished_runs(out: Path, configs: Sequence[RunConfig], save_model: bool) -> dict[int, Result]:
+    """The runs of ``configs`` (by index) already done in ``out`` with the same config: resumed."""
     results: dict[int, Result] = {}
-    for i, spec in enumerate(specs):
-        done = _finished_history(out, spec, save_model)
+    for i, config in enumerate(configs):
+        done = _finished_history(out, config, save_model)
         if done is not None:
             results[i] = dict(status="ok", history=done, error=None)
     return results
 
 
-def write_run(out: Path, spec: Spec, result: Result) -> None:
+def write_run(out: Path, config: RunConfig, result: Result) -> None:
     """Write one finished run's files into its directory (atomically; history.json last, since
     its presence is what marks the run as done)."""
-    d = run_dir(out, spec)
+    d = run_dir(out, config)
     d.mkdir(parents=True, exist_ok=True)
     if result.get("model") is None:  # an earlier run's model must not pass for this one's
         with contextlib.suppress(FileNotFoundError):
             (d / report.MODEL_NPZ).unlink()
     if result["status"] != "ok":
         report.write_json(d / ERROR_JSON, {
-            "config": {"sweep": spec}, "error": result["error"],
+            "config": {"sweep": run_record(config)}, "error": result["error"],
             "traceback": result["traceback"], "host": result["host"],
             "history": result["history"]})
         with contextlib.suppress(FileNotFoundError):  # a stale run's files must not look done
@@ -411,23 +406,23 @@ def _as_float(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
-def summarize(specs: Sequence[Spec], results: dict[int, Result],
+def summarize(configs: Sequence[RunConfig], results: dict[int, Result],
               out: Path) -> list[dict[str, Any]]:
     """One row per grid point (grid order): the grid values, ``status`` ("ok" / "partial" /
     "failed"), ``n_seeds`` (runs that finished) and ``n_failed``, ``<metric>_mean`` and
     ``<metric>_std`` of the six final metrics and of ``wall_time_s`` over the finished seeds,
     ``seeds`` and ``failed_seeds``, and ``runs`` (seed, status, dir, error per run).
 
-    ``results`` maps an index into ``specs`` to that run's result (with a ``history`` dict).
+    ``results`` maps an index into ``configs`` to that run's result (with a ``history`` dict).
     """
     groups: dict[tuple, list[int]] = {}
-    for i, spec in enumerate(specs):
-        groups.setdefault(_point(spec), []).append(i)
+    for i, config in enumerate(configs):
+        groups.setdefault(_point(config), []).append(i)
     rows = []
     for point, idx in groups.items():
         ok = [i for i in idx if results.get(i, {}).get("status") == "ok"]
         failed = [i for i in idx if i not in ok]
-        row: dict[str, Any] = dict(point=point_name(specs[idx[0]]),
+        row: dict[str, Any] = dict(point=point_name(configs[idx[0]]),
                                    **dict(zip(GRID_KEYS, point, strict=True)))
         row.update(status="ok" if not failed else ("partial" if ok else "failed"),
                    n_seeds=len(ok), n_failed=len(failed))
@@ -435,11 +430,11 @@ def summarize(specs: Sequence[Spec], results: dict[int, Result],
             values = [(_as_float(results[i]["history"]["final"].get(key)) if key in METRICS
                        else float(results[i]["history"]["wall_time_s"])) for i in ok]
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
-        row["seeds"] = [specs[i]["seed"] for i in ok]
-        row["failed_seeds"] = [specs[i]["seed"] for i in failed]
-        row["runs"] = [dict(seed=specs[i]["seed"],
+        row["seeds"] = [configs[i].seed for i in ok]
+        row["failed_seeds"] = [configs[i].seed for i in failed]
+        row["runs"] = [dict(seed=configs[i].seed,
                             status=results.get(i, {}).get("status", "not run"),
-                            dir=str(run_dir(out, specs[i]).relative_to(out)),
+                            dir=str(run_dir(out, configs[i]).relative_to(out)),
                             error=results.get(i, {}).get("error")) for i in idx]
         rows.append(row)
     return rows
@@ -519,7 +514,7 @@ def _labels(grid: dict[str, list[Any]], rows: list[dict[str, Any]]) -> list[str]
     return [", ".join(text(k, r[k]) for k in varying) for r in rows]
 
 
-def plot_curves(out: Path, grid: dict[str, list[Any]], specs: Sequence[Spec],
+def plot_curves(out: Path, grid: dict[str, list[Any]], configs: Sequence[RunConfig],
                 results: dict[int, Result], rows: list[dict[str, Any]],
                 split: str) -> tuple[Path, Path]:
     """``curves_loss.png`` and ``curves_accuracy.png``: per grid point the mean ``split`` curve
@@ -531,14 +526,14 @@ def plot_curves(out: Path, grid: dict[str, list[Any]], specs: Sequence[Spec],
     from matplotlib.ticker import MaxNLocator
 
     by_point: dict[tuple, list[dict[str, Any]]] = {}
-    for i, spec in enumerate(specs):
+    for i, config in enumerate(configs):
         if results.get(i, {}).get("status") == "ok":
-            by_point.setdefault(_point(spec), []).append(results[i]["history"])
+            by_point.setdefault(_point(config), []).append(results[i]["history"])
     labels = _labels(grid, rows)
     n = len(rows)
     cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "viridis"]
     name = {"train": "training", "valid": "validation", "test": "test"}[split]
-    seeds = sorted({s["seed"] for s in specs})
+    seeds = sorted({c.seed for c in configs})
     paths = []
     for metric, ylabel, filename in (("loss", "average cross-entropy", CURVES_LOSS_PNG),
                                      ("acc", "accuracy", CURVES_ACCURACY_PNG)):
@@ -563,7 +558,7 @@ def plot_curves(out: Path, grid: dict[str, list[Any]], specs: Sequence[Spec],
             ax.fill_between(epochs[keep], mean - std, mean + std, color=color, alpha=0.2,
                             linewidth=0)
         ax.set_title(f"{name.capitalize()} {'loss' if metric == 'loss' else 'accuracy'}: mean "
-                     f"± std over seeds {', '.join(map(str, seeds))} ({specs[0]['dataset']})")
+                     f"± std over seeds {', '.join(map(str, seeds))} ({configs[0].dataset})")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{name} {ylabel}")

@@ -17,6 +17,7 @@ import pytest
 import fastmlp
 import fastmlp.sweep as sweep
 from fastmlp.cli import main
+from fastmlp.config import RunConfig
 from fastmlp.train import METRICS
 
 # every test here runs on the dense and on the sparse products (conftest.products)
@@ -49,11 +50,11 @@ class CountRuns:
     """Stands in for sweep.run_one (in-process sweeps) and counts the runs actually trained."""
 
     def __init__(self, fail_on: int | None = None):
-        self.specs: list[dict] = []
+        self.specs: list[RunConfig] = []
         self.fail_on = fail_on
         self.original = sweep.run_one
 
-    def __call__(self, spec: dict, save_model: bool = False) -> dict:
+    def __call__(self, spec: RunConfig, save_model: bool = False) -> dict:
         self.specs.append(spec)
         if self.fail_on is not None and len(self.specs) == self.fail_on:
             raise KeyboardInterrupt
@@ -268,7 +269,7 @@ def test_failed_run_is_recorded_and_retried(tmp_path, monkeypatch, capsys) -> No
     counter = CountRuns()
     monkeypatch.setattr(sweep, "run_one", counter)
     assert main(args) == 1  # the failed run, and only it, is tried again
-    assert [s["lr"] for s in counter.specs] == [1e10]
+    assert [s.lr for s in counter.specs] == [1e10]
 
 
 def test_run_that_fails_midway_keeps_its_epochs(monkeypatch) -> None:
@@ -284,8 +285,9 @@ def test_run_that_fails_midway_keeps_its_epochs(monkeypatch) -> None:
     monkeypatch.setattr(trainer_cls, "run_epoch", flaky)
     spec = dict(dataset="synthetic", data_path=None, train_size=None, scale="unit", epochs=4,
                 dtype="float32", device="cpu", eval_every=1, init="xavier", velocity_init=1e-5,
-                hidden=8, lr=0.05, momentum=0.9, batch_size=None, activation="relu", seed=0)
-    result = sweep.run_one(spec)
+                sparse="auto", hidden=8, lr=0.05, momentum=0.9, batch_size=None,
+                activation="relu", seed=0)
+    result = sweep.run_one(RunConfig(**spec))
     assert result["status"] == "failed" and result["error"] == "ZeroDivisionError: a bug in epoch 3"
     assert "ZeroDivisionError" in result["traceback"]
     history = result["history"]
