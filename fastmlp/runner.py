@@ -16,7 +16,7 @@ from typing import Any
 
 from . import report
 from .backend import Backend, get_backend
-from .checkpoint import CHECKPOINT_NPZ, load_checkpoint, remove_stale_temps
+from .checkpoint import CHECKPOINT_NPZ, Checkpointer, load_checkpoint, remove_stale_temps
 from .config import CHECKPOINT_KEYS, RESUME_MAY_CHANGE, RunConfig, option, train_rows
 from .datasets import Dataset, TrainSizeError, load_dataset
 from .errors import FastMLPError, os_errors
@@ -229,13 +229,13 @@ def write_results(history: History, model: MLP, out_dir: Path) -> None:
         report.save_model(model, out_dir / report.MODEL_NPZ, extra=history.config)
 
 
-def on_interrupt(history: History, out: Path, epochs: int) -> RunInterrupted:
+def on_interrupt(history: History, out: Path, epochs: int,
+                 saved: int | None) -> RunInterrupted:
     """Ctrl-C during training of ``epochs`` epochs into ``out``: write the ``history`` so far
-    and say what is saved.
+    and say what is saved: the checkpoint at epoch ``saved`` (None: none).
 
     train() has already written ``checkpoint.npz`` (it stops at the end of the running epoch
-    on the first Ctrl-C; after a second, immediate one the last checkpoint stands). Any
-    checkpoint in ``out`` belongs to this run: a fresh run removes an older one first.
+    on the first Ctrl-C; after a second, immediate one the last checkpoint stands).
     """
     written = False
     if history.epochs:
@@ -244,10 +244,6 @@ def on_interrupt(history: History, out: Path, epochs: int) -> RunInterrupted:
             written = True
         except (OSError, ValueError):  # keep the exit quick and the message one line
             pass
-    try:
-        saved = load_checkpoint(out)["epoch"]
-    except FastMLPError:
-        saved = None
     return RunInterrupted(out, history.epochs, epochs, history_written=written,
                           checkpoint_epoch=saved)
 
@@ -301,18 +297,21 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
         history.config.setdefault("resumed_at_epoch", []).append(resume.checkpoint["epoch"])
     # before training, so that a history written on Ctrl-C records the run too
     history.config.update(config.history_record())
+    # the run's checkpoints; a fresh run has removed any older one, a resumed run's stands
+    saver = None if out_dir is None else Checkpointer(
+        out_dir / CHECKPOINT_NPZ, config.checkpoint_every, config.checkpoint_record())
     try:
         train(model, dataset, epochs=config.epochs, lr=config.lr, momentum=config.momentum,
               batch_size=config.batch_size, eval_every=config.eval_every,
               velocity_init=config.velocity_init, seed=config.seed, progress=progress,
               history=history, state=None if resume is None else resume.checkpoint,
-              checkpoint=None if out_dir is None else out_dir / CHECKPOINT_NPZ,
-              checkpoint_every=config.checkpoint_every,
-              checkpoint_config=config.checkpoint_record(), plan=plan)
+              checkpoint=saver, plan=plan)
     except KeyboardInterrupt:
-        if out_dir is None:
+        if saver is None:
             raise
-        raise on_interrupt(history, out_dir, config.epochs) from None
+        saved = (saver.saved_epoch if saver.saved_epoch >= 0
+                 else None if resume is None else resume.checkpoint["epoch"])
+        raise on_interrupt(history, out_dir, config.epochs, saved) from None
     except DivergenceError as exc:
         # the model holds the last finite weights and exc.history the epochs up to them
         if out_dir is not None:

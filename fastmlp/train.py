@@ -52,7 +52,8 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
           seed: int = 0, progress: bool = False,
           callback: Callable[[Trainer, dict[str, float]], None] | None = None,
           history: History | None = None, state: dict[str, Any] | None = None,
-          checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int | None = None,
+          checkpoint: str | os.PathLike[str] | Checkpointer | None = None,
+          checkpoint_every: int | None = None,
           checkpoint_config: dict[str, Any] | None = None,
           compiled: bool | None = None, sparse: str = "auto",
           plan: Plan | None = None) -> History:
@@ -72,10 +73,11 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
     A given ``history`` is appended to in place (even if training is interrupted).
 
     ``checkpoint`` (a file, or an existing directory to hold ``checkpoint.npz``) writes
-    checkpoints, with ``checkpoint_config`` (default: ``history.config``) in them: every
-    ``checkpoint_every`` epochs (None: every 10 epochs, at most once a minute; 0: never), after
-    the last epoch and on Ctrl-C. With it, Ctrl-C stops at the end of the running epoch (a second
-    one stops at once) and raises KeyboardInterrupt after the checkpoint is written.
+    checkpoints, with ``checkpoint_config`` (default: ``history.config``) in them (or give a
+    :class:`~fastmlp.checkpoint.Checkpointer`, whose ``saved_epoch`` then tells what it wrote):
+    every ``checkpoint_every`` epochs (None: every 10 epochs, at most once a minute; 0: never),
+    after the last epoch and on Ctrl-C. With it, Ctrl-C stops at the end of the running epoch (a
+    second one stops at once) and raises KeyboardInterrupt after the checkpoint is written.
 
     Raises :class:`DivergenceError` on a non-finite loss or parameter, with the model restored
     to its last finite weights.
@@ -97,9 +99,11 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
         small_batch_loop=trainer.plan.strategy_reason, products=trainer.plan.products_reason,
         dataset=dataset.name, n_train=trainer.counts[0], n_valid=trainer.counts[1],
         n_test=trainer.counts[2], plan=trainer.plan.record())
-    saver = None if checkpoint is None else Checkpointer(
-        checkpoint, checkpoint_every, history.config if checkpoint_config is None
-        else checkpoint_config)
+    if checkpoint is None or isinstance(checkpoint, Checkpointer):
+        saver = checkpoint
+    else:
+        saver = Checkpointer(checkpoint, checkpoint_every, history.config
+                             if checkpoint_config is None else checkpoint_config)
     return fit_epochs(trainer, history, epochs, progress=progress, callback=callback,
                       checkpointer=saver)
 

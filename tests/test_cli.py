@@ -293,8 +293,8 @@ def test_ctrl_c_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     seen = []
     original = runner.on_interrupt
     monkeypatch.setattr(runner, "on_interrupt",
-                        lambda history, out, epochs: seen.append(out) or original(history, out,
-                                                                                 epochs))
+                        lambda history, out, epochs, saved: seen.append(out)
+                        or original(history, out, epochs, saved))
     assert main([*SYNTHETIC, "--out", str(tmp_path / "o"), "--no-progress"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert calls and len(seen) == 1 and seen[0] == tmp_path / "o"
