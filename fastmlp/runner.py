@@ -298,8 +298,9 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
     # before training, so that a history written on Ctrl-C records the run too
     history.config.update(config.history_record())
     # the run's checkpoints; a fresh run has removed any older one, a resumed run's stands
-    saver = None if out_dir is None else Checkpointer(
-        out_dir / CHECKPOINT_NPZ, config.checkpoint_every, config.checkpoint_record())
+    # (the settings go in once, as the history's config["run"])
+    saver = None if out_dir is None else Checkpointer(out_dir / CHECKPOINT_NPZ,
+                                                      config.checkpoint_every)
     try:
         train(model, dataset, epochs=config.epochs, lr=config.lr, momentum=config.momentum,
               batch_size=config.batch_size, eval_every=config.eval_every,

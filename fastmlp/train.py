@@ -73,7 +73,7 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
     A given ``history`` is appended to in place (even if training is interrupted).
 
     ``checkpoint`` (a file, or an existing directory to hold ``checkpoint.npz``) writes
-    checkpoints, with ``checkpoint_config`` (default: ``history.config``) in them (or give a
+    checkpoints, with ``checkpoint_config`` (default: none, ``history.config`` says it) (or give a
     :class:`~fastmlp.checkpoint.Checkpointer`, whose ``saved_epoch`` then tells what it wrote):
     every ``checkpoint_every`` epochs (None: every 10 epochs, at most once a minute; 0: never),
     after the last epoch and on Ctrl-C. With it, Ctrl-C stops at the end of the running epoch (a
@@ -102,8 +102,8 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
     if checkpoint is None or isinstance(checkpoint, Checkpointer):
         saver = checkpoint
     else:
-        saver = Checkpointer(checkpoint, checkpoint_every, history.config
-                             if checkpoint_config is None else checkpoint_config)
+        # no config of its own: the history's config is in the checkpoint already
+        saver = Checkpointer(checkpoint, checkpoint_every, checkpoint_config)
     return fit_epochs(trainer, history, epochs, progress=progress, callback=callback,
                       checkpointer=saver)
 
