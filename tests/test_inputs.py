@@ -25,9 +25,6 @@ import pytest
 import fastmlp
 from fastmlp.cli import main
 
-# every test here runs on the dense and on the sparse products (conftest.products)
-pytestmark = pytest.mark.usefixtures("products")
-
 # -- files, built lazily: "{name}" in a row's argv creates tmp/<name> the first time -------------
 
 

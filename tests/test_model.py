@@ -280,6 +280,7 @@ def test_mixing_array_libraries_is_a_type_error():
         model.forward(FakeCupyArray())
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_import_does_not_import_cupy_and_auto_picks_cpu_without_cupy():
     # CuPy is made unimportable (None in sys.modules) after the import check, so the test means
     # the same whether or not CuPy is installed here
@@ -344,6 +345,7 @@ def test_chunked_evaluation_equals_one_pass_and_minibatch_scratch_is_small():
     assert big.Z.shape[0] < 20000  # minibatch mode never holds an N×H buffer
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_warns_once_when_numpy_was_imported_first():
     code = ("import numpy, fastmlp\n"
             "d = fastmlp.load_dataset('synthetic', n_train=8, n_valid=0, n_test=0, n_features=3,"

@@ -373,6 +373,7 @@ def _wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: floa
                                   ["--batch-size", "100", "--compiled"], ["--sparse", "on"],
                                   ["--batch-size", "100", "--no-compiled", "--sparse", "on"]],
                          ids=["B=1", "B=100", "full-batch-sparse", "B=100-sparse"])
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_sigkill_and_resume_are_bit_identical(path: list[str], tmp_path: Path) -> None:
     argv = [*SYN, *path]
     killed = tmp_path / "killed"
@@ -405,6 +406,7 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a terminal would (see test_checkpoint)
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_ctrl_c_writes_a_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = [a for a in SYN if a != "--no-progress"]  # the bar on stderr says training is on

@@ -20,9 +20,6 @@ from fastmlp.cli import main
 from fastmlp.config import RunConfig
 from fastmlp.train import METRICS
 
-# every test here runs on the dense and on the sparse products (conftest.products)
-pytestmark = pytest.mark.usefixtures("products")
-
 GRID = ["sweep", "--dataset", "synthetic", "--hidden", "8", "16", "--lr", "0.05", "0.01",
         "--momentum", "0.9", "--seeds", "2", "--epochs", "3", "--device", "cpu"]
 POINTS = [f"h{h}-lr{lr}-m0.9-bfull-relu" for h in (8, 16) for lr in (0.05, 0.01)]
@@ -207,6 +204,7 @@ def workers_products(products: str) -> list[str]:
     return ["--sparse", "on" if products == "sparse" else "off"]
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_process_pool_is_identical(finished, tmp_path: Path, products: str) -> None:
     out = tmp_path / "pool"
     assert main([*GRID, "--out", str(out), "--workers", "2", "--save-models", "--quiet",
@@ -223,6 +221,7 @@ def test_process_pool_is_identical(finished, tmp_path: Path, products: str) -> N
 
 @pytest.mark.skipif(not HAVE_DISTRIBUTED,
                     reason="needs Dask's distributed scheduler: pip install 'fastmlp[dask]'")
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_dask_local_cluster_is_identical(finished, tmp_path: Path, capsys,
                                         products: str) -> None:
     import dask
@@ -351,6 +350,7 @@ def test_missing_dask_names_the_extra(tmp_path, monkeypatch, capsys, assert_one_
 
 
 @pytest.mark.skipif(not HAVE_DISTRIBUTED, reason="needs distributed to try the connection")
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_unreachable_scheduler(tmp_path, monkeypatch, capsys, assert_one_line_error) -> None:
     monkeypatch.setattr(sweep, "DASK_CONNECT_TIMEOUT", "1s")
     out = tmp_path / "out"
