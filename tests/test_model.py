@@ -156,7 +156,7 @@ def test_float32_training_stays_float32(compiled):
                               compiled=compiled)
     for _ in range(2):
         trainer.run_epoch()
-    arrays = [model.params, model.grads, trainer.velocity, trainer.X, trainer.Z]
+    arrays = [model.params, model.grads, trainer.velocity, trainer.X, trainer.strategy.Z]
     # the per-step path's batch rows; the compiled loop reads X's rows itself
     arrays += [] if compiled else [trainer.strategy.Xb]
     arrays += [model.views[n] for n in PARAM_NAMES] + [model.grad_views[n] for n in PARAM_NAMES]
@@ -381,7 +381,7 @@ def test_host_buffers_start_on_a_cache_line():
         model = fastmlp.MLP(784, 30, 10, dtype=dtype)
         data = fastmlp.load_dataset("synthetic", n_train=50, n_valid=10, n_test=10, dtype=dtype)
         trainer = fastmlp.Trainer(model, data, lr=0.1, momentum=0.9)
-        for a in (model.params, model.grads, trainer.Z, trainer.velocity):
+        for a in (model.params, model.grads, trainer.strategy.Z, trainer.velocity):
             assert a.ctypes.data % CACHE_LINE == 0
         assert np.all(model.bh == 0) and np.all(model.grads == 0)
         assert np.all(trainer.velocity == trainer.velocity[0])
