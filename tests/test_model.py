@@ -342,7 +342,7 @@ def test_chunked_evaluation_equals_one_pass_and_minibatch_scratch_is_small():
     big = fastmlp.Trainer(model, fastmlp.load_dataset("synthetic", n_train=20000, n_valid=0,
                                                       n_test=0, n_features=9, n_classes=4),
                           batch_size=100)
-    assert big.Z.shape[0] < 20000  # minibatch mode never holds an N×H buffer
+    assert big.strategy.Z.shape[0] < 20000  # minibatch mode never holds an N×H buffer
 
 
 @pytest.mark.slow  # a subprocess, Dask or the simulator
