@@ -155,9 +155,12 @@ def head_grid(rows: int) -> tuple[int, int, int]:
 HEAD_ARRAYS = 10  # the kernel's array arguments: Z, bh, Wo, bo, y, ends and the four partials
 
 
+REDUCE_ARRAYS = 8  # the reduction's array arguments: the four partials and dWo, dbh, dbo, stats
+
+
 def head(s: Shapes, rows: int, n_grad: int, splits: int, b: int, count: int = 1) -> list[Launch]:
     """kernels/cuda.py's head on ``rows`` rows, the first ``n_grad`` of them training rows, and
-    its second pass: the CuPy sums over the per-block partials and dWo's transposed copy."""
+    its second pass: one Numba launch summing the per-block partials (dWo written transposed)."""
     H, K = s.H, s.K
     _, nb, warps = head_grid(rows)
     # dWo [block, k, j], dbh and dbo partial rows: only a call with training rows touches them,
@@ -173,17 +176,13 @@ def head(s: Shapes, rows: int, n_grad: int, splits: int, b: int, count: int = 1)
     # forward per row: bias, activation and H×K multiply-adds; backward per training row:
     # dh (H×K), the tile's dWo (H×K), act′ and dbh
     fl = rows * H * (2 * K + 2) + n_grad * H * (4 * K + 3)
-    out = [Launch("head (Numba)", "numba", count, fl, rd + wr, arrays=HEAD_ARRAYS),
-           Launch("Σ stats partials", "cupy", count, stats_rows * splits * 2,
-                  16 * (stats_rows + 1) * splits)]
-    if n_grad:
-        out += [Launch("Σ dWo partials → (K, H)", "cupy", count, nb * H * K,
-                       b * (nb + 1) * H * K),
-                Launch("dWo ← (K, H)ᵀ copy", "cupy", count, 0, 2 * b * H * K)]
-        for what, width in (("dbo", K), ("dbh", H)):
-            out.append(Launch(f"Σ {what} partials", "cupy", count, nb * width,
-                              b * (nb + 1) * width))
-    return out
+    # the reduction reads every partial once and writes each sum once
+    outputs = (K * H + H + K) if n_grad else 0
+    red_fl = stats_rows * splits * 2 + grads
+    red_bytes = 16 * (stats_rows + 1) * splits + b * (grads + outputs)
+    return [Launch("head (Numba)", "numba", count, fl, rd + wr, arrays=HEAD_ARRAYS),
+            Launch("Σ partials → dWo, dbh, dbo, stats (Numba)", "numba", count, red_fl,
+                   red_bytes, arrays=REDUCE_ARRAYS)]
 
 
 def momentum(s: Shapes, b: int, count: int = 1) -> Launch:

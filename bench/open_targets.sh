@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The speed targets of the small-batch and sparse-input issues, re-measured on whatever machine
-# this session has (bench/RESULTS.md section 9), one command after another (nothing else may run
+# The speed targets of the small-batch and sparse-input issues, measured on the machine at hand
+# (bench/RESULTS.md quotes its outputs), one command after another (nothing else may run
 # meanwhile). Usage: bash bench/open_targets.sh [out-dir] [reps] [parts]
 #   out-dir: default bench/results/open_targets; reps: repetitions of the course-layout and
 #   canonical commands (default 3); parts: some of "course canonical per_sample vu bound
@@ -29,6 +29,6 @@ has vu && run vu_recipe "$py" -m fastmlp train --hidden 300 --activation sigmoid
 has bound && run update_bound "$py" bench/update_bound.py
 has breakdown && run breakdown "$py" bench/breakdown.py full minibatch
 if has regtile; then
-    run regtile_float32 "$py" bench/sparse_regtile.py float32
-    run regtile_float64 "$py" bench/sparse_regtile.py float64
+    run regtile_float32 "$py" bench/experiments/sparse_regtile.py float32
+    run regtile_float64 "$py" bench/experiments/sparse_regtile.py float64
 fi

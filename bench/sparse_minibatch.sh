@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The sparse minibatch and evaluation figures of bench/RESULTS.md section 7 (nothing else may
+# The sparse minibatch and evaluation figures of bench/RESULTS.md (nothing else may
 # run meanwhile). Usage: bash bench/sparse_minibatch.sh [out-dir]  (default bench/results/sparse_minibatch)
 set -u
 out=${1:-bench/results/sparse_minibatch}

@@ -190,21 +190,6 @@ def _kernels(module: str, fused: bool = True) -> ModuleType:
     return importlib.import_module(f"fastmlp.kernels.{module if fused else 'reference'}")
 
 
-def _import_cupy() -> tuple[ModuleType | None, str]:
-    """(cupy, "") when CuPy imports and sees a GPU, else (None, why not)."""
-    try:
-        import cupy
-    except Exception as exc:  # ImportError, or a broken CUDA install raising anything
-        return None, f"CuPy is not importable ({type(exc).__name__}: {exc})"
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        return None, f"CuPy found no usable GPU ({type(exc).__name__}: {exc})"
-    if n < 1:
-        return None, "CuPy found no GPU"
-    return cupy, ""
-
-
 def _rebuild_backend(name: str, fused: bool, tf32: bool, reason: str) -> Backend:
     """The unpickled form of a :class:`Backend`: ``get_backend`` with its settings, keeping the
     reason it was picked for."""
@@ -218,9 +203,11 @@ def get_backend(device: str | Backend = "cpu", *, fused: bool | None = None,
     """The backend for ``device`` in {"auto", "cpu", "cuda", "cudasim"}, or ``device`` itself
     when it is a Backend (a ``fused`` or ``tf32`` that contradicts it is an error).
 
-    ``auto`` picks CUDA only when CuPy imports and a GPU is present, else the CPU; the returned
-    backend's ``reason`` says which and why. ``fused`` (None: True) picks the fused kernels, else
-    the NumPy references. ``tf32=True`` allows TF32 float32 products on the GPU.
+    ``auto`` picks CUDA only when the CUDA preflight passes (:mod:`fastmlp.preflight`: CuPy and
+    a GPU, cuBLAS, numba-cuda with NVVM and libdevice, a tiny kernel), else the CPU; the
+    returned backend's ``reason`` says which and why (the failed step). ``fused`` (None: True)
+    picks the fused kernels, else the NumPy references. ``tf32=True`` allows TF32 float32
+    products on the GPU.
     """
     if isinstance(device, Backend):
         if fused is not None and fused != device.fused:
@@ -246,13 +233,19 @@ def get_backend(device: str | Backend = "cpu", *, fused: bool | None = None,
         ops = _kernels("cuda", fused)
         return CudaSimBackend(np, ops, fused=fused, reason="requested")
     if device in ("cuda", "auto"):
-        cupy, why_not = _import_cupy()
-        if cupy is not None:
+        from .preflight import cached_preflight
+
+        check = cached_preflight(kernels=fused)  # the fused kernels need numba-cuda too
+        if check.ok:
+            cupy = importlib.import_module("cupy")
             ops = _kernels("cuda", fused)
-            reason = "requested" if device == "cuda" else "auto: CuPy sees a GPU"
+            reason = ("requested" if device == "cuda"
+                      else "auto: the CUDA preflight passed (fastmlp doctor)")
             return CupyBackend(cupy, ops, fused=fused, reason=reason, tf32=tf32)
+        why_not = check.why_not()
         if device == "cuda":
-            raise FastMLPError(f"device 'cuda' is unavailable: {why_not}; {CUDA_EXTRA_HINT}")
+            raise FastMLPError(f"device 'cuda' is unavailable: {why_not}; 'fastmlp doctor' "
+                               f"checks each step; {CUDA_EXTRA_HINT}")
         reason = f"auto: {why_not}, using the CPU" + ("; TF32 does not apply" if tf32 else "")
     else:
         reason = "requested"

@@ -10,13 +10,20 @@ import warnings
 import numpy as np
 
 from .datasets import Dataset
-from .errors import FastMLPError, is_int
+from .errors import FastMLPError, InvalidTypeError, is_int
 from .history import SPLITS
 from .model import MLP
 
 
 def check_compatible(model: MLP, dataset: Dataset) -> None:
-    """A clear FastMLPError when ``dataset`` does not fit ``model`` (features, classes)."""
+    """A clear FastMLPError when ``dataset`` does not fit ``model`` (features, classes), or
+    either is not what it should be (an :class:`InvalidInputError` then)."""
+    if not isinstance(model, MLP):
+        raise InvalidTypeError(f"the model must be a fastmlp.MLP, got {type(model).__name__}")
+    if not isinstance(dataset, Dataset):  # e.g. a tuple (X, y)
+        raise InvalidTypeError(f"the data must be a fastmlp.Dataset (load_dataset(...), or "
+                               f"Dataset(name, Split(x, y), valid, test) for arrays of your "
+                               f"own), got {type(dataset).__name__}")
     if dataset.n_features != model.n_in:
         raise FastMLPError(f"the data ({dataset.name}) has {dataset.n_features} features but the "
                            f"model takes {model.n_in}")

@@ -130,6 +130,14 @@ class RunConfig:
             raise FastMLPError(f"--dataset {self.dataset} needs --data-path FILE.npz")
         if self.dataset == "synthetic" and self.data_path:  # recorded, and looked for later
             raise FastMLPError("--dataset synthetic generates its data and takes no --data-path")
+        # options that would be ignored are refused, as --data-path is above
+        if self.scale != "unit" and self.dataset not in PIXEL_DATASETS:
+            raise FastMLPError(f"--scale {self.scale} applies to the pixel datasets "
+                               f"({', '.join(PIXEL_DATASETS)}); --dataset {self.dataset} "
+                               f"features are used as given")
+        if self.compiled and self.batch_size is None:
+            raise FastMLPError("--compiled is for minibatch epochs (--batch-size B); a full "
+                               "batch takes one step per epoch, with no compiled loop")
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with ``changes``, validated again."""
@@ -167,6 +175,11 @@ class RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in record.items() if k in names}
         values.setdefault("sparse", "off")  # a checkpoint from before --sparse ran dense
+        # recorded before they were refused, and ignored then: read as what ran
+        if values.get("batch_size") is None and values.get("compiled"):
+            values["compiled"] = None
+        if values.get("dataset") not in PIXEL_DATASETS and "scale" in values:
+            values["scale"] = "unit"
         # a checkpoint's record names the command line argv, RunConfig.to_dict command
         values["command"] = record.get("argv", values.get("command")) or ""
         return cls(**dict(values, **changes))

@@ -18,6 +18,16 @@ class FastMLPError(Exception):
     """A problem the user can fix; the CLI prints its message on one line and exits non-zero."""
 
 
+class InvalidInputError(FastMLPError, ValueError):
+    """A bad argument or bad data handed to the API: a :class:`FastMLPError` that is also a
+    ValueError, the exception scikit-learn's conventions (and ``except ValueError``) expect."""
+
+
+class InvalidTypeError(FastMLPError, TypeError):
+    """An argument of the wrong kind handed to the API (a tuple where a Dataset belongs): a
+    :class:`FastMLPError` that is also the TypeError Python's conventions expect."""
+
+
 @contextlib.contextmanager
 def os_errors(action: str, path: str | os.PathLike[str], *,
               name_the_file: bool = True) -> Iterator[None]:

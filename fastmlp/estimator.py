@@ -24,7 +24,7 @@ import numpy as np
 
 from .backend import DEVICES, Backend
 from .datasets import Dataset, Split
-from .errors import FastMLPError, is_int
+from .errors import FastMLPError, InvalidInputError, InvalidTypeError, is_int
 from .kernels import ACTIVATIONS
 from .model import DTYPES, INITS, MLP
 from .sparse import SPARSE_MODES
@@ -59,14 +59,20 @@ def _not_fitted_error_class() -> type[NotFittedError]:
                  "__reduce__": __reduce__})
 
 
+def _data_conversion_warning() -> type[Warning]:
+    """scikit-learn's DataConversionWarning where scikit-learn imports (what its checks and
+    filters look for), else UserWarning, of which it is a subclass."""
+    try:
+        from sklearn.exceptions import DataConversionWarning
+    except Exception:  # not installed, or broken: the base class
+        return UserWarning
+    return DataConversionWarning
+
+
 def _not_fitted_error(*args: Any) -> NotFittedError:
     """A :class:`NotFittedError` that ``except sklearn.exceptions.NotFittedError`` catches too,
     where scikit-learn is installed."""
     return _not_fitted_error_class()(*args)
-
-
-class InvalidInputError(FastMLPError, ValueError):
-    """Bad ``X``/``y`` or a bad hyper-parameter; a ValueError, as scikit-learn raises."""
 
 
 class MLPClassifier:
@@ -109,12 +115,13 @@ class MLPClassifier:
 
     def __sklearn_tags__(self) -> Any:
         """scikit-learn >= 1.6's estimator tags (what ``ClassifierMixin`` on ``BaseEstimator``
-        gives): a classifier that needs ``y`` and takes 2-D, NaN-free X. Only scikit-learn calls
-        this, so scikit-learn is imported here, never when fastmlp is."""
+        gives): a classifier that needs ``y`` and takes 2-D, NaN-free X, dense or
+        ``scipy.sparse`` (which ``fit`` expands). Only scikit-learn calls this, so scikit-learn
+        is imported here, never when fastmlp is."""
         from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
 
         return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
-                    classifier_tags=ClassifierTags(), input_tags=InputTags())
+                    classifier_tags=ClassifierTags(), input_tags=InputTags(sparse=True))
 
     # -- parameters -----------------------------------------------------------------------------
     @classmethod
@@ -189,14 +196,14 @@ class MLPClassifier:
         (no validation split is held out). Returns ``self``.
         """
         x = _check_X(X, self.dtype if self.dtype in DTYPES else "float64")
-        labels = _check_y(y, len(x))
+        labels = _check_y(y, len(x), warn_column=True)
         _check_discrete(labels)
         try:
             classes, encoded = np.unique(labels, return_inverse=True)
         except TypeError as exc:  # e.g. a mix of strings and numbers
             raise InvalidInputError(f"y: labels cannot be sorted ({exc})") from None
-        if len(classes) < 2:
-            raise InvalidInputError(f"y: need samples of at least 2 classes, got only "
+        if len(classes) < 2:  # "1 class": the wording scikit-learn's checks look for
+            raise InvalidInputError(f"y: need samples of at least 2 classes, got 1 class: "
                                     f"{classes.tolist()!r}")
         batch = self._validate_params(len(x))
         n, f = x.shape
@@ -300,17 +307,24 @@ def _check_X(X: Any, dtype: str) -> np.ndarray:
     if arr.dtype.kind == "O":  # lists holding numbers as objects: try to read them as floats
         try:
             arr = arr.astype(np.float64)
-        except (TypeError, ValueError):
-            raise InvalidInputError("X must hold real numbers, got objects") from None
+        except TypeError as exc:  # a dict, say: a TypeError, NumPy's words, as scikit-learn
+            raise InvalidTypeError(f"X must hold real numbers: {exc}") from None
+        except ValueError as exc:  # a string that is not a number
+            raise InvalidInputError(f"X must hold real numbers: {exc}") from None
+    if arr.dtype.kind == "c":  # scikit-learn's wording
+        raise InvalidInputError(f"Complex data not supported: X must hold real numbers, got "
+                                f"dtype {arr.dtype}")
     if arr.dtype.kind not in "biuf":
         raise InvalidInputError(f"X must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise InvalidInputError(f"X must be a 2-D array (n_samples, n_features), got shape "
-                                f"{arr.shape}; reshape 1-D data with X.reshape(-1, 1) for one "
-                                f"feature or X.reshape(1, -1) for one sample")
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise InvalidInputError(f"X must have at least one sample and one feature, got shape "
-                                f"{arr.shape}")
+                                f"{arr.shape}. Reshape your data either using X.reshape(-1, 1) "
+                                f"if it has one feature or X.reshape(1, -1) if it is one sample")
+    for axis, what in ((0, "sample"), (1, "feature")):  # scikit-learn's wording
+        if arr.shape[axis] < 1:
+            raise InvalidInputError(f"Found array with 0 {what}(s) (shape={arr.shape}) while a "
+                                    f"minimum of 1 is required: X needs at least one sample "
+                                    f"and one feature")
     with np.errstate(over="ignore"):  # an overflow to inf is reported just below
         out = np.ascontiguousarray(arr, dtype=dtype)
     if not np.isfinite(out).all():
@@ -318,8 +332,11 @@ def _check_X(X: Any, dtype: str) -> np.ndarray:
     return out
 
 
-def _check_y(y: Any, n: int) -> np.ndarray:
-    """y as a 1-D host array of length ``n`` (an (n, 1) column is accepted and flattened)."""
+def _check_y(y: Any, n: int, warn_column: bool = False) -> np.ndarray:
+    """y as a 1-D host array of length ``n`` (an (n, 1) column is accepted and flattened, with
+    scikit-learn's DataConversionWarning when ``warn_column``)."""
+    if y is None:  # scikit-learn's wording
+        raise InvalidInputError("MLPClassifier requires y to be passed, but the target y is None")
     if hasattr(y, "__cuda_array_interface__") and hasattr(y, "get"):
         y = y.get()
     try:
@@ -327,6 +344,10 @@ def _check_y(y: Any, n: int) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"y cannot be read as an array: {exc}") from None
     if arr.ndim == 2 and arr.shape[1] == 1:
+        if warn_column:  # scikit-learn's words: its filters and checks look for them
+            warnings.warn("A column-vector y was passed when a 1d array was expected. Please "
+                          "change the shape of y to (n_samples,), for example using ravel().",
+                          _data_conversion_warning(), stacklevel=3)
         arr = arr[:, 0]
     if arr.ndim != 1:
         raise InvalidInputError(f"y must be 1-D (n_samples,), got shape {arr.shape}")

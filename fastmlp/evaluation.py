@@ -14,6 +14,7 @@ import numpy as np
 
 from .checks import check_compatible
 from .datasets import Dataset
+from .errors import InvalidInputError
 from .history import SPLITS
 from .model import CHUNK_ROWS, MLP
 from .sparse import SparseRows
@@ -69,9 +70,38 @@ def all_rows(model: MLP, dataset: Dataset) -> tuple[Any, Any, tuple[int, ...], t
         rows = [a for a in arrays if len(a)]
         return rows[0] if len(rows) == 1 else np.concatenate(arrays)
 
-    X = be.asarray(joined([s.x for s in splits]), dtype=model.dtype)
+    with np.errstate(over="ignore"):  # a value past the dtype: check_finite_rows names it
+        X = be.asarray(joined([s.x for s in splits]), dtype=model.dtype)
     y = be.asarray(joined([s.y for s in splits]), dtype=np.int32)
     return X, y, counts, ends
+
+
+def check_finite_rows(model: MLP, X: Any, counts: tuple[int, ...], name: str) -> None:
+    """A clear FastMLPError naming the split, row and column of the first NaN or infinite
+    feature in device rows X (train, valid then test rows, ``counts`` of each, as the model's
+    dtype sees them: a float64 1e300 is inf in float32). ``name``: the dataset's.
+
+    One reduction over X and one device->host read when every value is finite (a NaN or inf
+    makes the sum non-finite); only then is the first bad entry looked for."""
+    be, xp = model.backend, model.backend.xp
+    if X.size == 0:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(be.to_host(xp.sum(X, dtype=xp.float64)))
+    if math.isfinite(total):
+        return
+    bad_rows = be.to_host(xp.flatnonzero(~xp.isfinite(X).all(axis=1)))
+    if not len(bad_rows):  # finite values whose sum overflowed: nothing wrong
+        return
+    row = int(bad_rows[0])
+    column = int(be.to_host(xp.flatnonzero(~xp.isfinite(X[row])))[0])
+    value = float(be.to_host(X[row, column]))
+    ends = np.cumsum(counts)
+    s = int(np.searchsorted(ends, row, side="right"))
+    local = row - (int(ends[s - 1]) if s else 0)
+    raise InvalidInputError(f"the {SPLITS[s]} features of the data ({name}) are not finite: "
+                            f"{value} at row {local}, column {column} (as {model.dtype}), "
+                            f"{len(bad_rows)} row(s) in all; training needs finite inputs")
 
 
 def evaluate(model: MLP, dataset: Dataset) -> dict[str, float]:
@@ -83,6 +113,7 @@ def evaluate(model: MLP, dataset: Dataset) -> dict[str, float]:
     """
     check_compatible(model, dataset)
     X, y, counts, ends = all_rows(model, dataset)
+    check_finite_rows(model, X, counts, dataset.name)
     Z = model.backend.empty((max(1, min(CHUNK_ROWS, ends[-1])), model.n_hidden), model.dtype)
     return metrics(model.backend.to_host(split_stats(model, X, y, ends, Z)), counts)
 

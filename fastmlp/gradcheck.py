@@ -15,16 +15,18 @@ checked entry costs two forward passes.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
 
-from .errors import is_int
+from .backend import Backend
+from .errors import FastMLPError, InvalidInputError, is_int
 from .kernels import reference as ref
 from .model import MLP, PARAM_NAMES
 
-__all__ = ["GradcheckResult", "float64_copy", "gradcheck", "numerical_grads", "rel_error",
-           "sample_entries"]
+__all__ = ["GradcheckResult", "available_memory", "check_memory", "float64_copy", "gradcheck",
+           "gradcheck_bytes", "numerical_grads", "rel_error", "sample_entries"]
 
 
 class GradcheckResult(dict):
@@ -48,10 +50,60 @@ class GradcheckResult(dict):
 
 
 def rel_error(a: Any, b: Any) -> float:
-    """``||a - b|| / (||a|| + ||b||)`` on host arrays; 0 when both are zero."""
+    """``||a - b|| / (||a|| + ||b||)`` on host arrays; 0 when both are zero; NaN (which fails
+    every tolerance) when either holds a NaN or an infinity."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return math.nan  # a NaN denominator would otherwise read as "both zero"
     denom = np.linalg.norm(a) + np.linalg.norm(b)
     return float(np.linalg.norm(a - b) / denom) if denom > 0 else 0.0
+
+
+def gradcheck_bytes(n_in: int, n_hidden: int, n_out: int, n_rows: int,
+                    itemsize: int = 8) -> int:
+    """About the most memory a check of an ``n_in``-``n_hidden``-``n_out`` network (parameters
+    of ``itemsize`` bytes) on ``n_rows`` rows holds at once: the model's parameters and
+    gradients, the float64 copy's (built from float64 copies of the weights), its analytic
+    gradients, the rows (x and a float64 copy) and the N×H and N×K scratch of the passes."""
+    n_params = n_in * n_hidden + n_hidden + n_hidden * n_out + n_out
+    return (2 * n_params * itemsize + 4 * n_params * 8 + 2 * n_rows * n_in * 8
+            + 3 * n_rows * (n_hidden + n_out) * 8)
+
+
+def available_memory(backend: Backend) -> int | None:
+    """Bytes free for new arrays where ``backend`` keeps them: the GPU's free memory on CUDA,
+    else the host's available memory (Linux's MemAvailable); None where it cannot be told."""
+    if backend.name == "cuda":
+        try:
+            return int(backend.xp.cuda.runtime.memGetInfo()[0])
+        except Exception:  # noqa: BLE001 - any CUDA trouble: unknown, not fatal
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on this platform
+        return None
+
+
+def check_memory(n_in: int, n_hidden: int, n_out: int, n_rows: int, backend: Backend,
+                 itemsize: int = 8) -> None:
+    """A one-line FastMLPError, before anything is allocated, when the check of such a network
+    (:func:`gradcheck_bytes`) needs more memory than ``backend`` has free; growing into all
+    the machine's memory would end in swapping or the OOM killer, with no message."""
+    need = gradcheck_bytes(n_in, n_hidden, n_out, n_rows, itemsize)
+    free = available_memory(backend)
+    if free is not None and need > free:
+        raise FastMLPError(f"a {n_in}-{n_hidden}-{n_out} network is too large to check here: "
+                           f"the gradient check on {n_rows} rows needs about "
+                           f"{need / 2**30:.3g} GiB (float64 copies of the weights, gradients "
+                           f"and rows), more than the {free / 2**30:.3g} GiB free on "
+                           f"{backend.name}")
 
 
 def float64_copy(model: MLP) -> MLP:
@@ -131,10 +183,21 @@ def gradcheck(model: MLP, x: Any, y: Any, eps: float = 1e-6, max_entries: int | 
     around 1e-9 are typical for a correct float64 gradient; above ~1e-5 something is wrong.
     """
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+        raise InvalidInputError(f"eps must be a finite number > 0, got {eps!r}")
     if max_entries is not None and (not is_int(max_entries) or max_entries < 1):
-        raise ValueError(f"max_entries must be a positive integer or None, got {max_entries!r}")
+        raise InvalidInputError(f"max_entries must be a positive integer or None, got "
+                                f"{max_entries!r}")
     be = model.backend
+    xp = be.xp
+    # differences at a NaN or an infinity are NaN: nothing there can be compared
+    bad = [name for name in PARAM_NAMES if not bool(xp.isfinite(model.views[name]).all())]
+    if bad:
+        verb = "holds" if len(bad) == 1 else "hold"
+        raise FastMLPError(f"the model's weights are not finite ({', '.join(bad)} {verb} NaN or "
+                           f"inf): gradients at non-finite weights cannot be checked")
+    if not bool(xp.isfinite(be.asarray(x)).all()):
+        raise InvalidInputError("x holds NaN or inf: gradients on non-finite rows cannot be "
+                                "checked")
     notes = []
     if model.dtype != "float64":
         notes.append(f"checked on a float64 copy of the {model.dtype} model "

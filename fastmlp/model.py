@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend, get_backend
-from .errors import FastMLPError, is_int, numpy_format, object_arrays_refused
+from .errors import (
+    FastMLPError,
+    InvalidInputError,
+    InvalidTypeError,
+    is_int,
+    numpy_format,
+    object_arrays_refused,
+    os_errors,
+)
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .kernels import reference as ref
@@ -58,7 +66,7 @@ class _Param:
         value = model.backend.check(value, self.name) if hasattr(value, "shape") else value
         shape = tuple(getattr(value, "shape", ()))
         if shape != target.shape:
-            raise ValueError(f"{self.name} must have shape {target.shape}, got {shape}")
+            raise InvalidInputError(f"{self.name} must have shape {target.shape}, got {shape}")
         target[...] = value
 
 
@@ -88,16 +96,31 @@ class MLP:
                      fused: bool | None = None) -> MLP:
         """A model holding copies of ``weights``: ``Wh`` (F×H), ``bh`` (1×H), ``Wo`` (H×K),
         ``bo`` (1×K), host arrays or arrays of ``device``. F, H, K and the dtype come from Wh and
-        Wo; ``init`` and ``seed`` are only recorded in the config (nothing is drawn)."""
-        Wh, Wo = weights["Wh"], weights["Wo"]
-        if getattr(Wh, "ndim", 0) != 2 or getattr(Wo, "ndim", 0) != 2:
-            raise FastMLPError(f"Wh and Wo must be 2-D arrays, got shapes "
-                               f"{getattr(Wh, 'shape', None)} and {getattr(Wo, 'shape', None)}")
+        Wo; ``init`` and ``seed`` are only recorded in the config (nothing is drawn).
+        A missing tensor, a wrong shape or a non-float array raises :class:`InvalidInputError`."""
+        if not isinstance(weights, Mapping):
+            raise InvalidTypeError(f"weights must be a mapping of {', '.join(PARAM_NAMES)} to "
+                                   f"arrays, got {type(weights).__name__}")
+        missing = [name for name in PARAM_NAMES if name not in weights]
+        if missing:
+            raise InvalidInputError(f"weights lack {', '.join(missing)} (a model needs "
+                                    f"{', '.join(PARAM_NAMES)})")
+        # lists and the like become host arrays; device arrays stay where they are
+        arrays = {name: weights[name] if hasattr(weights[name], "shape")
+                  else np.asarray(weights[name]) for name in PARAM_NAMES}
+        for name, a in arrays.items():
+            if np.dtype(a.dtype).name not in DTYPES:  # int or string weights: not a model's
+                raise InvalidInputError(f"{name} has dtype {np.dtype(a.dtype).name}; weights "
+                                        f"must be {' or '.join(DTYPES)} arrays")
+        Wh, Wo = arrays["Wh"], arrays["Wo"]
+        if Wh.ndim != 2 or Wo.ndim != 2:
+            raise InvalidInputError(f"Wh and Wo must be 2-D arrays, got shapes {Wh.shape} and "
+                                    f"{Wo.shape}")
         model = cls.__new__(cls)
         model._allocate(Wh.shape[0], Wh.shape[1], Wo.shape[1], activation, init, str(Wh.dtype),
                         device, seed, fused)
         for name in PARAM_NAMES:
-            setattr(model, name, model.backend.asarray(weights[name]))
+            setattr(model, name, model.backend.asarray(arrays[name]))
         return model
 
     def _allocate(self, n_in, n_hidden, n_out, activation, init, dtype, device, seed,
@@ -105,16 +128,20 @@ class MLP:
         # checks the configuration; zeroed flat parameter and gradient buffers with their views
         for name, value in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
             if not is_int(value) or value < 1:
-                raise FastMLPError(f"{name} must be a positive integer, got {value!r}")
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
         if n_out < 2:
-            raise FastMLPError(f"n_out must be at least 2 classes, got {n_out}")
+            raise InvalidInputError(f"n_out must be at least 2 classes, got {n_out}")
+        if not is_int(seed) or seed < 0:  # what np.random.default_rng takes
+            raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}")
+        if fused not in (None, True, False):
+            raise InvalidInputError(f"fused must be None, True or False, got {fused!r}")
         if activation not in ACTIVATIONS:
             choices = " or ".join(ACTIVATIONS)
-            raise FastMLPError(f"unknown activation {activation!r}; choose {choices}")
+            raise InvalidInputError(f"unknown activation {activation!r}; choose {choices}")
         if init not in INITS:
-            raise FastMLPError(f"unknown init {init!r}; choose {' or '.join(INITS)}")
+            raise InvalidInputError(f"unknown init {init!r}; choose {' or '.join(INITS)}")
         if str(dtype) not in DTYPES:
-            raise FastMLPError(f"unknown dtype {dtype!r}; choose {' or '.join(DTYPES)}")
+            raise InvalidInputError(f"unknown dtype {dtype!r}; choose {' or '.join(DTYPES)}")
         self.n_in, self.n_hidden, self.n_out = int(n_in), int(n_hidden), int(n_out)
         self.activation, self.init, self.dtype, self.seed = activation, init, str(dtype), int(seed)
         self.backend = get_backend(device, fused=fused)
@@ -153,9 +180,10 @@ class MLP:
         return {name: self.backend.to_host(self.views[name], copy=True) for name in PARAM_NAMES}
 
     def save(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
-        """Write ``Wh, bh, Wo, bo`` and the config (JSON in key ``config``) to an .npz file."""
+        """Write ``Wh, bh, Wo, bo`` and the config (JSON in key ``config``) to an .npz file;
+        a path that cannot be written (a folder, a missing folder) raises FastMLPError."""
         config = dict(self.config(), **(extra or {}))
-        with open(path, "wb") as f:
+        with os_errors("write model", path), open(path, "wb") as f:
             np.savez(f, **self.state(), config=np.array(json.dumps(json_clean(config))))
 
     @classmethod
@@ -218,7 +246,7 @@ class MLP:
         """(average cross-entropy, {"Wh", "bh", "Wo", "bo"} gradients) for x (N×F), y (N,)."""
         x, y = self._inputs(x, y)
         if x.shape[0] == 0:
-            raise ValueError("x has no rows: the average loss of none is undefined")
+            raise InvalidInputError("x has no rows: the average loss of none is undefined")
         xp = self.backend.xp
         Z = xp.empty((x.shape[0], self.n_hidden), dtype=self.dtype)
         stats = xp.zeros((1, 2), dtype=xp.float64)
@@ -249,18 +277,33 @@ class MLP:
         """Predicted labels (N,) for x (N×F), on the model's device."""
         return self.forward(x).argmax(axis=1)
 
+    def _on_device(self, a: Any, what: str) -> Any:
+        # lists and the like become host arrays; an array of another library (NumPy for a CUDA
+        # model, say) is an InvalidTypeError, a FastMLPError that is the TypeError it was
+        a = a if hasattr(a, "shape") else np.asarray(a)
+        try:
+            return self.backend.check(a, what)
+        except TypeError as exc:
+            raise InvalidTypeError(str(exc)) from None
+
     def _inputs(self, x, y=None):
-        x = self.backend.check(x, "x")
+        x = self._on_device(x, "x")
+        if x.dtype.kind not in "biuf":  # strings, objects, complex: no cast to float is right
+            raise InvalidInputError(f"x must hold real numbers, got dtype {x.dtype}")
         if x.ndim != 2 or x.shape[1] != self.n_in:
-            raise ValueError(f"x must have shape (N, {self.n_in}), got {tuple(x.shape)}")
+            raise InvalidInputError(f"x must have shape (N, {self.n_in}), got "
+                                    f"{tuple(x.shape)}")
         x = self.backend.xp.ascontiguousarray(x, dtype=self.dtype)
         if y is None:
             return x
-        y = self.backend.check(y, "y")
+        y = self._on_device(y, "y")
+        if y.dtype.kind not in "biuf":
+            raise InvalidInputError(f"y must hold integer labels, got dtype {y.dtype}")
         if y.shape != (x.shape[0],):
-            raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+            raise InvalidInputError(f"y must have shape ({x.shape[0]},), got "
+                                    f"{tuple(y.shape)}")
         if y.size and (int(y.min()) < 0 or int(y.max()) >= self.n_out):
-            raise ValueError(f"labels must lie in 0..{self.n_out - 1}")
+            raise InvalidInputError(f"labels must lie in 0..{self.n_out - 1}")
         return x, y.astype(self.backend.xp.int32, copy=False)
 
     def __repr__(self) -> str:

@@ -1,13 +1,16 @@
 """One training run from its :class:`~fastmlp.config.RunConfig`: ``fastmlp.run(config)``.
 
-Loads the data, builds the model, trains (checkpointing into the output directory, Ctrl-C
-stopping at the end of the epoch), writes history.json/csv, the plots and model.npz. ``fastmlp
+Loads the data, builds the model, trains (checkpointing into the output directory, Ctrl-C,
+SIGTERM and SIGHUP stopping at the end of the epoch), writes history.json/csv, the plots and
+model.npz. The output directory is locked while the run writes there, and an earlier run in it is
+never deleted before this one has written its own files (:mod:`fastmlp.rundir`). ``fastmlp
 train`` (and ``--resume``) and every run of ``fastmlp sweep`` go through :func:`run`; the
 command line only parses options into a RunConfig and reports.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,21 +19,32 @@ from typing import Any
 
 from . import report
 from .backend import Backend, get_backend
-from .checkpoint import CHECKPOINT_NPZ, Checkpointer, load_checkpoint, remove_stale_temps
+from .checkpoint import CHECKPOINT_NPZ, Checkpointer, load_checkpoint
 from .config import CHECKPOINT_KEYS, RESUME_MAY_CHANGE, RunConfig, option, train_rows
 from .datasets import Dataset, TrainSizeError, load_dataset
 from .errors import FastMLPError, os_errors
 from .history import History
 from .model import MLP
 from .plan import Plan, make_plan
+from .rundir import (
+    LOCK_FILE,
+    SET_ASIDE_DIR,
+    RunLock,
+    drop_set_aside,
+    earlier_run_files,
+    remove_stale_temps,
+    set_aside,
+)
 from .train import DivergenceError, check_batch_size, train
 
 __all__ = ["Resume", "RunInterrupted", "RunResult", "load_run_data", "prepare_out_dir",
            "resume_config", "run"]
 
-# what an earlier run leaves in its directory, removed before a fresh run writes there
+# what a run leaves in its directory: a fresh run refuses a directory holding any of them
+# (unless --overwrite, which sets them aside); their temp files are cleared under the lock
 RUN_FILES = (CHECKPOINT_NPZ, report.MODEL_NPZ, report.HISTORY_JSON, report.HISTORY_CSV,
              report.LOSS_PNG, report.ACCURACY_PNG)
+TEMP_NAMES = (*RUN_FILES, "write-check", LOCK_FILE)
 
 
 @dataclass
@@ -44,18 +58,18 @@ class RunResult:
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a run that writes files: after ``epochs_done`` of ``epochs`` epochs
-    (``history_written``: history.json holds them), with the last checkpoint at
-    ``checkpoint_epoch`` (None: none) in ``out_dir``; ``while_writing``: training was over and
-    checkpointed, the results were being written."""
+    """Ctrl-C (or SIGTERM, SIGHUP: ``signum``) stopped a run that writes files: after
+    ``epochs_done`` of ``epochs`` epochs (``history_written``: history.json holds them), with the
+    last checkpoint at ``checkpoint_epoch`` (None: none) in ``out_dir``; ``while_writing``:
+    training was over and checkpointed, the results were being written."""
 
     def __init__(self, out_dir: Path, epochs_done: int, epochs: int, *,
                  history_written: bool = False, checkpoint_epoch: int | None = None,
-                 while_writing: bool = False):
+                 while_writing: bool = False, signum: int = signal.SIGINT):
         super().__init__(f"interrupted after {epochs_done} of {epochs} epochs")
         self.out_dir, self.epochs_done, self.epochs = out_dir, epochs_done, epochs
         self.history_written, self.checkpoint_epoch = history_written, checkpoint_epoch
-        self.while_writing = while_writing
+        self.while_writing, self.signum = while_writing, int(signum)
 
 
 @dataclass
@@ -84,6 +98,8 @@ def prepare_out_dir(out: str | None, prefix: str = "") -> Path:
     """Create the output directory (default runs/<prefix><timestamp>) now, before any work,
     so a bad path fails in seconds."""
     if out is not None:
+        if not str(out).strip():  # Path("") is the current directory: never meant
+            raise FastMLPError("--out is empty; give a directory")
         path = Path(out).expanduser()
         if path.exists() and not path.is_dir():
             raise FastMLPError(f"--out {path} exists and is not a directory")
@@ -117,6 +133,8 @@ def resume_config(directory: str | Path, given: dict[str, Any],
     settings of ``given`` (setting -> value, as the user gave them) that may change
     (:data:`~fastmlp.config.RESUME_MAY_CHANGE`; ``also_may_change`` names the caller's own,
     which are skipped); any other differing setting is an error."""
+    if not str(directory).strip():  # Path("") is the current directory: never meant
+        raise FastMLPError("--resume is empty; give the run's directory")
     directory = Path(directory).expanduser()
     # the run's checkpoint itself names its directory; any other file would not be the
     # checkpoint that the resumed run goes on writing
@@ -158,7 +176,6 @@ def resume_config(directory: str | Path, given: dict[str, Any],
     if ck["epoch"] > config.epochs:
         raise FastMLPError(f"the checkpoint in {directory} is at epoch {ck['epoch']}, past "
                            f"--epochs {config.epochs}")
-    remove_stale_temps(directory)  # left by a killed writer; harmless, but clutter
     return config, Resume(ck, directory, recorded_data_path="data_path" not in given)
 
 
@@ -206,18 +223,18 @@ def plan_run(config: RunConfig, dataset: Dataset, model: MLP) -> Plan:
                      sparse=config.sparse)
 
 
-def remove_earlier_run(out_dir: Path) -> list[str]:
-    """Remove what an earlier run left in ``out_dir`` (its checkpoint, which --resume must
-    never take for this run's, and its results, which must not sit beside this run's if it is
-    interrupted); return the names removed."""
-    removed = []
-    with os_errors("remove the earlier run's files from", out_dir):
-        for name in RUN_FILES:
-            if (out_dir / name).is_file():
-                (out_dir / name).unlink()
-                removed.append(name)
-        remove_stale_temps(out_dir)
-    return removed
+def claim_out_dir(out_dir: Path, overwrite: bool) -> list[str]:
+    """Make ``out_dir`` (locked by the caller) ready for a fresh run: refuse it when it holds an
+    earlier run, unless ``overwrite``, which moves that run's files into ``out_dir/overwritten``
+    (its checkpoint then can never pass for this run's, and nothing is lost if this run stops
+    early); return the names moved."""
+    earlier = earlier_run_files(out_dir, RUN_FILES)
+    if earlier and not overwrite:
+        raise FastMLPError(f"--out {out_dir} holds an earlier run ({', '.join(earlier)}); "
+                           f"continue it with --resume {out_dir}, or replace it with "
+                           f"--overwrite")
+    with os_errors("set the earlier run's files aside in", out_dir):
+        return set_aside(out_dir, RUN_FILES)
 
 
 def write_results(history: History, model: MLP, out_dir: Path) -> None:
@@ -235,7 +252,9 @@ def on_interrupt(history: History, out: Path, epochs: int,
     and say what is saved: the checkpoint at epoch ``saved`` (None: none).
 
     train() has already written ``checkpoint.npz`` (it stops at the end of the running epoch
-    on the first Ctrl-C; after a second, immediate one the last checkpoint stands).
+    on the first Ctrl-C; a second, immediate one abandons the epoch and checkpoints its start).
+    A fresh run refuses a directory holding another run, or sets it aside (``overwrite``), so
+    ``saved`` is this run's checkpoint (or the one a resumed run started from).
     """
     written = False
     if history.epochs:
@@ -250,7 +269,7 @@ def on_interrupt(history: History, out: Path, epochs: int,
 
 def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None] | None = None,
         resume: Resume | None = None, dataset: Dataset | None = None,
-        history: History | None = None, save: bool = True) -> RunResult:
+        history: History | None = None, save: bool = True, overwrite: bool = False) -> RunResult:
     """Train the run ``config`` describes; return its :class:`RunResult`.
 
     ``progress`` shows a progress bar; ``log(line)`` gets the lines that describe the run.
@@ -259,9 +278,13 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
     also when training fails midway. ``save`` False writes nothing (no directory, no
     checkpoint): a sweep's driver writes its runs' files itself.
 
-    Raises :class:`RunInterrupted` on Ctrl-C (with ``save``; KeyboardInterrupt otherwise) and
-    :class:`~fastmlp.train.DivergenceError` (its ``out_dir`` holding the history and the last
-    finite weights, with ``save``) when training diverges.
+    The output directory is locked for the run (another run into it is refused). A fresh run
+    refuses a directory holding an earlier run; ``overwrite`` sets that run's files aside into
+    ``overwritten/`` and deletes them once this run has written its own results.
+
+    Raises :class:`RunInterrupted` on Ctrl-C, SIGTERM or SIGHUP (with ``save``;
+    KeyboardInterrupt otherwise) and :class:`~fastmlp.train.DivergenceError` (its ``out_dir``
+    holding the history and the last finite weights, with ``save``) when training diverges.
     """
     say = log or (lambda line: None)
     try:
@@ -277,7 +300,26 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
     check_batch_size(config.batch_size, len(dataset.train), "--batch-size")
     if resume is not None:
         check_same_data(resume.checkpoint, model, dataset)
-    out_dir = prepare_out_dir(config.out) if save else None
+    if not save:
+        return _train_run(config, dataset, model, backend, None, resume, history, progress, say)
+    out_dir = prepare_out_dir(config.out)
+    with RunLock(out_dir, config.command):
+        with os_errors("clear temporary files in", out_dir):
+            remove_stale_temps(out_dir, TEMP_NAMES)  # a killed writer's: no live one now
+        moved = [] if resume is not None else claim_out_dir(out_dir, overwrite)
+        if moved:
+            say(f"note:     moved the earlier run's files ({', '.join(moved)}) into "
+                f"{out_dir / SET_ASIDE_DIR}; they are deleted once this run has written its own")
+        # a resumed run continues the one that replaced what overwritten/ holds (if anything)
+        return _train_run(config, dataset, model, backend, out_dir, resume, history, progress,
+                          say, drop_aside=bool(moved) or resume is not None)
+
+
+def _train_run(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend,
+               out_dir: Path | None, resume: Resume | None, history: History | None,
+               progress: bool, say: Callable[[str], None], drop_aside: bool = False
+               ) -> RunResult:
+    """:func:`run` once the output directory (if any) is locked and claimed."""
     if resume is not None:
         history = resume.checkpoint["history"]
     history = History() if history is None else history
@@ -288,16 +330,11 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
         say(f"output:   {out_dir}")
         if resume is not None:
             say(f"resume:   from epoch {resume.checkpoint['epoch']} ({out_dir / CHECKPOINT_NPZ})")
-        else:
-            removed = remove_earlier_run(out_dir)
-            if removed:
-                say(f"note:     removed the files of an earlier run in {out_dir}: "
-                    f"{', '.join(removed)}")
     if resume is not None:
         history.config.setdefault("resumed_at_epoch", []).append(resume.checkpoint["epoch"])
     # before training, so that a history written on Ctrl-C records the run too
     history.config.update(config.history_record())
-    # the run's checkpoints; a fresh run has removed any older one, a resumed run's stands
+    # the run's checkpoints; a fresh run has set any older one aside, a resumed run's stands
     # (the settings go in once, as the history's config["run"])
     saver = None if out_dir is None else Checkpointer(out_dir / CHECKPOINT_NPZ,
                                                       config.checkpoint_every)
@@ -307,22 +344,29 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
               velocity_init=config.velocity_init, seed=config.seed, progress=progress,
               history=history, state=None if resume is None else resume.checkpoint,
               checkpoint=saver, plan=plan)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if saver is None:
             raise
         saved = (saver.saved_epoch if saver.saved_epoch >= 0
                  else None if resume is None else resume.checkpoint["epoch"])
-        raise on_interrupt(history, out_dir, config.epochs, saved) from None
+        stop = on_interrupt(history, out_dir, config.epochs, saved)
+        stop.signum = getattr(exc, "signum", signal.SIGINT)  # Ctrl-C, SIGTERM or SIGHUP
+        raise stop from None
     except DivergenceError as exc:
         # the model holds the last finite weights and exc.history the epochs up to them
         if out_dir is not None:
             write_results(exc.history, model, out_dir)
+            if drop_aside:
+                drop_set_aside(out_dir, RUN_FILES)
         exc.out_dir = out_dir
         raise
     if out_dir is not None:
         try:
             write_results(history, model, out_dir)
-        except KeyboardInterrupt:  # training is over and checkpointed: the rest can be redone
+        except KeyboardInterrupt as exc:  # training is over and checkpointed: can be redone
             raise RunInterrupted(out_dir, history.epochs, config.epochs,
-                                 checkpoint_epoch=history.epochs, while_writing=True) from None
+                                 checkpoint_epoch=history.epochs, while_writing=True,
+                                 signum=getattr(exc, "signum", signal.SIGINT)) from None
+        if drop_aside:  # this run's files are all written: the earlier run's may go
+            drop_set_aside(out_dir, RUN_FILES)
     return RunResult(history, model, out_dir)

@@ -55,6 +55,9 @@ import json
 import os
 import signal
 import socket
+import sys
+import threading
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -64,6 +67,7 @@ from . import report
 from .config import RunConfig
 from .errors import FastMLPError
 from .history import History
+from .rundir import LOCK_FILE, remove_stale_temps
 from .runner import load_run_data, run
 from .sweep_grid import (  # noqa: F401  (the sweep's names, here too)
     GRID_KEYS,
@@ -195,10 +199,37 @@ def _run_inline(todo: Sequence[tuple[int, RunConfig]],
         yield i, run_one(config, save_model)
 
 
-def _ignore_sigint() -> None:
-    # Pool workers leave Ctrl-C to the driver, which cancels and terminates them: otherwise every
-    # idle worker would print its own KeyboardInterrupt traceback.
+def _exit_with_parent(parent: int) -> None:
+    """End this process when ``parent`` dies, even by kill -9 (which no handler sees): Linux's
+    PR_SET_PDEATHSIG through ctypes, else a thread polling the parent's pid."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG = 1
+                if os.getppid() != parent:  # it died before the request was made
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="fastmlp-parent-watch", daemon=True).start()
+
+
+def _init_worker(parent: int) -> None:
+    # Pool workers leave Ctrl-C and a hangup to the driver, which cancels and terminates them:
+    # otherwise every idle worker would print its own KeyboardInterrupt traceback, or die and
+    # fail its run. They end with the driver, however it ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _exit_with_parent(parent)
 
 
 def _run_pool(todo: Sequence[tuple[int, RunConfig]], save_model: bool,
@@ -208,7 +239,7 @@ def _run_pool(todo: Sequence[tuple[int, RunConfig]], save_model: bool,
 
     pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)),
                                mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_ignore_sigint)
+                               initializer=_init_worker, initargs=(os.getpid(),))
     finished = False
     futures: dict[Any, int] = {}
     try:
@@ -294,6 +325,17 @@ def _finished_history(out: Path, config: RunConfig, save_model: bool) -> dict[st
     if save_model and not (d / report.MODEL_NPZ).is_file():
         return None
     return data
+
+
+def clear_stale_temps(out: Path, configs: Sequence[RunConfig]) -> None:
+    """Delete the temp files a killed driver left in ``out`` and its run directories (call it
+    holding the sweep's lock: no live writer is there then)."""
+    remove_stale_temps(out, (SUMMARY_CSV, SUMMARY_JSON, CURVES_LOSS_PNG, CURVES_ACCURACY_PNG,
+                             "write-check", LOCK_FILE))
+    for d in dict.fromkeys(run_dir(out, config) for config in configs):
+        if d.is_dir():
+            remove_stale_temps(d, (report.HISTORY_JSON, report.HISTORY_CSV, report.MODEL_NPZ,
+                                   ERROR_JSON))
 
 
 def finished_runs(out: Path, configs: Sequence[RunConfig], save_model: bool) -> dict[int, Result]:

@@ -77,7 +77,9 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
     :class:`~fastmlp.checkpoint.Checkpointer`, whose ``saved_epoch`` then tells what it wrote):
     every ``checkpoint_every`` epochs (None: every 10 epochs, at most once a minute; 0: never),
     after the last epoch and on Ctrl-C. With it, Ctrl-C stops at the end of the running epoch (a
-    second one stops at once) and raises KeyboardInterrupt after the checkpoint is written.
+    second one abandons the epoch, back to its start) and raises KeyboardInterrupt (a
+    :class:`StopSignal`) after the checkpoint is written; so do SIGTERM and SIGHUP where their
+    handler is :func:`stop_on_signal` (the command line installs it).
 
     Raises :class:`DivergenceError` on a non-finite loss or parameter, with the model restored
     to its last finite weights.
@@ -168,7 +170,7 @@ def fit_epochs(trainer: Trainer, history: History, epochs: int, *, progress: boo
                     if saver is not None:
                         saver.periodic(trainer, history)
                     if stop_requested():
-                        raise KeyboardInterrupt
+                        raise StopSignal(stop_requested())
                 final = trainer.evaluate()  # its device->host read waits for the device
                 xp = trainer.model.backend.xp
                 problem = None
@@ -184,10 +186,13 @@ def fit_epochs(trainer: Trainer, history: History, epochs: int, *, progress: boo
                 if saver is not None:
                     saver.save(trainer, history)
             except KeyboardInterrupt:
-                # Only between epochs is the state consistent; a second, immediate Ctrl-C in
-                # mid-epoch keeps the last checkpoint instead.
-                if saver is not None and at_boundary and saver.saved_epoch != trainer.epoch:
-                    saver.save(trainer, history)
+                # Only between epochs is the state consistent: a second, immediate Ctrl-C in
+                # mid-epoch abandons the epoch, back to its start (held for the divergence
+                # guard), so that every finished epoch is saved however soon the stop came.
+                if saver is not None and (at_boundary
+                                          or rollback.restore(trainer, history.epochs)):
+                    if history.epochs == trainer.epoch and saver.saved_epoch != trainer.epoch:
+                        saver.save(trainer, history)
                 raise
             except DivergenceError:
                 # the last checkpoint may hold the weights found bad: replace it with the kept
@@ -264,11 +269,20 @@ def _diverged(trainer: Trainer, history: History, rollback: _Rollback, start: fl
     history.config["diverged_at_epoch"] = detected
     weights = "the initial weights" if kept == 0 else f"the weights after epoch {kept}"
     loss = history.final["train_loss"]
-    if math.isfinite(loss) and bool(trainer.model.backend.xp.isfinite(trainer.model.params).all()):
+    finite_weights = bool(trainer.model.backend.xp.isfinite(trainer.model.params).all())
+    if math.isfinite(loss) and finite_weights:
         kept_note = f"kept {weights}, the last finite ones"
+    elif finite_weights:  # the weights are fine, their loss is not: no older snapshot held
+        kept_note = f"kept {weights}, the oldest held: finite, though their loss is {loss}"
     else:  # no older snapshot: the initial weights, or the first epoch after a resume
         kept_note = f"kept {weights}, the oldest held, though they are not finite either"
     hint = f"try a smaller learning rate than {trainer.lr:g}"
+    if trainer.mu >= 1:
+        hint = f"use a momentum below 1 (got {trainer.mu:g}: the velocity never decays)"
+    elif kept == 0 and finite_weights and not math.isfinite(loss):
+        # no update has been made: the learning rate cannot be the cause
+        hint = ("the loss is not finite before any update, so the learning rate is not the "
+                "cause: check the data for NaN, inf or huge values")
     n_train = trainer.counts[0]
     if n_train:
         xp = trainer.model.backend.xp
@@ -280,30 +294,71 @@ def _diverged(trainer: Trainer, history: History, rollback: _Rollback, start: fl
                            epoch=detected, history=history)
 
 
+class StopSignal(KeyboardInterrupt):
+    """The KeyboardInterrupt of a stop signal: ``signum`` is SIGINT (Ctrl-C), SIGTERM or
+    SIGHUP, so a caller can exit with 128 + ``signum`` as a shell would report it."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = int(signum)
+
+
+# SIGHUP is not on Windows
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+
+
+def stop_on_signal(signum: int, frame: Any) -> None:
+    """A signal handler raising :class:`StopSignal`: install it for SIGTERM and SIGHUP (as
+    ``fastmlp``'s command line does) and they stop a run as Ctrl-C does, checkpoint included."""
+    raise StopSignal(signum)
+
+
+def _takes_over(signum: int) -> bool:
+    """Whether training may handle ``signum`` itself: Python's default for SIGINT, and for
+    SIGTERM/SIGHUP only :func:`stop_on_signal` (never a host's own handler, nor the default
+    that ends the process, which a library must not change unasked)."""
+    handler = signal.getsignal(signum)
+    return handler is (signal.default_int_handler if signum == signal.SIGINT else stop_on_signal)
+
+
+def _say(text: str) -> None:
+    try:  # stderr may be closed (sys.stderr None) or broken: the note is then dropped
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 @contextlib.contextmanager
-def _sigint_at_epoch_end(enabled: bool) -> Iterator[Callable[[], bool]]:
-    """Make the first Ctrl-C a request to stop at the end of the epoch (so the checkpoint
-    written then is consistent); a second one raises KeyboardInterrupt at once. Yields a
-    function telling whether a stop was requested. Only in the main thread, and only where
-    SIGINT still has Python's default handler (not under a host that set its own)."""
-    if (not enabled or threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield lambda: False
+def _sigint_at_epoch_end(enabled: bool) -> Iterator[Callable[[], int]]:
+    """Make the first Ctrl-C (SIGTERM, SIGHUP) a request to stop at the end of the epoch (so the
+    checkpoint written then is consistent); a second one raises :class:`StopSignal` at once.
+    Yields a function giving the signal of the stop requested (0: none). Only in the main
+    thread, and only for the signals :func:`_takes_over` allows."""
+    signums = ([s for s in STOP_SIGNALS if _takes_over(s)] if enabled
+               and threading.current_thread() is threading.main_thread() else [])
+    if not signums:
+        yield lambda: 0
         return
-    pending: list[bool] = []
+    pending: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
         if pending:
-            raise KeyboardInterrupt
-        pending.append(True)
-        sys.stderr.write("\nstopping at the end of this epoch (Ctrl-C again to stop now)\n")
-        sys.stderr.flush()
+            raise StopSignal(signum)
+        pending.append(signum)
+        if signum == signal.SIGINT:
+            _say("\nstopping at the end of this epoch (Ctrl-C again to stop now)\n")
+        else:
+            name = signal.Signals(signum).name
+            _say(f"\n{name}: stopping at the end of this epoch ({name} again to stop now)\n")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in signums}
     try:
-        yield lambda: bool(pending)
+        yield lambda: pending[0] if pending else 0
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, before in previous.items():
+            signal.signal(s, before)
 
 
 def _postfix(record: dict[str, float]) -> str:

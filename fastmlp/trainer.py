@@ -17,11 +17,19 @@ import numpy as np
 from . import strategies
 from .checks import check_batch_size, check_compatible
 from .datasets import Dataset
-from .errors import FastMLPError, is_int
-from .evaluation import all_rows
+from .errors import FastMLPError, InvalidInputError, is_int
+from .evaluation import all_rows, check_finite_rows
 from .model import MLP
 from .plan import Plan, make_plan
 from .sparse import SparseRows
+
+
+def momentum_warning(momentum: float) -> str:
+    """Why momentum >= 1 is accepted but warned about (one line)."""
+    grows = " and grow without bound" if momentum > 1 else ""
+    return (f"momentum {momentum:g} >= 1: the velocity v <- momentum*v + lr*grad never decays, "
+            f"so the weights never settle{grows}; use a value in [0, 1) (the course's is 0.99)")
+
 
 _spin_warned = False
 
@@ -59,13 +67,21 @@ class Trainer:
         if n_train < 1:
             raise FastMLPError("the training split is empty")
         check_batch_size(batch_size, n_train)
-        if eval_every < 1:
-            raise FastMLPError(f"eval_every must be at least 1, got {eval_every}")
+        if not is_int(eval_every) or eval_every < 1:
+            raise InvalidInputError(f"eval_every must be an integer >= 1, got {eval_every!r}")
+        if not is_int(seed) or seed < 0:  # what np.random.default_rng takes
+            raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}")
+        if compiled not in (None, True, False):
+            raise InvalidInputError(f"compiled must be None, True or False, got {compiled!r}")
         # velocity_init too: a NaN start would otherwise surface later as a false "diverged"
         for name, value in (("learning rate", lr), ("momentum", momentum),
                             ("velocity_init", velocity_init)):
-            if not math.isfinite(value) or value < 0:
-                raise FastMLPError(f"{name} must be a finite number >= 0, got {value}")
+            real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+                value, (bool, np.bool_))
+            if not real or not math.isfinite(value) or value < 0:
+                raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if momentum >= 1:
+            warnings.warn(momentum_warning(momentum), RuntimeWarning, stacklevel=3)
         self.model, self.lr, self.mu = model, float(lr), float(momentum)
         self.eval_every = int(eval_every)
         self.plan = plan if plan is not None else make_plan(
@@ -74,6 +90,7 @@ class Trainer:
         self.batch_size = self.plan.batch_size
         # one contiguous copy of all rows: one product X·Wh serves training and evaluation
         X, y, counts, ends = all_rows(model, dataset)
+        check_finite_rows(model, X, counts, dataset.name)  # once, not per epoch
         # mostly-zero rows: the products over the nonzeros (fastmlp/sparse.py); only full-batch
         # epochs read all training rows transposed
         rows_sparse = (SparseRows(X, n_train, full_batch=self.batch_size is None)

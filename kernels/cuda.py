@@ -13,10 +13,12 @@ memory. One ``syncthreads`` per tile (do is double-buffered, so the next tile ne
 before it writes). Phase 2: the block's threads strided over H walk down the tile's training
 rows: dz = (do Woᵀ) ∘ act′(h) into Z, and the tile's dWo = hᵀ do and dbh = Σ dz summed in
 registers, added once per tile to per-block partials laid out [block, k, j] (coalesced over j).
-No atomics: a second pass of the array's own module sums the partials over blocks in a fixed
-order, so results are reproducible. The partial buffers are cached per shape, stream and host
-thread, so a steady training loop allocates nothing and host threads calling at once never
-share them. Under the simulator, :mod:`._simwarp` supplies the shuffle it lacks.
+No atomics: a second kernel, one launch, sums the partials over blocks in a fixed order (so
+results are reproducible) and writes dWo transposed. The partial buffers are cached per shape,
+stream and host thread, so a steady training loop allocates nothing and host threads calling at
+once never share them; the device views the launches take are cached too (``_device_view``), so
+a steady loop builds none. Each kernel is compiled per dtype with ``cache=True``. Under the
+simulator, :mod:`._simwarp` supplies the shuffle it lacks.
 """
 
 from __future__ import annotations
@@ -43,9 +45,15 @@ from .reference import namespace
 MAX_CLASSES = 16  # K is compiled in (per-lane register arrays); the course has K = 10
 WARP = 32
 DEFAULT_THREADS = 256
+# float64 head: 128 registers a thread (ptxas, sm_90), exactly the bound of 2 blocks of 256; 192
+# threads (6 warps) a block leave it 168, room for a compiler that needs a few more
+HEAD_THREADS_FLOAT64 = 192
 BLOCKS_PER_SM = 2  # head: more blocks only buy more partial rows to zero and sum
 TILE_ROWS = 64  # head: partials are added once per tile, so larger tiles add them less often
-MOMENTUM_BLOCKS_PER_SM = 8  # momentum is bandwidth-bound and has no partials: keep SMs fuller
+# momentum: bandwidth-bound, no partials: 3/4 of an SM's threads (8 blocks of 256 would bound it
+# at 32 registers, and it takes 30 on sm_90: no margin; 6 bound it at 40)
+MOMENTUM_BLOCKS_PER_SM = 6
+REDUCE_BLOCKS_PER_SM = 4  # the head's second pass: a few thousand sums of n_blocks terms each
 SIM_THREADS = 4  # simulator: few threads and blocks so tests cross block edges yet stay fast
 SIM_BLOCKS = 3
 MAX_STATIC_SHARED = 48 * 1024  # bytes a block may use without opting in to more
@@ -68,8 +76,12 @@ def _sm_count(device_id: int) -> int:
     return cuda.get_current_device().MULTIPROCESSOR_COUNT
 
 
-def _default_threads() -> int:
-    return SIM_THREADS if _simulated() else DEFAULT_THREADS
+def _default_threads(dtype=None) -> int:
+    """Threads per block of a default launch (the float64 head: fewer, see
+    HEAD_THREADS_FLOAT64)."""
+    if _simulated():
+        return SIM_THREADS
+    return HEAD_THREADS_FLOAT64 if dtype == np.float64 else DEFAULT_THREADS
 
 
 def _max_blocks(per_sm: int) -> int:
@@ -117,10 +129,41 @@ def _cupy_stream():
     return ptr, stream
 
 
+_VIEWS: dict[tuple, Any] = {}
+_VIEWS_LIMIT = 256  # distinct (pointer, shape, strides, dtype) seen; beyond it, start over
+
+
 def _device_view(a, on_gpu: bool):
-    # Passing CuPy arrays straight to a kernel makes Numba synchronise the host on each array's
-    # exported stream; we launch on that very stream, so ordering already holds and we skip it.
-    return cuda.as_cuda_array(a, sync=False) if on_gpu else a
+    """What a kernel launch takes for array ``a``: ``a`` itself on the host (the simulator), else
+    Numba's device view of the CuPy array, cached by (pointer, shape, strides, dtype).
+
+    Passing CuPy arrays straight to a kernel makes Numba synchronise the host on each array's
+    exported stream; we launch on that very stream, so ordering already holds and we skip it.
+    Building a view (``__cuda_array_interface__``, Numba's types) costs tens of microseconds, and
+    a training step passes the same persistent buffers every time: the views are kept. A view
+    holds no reference to its array (``owner=None``), so the cache keeps no memory alive; it is
+    a pure function of its key, so where freed memory is reused for an array of the same
+    pointer, shape, strides and dtype, the cached view is the very view that array would get.
+    """
+    if not on_gpu:
+        return a
+    key = (a.data.ptr, a.shape, a.strides, a.dtype.char)
+    view = _VIEWS.get(key)
+    if view is None:
+        if len(_VIEWS) >= _VIEWS_LIMIT:
+            _VIEWS.clear()
+        view = cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=None, sync=False)
+        _VIEWS[key] = view
+    return view
+
+
+def _jit(py_func, name: str):
+    """``cuda.jit(cache=True)`` of ``py_func`` under its own ``name``: numba-cuda's on-disk cache
+    files are named after the function's qualified name, so each dtype (and K) gets files of its
+    own and a process that compiled one never invalidates another's (a bench row, a test
+    process, then load the kernels instead of compiling them)."""
+    py_func.__name__ = py_func.__qualname__ = name
+    return cuda.jit(cache=True)(py_func)
 
 
 # -- head ----------------------------------------------------------------------------------------
@@ -134,7 +177,6 @@ def _head_kernel(dtype: np.dtype, K: int):
     zero = dtype.type(0)  # typed constants keep float32 arithmetic in float32
     one = dtype.type(1)
 
-    @cuda.jit
     def kernel(Z, bh, Wo, bo, y, ends, n_grad, act, inv_n, dWo_part, dbh_part, dbo_part,
                stats_part, tile):
         N = Z.shape[0]
@@ -269,7 +311,53 @@ def _head_kernel(dtype: np.dtype, K: int):
                     dbo_part[b, k] += acc
                 parity = 1 - parity
 
-    return kernel
+    return _jit(kernel, f"head_{dtype.name}_k{K}")
+
+
+@functools.cache
+def _reduce_kernel(dtype: np.dtype):
+    """The head's second pass in one launch: the blocks' partials summed in block order (so
+    results are reproducible), dWo written transposed. Grid-stride over the outputs: the S·2
+    stats first, then, when n_grad > 0, dWo's K·H (H fastest: the partials' reads coalesce),
+    dbh's H and dbo's K."""
+
+    def kernel(dWo_part, dbh_part, dbo_part, stats_part, n_grad, dWo, dbh, dbo, stats):
+        n_blocks = dWo_part.shape[0]
+        K = dWo_part.shape[1]
+        H = dWo_part.shape[2]
+        n_stats = stats.shape[0] * 2
+        total = n_stats + (K * H + H + K if n_grad > 0 else 0)
+        for i in range(cuda.grid(1), total, cuda.gridsize(1)):
+            if i < n_stats:
+                s = i // 2
+                c = i - 2 * s
+                acc = 0.0
+                for w in range(stats_part.shape[0]):
+                    acc += stats_part[w, s, c]
+                stats[s, c] = acc
+                continue
+            i -= n_stats
+            if i < K * H:
+                k = i // H
+                j = i - k * H
+                a = dWo_part[0, k, j]
+                for b in range(1, n_blocks):
+                    a += dWo_part[b, k, j]
+                dWo[j, k] = a
+            elif i < K * H + H:
+                j = i - K * H
+                a = dbh_part[0, j]
+                for b in range(1, n_blocks):
+                    a += dbh_part[b, j]
+                dbh[0, j] = a
+            else:
+                k = i - K * H - H
+                a = dbo_part[0, k]
+                for b in range(1, n_blocks):
+                    a += dbo_part[b, k]
+                dbo[0, k] = a
+
+    return _jit(kernel, f"reduce_{dtype.name}")
 
 
 class _Partials(NamedTuple):
@@ -277,7 +365,6 @@ class _Partials(NamedTuple):
     dbh: Any  # (n_blocks, H)
     dbo: Any  # (n_blocks, K)
     stats: Any  # (n_blocks * warps per block, S, 2) float64: one row per warp
-    dWo_sum: Any  # (K, H): the blocks' dWo summed, before its transposed copy into dWo (H, K)
     kernel_args: tuple  # (dWo, dbh, dbo, stats) as the kernel takes them
 
 
@@ -304,7 +391,7 @@ def _partials(xp, n_blocks: int, n_warps: int, H: int, K: int, S: int, dtype,
         stats = xp.empty((n_blocks * n_warps, S, 2), dtype=np.float64)
         on_gpu = xp is not np
         args = tuple(_device_view(p, on_gpu) for p in (dWo, dbh, dbo, stats))
-        parts = _Partials(dWo, dbh, dbo, stats, xp.empty((K, H), dtype=dtype), args)
+        parts = _Partials(dWo, dbh, dbo, stats, args)
         _PARTIALS[key] = parts
     return parts
 
@@ -338,7 +425,8 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     stats (S, 2) float64 is overwritten with per-split summed loss and correct count; dWo (H, K),
     dbo (1, K), dbh (1, H) are overwritten when n_grad > 0. K ≤ MAX_CLASSES.
     Launch: tiles of ``tile_rows`` rows, grid-stride over the blocks, one warp per row and then
-    ``threads_per_block`` threads over the hidden units; defaults 256 threads, 2 blocks per SM
+    ``threads_per_block`` threads over the hidden units; defaults 256 threads (float64: 192),
+    2 blocks per SM
     and up to TILE_ROWS rows per tile, fewer when N is small (simulator: 4 threads, 3 blocks).
     """
     xp = namespace(Z, bh, Wo, bo, y, dWo, dbo, dbh, stats)
@@ -348,7 +436,7 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
     host_ends = check_head_args(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh, stats)
     if K > MAX_CLASSES:
         raise ValueError(f"the CUDA head supports at most {MAX_CLASSES} classes, got K={K}")
-    tpb = threads_per_block or _default_threads()
+    tpb = threads_per_block or _default_threads(dtype)
     if tpb < 1:
         raise ValueError(f"bad launch configuration: {tpb} threads per block")
     n_warps = -(-tpb // WARP)
@@ -378,33 +466,37 @@ def head(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, dbo, dbh, st
         *parts.kernel_args, tile,
     )
 
-    # the second pass: sums over blocks (warps) in a fixed order, so results are reproducible
-    parts.stats.sum(axis=0, out=stats)
-    if n_grad > 0:
-        parts.dWo.sum(axis=0, out=parts.dWo_sum)  # contiguous out: (K, H), then transposed
-        dWo[...] = parts.dWo_sum.T
-        parts.dbo.sum(axis=0, out=dbo[0])
-        parts.dbh.sum(axis=0, out=dbh[0])
+    # the second pass, one launch: sums over blocks (warps) in a fixed order
+    n_out = S * 2 + (K * H + H + K if n_grad > 0 else 0)
+    r_tpb = _default_threads()
+    r_blocks, r_tpb = _launch_config(-(-n_out // r_tpb), REDUCE_BLOCKS_PER_SM, r_tpb, None)
+    outs = [_device_view(a, on_gpu) for a in (dWo, dbh, dbo, stats)]
+    _reduce_kernel(np.dtype(dtype))[r_blocks, r_tpb, stream](*parts.kernel_args, n_grad, *outs)
 
 
 # -- momentum ------------------------------------------------------------------------------------
 
 
-@cuda.jit
-def _momentum_kernel(p, g, v, lr, mu):
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for i in range(start, p.shape[0], stride):
-        vi = mu * v[i] + lr * g[i]
-        v[i] = vi
-        p[i] -= vi
+@functools.cache
+def _momentum_kernel(dtype: np.dtype):
+    """The momentum kernel for one float dtype (its own cache files, see :func:`_jit`)."""
+
+    def kernel(p, g, v, lr, mu):
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        for i in range(start, p.shape[0], stride):
+            vi = mu * v[i] + lr * g[i]
+            v[i] = vi
+            p[i] -= vi
+
+    return _jit(kernel, f"momentum_{dtype.name}")
 
 
 def momentum(params, grads, velocity, lr: float, mu: float, *,
              threads_per_block: int | None = None, blocks: int | None = None) -> None:
     """The course rule over flat buffers (P,), in place: v ← mu·v + lr·g; p ← p − v.
 
-    Launch: grid-stride over P; defaults 256 threads and up to 8 blocks per SM (simulator: 4, 3).
+    Launch: grid-stride over P; defaults 256 threads and up to 6 blocks per SM (simulator: 4, 3).
     """
     xp = namespace(params, grads, velocity)
     check_momentum_args(params, grads, velocity)
@@ -415,4 +507,4 @@ def momentum(params, grads, velocity, lr: float, mu: float, *,
     on_gpu = xp is not np
     stream = _cupy_stream()[1] if on_gpu else 0
     p, g, v = (_device_view(a, on_gpu) for a in (params, grads, velocity))
-    _momentum_kernel[n_blocks, tpb, stream](p, g, v, dtype(lr), dtype(mu))
+    _momentum_kernel(params.dtype)[n_blocks, tpb, stream](p, g, v, dtype(lr), dtype(mu))

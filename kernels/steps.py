@@ -291,7 +291,6 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
     if s0 == 0 or mu == zero:  # an epoch's start, or after a call that finished
         last[:] = s0 - 1  # every row of Wh is up to date through step last[k]
     nb_prev = 0
-    loss_sum = 0.0
     correct = 0.0
     for s in range(s0, s1 + 1):
         have_prev = s > s0
@@ -322,7 +321,9 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
             last[touched[q, u]] = s
         dl, dc = _softmax_step(y, order, a, nb, nblk, plog, bo, vbo, do, lr, mu, zero, one,
                                tiny)
-        loss_sum += dl
+        # into stats step by step, in step order: the epoch's sum is then the same however the
+        # calls split it (a resumed run's calls start short again)
+        stats[0] += dl
         correct += dc
         nb_prev = nb
     if finish:  # every row of Wh brought up to date through step s1 - 1
@@ -334,8 +335,7 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
                 _catch_up(k, s1 - 1 - last[k], j0, j1, mu, tiny, zero, Wh, vWh, powers, sums)
             ftz_restore(fp)
         last[:] = s1 - 1
-    stats[0] += loss_sum
-    stats[1] += correct
+    stats[1] += correct  # whole numbers: exact in any order
     done[0] = s1  # steps [0, s1) ran, and done[1]: whether every row is up to date
     done[1] = 1 if finish else 0
     ftz_restore(saved)

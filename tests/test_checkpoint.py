@@ -24,6 +24,7 @@ import fastmlp
 import fastmlp.runner as runner
 from fastmlp.checkpoint import CHECKPOINT_NPZ, VERSION, load_checkpoint
 from fastmlp.cli import main
+from fastmlp.rundir import LOCK_FILE
 from fastmlp.train import METRICS, DivergenceError, Trainer
 
 PARAMS = ("Wh", "bh", "Wo", "bo")
@@ -223,11 +224,17 @@ def test_resume_option_rules(tmp_path: Path, capsys: pytest.CaptureFixture,
     assert main(["train", "--resume", str(out), "--hidden", "16", "--epochs", "5",
                  "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "history.json").read_text())["epochs"] == 5
-    # a fresh run into the same directory drops the old checkpoint and results before training
-    assert main([*SYN, "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
-    assert ("removed the files of an earlier run in " f"{out}: checkpoint.npz, model.npz, "
-            "history.json, history.csv, loss.png, accuracy.png") in capsys.readouterr().out
+    # a fresh run into the same directory is refused; with --overwrite it sets the old
+    # checkpoint and results aside before training and deletes them once it has written its own
+    assert main([*SYN, "--epochs", "2", "--out", str(out), "--no-progress"]) == 2
+    assert_one_line_error(capsys.readouterr().err, f"--out {out} holds an earlier run")
+    assert load_checkpoint(out)["epoch"] == 5
+    assert main([*SYN, "--epochs", "2", "--out", str(out), "--no-progress", "--overwrite"]) == 0
+    assert ("moved the earlier run's files (checkpoint.npz, model.npz, history.json, "
+            "history.csv, loss.png, accuracy.png) into " f"{out / 'overwritten'}"
+            ) in capsys.readouterr().out
     assert load_checkpoint(out)["epoch"] == 2
+    assert not (out / "overwritten").exists()
 
 
 def test_resume_takes_the_checkpoint_file_for_its_run_directory(
@@ -345,9 +352,10 @@ def test_sigkill_never_breaks_the_checkpoint(tmp_path: Path, assert_no_temp_file
             assert ck["epoch"] > last_epoch, (attempt, last_epoch, stderr)  # it made progress
         assert ck["history"].epochs == ck["epoch"] and ck["config"]["epochs"] == 1000000
         assert np.isfinite(ck["params"]).all() and np.isfinite(ck["velocity"]).all()
-        for p in out.iterdir():  # only the checkpoint and, maybe, a killed writer's temp file
-            assert p.name == CHECKPOINT_NPZ or (p.name.startswith(f".{CHECKPOINT_NPZ}.")
-                                                and p.name.endswith(".tmp")), p.name
+        # only the checkpoint, the killed run's (stale) lock and, maybe, a killed writer's temp
+        for p in out.iterdir():
+            assert p.name in (CHECKPOINT_NPZ, LOCK_FILE) or (
+                p.name.startswith(f".{CHECKPOINT_NPZ}.") and p.name.endswith(".tmp")), p.name
         last_epoch = ck["epoch"]
     # and the survivor continues to the end (shortened here with --epochs)
     target = last_epoch + 3
@@ -355,6 +363,7 @@ def test_sigkill_never_breaks_the_checkpoint(tmp_path: Path, assert_no_temp_file
     assert json.loads((out / "history.json").read_text())["epochs"] == target
     assert load_checkpoint(out)["epoch"] == target
     assert_no_temp_files(out)
+    assert not (out / LOCK_FILE).exists()  # the stale lock cleared, the resumed run's released
 
 
 def _default_sigint() -> None:

@@ -243,7 +243,8 @@ def test_output_write_failures_are_one_line_errors(tmp_path: Path, capsys: pytes
                           f"{tmp_path / 'o' / 'history.json'}: No space left on device")
     with monkeypatch.context() as m:
         m.setattr("fastmlp.checkpoint.save_checkpoint", disk_full)
-        assert main([*SYNTHETIC, "--epochs", "1", "--out", str(tmp_path / "o"),
+        # another directory: "o" holds the checkpoint of the run above, and is refused
+        assert main([*SYNTHETIC, "--epochs", "1", "--out", str(tmp_path / "o2"),
                      "--no-progress"]) == 2
     assert_one_line_error(capsys.readouterr().err, "cannot write checkpoint ")
 

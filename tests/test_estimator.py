@@ -328,3 +328,23 @@ def test_scipy_sparse_input_trains_and_predicts_as_dense(products: str) -> None:
     off = MLPClassifier(hidden=8, epochs=5, lr=0.1, momentum=0.9, sparse="off").fit(X, y)
     assert off.history_.config["products"] == "dense (asked for)"
     np.testing.assert_allclose(off.model_.params, dense.model_.params, rtol=1e-5, atol=1e-7)
+
+
+def test_scikit_learn_estimator_checks_all_pass(sklearn):
+    # every check of the installed scikit-learn, at small settings (a few seconds); the tags
+    # say sparse X is taken (fit expands it), and the messages use the words the checks expect
+    import inspect
+
+    from sklearn.utils import get_tags
+    from sklearn.utils.estimator_checks import check_estimator
+
+    clf = MLPClassifier(hidden=8, epochs=20, momentum=0.9)
+    assert get_tags(clf).input_tags.sparse
+    if "on_fail" not in inspect.signature(check_estimator).parameters:  # before 1.6
+        check_estimator(clf)  # raises at the first failing check
+        return
+    results = check_estimator(clf, on_fail=None)
+    failed = {r["check_name"]: repr(r["exception"]) for r in results
+              if r["status"] == "failed"}
+    assert not failed
+    assert sum(r["status"] == "passed" for r in results) >= 40

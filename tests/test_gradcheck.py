@@ -11,9 +11,12 @@ import pytest
 
 import fastmlp
 from fastmlp.cli import main
+from fastmlp.errors import FastMLPError
 from fastmlp.gradcheck import (
     GradcheckResult,
+    check_memory,
     gradcheck,
+    gradcheck_bytes,
     numerical_grads,
     rel_error,
     sample_entries,
@@ -107,12 +110,70 @@ def test_rel_error_edge_cases():
     assert rel_error([1.0], [-1.0]) == pytest.approx(1.0)
 
 
+def test_rel_error_of_non_finite_values_is_nan_and_fails():
+    # a NaN denominator once read as "both zero": 0.0, a pass at any tolerance
+    for a, b in (([np.nan], [1.0]), ([1.0], [np.inf]), ([np.nan, 1.0], [np.nan, 1.0])):
+        assert math.isnan(rel_error(a, b))
+    result = GradcheckResult({"Wh": math.nan}, shapes={"Wh": (1, 1)}, checked={"Wh": 1},
+                             eps=1e-6, loss=math.nan, dtype="float64", notes=[])
+    assert not result.passed(1.0)
+
+
 def test_bad_arguments():
     model, x, y = net()
-    with pytest.raises(ValueError, match="eps"):
+    with pytest.raises(FastMLPError, match="eps") as info:
         gradcheck(model, x, y, eps=0)
-    with pytest.raises(ValueError, match="max_entries"):
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(FastMLPError, match="max_entries") as info:
         gradcheck(model, x, y, max_entries=0)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("name,value", [("Wh", np.nan), ("bh", np.inf), ("Wo", -np.inf),
+                                        ("bo", np.nan)])
+def test_non_finite_weights_are_refused_not_passed(name, value):
+    model, x, y = net()
+    model.views[name][0, 0] = value
+    with pytest.raises(FastMLPError, match=f"not finite \\({name} holds NaN or inf\\): "
+                                           f"gradients at non-finite weights cannot be checked"):
+        gradcheck(model, x, y)
+
+
+def test_non_finite_rows_are_refused():
+    model, x, y = net()
+    x[2, 3] = np.nan
+    with pytest.raises(FastMLPError, match="x holds NaN or inf") as info:
+        gradcheck(model, x, y)
+    assert isinstance(info.value, ValueError)
+
+
+def test_memory_is_estimated_before_anything_is_allocated(monkeypatch):
+    from fastmlp import gradcheck as module
+    from fastmlp.backend import get_backend
+
+    cpu = get_backend("cpu")
+    small, big = gradcheck_bytes(20, 8, 10, 16), gradcheck_bytes(10**8, 8, 10, 16)
+    assert 0 < small < 10**6 < 50 * 2**30 < big  # the issue's --n-in 1e8: ~60 GiB
+    free = module.available_memory(cpu)
+    assert free is None or free > 0
+    monkeypatch.setattr(module, "available_memory", lambda backend: 2**30)
+    check_memory(20, 8, 10, 16, cpu)  # fits
+    with pytest.raises(FastMLPError, match="too large to check here: .* more than the 1 GiB "
+                                           "free on cpu"):
+        check_memory(10**8, 8, 10, 16, cpu)
+    monkeypatch.setattr(module, "available_memory", lambda backend: None)
+    check_memory(10**8, 8, 10, 16, cpu)  # unknown: no refusal on a guess
+
+
+def test_cli_non_finite_model_exits_non_zero(tmp_path: Path, capsys):
+    path = tmp_path / "nan.npz"
+    model = fastmlp.MLP(6, 4, 3)
+    model.views["Wo"][1, 2] = np.nan
+    model.save(path)
+    assert main(["gradcheck", "--model", str(path), "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert "pass" not in captured.out and "rel error" not in captured.out
+    assert "Wo holds NaN or inf" in captured.err
 
 
 # -- the command --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import pytest
 
 import fastmlp
 from fastmlp.cli import main
+from fastmlp.errors import FastMLPError
 
 # -- files, built lazily: "{name}" in a row's argv creates tmp/<name> the first time -------------
 
@@ -103,6 +104,30 @@ def _model(F: int = 784, H: int = 8, K: int = 10) -> Callable[[Path], None]:
     return lambda p: fastmlp.MLP(F, H, K).save(p)
 
 
+def _model_with(name: str, value: float) -> Callable[[Path], None]:
+    """A small 784-4-10 model whose tensor ``name`` holds ``value`` in every entry."""
+    def build(p: Path) -> None:
+        model = fastmlp.MLP(784, 4, 10)
+        model.views[name][...] = value
+        model.save(p)
+    return build
+
+
+def _earlier_run(d: Path) -> None:
+    """A directory holding a run's files (their presence is what counts)."""
+    d.mkdir()
+    fastmlp.MLP(784, 8, 10).save(d / "model.npz")
+    (d / "checkpoint.npz").write_bytes(b"a checkpoint")
+
+
+def _locked_dir(d: Path) -> None:
+    """A directory locked by a live run: this test process."""
+    from fastmlp.rundir import LOCK_FILE, RunLock
+
+    d.mkdir()
+    (d / LOCK_FILE).write_text(json.dumps(RunLock(d, "fastmlp train --out locked")._record()))
+
+
 def _npy(array: np.ndarray, allow_pickle: bool = False) -> Callable[[Path], None]:
     return lambda p: np.save(p, array, allow_pickle=allow_pickle)
 
@@ -149,6 +174,8 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "a_file": lambda p: p.write_text("not a directory"),
     "text.npz": lambda p: p.write_text("1,2,3\n"),
     "dir.csv": lambda p: p.mkdir(),
+    "earlier_run": _earlier_run,
+    "locked": _locked_dir,
     # models
     "model.npz": _model(),
     "model_5in.npz": _model(F=5, H=4, K=3),
@@ -160,6 +187,9 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
                                  Wo=np.zeros((9, 10)), bo=np.zeros((1, 10))),
     "model_int.npz": _npz(Wh=np.zeros((4, 3), int), bh=np.zeros((1, 3), int),
                           Wo=np.zeros((3, 2), int), bo=np.zeros((1, 2), int)),
+    "model_nan.npz": _model_with("Wh", np.nan),
+    "model_inf.npz": _model_with("bo", -np.inf),
+    "good.npz": _npz(x_train=X10, y_train=Y10),
     "history.json": lambda p: p.write_text(json.dumps({"epochs": 2, "train_loss": [1.0, 0.5]})),
     "model_objects.npz": _npz(Wh=np.array([[0.5, "x"]], dtype=object), bh=np.zeros((1, 2)),
                               Wo=np.zeros((2, 2)), bo=np.zeros((1, 2))),
@@ -274,6 +304,12 @@ def _patch_trainer_torch(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(importlib.import_module("fastmlp.train"), "Trainer", boom)
 
 
+def _patch_memory_16gib(mp: pytest.MonkeyPatch) -> None:
+    # the check's own estimate against a 16 GiB machine, whatever this one has
+    mp.setattr(importlib.import_module("fastmlp.gradcheck"), "available_memory",
+               lambda backend: 16 * 2**30)
+
+
 def _patch_evaluate(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(importlib.import_module("fastmlp.cli.evaluate"), "evaluate", _gpu_oom)
 
@@ -348,6 +384,23 @@ ROWS: dict[str, Row] = {
     "--lr without a value": _train("--lr", fragment="--lr"),
     "unknown option": _train("--bogus", fragment="--bogus"),
     "--out is a file": _train("--out", "{a_file}", fragment="not a directory"),
+    # -- options that would be ignored: refused, like --data-path with --dataset synthetic
+    "--compiled with full batch": _train("--compiled", fragment="--compiled is for minibatch "
+                                         "epochs (--batch-size B)"),
+    "--scale with synthetic data": _train("--scale", "symmetric", fragment="--scale symmetric "
+                                          "applies to the pixel datasets (mnist, notmnist)"),
+    "--scale with npz data": _data("good.npz", "--dataset npz features are used as given", "npz",
+                                   "--scale", "symmetric"),
+    # -- an output directory in use: nothing lost, never two runs in one directory
+    "--out is empty": _train("--out", "", fragment="--out is empty; give a directory"),
+    "--out holds an earlier run": _train("--out", "{earlier_run}", fragment="holds an earlier "
+                                         "run (checkpoint.npz, model.npz); continue it with "
+                                         "--resume"),
+    "--out locked by a live run": _train("--out", "{locked}", fragment="is in use by another "
+                                         "fastmlp run (pid "),
+    "--resume is empty": Row(("train", "--resume", ""), "--resume is empty"),
+    "--overwrite with --resume": _train("--resume", "{earlier_run}", "--overwrite",
+                                        fragment="use one or the other"),
     # -- devices and memory
     "missing CuPy (train)": _train("--device", "cuda", fragment="fastmlp[cuda12]",
                                    needs_no_cupy=True),
@@ -434,12 +487,34 @@ ROWS: dict[str, Row] = {
                                                  fragment="does not exist"),
     "predict: --out is a directory": _predict("{model.npz}", "{images.npy}", "--out",
                                               "{dir.csv}", fragment="is a directory"),
+    "predict: --out is the images file": _predict("{model.npz}", "{images.npy}", "--out",
+                                                  "{images.npy}", fragment="is the images "
+                                                  "file; it would be replaced"),
+    "predict: --out is the model file": _predict("{model.npz}", "{images.npy}", "--out",
+                                                 "{model.npz}", fragment="is the model file"),
     "predict: bad --scale": _predict("{model.npz}", "{images.npy}", "--scale", "x",
                                      fragment="--scale"),
+    # -- doctor
+    "doctor: unknown option": Row(("doctor", "--bogus"), "unrecognized arguments: --bogus"),
     # -- gradcheck
     "gradcheck: model missing": Row(("gradcheck", "--model", "{missing.npz}"), "not found"),
     "gradcheck: --model with --hidden": Row(("gradcheck", "--model", "{model.npz}", "--hidden",
-                                             "4"), "--hidden"),
+                                             "4"), "--hidden describes the random network; "
+                                                   "leave it out with --model"),
+    "gradcheck: --model with two shape options": Row(
+        ("gradcheck", "--model", "{model.npz}", "--hidden", "4", "--n-in", "3"),
+        "--hidden, --n-in describe the random network; leave them out"),
+    "gradcheck: NaN weights": Row(("gradcheck", "--model", "{model_nan.npz}"),
+                                  "weights are not finite (Wh holds NaN or inf)"),
+    "gradcheck: -inf weights": Row(("gradcheck", "--model", "{model_inf.npz}"),
+                                   "cannot be checked"),
+    "gradcheck: --n-in 1e8 past memory": Row(("gradcheck", "--n-in", "100000000"),
+                                             "100000000-8-10 network is too large to check here",
+                                             patch=_patch_memory_16gib),
+    "gradcheck: past any machine's memory": Row(("gradcheck", "--n-in", "100000000", "--hidden",
+                                                 "100000"), "too large to check here"),
+    "gradcheck: a full check of hours": Row(("gradcheck", "--n-in", "1000000"),
+                                            "pass --max-entries M"),
     "gradcheck: mnist needs 784 inputs": Row(("gradcheck", "--dataset", "mnist", "--n-in", "5"),
                                              "784 features"),
     "gradcheck: one class": Row(("gradcheck", "--n-classes", "1"), "at least 2"),
@@ -467,7 +542,7 @@ def test_bad_input_gets_one_clear_line(case: str, tmp_path: Path, capsys: pytest
                                        assert_one_line_error) -> None:
     row = ROWS[case]
     if row.needs_no_cupy:  # CuPy missing, whether or not it is installed: the row always runs
-        # (fastmlp.backend._import_cupy imports anew on each call and caches nothing)
+        # (fastmlp.preflight imports anew on each call and keeps only a pass)
         monkeypatch.setitem(sys.modules, "cupy", None)
     if row.patch is not None:
         row.patch(monkeypatch)
@@ -551,6 +626,154 @@ def test_hand_built_labels_outside_the_model_are_refused(split: str, labels: lis
                 lambda: evaluate(fastmlp.MLP(5, 4, 3), data)):
         with pytest.raises(FastMLPError, match=re.escape(fragment)):
             run()
+
+
+# -- the API's table: every bad argument is a FastMLPError, never a built-in exception ----------
+# InvalidInputError is also a ValueError and InvalidTypeError a TypeError, as Python's and
+# scikit-learn's conventions expect; none of them is a DivergenceError.
+
+
+def _hand_built(train_x: np.ndarray = X10, valid_x: np.ndarray | None = None,
+                test_x: np.ndarray | None = None) -> fastmlp.Dataset:
+    """10 rows of 5 features, 3 classes, in each split given (empty splits otherwise)."""
+    from fastmlp.datasets import Dataset, Split
+
+    def split(x):
+        return Split(X10[:0], Y10[:0]) if x is None else Split(x, Y10[:len(x)])
+    return Dataset("hand-built", split(train_x), split(valid_x), split(test_x), n_classes=3)
+
+
+def _weights_without(name: str) -> dict:
+    return {k: v for k, v in fastmlp.MLP(5, 4, 3).state().items() if k != name}
+
+
+def _train_api(**kw):
+    return lambda: fastmlp.train(fastmlp.MLP(5, 4, 3), _hand_built(), **dict({"epochs": 1}, **kw))
+
+
+def _with(x: np.ndarray, row: int, column: int, value: float) -> np.ndarray:
+    out = x.copy()
+    out[row, column] = value
+    return out
+
+
+_NAN_X = _with(_with(X10, 3, 1, np.nan), 7, 0, np.nan)  # the first NaN: row 3, column 1
+
+API_ROWS: dict[str, tuple[Callable[[], object], type, str]] = {
+    # the model
+    "MLP(seed=-1)": (lambda: fastmlp.MLP(5, 4, 3, seed=-1), ValueError,
+                     "seed must be an integer >= 0, got -1"),
+    "MLP(seed=1.5)": (lambda: fastmlp.MLP(5, 4, 3, seed=1.5), ValueError, "seed must be"),
+    "MLP hidden 0": (lambda: fastmlp.MLP(5, 0, 3), ValueError, "n_hidden must be a positive"),
+    "MLP n_in -1": (lambda: fastmlp.MLP(-1, 4, 3), ValueError, "n_in must be a positive"),
+    "MLP one class": (lambda: fastmlp.MLP(5, 4, 1), ValueError, "at least 2 classes"),
+    "MLP dtype int8": (lambda: fastmlp.MLP(5, 4, 3, dtype="int8"), ValueError,
+                       "unknown dtype 'int8'"),
+    "MLP activation tanh": (lambda: fastmlp.MLP(5, 4, 3, activation="tanh"), ValueError,
+                            "unknown activation 'tanh'"),
+    "MLP init zeros": (lambda: fastmlp.MLP(5, 4, 3, init="zeros"), ValueError, "unknown init"),
+    "MLP fused 'yes'": (lambda: fastmlp.MLP(5, 4, 3, fused="yes"), ValueError,
+                        "fused must be None, True or False"),
+    "MLP device tpu": (lambda: fastmlp.MLP(5, 4, 3, device="tpu"), FastMLPError,
+                       "unknown device 'tpu'"),
+    "from_weights without bo": (lambda: fastmlp.MLP.from_weights(_weights_without("bo")),
+                                ValueError, "weights lack bo"),
+    "from_weights of a list": (lambda: fastmlp.MLP.from_weights([1, 2]), TypeError,
+                               "weights must be a mapping"),
+    "from_weights of strings": (lambda: fastmlp.MLP.from_weights(
+        dict(fastmlp.MLP(5, 4, 3).state(), bo=np.array([["a", "b", "c"]]))), ValueError,
+        "bo has dtype str32"),
+    "from_weights wrong bo shape": (lambda: fastmlp.MLP.from_weights(
+        dict(fastmlp.MLP(5, 4, 3).state(), bo=np.zeros((1, 4), np.float32))), ValueError,
+        "bo must have shape (1, 3), got (1, 4)"),
+    "save into a folder": (lambda: fastmlp.MLP(5, 4, 3).save("."), FastMLPError,
+                           "cannot write model .: Is a directory"),
+    "save into a missing folder": (lambda: fastmlp.MLP(5, 4, 3).save("missing/m.npz"),
+                                   FastMLPError, "cannot write model missing/m.npz"),
+    "forward, wrong width": (lambda: fastmlp.MLP(5, 4, 3).forward(X10[:, :4]), ValueError,
+                             "x must have shape (N, 5), got (10, 4)"),
+    "loss_and_grads, labels past K": (lambda: fastmlp.MLP(5, 4, 3).loss_and_grads(X10, Y10 + 3),
+                                      ValueError, "labels must lie in 0..2"),
+    "forward of strings": (lambda: fastmlp.MLP(5, 4, 3).forward([["a"] * 5]), ValueError,
+                           "x must hold real numbers, got dtype <U1"),
+    "predict of a string": (lambda: fastmlp.MLP(5, 4, 3).predict("abc"), ValueError,
+                            "x must hold real numbers, got dtype <U3"),
+    "loss_and_grads, string labels": (lambda: fastmlp.MLP(5, 4, 3).loss_and_grads(
+        X10, np.array(list("abcdefghij"))), ValueError, "y must hold integer labels"),
+    # training
+    "train((X, y))": (lambda: fastmlp.train(fastmlp.MLP(5, 4, 3), (X10, Y10), epochs=1),
+                      TypeError, "the data must be a fastmlp.Dataset"),
+    "train(None model)": (lambda: fastmlp.train(None, _hand_built(), epochs=1), TypeError,
+                          "the model must be a fastmlp.MLP, got NoneType"),
+    "evaluate((X, y))": (lambda: importlib.import_module("fastmlp.train").evaluate(
+        fastmlp.MLP(5, 4, 3), (X10, Y10)), TypeError, "fastmlp.Dataset"),
+    "train epochs 0": (_train_api(epochs=0), FastMLPError, "epochs must be a positive integer"),
+    "train lr nan": (_train_api(lr=float("nan")), ValueError, "learning rate must be a finite"),
+    "train lr '0.1'": (_train_api(lr="0.1"), ValueError, "got '0.1'"),
+    "train momentum None": (_train_api(momentum=None), ValueError, "momentum must be a finite"),
+    "train eval_every 1.5": (_train_api(eval_every=1.5), ValueError, "eval_every must be an "
+                                                                     "integer >= 1, got 1.5"),
+    "train seed -1": (_train_api(seed=-1), ValueError, "seed must be an integer >= 0, got -1"),
+    "train compiled 'yes'": (_train_api(compiled="yes", batch_size=2), ValueError,
+                             "compiled must be None, True or False"),
+    # non-finite features: refused where they enter training, naming split, row and column
+    "NaN in the train features": (lambda: fastmlp.train(fastmlp.MLP(5, 4, 3),
+                                                        _hand_built(_NAN_X), epochs=1),
+                                  ValueError, "the train features of the data (hand-built) are "
+                                              "not finite: nan at row 3, column 1 (as "
+                                              "float32), 2 row(s) in all"),
+    "inf in the valid features": (lambda: fastmlp.train(
+        fastmlp.MLP(5, 4, 3), _hand_built(X10, valid_x=_with(X10, 2, 4, np.inf)),
+        epochs=1), ValueError, "the valid features of the data (hand-built) are not finite: "
+                               "inf at row 2, column 4"),
+    "-inf in the test features (minibatch)": (lambda: fastmlp.train(
+        fastmlp.MLP(5, 4, 3), _hand_built(X10, test_x=-np.inf * X10), epochs=1, batch_size=2),
+        ValueError, "the test features"),
+    "float64 1e300 in a float32 model": (lambda: fastmlp.train(
+        fastmlp.MLP(5, 4, 3), _hand_built(X10 * 1e300), epochs=1), ValueError,
+        "(as float32)"),
+    "NaN features to evaluate": (lambda: importlib.import_module("fastmlp.train").evaluate(
+        fastmlp.MLP(5, 4, 3), _hand_built(_NAN_X)), ValueError, "not finite: nan at row 3"),
+    # the run's settings
+    "RunConfig compiled with full batch": (lambda: fastmlp.RunConfig(compiled=True),
+                                           FastMLPError, "--compiled is for minibatch epochs"),
+    "RunConfig scale with synthetic": (lambda: fastmlp.RunConfig(dataset="synthetic",
+                                                                 scale="symmetric"),
+                                       FastMLPError, "--scale symmetric applies to the pixel"),
+}
+
+
+@pytest.mark.parametrize("case", list(API_ROWS))
+def test_api_bad_input_raises_fastmlp_error(case: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the save rows write relative paths
+    call, kind, fragment = API_ROWS[case]
+    with pytest.raises(FastMLPError, match=re.escape(fragment)) as info:
+        call()
+    assert isinstance(info.value, kind)
+    assert not isinstance(info.value, fastmlp.DivergenceError)
+
+
+def test_the_api_takes_lists_as_host_arrays() -> None:
+    model = fastmlp.MLP(5, 4, 3)
+    np.testing.assert_array_equal(model.predict(X10.tolist()), model.predict(X10))
+
+
+def test_the_api_error_classes_are_the_conventional_built_ins_too() -> None:
+    from fastmlp.errors import InvalidInputError, InvalidTypeError
+    from fastmlp.estimator import InvalidInputError as EstimatorError
+
+    assert issubclass(InvalidInputError, ValueError) and issubclass(InvalidTypeError, TypeError)
+    assert EstimatorError is InvalidInputError  # one class, still importable from the estimator
+
+
+def test_a_checkpoint_recording_ignored_options_still_resumes() -> None:
+    # before they were refused, --compiled with full batch and --scale with synthetic data
+    # were recorded (and ignored): such a record is read as what ran
+    record = fastmlp.RunConfig(dataset="synthetic", hidden=4).checkpoint_record()
+    record.update(compiled=True, scale="symmetric")
+    config = fastmlp.RunConfig.from_record(record)
+    assert (config.compiled, config.scale, config.batch_size) == (None, "unit", None)
 
 
 # -- accepted inputs: what evaluate and predict take, and that they agree ------------------------
@@ -806,3 +1029,34 @@ def test_predict_formats_agree(tmp_path: Path, capsys) -> None:
     unit = model.forward((pixels.reshape(6, 784) / 255.0).astype(np.float32)).argmax(axis=1)
     np.testing.assert_array_equal(np.load(tmp_path / "l.npy"), unit)
     assert capsys.readouterr().err == ""
+
+
+def test_finite_weights_whose_loss_is_not_are_not_blamed_on_the_learning_rate() -> None:
+    # input that turns non-finite after the checks (here: written into the trainer's copy)
+    # must not read "not finite either; try a smaller learning rate": no update has been made
+    from fastmlp.train import Trainer, fit_epochs
+
+    trainer = Trainer(fastmlp.MLP(5, 4, 3), _hand_built(), sparse="off")  # rows in trainer.X
+    trainer.X[0, 0] = np.nan
+    with pytest.raises(fastmlp.DivergenceError) as info:
+        fit_epochs(trainer, fastmlp.History(), 2)
+    message = str(info.value)
+    assert "kept the initial weights, the oldest held: finite, though their loss is nan" in message
+    assert "the learning rate is not the cause" in message
+    assert "not finite either" not in message and "smaller learning rate" not in message
+    assert bool(np.isfinite(trainer.model.params).all())
+
+
+@pytest.mark.parametrize("momentum", [1.0, 1.5])
+def test_momentum_of_one_or_more_warns_and_its_divergence_says_so(momentum: float) -> None:
+    # accepted (the rule is well defined, the kernels run it) but warned about: the velocity
+    # never decays, so the weights cannot settle
+    from fastmlp.estimator import MLPClassifier
+
+    with pytest.warns(RuntimeWarning, match=f"momentum {momentum:g} >= 1: the velocity"):
+        MLPClassifier(hidden=4, epochs=1, momentum=momentum).fit(X10, Y10)
+    if momentum > 1:  # the weights grow as momentum**t: a divergence, and it names the cause
+        with pytest.warns(RuntimeWarning, match="grow without bound"), \
+                pytest.raises(fastmlp.DivergenceError, match="use a momentum below 1"):
+            fastmlp.train(fastmlp.MLP(5, 4, 3), _hand_built(), epochs=3000, lr=10.0,
+                          momentum=momentum)

@@ -312,9 +312,18 @@ def test_one_feature_one_hidden_unit() -> None:
 
 def test_nan_input_is_kept_and_the_guard_stops() -> None:
     data = sparse_data(50, 23, 10)
-    data.train.x[10, 3] = np.nan  # NaN != 0: not skipped as a zero
     model = fastmlp.MLP(23, 16, 10, dtype="float64")
+    bad = Dataset(data.name, Split(data.train.x.copy(), data.train.y), data.valid, data.test,
+                  n_classes=data.n_classes)
+    bad.train.x[10, 3] = np.nan
+    # the trainer refuses NaN input where the data enter training ...
+    with pytest.raises(fastmlp.FastMLPError, match="train features .* nan at row 10, column 3"):
+        Trainer(model, bad, lr=0.01, momentum=0.9, batch_size=1)
+    # ... and the compiled loop, handed one anyway, keeps it: NaN != 0, not skipped as a zero
     trainer = Trainer(model, data, lr=0.01, momentum=0.9, batch_size=1)
+    assert trainer.plan.compiled
+    trainer.X[10, 3] = np.nan
+    trainer.strategy.nonzeros = steps.nonzeros(trainer.X, trainer.counts[0])
     assert not np.isfinite(trainer.run_epoch()["train_loss"])
     assert not np.isfinite(model.params).all()
 
@@ -334,7 +343,7 @@ def test_cli_reports_the_compiled_loop(capsys: pytest.CaptureFixture, tmp_path: 
             "0.001", "--epochs", "1", "--no-progress", "--out", str(tmp_path)]
     assert main(base) == 0
     assert "loop:     compiled small-batch loop: per-sample steps" in capsys.readouterr().out
-    assert main([*base, "--no-compiled"]) == 0
+    assert main([*base, "--no-compiled", "--overwrite"]) == 0  # the same --out again
     assert "loop:     per-step path (asked for)" in capsys.readouterr().out
 
 

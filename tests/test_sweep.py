@@ -341,6 +341,13 @@ def test_out_is_a_file(tmp_path: Path, capsys, assert_one_line_error) -> None:
     assert_one_line_error(capsys.readouterr().err, "not a directory")
 
 
+def test_out_is_empty(tmp_path: Path, capsys, monkeypatch, assert_one_line_error) -> None:
+    monkeypatch.chdir(tmp_path)  # "" would be the current directory
+    assert main([*GRID, "--out", ""]) == 2
+    assert_one_line_error(capsys.readouterr().err, "--out is empty; give a directory")
+    assert not list(tmp_path.iterdir())
+
+
 def test_missing_dask_names_the_extra(tmp_path, monkeypatch, capsys, assert_one_line_error) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
     out = tmp_path / "out"

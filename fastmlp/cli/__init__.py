@@ -7,7 +7,9 @@ evaluate, predict, sweep), registered when imported below; shared options are in
 
 Error policy: a problem the user can fix (:class:`FastMLPError`, a bad option) prints one line
 ``fastmlp: error: <message>`` on stderr and exits 2, never a traceback; Ctrl-C exits 130 with one
-line; training that diverges exits 3. Genuine bugs still raise, with their traceback.
+line, SIGTERM 143 and SIGHUP 129 likewise (they stop a run as Ctrl-C does); training that
+diverges exits 3. A closed stdout or stderr is harmless (what cannot be printed is dropped).
+Genuine bugs still raise, with their traceback.
 """
 
 from __future__ import annotations
@@ -18,31 +20,37 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import FastMLPError
-from . import bench, evaluate, gradcheck, predict, sweep, train
+from . import bench, doctor, evaluate, gradcheck, predict, sweep, train
 from .common import (
     COMMANDS,
     EXIT_BROKEN_PIPE,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     PROG,
     UsageError,
     build_parser,
+    closed_streams_harmless,
     error,
     register,
+    stop_signals_as_interrupts,
+    stopped_exit_code,
 )
 
 __all__ = ["COMMANDS", "main"]
 
 # one module per command; registered here, in the order of the help page
-for _module in (train, bench, gradcheck, evaluate, predict, sweep):
+for _module in (train, bench, gradcheck, evaluate, predict, sweep, doctor):
     register(_module.COMMAND)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``fastmlp`` command line; return the exit code (0 ok, 2 usage, 3 diverged,
-    130 Ctrl-C, 141 output pipe closed)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run the ``fastmlp`` command line; return the exit code (0 ok, 1 a sweep's runs failed,
+    2 usage, 3 diverged, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, 141 output pipe closed)."""
+    with closed_streams_harmless() as stdout_closed, stop_signals_as_interrupts():
+        return _main(list(sys.argv[1:] if argv is None else argv), stdout_closed)
+
+
+def _main(argv: list[str], stdout_closed: bool) -> int:
     parser = build_parser()
     try:
         try:
@@ -51,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exc.code if isinstance(exc.code, int) else EXIT_OK
         if getattr(args, "_run", None) is None:
             raise UsageError(f"choose a command: {', '.join(COMMANDS)} (see '{PROG} --help')")
-        args._argv = argv
+        args._argv, args._stdout_closed = argv, stdout_closed
         stdout, sys.stdout = sys.stdout, _GuardedOutput(sys.stdout)
         try:
             return args._run(args)
@@ -64,9 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, FastMLPError) as exc:
         error(str(exc))
         return EXIT_USAGE
-    except KeyboardInterrupt:  # outside training (loading data, writing results)
+    except KeyboardInterrupt as exc:  # outside training (loading data, writing results)
         print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        return stopped_exit_code(exc)
     except BrokenPipeError:  # `fastmlp predict ... | head`: stop quietly, as other tools do
         _discard_stdout()
         return EXIT_BROKEN_PIPE

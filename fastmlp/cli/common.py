@@ -5,9 +5,12 @@ types, the command registry and the data/run options of train, evaluate and swee
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -16,6 +19,7 @@ from ..config import MNIST_TRAIN_SIZE
 from ..datasets import DATASET_NAMES, SCALES
 from ..model import INITS, MLP
 from ..sparse import SPARSE_MAX_DENSITY, SPARSE_MODES
+from ..train import STOP_SIGNALS, stop_on_signal
 
 PROG = "fastmlp"
 EXIT_OK = 0
@@ -23,6 +27,62 @@ EXIT_USAGE = 2  # bad options or input: FastMLPError, argparse
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_DIVERGED = 3  # fastmlp train: non-finite loss or weights
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of the output went away (`| head`)
+# 128 + SIGTERM (143) and 128 + SIGHUP (129): stopped as by Ctrl-C, see stopped_exit_code
+
+
+def stopped_exit_code(exc: BaseException) -> int:
+    """128 + the signal that stopped the command: 130 for Ctrl-C (a plain KeyboardInterrupt),
+    143 for SIGTERM, 129 for SIGHUP (a :class:`~fastmlp.train.StopSignal`'s ``signum``)."""
+    return 128 + int(getattr(exc, "signum", signal.SIGINT))
+
+
+@contextlib.contextmanager
+def stop_signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise a :class:`~fastmlp.train.StopSignal` (a KeyboardInterrupt) while
+    a command runs, so a scheduler's stop (timeout, docker stop, Slurm, Kubernetes) saves as
+    Ctrl-C does; a signal set to be ignored (``nohup``) stays ignored."""
+    previous = {}
+    for signum in STOP_SIGNALS:
+        if signum == signal.SIGINT:
+            continue
+        try:
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                previous[signum] = signal.signal(signum, stop_on_signal)
+        except ValueError:  # not the main thread: signals stay as they are
+            break
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def closed_streams_harmless() -> Iterator[bool]:
+    """Standard output or error closed (``>&-``, ``2>&-``): Python leaves ``sys.stdout`` /
+    ``sys.stderr`` None; let them write into the null device instead (what cannot be printed is
+    dropped; the run still trains and saves), and keep the descriptors 1 and 2 taken, so that no
+    file the command opens becomes its standard output. Yields whether stdout was closed."""
+    replaced = {}
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:  # closed: the null device takes its number
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        replaced[name] = None
+        setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+    try:
+        yield "stdout" in replaced
+    finally:
+        for name in replaced:
+            with contextlib.suppress(Exception):
+                getattr(sys, name).close()
+            setattr(sys, name, None)
 
 
 class UsageError(Exception):

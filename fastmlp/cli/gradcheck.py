@@ -8,6 +8,7 @@ import argparse
 from ..backend import DEVICES, Backend, get_backend
 from ..datasets import TrainSizeError, load_dataset
 from ..errors import FastMLPError
+from ..gradcheck import check_memory
 from ..kernels import ACTIVATIONS
 from ..model import MLP
 from ..texttable import text_table
@@ -23,6 +24,9 @@ from .common import (
 
 GRADCHECK_MODEL_ENTRIES = 32  # entries per tensor checked in a saved model: two passes each
 GRADCHECK_RANDOM = {"hidden": 8, "n_in": 20, "n_classes": 10, "activation": "relu"}
+# floating-point operations past which a full check is refused (each checked entry costs two
+# forward passes): about an hour of small products; --max-entries samples instead
+GRADCHECK_MAX_FLOPS = 10**12
 
 
 def _configure_gradcheck(p: argparse.ArgumentParser) -> None:
@@ -72,19 +76,40 @@ def _gradcheck_model(args: argparse.Namespace, backend: Backend) -> MLP:
     if args.model is not None:
         given = [f"--{o.replace('_', '-')}" for o in shape_opts if getattr(args, o) is not None]
         if given:
-            raise FastMLPError(f"{', '.join(given)} describe the random network; leave them "
-                               f"out with --model (the model file fixes its shape)")
-        return MLP.load(args.model, device=backend)
+            what = ("describes the random network; leave it" if len(given) == 1
+                    else "describe the random network; leave them")
+            raise FastMLPError(f"{', '.join(given)} {what} out with --model (the model file "
+                               f"fixes its shape)")
+        model = MLP.load(args.model, device=backend)
+        check_memory(model.n_in, model.n_hidden, model.n_out, args.samples, backend,
+                     np.dtype(model.dtype).itemsize)
+        return model
     opts = {o: GRADCHECK_RANDOM[o] if getattr(args, o) is None else getattr(args, o)
             for o in shape_opts}
     if args.dataset == "mnist" and args.n_in is None:
         opts["n_in"] = 784
+    check_memory(opts["n_in"], opts["hidden"], opts["n_classes"], args.samples, backend)
+    check_work(opts["n_in"], opts["hidden"], opts["n_classes"], args.samples, args.max_entries)
     model = MLP(opts["n_in"], opts["hidden"], opts["n_classes"], activation=opts["activation"],
                 dtype="float64", device=backend, seed=args.seed)
     rng = np.random.default_rng(args.seed)
     model.bh = backend.asarray(rng.normal(0.0, 0.5, model.shapes["bh"]))
     model.bo = backend.asarray(rng.normal(0.0, 0.5, model.shapes["bo"]))
     return model
+
+
+def check_work(n_in: int, n_hidden: int, n_out: int, n_rows: int,
+               max_entries: int | None) -> None:
+    """A one-line FastMLPError when checking the entries asked for would take more than
+    :data:`GRADCHECK_MAX_FLOPS` (two forward passes over ``n_rows`` rows per entry)."""
+    sizes = [n_in * n_hidden, n_hidden, n_hidden * n_out, n_out]
+    entries = sum(size if max_entries is None else min(size, max_entries) for size in sizes)
+    flops = 2 * entries * 2 * n_rows * (n_in * n_hidden + n_hidden * n_out)
+    if flops > GRADCHECK_MAX_FLOPS:
+        raise FastMLPError(f"checking all {entries:,} entries of a {n_in}-{n_hidden}-{n_out} "
+                           f"network takes {2 * entries:,} forward passes (about {flops:.1e} "
+                           f"floating-point operations); pass --max-entries M to check M "
+                           f"sampled entries per tensor")
 
 
 def _gradcheck_rows(args: argparse.Namespace, model: MLP):

@@ -36,11 +36,26 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")
 
 
-def _check_predict_out(out: str | None) -> Path | None:
-    """Validate --out before any work, so a typo does not cost a forward pass."""
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (also through links), as far as can be told."""
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _check_predict_out(out: str | None, inputs: dict[str, str] | None = None) -> Path | None:
+    """Validate --out before any work, so a typo does not cost a forward pass; it must not be
+    one of ``inputs`` (what -> path: the images, the model), which it would replace."""
     if out is None:
         return None
     path = Path(out).expanduser()
+    for what, name in (inputs or {}).items():
+        if _same_file(path, Path(name).expanduser()):
+            raise FastMLPError(f"--out {out} is the {what} file; it would be replaced: write the "
+                               f"predictions to another file")
     if path.suffix.lower() not in PREDICT_SUFFIXES:
         raise FastMLPError(f"--out must end in .npy or .csv, got {path.name!r}")
     if path.is_dir():
@@ -122,7 +137,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from .. import report
 
-    out = _check_predict_out(args.out)
+    if args.out is None and getattr(args, "_stdout_closed", False):
+        raise FastMLPError("standard output is closed; give --out FILE for the predictions")
+    out = _check_predict_out(args.out, {"images": args.images, "model": args.model})
     images = _read_images(args.images)
     backend = get_backend(args.device)
     model = MLP.load(args.model, device=backend)

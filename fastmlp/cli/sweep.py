@@ -20,6 +20,7 @@ from ..errors import FastMLPError, os_errors
 from ..history import SPLITS
 from ..kernels import ACTIVATIONS
 from ..model import DTYPES
+from ..rundir import RunLock
 from ..runner import prepare_out_dir
 from ..sweep import (
     DASK_HINT,
@@ -30,6 +31,7 @@ from ..sweep import (
     Result,
     blas_note,
     build_runs,
+    clear_stale_temps,
     curves_split,
     dask_client,
     finished_runs,
@@ -44,7 +46,6 @@ from ..sweep import (
 )
 from ..train import check_batch_size
 from .common import (
-    EXIT_INTERRUPTED,
     Command,
     add_data_options,
     add_run_options,
@@ -52,6 +53,7 @@ from .common import (
     non_negative_float,
     non_negative_int,
     positive_int,
+    stopped_exit_code,
 )
 
 
@@ -161,7 +163,11 @@ def run_sweep(args: argparse.Namespace) -> int:
     client = dask_client(args.scheduler) if args.scheduler is not None else None
     try:
         out = prepare_out_dir(args.out, prefix="sweep-")
-        return _sweep(args, out, grid, seeds, runs, client, started)
+        command = shlex.join(["fastmlp", *args._argv]) if getattr(args, "_argv", None) else ""
+        with RunLock(out, command):  # one sweep (or run) writing into --out at a time
+            with os_errors("clear temporary files in", out):
+                clear_stale_temps(out, runs)
+            return _sweep(args, out, grid, seeds, runs, client, started)
     finally:
         if client is not None:
             with contextlib.suppress(Exception):
@@ -199,11 +205,11 @@ def _sweep(args: argparse.Namespace, out: Path, grid: dict[str, list[Any]], seed
                 results[i] = result
                 n_trained += 1
                 say(_run_line(n_trained, len(todo), run, result))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
         finished = sum(r["status"] == "ok" for r in results.values())
         print(f"fastmlp: interrupted: {finished} of {len(runs)} runs finished and kept in "
               f"{out}; {_resume_hint(args, out)}", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        return stopped_exit_code(exc)
 
     note = blas_note([r for r in results.values() if r["status"] == "ok"])
     if note:

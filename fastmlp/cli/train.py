@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 
 from .. import report, runner
 from ..backend import DEVICES
 from ..config import RESUME_MAY_CHANGE as RUN_MAY_CHANGE
 from ..config import RunConfig
+from ..errors import FastMLPError
 from ..kernels import ACTIVATIONS
 from ..model import DTYPES
 from ..plan import COMPILED_MAX_WORK
 from ..train import DivergenceError
 from .common import (
     EXIT_DIVERGED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     PROG,
     Command,
@@ -29,6 +30,7 @@ from .common import (
     non_negative_float,
     non_negative_int,
     positive_int,
+    stopped_exit_code,
 )
 
 # the options of train alone that --resume may change too (RESUME_MAY_CHANGE: the run's own)
@@ -76,7 +78,11 @@ def configure_train(p: argparse.ArgumentParser) -> None:
 
     out = p.add_argument_group("output")
     out.add_argument("--out", metavar="DIR", default=None,
-                     help="output directory (default: runs/<YYYYmmdd-HHMMSS>)")
+                     help="output directory (default: runs/<YYYYmmdd-HHMMSS>); one that holds "
+                          "an earlier run is refused unless --resume or --overwrite")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace the earlier run in --out: its files are moved into "
+                          "DIR/overwritten and deleted once this run has written its own")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--quiet", action="store_true",
                      help="print only the output directory (implies --no-progress)")
@@ -119,12 +125,14 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def interrupted_message(stop: runner.RunInterrupted) -> str:
-    """The one line for Ctrl-C: what is saved and how to go on."""
+    """The one line for Ctrl-C (SIGTERM, SIGHUP): what is saved and how to go on."""
     out, resume = stop.out_dir, f"{PROG} train --resume {shlex.quote(str(stop.out_dir))}"
+    what = ("interrupted" if stop.signum == signal.SIGINT
+            else f"stopped by {signal.Signals(stop.signum).name}")
     if stop.while_writing:
-        return (f"interrupted while writing the results into {out}; the finished run is in its "
+        return (f"{what} while writing the results into {out}; the finished run is in its "
                 f"checkpoint, and '{resume}' writes them again")
-    head = f"interrupted after {stop.epochs_done} of {stop.epochs} epochs"
+    head = f"{what} after {stop.epochs_done} of {stop.epochs} epochs"
     wrote = "history so far written; " if stop.history_written else ""
     if stop.checkpoint_epoch is None:
         return f"{head}; {wrote or 'nothing saved '}(output directory {out})"
@@ -135,8 +143,12 @@ def interrupted_message(stop: runner.RunInterrupted) -> str:
 def run_train(args: argparse.Namespace) -> int:
     """``fastmlp train``: the run its options describe, reported on the terminal."""
     resume = None
+    if args.resume is not None and args.overwrite:
+        raise FastMLPError("--resume continues the run in its directory and --overwrite "
+                           "replaces it: use one or the other")
     if args.resume is not None:
-        given = {k: v for k, v in _explicit_options(args).items() if k != "resume"}
+        given = {k: v for k, v in _explicit_options(args).items()
+                 if k not in ("resume", "overwrite")}
         config, resume = runner.resume_config(args.resume, given,
                                               also_may_change=CLI_MAY_CHANGE)
         if not config.command:  # a checkpoint without its command line: this one
@@ -146,10 +158,10 @@ def run_train(args: argparse.Namespace) -> int:
     say = None if args.quiet else (lambda line: print(line, flush=True))
     try:
         result = runner.run(config, progress=not (args.no_progress or args.quiet), log=say,
-                            resume=resume)
+                            resume=resume, overwrite=args.overwrite)
     except runner.RunInterrupted as stop:
         print(f"{PROG}: {interrupted_message(stop)}", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        return stopped_exit_code(stop)
     except DivergenceError as exc:
         error(f"{exc}; the history and those weights are in {exc.out_dir}")
         return EXIT_DIVERGED

@@ -2,12 +2,11 @@
 
 Run it as ``pytest tests/cudacheck`` (a plain ``pytest`` leaves it out, see tests/conftest.py),
 with the ``cudacheck`` extra installed. The simulator must be off: under it numba has no real
-compiler to call. ``--write-results`` also puts the summary table into bench/RESULTS.md.
+compiler to call. The summary table it prints is quoted in bench/RESULTS.md (no test writes it).
 """
 
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -18,15 +17,7 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or (
         "simulator: run it in its own process without NUMBA_ENABLE_CUDASIM=1"
     )
 
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "RESULTS.md"
-SECTION = "## 4. CUDA kernels through the real compiler (`tests/cudacheck`)"
-COMMAND = ".venv/bin/python -m pytest tests/cudacheck --write-results"
 ROWS = pytest.StashKey[list]()
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--write-results", action="store_true",
-                     help=f"write the register/spill table into {RESULTS.name} ({SECTION[3:]})")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,29 +42,6 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _write_results(table: str, toolchain: str) -> None:
-    """Replace (or append) this suite's section of bench/RESULTS.md; the next ``## `` ends it."""
-    text = RESULTS.read_text()
-    body = (f"{SECTION}\n\nProduced by `{COMMAND}` (no GPU needed; {toolchain}). Every kernel in "
-            "every signature the backend launches, compiled by numba-cuda's NVVM to PTX and "
-            "assembled by the nvcc wheel's `ptxas -v`. *reg bound*: 65536 registers per SM over "
-            "the threads the default launch puts on an SM for its intended occupancy (see "
-            "tests/cudacheck/test_compile.py); *smem dynamic*: the head's double-buffered do "
-            "tile at the default launch for K = 10 (it depends on N: full batch and minibatch "
-            "rows); *barriers*: barrier names ptxas reports; *bar.sync*: "
-            "barrier instructions in the PTX (the `cuda.syncthreads()` sites left, not how often "
-            "they run); *f64 ops*: float64 arithmetic instructions in the PTX "
-            "(float32 kernels: only the float64 loss/count accumulators).\n\n"
-            f"{table}\n")
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + ("" if end < 0 else text[end:])
-    RESULTS.write_text(text)
-
-
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     rows = config.stash.get(ROWS, [])
     if not rows:
@@ -82,6 +50,4 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     terminalreporter.section("CUDA kernels: ptxas registers, spills, shared memory, barriers")
     for line in table.splitlines():
         terminalreporter.write_line(line)
-    if config.getoption("--write-results"):
-        _write_results(table, rows[0]["toolchain"])
-        terminalreporter.write_line(f"written to {RESULTS}")
+    terminalreporter.write_line(f"toolchain: {rows[0]['toolchain']}")

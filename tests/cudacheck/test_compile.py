@@ -36,13 +36,17 @@ pytestmark = pytest.mark.cudacheck
 
 ARCHS = ((8, 0), (9, 0))  # A100 and H100/H200, the GPUs the product targets
 DTYPES = ("float32", "float64")
-KERNELS = ("head", "momentum")
+KERNELS = ("head", "reduce", "momentum")
 
 # -- the hardware limits behind the register bound (sm_80 and sm_90 alike) ----------------------
 REGISTERS_PER_SM = 65536
 MAX_THREADS_PER_SM = 2048
 MAX_REGISTERS_PER_THREAD = 255
 REGISTER_UNIT = 8  # registers go to warps in blocks of 256, i.e. 8 per thread
+# every kernel keeps at least this many registers below its bound, so that another CUDA release's
+# compiler (the machines run 13.0's, this suite also 13.5's) or a small change does not tip it
+# over into fewer blocks per SM or spills: one allocation unit
+REGISTER_MARGIN = REGISTER_UNIT
 SHARED_PER_SM = {(8, 0): 164 * 1024, (9, 0): 228 * 1024}  # bytes a kernel's blocks may share
 
 # float64 arithmetic instructions expected in each *float32* kernel's PTX, and why: anything else
@@ -53,11 +57,12 @@ EXPECTED_F64_IN_FLOAT32 = {
     # split): one add.f64 for the loss, one for the count; the row's loss itself is float32
     "head": 2,
     "momentum": 0,  # v and p are updated in the data dtype only
+    "reduce": 7,  # the stats partials' sum (float64 on purpose), unrolled 4 + 3 by NVVM
 }
 # bar.sync sites in each kernel's PTX. The head's one is its once-per-tile barrier between the
 # warps' rows and the block's gradients; it had three (the per-row shared-memory tree reduction,
 # about ten barriers per row) before the tiled design, whose logits are reduced by warp shuffles.
-EXPECTED_BARRIER_SITES = {"head": 1, "momentum": 0}
+EXPECTED_BARRIER_SITES = {"head": 1, "momentum": 0, "reduce": 0}
 F64_ARITHMETIC = re.compile(
     r"^(?:add|sub|mul|fma|mad|div|rcp|sqrt|rsqrt|neg|abs|min|max|setp|set|selp|slct|ex2|lg2|"
     r"sin|cos|tanh|testp|copysign)(?:\.[a-z0-9]+)*\.f64$")
@@ -162,7 +167,9 @@ def launches(ptxas) -> set[Launch]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(kc, "_head_kernel",
                    lambda dtype, K: _Recorder("head", str(dtype), found, K))
-        mp.setattr(kc, "_momentum_kernel", _Recorder("momentum", "", found))
+        mp.setattr(kc, "_momentum_kernel",
+                   lambda dtype: _Recorder("momentum", str(dtype), found))
+        mp.setattr(kc, "_reduce_kernel", lambda dtype: _Recorder("reduce", str(dtype), found))
         mp.setattr(kc, "_sm_count", lambda device_id: fake_gpu.MULTIPROCESSOR_COUNT)
         mp.setattr(kc.cuda, "get_current_device", lambda: fake_gpu)
         # the GPU backend's code path (not the CPU's compiled loop) with NumPy arrays
@@ -211,17 +218,24 @@ def _py_func(kernel: str, dtype: str, classes: int = 0):
     from fastmlp.kernels import cuda as kc
 
     dispatcher = (kc._head_kernel(np.dtype(dtype), classes) if kernel == "head"
-                  else kc._momentum_kernel)
+                  else getattr(kc, f"_{kernel}_kernel")(np.dtype(dtype)))
     return dispatcher.py_func
+
+
+def _blocks_per_sm(kernel: str) -> int:
+    """The blocks per SM a kernel's default launch is sized for (kernels/cuda.py)."""
+    from fastmlp.kernels import cuda as kc
+
+    return {"head": kc.BLOCKS_PER_SM, "momentum": kc.MOMENTUM_BLOCKS_PER_SM,
+            "reduce": kc.REDUCE_BLOCKS_PER_SM}[kernel]
 
 
 def _register_bound(kernel: str, threads: int) -> int:
     """Registers per thread that let the default launch reach its intended occupancy: the head
     wants BLOCKS_PER_SM blocks per SM (more only buy partial rows to sum), momentum, being
-    bandwidth-bound, MOMENTUM_BLOCKS_PER_SM (a full SM at 256 threads)."""
-    from fastmlp.kernels import cuda as kc
+    bandwidth-bound, MOMENTUM_BLOCKS_PER_SM, the head's reduction REDUCE_BLOCKS_PER_SM."""
 
-    blocks = kc.BLOCKS_PER_SM if kernel == "head" else kc.MOMENTUM_BLOCKS_PER_SM
+    blocks = _blocks_per_sm(kernel)
     resident = blocks * threads
     assert resident <= MAX_THREADS_PER_SM, f"{blocks} blocks of {threads} threads never fit an SM"
     per_thread = REGISTERS_PER_SM // resident // REGISTER_UNIT * REGISTER_UNIT
@@ -298,7 +312,8 @@ def test_kernels_compile_on_a_numpy_without_row_stack() -> None:
         "from fastmlp.kernels import cuda as kc\n"
         "assert numpy.row_stack is numpy.vstack\n"
         "sig = 'void(float32[::1], float32[::1], float32[::1], float32, float32)'\n"
-        "ptx, _ = cuda.compile_ptx(kc._momentum_kernel.py_func, sig, cc=(9, 0))\n"
+        "ptx, _ = cuda.compile_ptx(kc._momentum_kernel(numpy.dtype('float32')).py_func, sig,"
+        " cc=(9, 0))\n"
         "print('momentum', len(ptx))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -343,9 +358,10 @@ def test_kernel_compiles_clean(kernel: str, dtype: str, arch: tuple[int, int], p
         assert _barrier_instructions(ptx) == EXPECTED_BARRIER_SITES[kernel], (
             f"{where}: {_barrier_instructions(ptx)} bar.sync sites, expected "
             f"{EXPECTED_BARRIER_SITES[kernel]}")
-        assert info["registers"] <= bound, (
-            f"{where}: {info['registers']} registers > {bound}, the most that keeps the default "
-            f"launch ({launch.threads} threads per block) at its intended blocks per SM")
+        assert info["registers"] + REGISTER_MARGIN <= bound, (
+            f"{where}: {info['registers']} registers + a margin of {REGISTER_MARGIN} > {bound}, "
+            f"the most that keeps the default launch ({launch.threads} threads per block) at its "
+            f"intended blocks per SM")
         if dtype == "float32":
             assert f64 == EXPECTED_F64_IN_FLOAT32[kernel], (
                 f"{where}: {f64} float64 arithmetic instructions, expected "
@@ -353,7 +369,69 @@ def test_kernel_compiles_clean(kernel: str, dtype: str, arch: tuple[int, int], p
                 + "\n".join(ln for ln in ptx.splitlines() if ".f64" in ln))
         from fastmlp.kernels import cuda as kc
 
-        blocks = kc.BLOCKS_PER_SM if kernel == "head" else kc.MOMENTUM_BLOCKS_PER_SM
+        blocks = _blocks_per_sm(kernel)
         assert shared <= kc.MAX_STATIC_SHARED, f"{where}: {shared} B of shared memory per block"
         assert blocks * shared <= SHARED_PER_SM[arch], f"{where}: {blocks} blocks need more " \
                                                        f"than the SM's shared memory"
+
+
+# -- what the GPU machines' driver loads -----------------------------------------------------------
+
+# The lent GPU machines run driver 580 (CUDA 13.0), which loads PTX up to ISA 9.0 (PTX ISA 9.0
+# came with CUDA 13.0: the PTX release history, and cuda.bindings.utils'
+# get_minimal_required_cuda_ver_from_ptx_ver). Newer PTX must be turned into machine code by an
+# nvJitLink at least as new as the NVVM that wrote it, which numba-cuda then uses instead of the
+# driver's JIT.
+DRIVER_580_CUDA = (13, 0)
+DRIVER_580_MAX_PTX = (9, 0)
+
+
+def _ptx_version(ptx: str) -> tuple[int, int]:
+    m = re.search(r"^\.version (\d+)\.(\d+)", ptx, re.MULTILINE)
+    assert m, ptx[:300]
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_ptx_loads_on_a_580_driver(launches: set[Launch]) -> None:
+    """With CUDA 13.0's NVVM (the cudacheck130 extra, the machines' own release) the PTX is ISA
+    9.0 at most, which the 580 driver loads itself; with a newer NVVM, an nvJitLink of that
+    release is installed (the cuda13 extra brings one), so the driver never sees the PTX."""
+    from numba import cuda
+
+    launch = _launches_of(launches, "head", "float64")[0]
+    ptx, _ = cuda.compile_ptx(_py_func("head", "float64", launch.classes), launch.argtypes,
+                              cc=(9, 0))
+    version, release = _ptx_version(ptx), _release(ptx)
+    try:
+        from cuda.bindings import utils
+
+        needs = utils.get_minimal_required_cuda_ver_from_ptx_ver(f"{version[0]}.{version[1]}")
+        assert needs == release[0] * 1000 + release[1] * 10, (needs, release)
+    except (ImportError, AttributeError, ValueError):
+        pass  # an older cuda-bindings without the table, or one that predates this PTX
+    if release <= DRIVER_580_CUDA:
+        assert version <= DRIVER_580_MAX_PTX, f"PTX {version} from CUDA {release}'s NVVM"
+    else:
+        from cuda.bindings import nvjitlink
+        from numba.cuda.cudadrv import driver
+
+        assert driver._have_nvjitlink(), "PTX newer than driver 580 loads, and no nvJitLink"
+        assert tuple(nvjitlink.version()) >= release, (nvjitlink.version(), release)
+
+
+def test_kernels_cache_to_disk_one_file_set_per_dtype() -> None:
+    """Every kernel is compiled with ``cache=True``, and each dtype (and the head's K) has its
+    own cache index, so compiling one never invalidates another's. (That a second process loads
+    from the cache needs a GPU: numba-cuda caches the machine code of the device it compiled
+    for, and the simulator caches nothing.)"""
+    from fastmlp.kernels import cuda as kc
+    from numba.cuda.dispatcher import CUDACache
+
+    dispatchers = [kc._head_kernel(np.dtype(d), 10) for d in DTYPES]
+    dispatchers += [getattr(kc, f"_{k}_kernel")(np.dtype(d)) for k in ("reduce", "momentum")
+                    for d in DTYPES]
+    indexes = set()
+    for dispatcher in dispatchers:
+        assert isinstance(dispatcher._cache, CUDACache), dispatcher
+        indexes.add(dispatcher._cache._cache_file._index_name)
+    assert len(indexes) == len(dispatchers), sorted(indexes)

@@ -188,7 +188,7 @@ def test_head_partials_layout():
     inputs = make_case(N, H, K, np.float64, seed=3)
     run_both(*inputs, (N,), N, "relu", threads_per_block=40, blocks=2, tile_rows=2)
     (parts,) = cuda_kernels._PARTIALS.values()
-    assert parts.dWo.shape == (2, K, H) and parts.dWo_sum.shape == (K, H)
+    assert parts.dWo.shape == (2, K, H)
     assert parts.dbh.shape == (2, H) and parts.dbo.shape == (2, K)
     assert parts.stats.shape == (2 * 2, 1, 2)  # 2 blocks of 2 warps (32 lanes and 8)
 
