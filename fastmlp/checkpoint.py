@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,9 +27,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from .config import CHECKPOINT_KEYS
-from .errors import FastMLPError, is_int, numpy_format, os_errors
+from .errors import FastMLPError, is_int, os_errors, probe_path
 from .history import History
 from .jsonsafe import json_clean
+from .npyfile import NumpyFileError, read_npz
 from .report import atomic_write
 
 
@@ -54,7 +56,8 @@ RESUME_RECORD_KEYS = (*CHECKPOINT_KEYS, "compiled", "sparse")
 def checkpoint_path(path: str | os.PathLike[str]) -> Path:
     """``path`` itself, or ``path/checkpoint.npz`` when ``path`` is a directory."""
     p = Path(path).expanduser()
-    return p / CHECKPOINT_NPZ if p.is_dir() else p
+    st = probe_path(p)  # one clear line where is_dir() would raise
+    return p / CHECKPOINT_NPZ if st is not None and stat.S_ISDIR(st.st_mode) else p
 
 
 def save_checkpoint(path: str | os.PathLike[str], trainer: Trainer, history: History,
@@ -89,26 +92,39 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     :class:`History`), ``"config"``, ``"model"`` (the model's config), ``"version"`` and
     ``"path"``. Raises :class:`FastMLPError` for a missing, corrupt or incompatible file.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise FastMLPError(f"a checkpoint path must be a str or os.PathLike, got {path!r}")
     given = Path(path).expanduser()
-    target = checkpoint_path(given)
-    if not target.is_file():
-        where = f"in {given}" if given.is_dir() else f"at {given}"
+    given_stat = probe_path(given)
+    target = given / CHECKPOINT_NPZ if given_stat and stat.S_ISDIR(given_stat.st_mode) else given
+    target_stat = given_stat if target == given else probe_path(target)
+    if target_stat is None:
+        where = f"in {given}" if target != given else f"at {given}"
         raise FastMLPError(f"no checkpoint {where}")
     name = target.name if target.parent == given else str(target)
     try:
-        if numpy_format(target) != "npz":  # np.load's error would suggest allow_pickle
-            raise ValueError("not an .npz archive (no zip header)")
-        with np.load(target, allow_pickle=False) as f:
-            missing = [k for k in ("params", "velocity", "meta") if k not in f.files]
-            if missing:
-                raise ValueError(f"missing {', '.join(missing)}")
-            params, velocity, meta = f["params"], f["velocity"], json.loads(str(f["meta"]))
-    except Exception as exc:  # bad zip, truncated member, bad JSON, ...: all mean corrupt
+        arrays, _ = read_npz(target, ("params", "velocity", "meta"), what="checkpoint")
+    except NumpyFileError as exc:
+        raise FastMLPError(f"{name} is corrupt: {exc.reason}") from None
+    missing = [k for k in ("params", "velocity", "meta") if k not in arrays]
+    if missing:
+        raise FastMLPError(f"{name} is corrupt: missing {', '.join(missing)}")
+    params, velocity = arrays["params"], arrays["velocity"]
+    try:
+        meta_array = arrays["meta"]
+        if meta_array.ndim != 0 or meta_array.dtype.kind != "U":
+            raise ValueError(f"meta must be a JSON string, got {meta_array.dtype} "
+                             f"{meta_array.shape}")
+        meta = json.loads(str(meta_array))
+    except (ValueError, RecursionError) as exc:  # bad JSON; RecursionError: absurd nesting
         raise FastMLPError(f"{name} is corrupt: {_reason(exc)}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise FastMLPError(f"{name} is not a fastmlp checkpoint")
     version = meta.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if not is_int(version) or version < 1:  # bool is no version either
+        raise FastMLPError(f"{name} is corrupt: its checkpoint format version is {version!r} "
+                           f"({type(version).__name__}), not a whole number >= 1")
+    if version > VERSION:
         raise FastMLPError(f"{name} has checkpoint format version {version}; this fastmlp "
                            f"reads versions up to {VERSION} (upgrade fastmlp)")
     try:
@@ -126,7 +142,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                "model": model, "version": version, "path": target}
         problem = _inconsistency(out)
     # AttributeError: a wrong type deeper in, as a list for the history's "final"
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
         problem = _reason(exc)
     if problem:
         raise FastMLPError(f"{name} is corrupt: {problem}")

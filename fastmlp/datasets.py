@@ -5,8 +5,8 @@ Every loader returns a :class:`Dataset` of three :class:`Split` s whose features
 ``0 .. n_classes - 1``. Anything the user can fix (a missing file, a bad option, corrupt data)
 raises :class:`fastmlp.errors.FastMLPError` with a one-line message.
 
-This module depends only on NumPy, the standard library and :mod:`fastmlp.errors`, so it imports
-whatever state the rest of the package is in.
+This module depends only on NumPy, the standard library, :mod:`fastmlp.errors` and
+:mod:`fastmlp.npyfile`, so it imports whatever state the rest of the package is in.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import functools
 import gzip
 import hashlib
 import importlib.resources
+import io
+import math
 import os
-import zipfile
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastmlp.errors import FastMLPError, is_int, numpy_format, object_arrays_refused, os_errors
+from fastmlp.errors import FastMLPError, file_kind, is_int, open_regular, os_errors, probe_path
+from fastmlp.npyfile import read_npz
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-__all__ = ["DATASET_NAMES", "Dataset", "Split", "load_dataset", "parse_idx"]
+__all__ = ["DATASET_NAMES", "Dataset", "Split", "data_fingerprint", "load_dataset", "parse_idx"]
 
 DATASET_NAMES = ("mnist", "notmnist", "npz", "synthetic")
 SCALES = ("unit", "symmetric")
@@ -66,9 +69,9 @@ NOTMNIST_VALID_END = 16_000
 # An npz whose largest label exceeds both this and its row count holds ids, not class indices.
 NPZ_MAX_SPARSE_CLASSES = 1000
 
-SYNTHETIC_SEPARATION = 8.0  # typical distance between class means, in noise standard deviations
+GZIP_PIECE_BYTES = 1 << 16  # gunzip in 64 KiB pieces: memory follows the data, not its header
 
-_NPZ_ERRORS = (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error)
+SYNTHETIC_SEPARATION = 8.0  # typical distance between class means, in noise standard deviations
 
 
 # -- containers ---------------------------------------------------------------------------------
@@ -122,6 +125,20 @@ class Dataset:
             f"test {len(self.test)}; {self.n_features} features, {self.n_classes} classes, "
             f"{self.train.x.dtype}"
         )
+
+
+def data_fingerprint(dataset: Dataset) -> str:
+    """A short hex digest of ``dataset``'s data: every split's features and labels (bytes,
+    dtypes, shapes) and its class count. Equal for the same data however it was loaded; a
+    changed value anywhere changes it. SHA-1 for speed, not for security (a run records it so
+    that ``--resume`` can refuse other data; ~0.2 s for MNIST's 70000 rows)."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for split in (dataset.train, dataset.valid, dataset.test):
+        for array in (split.x, split.y):
+            digest.update(f"{array.dtype.str}{array.shape};".encode())
+            digest.update(np.ascontiguousarray(array))
+    digest.update(f"classes {dataset.n_classes}".encode())
+    return digest.hexdigest()[:20]
 
 
 # -- public entry point -------------------------------------------------------------------------
@@ -196,8 +213,6 @@ def parse_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.n
     file if it is missing, not IDX, truncated, or has trailing bytes.
     """
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise FastMLPError(f"IDX file not found: {p}")
     arr = _parse_idx_bytes(_read_maybe_gzip(p, str(p)), str(p), magic)
     # A writable copy in native byte order (IDX stores multi-byte numbers big-endian).
     return arr.astype(arr.dtype.newbyteorder("="), copy=True)
@@ -209,19 +224,58 @@ def _read_maybe_gzip(src: Path | Traversable, label: str) -> bytes:
 
 
 def _read_bytes(src: Path | Traversable, label: str) -> bytes:
-    """The file's bytes as stored (compressed or not)."""
+    """The file's bytes as stored (compressed or not); a user's file must be a regular one."""
+    if isinstance(src, Path):
+        with open_regular(src, "IDX file") as f, os_errors("read", label, name_the_file=False):
+            return f.read()
     with os_errors("read", label, name_the_file=False), src.open("rb") as f:
         return f.read()
 
 
 def _gunzip_if_gzip(raw: bytes, label: str) -> bytes:
-    """``raw`` gunzipped when it starts with the gzip magic, else ``raw`` itself."""
+    """``raw`` gunzipped when it starts with the gzip magic, else ``raw`` itself.
+
+    Decompressed in pieces, no further than the IDX header says the data runs (plus one byte,
+    to notice trailing data), so a header claiming a huge shape, or a gzip bomb, costs no more
+    memory than the data really there.
+    """
     if raw[:2] != b"\x1f\x8b":
         return raw
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
+            head = _read_upto(gz, 4)
+            if len(head) == 4:
+                head += _read_upto(gz, 4 * head[3])
+            expected = _idx_data_bytes(head)
+            if expected is None:  # no sound header: _parse_idx_bytes says what is wrong
+                return head
+            return head + _read_upto(gz, expected + 1)
     except (OSError, EOFError, zlib.error) as e:
         raise FastMLPError(f"corrupt or truncated gzip file {label}: {e}") from e
+
+
+def _read_upto(f: gzip.GzipFile, n: int) -> bytes:
+    """Up to ``n`` bytes of ``f`` (fewer at its end), read in pieces: however large ``n`` is,
+    no more memory than the bytes there are."""
+    pieces, left = [], n
+    while left > 0:
+        piece = f.read(min(left, GZIP_PIECE_BYTES))  # read(n) allocates n bytes up front
+        if not piece:
+            break
+        pieces.append(piece)
+        left -= len(piece)
+    return b"".join(pieces)
+
+
+def _idx_data_bytes(head: bytes) -> int | None:
+    """The bytes of data an IDX header (its first 4 + 4 * ndim bytes) announces, computed in
+    Python ints (no overflow); None when ``head`` is not a complete IDX header."""
+    if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] not in _IDX_TYPES:
+        return None
+    if head[3] == 0 or len(head) < 4 + 4 * head[3]:
+        return None
+    shape = [int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(head[3])]
+    return math.prod(shape) * _IDX_TYPES[head[2]].itemsize
 
 
 def _parse_idx_bytes(data: bytes, label: str, magic: int | None) -> np.ndarray:
@@ -239,13 +293,18 @@ def _parse_idx_bytes(data: bytes, label: str, magic: int | None) -> np.ndarray:
         raise FastMLPError(f"truncated IDX file {label}: header cut short")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dt = _IDX_TYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    expected = math.prod(shape) * dt.itemsize  # Python ints: a huge claim cannot overflow
     payload = len(data) - header
     if payload < expected:
+        # a claim far beyond the bytes there are is a damaged header, not a cut-off file
+        what = "truncated IDX file" if expected < 2 * payload + 2**20 else "corrupt IDX file"
         raise FastMLPError(
-            f"truncated IDX file {label}: header says {shape} ({expected} bytes of data), "
-            f"found {payload} bytes"
+            f"{what} {label}: its header says shape {shape} ({expected:,} bytes of data), "
+            f"the file holds {payload:,} bytes"
         )
+    if math.prod(n for n in shape if n) * dt.itemsize > np.iinfo(np.intp).max:  # empty, yet
+        raise FastMLPError(f"corrupt IDX file {label}: its header says shape {shape}, larger "
+                           f"than any array can be")
     if payload > expected:
         raise FastMLPError(
             f"corrupt IDX file {label}: {payload - expected} unexpected bytes after the "
@@ -380,12 +439,21 @@ def _user_mnist(files: tuple[tuple[str, str], ...], sums_path: str | None, _stam
     return _mnist_from_sources(sources, sums, where, sums_path or "SHA256SUMS")
 
 
+def _is_regular(p: Path) -> bool:
+    """Whether ``p`` is a regular file (an unreadable folder on the way: one FastMLPError)."""
+    st = probe_path(p)
+    return st is not None and stat.S_ISREG(st.st_mode)
+
+
 def _find_idx(directory: Path, base: str) -> Path:
     """The file for ``base`` in ``directory``: raw or ``.gz``; ``-idx`` or ``.idx`` spelling."""
     dotted = base.replace("-idx", ".idx")  # some mirrors name them train-images.idx3-ubyte
     for candidate in (base, f"{base}.gz", dotted, f"{dotted}.gz"):
         p = directory / candidate
-        if p.is_file():
+        st = probe_path(p)
+        if st is not None:  # a FIFO or device by that name is named, not skipped
+            if not stat.S_ISREG(st.st_mode):
+                raise FastMLPError(f"MNIST file {p} is {file_kind(st)}, not a regular file")
             return p
     raise FastMLPError(f"MNIST file {base}[.gz] not found in {directory}")
 
@@ -393,21 +461,27 @@ def _find_idx(directory: Path, base: str) -> Path:
 def _mnist_raw(path: str | os.PathLike[str] | None) -> MnistRaw:
     if path is None:
         return _bundled_mnist()
+    if not isinstance(path, (str, os.PathLike)):
+        raise FastMLPError(f"path must be a directory path (str or os.PathLike), got {path!r}")
     directory = Path(path).expanduser()
-    if not directory.exists():
+    st = probe_path(directory)
+    if st is None:
         raise FastMLPError(f"MNIST directory not found: {directory}")
-    if not directory.is_dir():
+    if not stat.S_ISDIR(st.st_mode):
+        what = "a file" if stat.S_ISREG(st.st_mode) else file_kind(st)
         raise FastMLPError(
-            f"MNIST path must be a directory holding the four IDX files, got a file: {directory}"
+            f"MNIST path must be a directory holding the four IDX files, got {what}: {directory}"
         )
     files = {base: _find_idx(directory, base) for base in _MNIST_FILES}
     sums_file = directory / "SHA256SUMS"
-    watched = [*files.values(), *([sums_file] if sums_file.is_file() else [])]
-    stamp = tuple((str(p), st.st_size, st.st_mtime_ns) for p in watched for st in [p.stat()])
+    has_sums = _is_regular(sums_file)
+    watched = [*files.values(), *([sums_file] if has_sums else [])]
+    with os_errors("read", directory):
+        stamp = tuple((str(p), st.st_size, st.st_mtime_ns) for p in watched for st in [p.stat()])
     return _user_mnist(
         # absolute, not resolved: a symlink keeps the name SHA256SUMS may list it by
         tuple((b, str(p.absolute())) for b, p in files.items()),
-        str(sums_file.resolve()) if sums_file.is_file() else None,
+        str(sums_file.resolve()) if has_sums else None,
         stamp,
     )
 
@@ -462,36 +536,28 @@ def _load_mnist(
 def _require_file(path: str | os.PathLike[str] | None, name: str) -> Path:
     if path is None:
         raise FastMLPError(f"dataset {name!r} needs a path to its .npz file (path=...)")
+    if not isinstance(path, (str, os.PathLike)):
+        raise FastMLPError(f"path must be a file path (str or os.PathLike), got {path!r}")
     p = Path(path).expanduser()
-    if not p.exists():
+    st = probe_path(p)
+    if st is None:
         raise FastMLPError(f"file not found: {p}")
-    if not p.is_file():
+    if stat.S_ISDIR(st.st_mode):
         raise FastMLPError(f"expected a .npz file for dataset {name!r}, got a directory: {p}")
+    if not stat.S_ISREG(st.st_mode):
+        raise FastMLPError(f"expected a .npz file for dataset {name!r}, got {file_kind(st)} "
+                           f"(not a regular file): {p}")
     return p
 
 
 def _read_npz(p: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
     """{key: array} for the required and present optional keys; load errors -> FastMLPError."""
-    try:
-        kind = numpy_format(p)  # before np.load, whose error would suggest allow_pickle
-        if kind == "npy":
-            raise FastMLPError(f"{p} is not an .npz archive (an .npy file?)")
-        if kind is None:
-            raise FastMLPError(f"cannot read {p} as .npz (corrupt or truncated?): it is not an "
-                               f".npz archive (no zip header)")
-        with np.load(p, allow_pickle=False) as data:
-            keys = set(data.files)
-            missing = [k for k in required if k not in keys]
-            if missing:
-                raise FastMLPError(
-                    f"{p} is missing key(s) {', '.join(missing)} (it has: "
-                    f"{', '.join(sorted(keys)) or 'none'})"
-                )
-            # Members are decompressed lazily, so corrupt data can surface only here.
-            return {k: data[k] for k in (*required, *optional) if k in keys}
-    except _NPZ_ERRORS as e:  # FastMLPError is none of these: ours pass through
-        raise object_arrays_refused(e, p) or FastMLPError(
-            f"cannot read {p} as .npz (corrupt or truncated?): {e}") from e
+    arrays, names = read_npz(p, (*required, *optional))
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise FastMLPError(f"{p} is missing key(s) {', '.join(missing)} (it has: "
+                           f"{', '.join(names) or 'none'})")
+    return arrays
 
 
 def _features(x: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
@@ -525,14 +591,17 @@ def _labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
     if len(y) != n:
         raise FastMLPError(f"{where}: {n} feature rows but {len(y)} labels")
     if np.issubdtype(y.dtype, np.integer):  # bool is no np.integer: rejected below
-        out = y.astype(np.int64)
+        pass
     elif np.issubdtype(y.dtype, np.floating):
         # Labels saved as floats are fine when every value is a whole number.
         if y.size and not (np.isfinite(y).all() and (y == np.round(y)).all()):
             raise FastMLPError(f"{where}: labels must be integers, got non-integer values")
-        out = y.astype(np.int64)
     else:
         raise FastMLPError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    # beyond int64 (uint64, large floats) a cast would wrap: name the value as stored
+    if y.size and (int(y.max()) if y.dtype.kind in "iu" else float(y.max())) >= 2**63:
+        raise FastMLPError(f"{where}: labels must be class indices 0..K-1, found {y.max()}")
+    out = y.astype(np.int64)
     if out.size and out.min() < 0:
         raise FastMLPError(f"{where}: labels must be in 0..K-1, found {out.min()}")
     return out

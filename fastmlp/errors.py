@@ -1,10 +1,13 @@
-"""The one exception type users see: bad input, bad options, missing extras."""
+"""The one exception type users see (bad input, bad options, missing extras), and the probes of
+users' paths that turn OSError into it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -43,30 +46,58 @@ def os_errors(action: str, path: str | os.PathLike[str], *,
         raise FastMLPError(f"cannot {action} {where}: {exc.strerror or exc}") from None
 
 
-# First bytes of the two formats, as np.load tells them apart (an .npz is a zip archive; an
-# empty one starts with its end record). Anything else np.load takes for a pickle and, without
-# allow_pickle, refuses with advice to unpickle it: wrong for a CSV, a JSON file, random bytes.
+# First bytes of the two formats (an .npz is a zip archive; an empty one starts with its end
+# record). Anything else np.load would take for a pickle: fastmlp's readers look first.
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
-def numpy_format(path: str | os.PathLike[str]) -> str | None:
-    """``"npy"`` or ``"npz"`` by the first bytes of the file at ``path``; None for any other
-    file (a text file, or one damaged at its start). OSError as ``open`` raises it."""
-    with open(path, "rb") as f:
-        head = f.read(len(NPY_MAGIC))
-    if head.startswith(NPY_MAGIC):
-        return "npy"
-    if head.startswith(ZIP_MAGICS):
-        return "npz"
-    return None
+def shown_path(path: str | os.PathLike[str], limit: int = 200) -> str:
+    """``path`` for a message: itself, or for one longer than ``limit`` characters (a name too
+    long for the file system, say) its two ends and its length, so the message stays readable."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
+    if not isinstance(text, str) or len(text) <= limit:
+        return str(text)
+    return f"{text[:limit // 2 - 10]}...{text[-(limit // 2 - 10):]} ({len(text):,} characters)"
 
 
-def object_arrays_refused(exc: BaseException, path: object) -> FastMLPError | None:
-    """The clear error for NumPy's refusal (without ``allow_pickle``) to load an array of Python
-    objects from ``path``; None for any other exception."""
-    # NumPy's wording since 1.16.3; were it to change, the caller's generic error still applies
-    if isinstance(exc, ValueError) and str(exc).startswith("Object arrays cannot be loaded"):
-        return FastMLPError(f"{path} holds arrays of Python objects, which fastmlp does not load "
-                            f"(unpickling can run code); save plain numeric arrays")
-    return None
+def probe_path(path: str | os.PathLike[str]) -> os.stat_result | None:
+    """``os.stat(path)`` (symlinks followed), or None when nothing is there (as for
+    ``Path.exists()``, also when a folder on the way is a file: nothing can be there).
+
+    Where ``Path.exists()`` raises (a folder that may not be searched, a name too long for the
+    file system), this says why in a FastMLPError naming ``path``.
+    """
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise FastMLPError(f"cannot look at {shown_path(path)}: {reason}") from None
+
+
+def file_kind(st: os.stat_result) -> str:
+    """What ``st`` is, in words: "a regular file", "a directory", "a FIFO", ..."""
+    kinds = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
+             (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((words for test, words in kinds if test(st.st_mode)), "not a regular file")
+
+
+def open_regular(path: str | os.PathLike[str], what: str = "file") -> BinaryIO:
+    """``path`` opened for binary reading, which must be a regular file: a missing one, a
+    directory, a device (/dev/zero would never end) or a FIFO (never blocked on: opened
+    non-blocking, then checked) each gets one FastMLPError line, and so does any OSError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise FastMLPError(f"{what} not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise FastMLPError(f"cannot read {shown_path(path)}: {reason}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FastMLPError(f"{what} {path} is {file_kind(st)}, not a regular file")
+    return os.fdopen(fd, "rb")

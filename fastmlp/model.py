@@ -17,18 +17,11 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend, get_backend
-from .errors import (
-    FastMLPError,
-    InvalidInputError,
-    InvalidTypeError,
-    is_int,
-    numpy_format,
-    object_arrays_refused,
-    os_errors,
-)
+from .errors import FastMLPError, InvalidInputError, InvalidTypeError, is_int, os_errors
 from .jsonsafe import json_clean
 from .kernels import ACTIVATIONS
 from .kernels import reference as ref
+from .npyfile import NumpyFileError, read_npz
 
 PARAM_NAMES = ("Wh", "bh", "Wo", "bo")
 INITS = ("xavier", "he")
@@ -188,29 +181,32 @@ class MLP:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | Backend = "cpu") -> MLP:
-        """Rebuild a model written by :meth:`save`; a clear FastMLPError for a bad file."""
+        """Rebuild a model written by :meth:`save`; a clear FastMLPError for a bad file (any
+        file, however damaged: its sizes are checked before anything is allocated)."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise FastMLPError(f"a model path must be a str or os.PathLike, got {path!r}")
         try:
-            if numpy_format(path) != "npz":  # np.load's error would suggest allow_pickle
+            arrays, _ = read_npz(path, (*PARAM_NAMES, "config"), what="model file")
+        except NumpyFileError as exc:
+            if exc.reason.startswith(("an .npy file", "it is not an .npz")):
                 raise FastMLPError(f"cannot read model {path}: not an .npz archive (a model "
-                                   f"file written by fastmlp)")
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {name: f[name] for name in PARAM_NAMES}
-                config = json.loads(str(f["config"])) if "config" in f else {}
-        except FileNotFoundError:
-            raise FastMLPError(f"model file not found: {path}") from None
-        except KeyError as exc:
-            raise FastMLPError(f"{path} is not a fastmlp model: missing array {exc}") from None
-        except FastMLPError:
-            raise
-        except Exception as exc:
-            raise object_arrays_refused(exc, path) or FastMLPError(
-                f"cannot read model {path}: {type(exc).__name__}: {exc}") from None
-        if not isinstance(config, dict):  # not ours, or damaged: rebuild from the arrays alone
-            config = {}
+                                   f"file written by fastmlp)") from None
+            raise FastMLPError(f"cannot read model {path}: {exc.reason}") from None
+        missing = [name for name in PARAM_NAMES if name not in arrays]
+        if missing:
+            raise FastMLPError(f"{path} is not a fastmlp model (no {', '.join(missing)})")
+        config = _saved_config(arrays.get("config"), path)
+        # native byte order (a big-endian '>f4' is float32 all the same)
+        weights = {name: arrays[name].astype(arrays[name].dtype.newbyteorder("="), copy=False)
+                   for name in PARAM_NAMES}
+        problem = _weights_problem(weights)
+        if problem:
+            raise FastMLPError(f"{path} holds inconsistent arrays: {problem}")
+        seed = config.get("seed", 0)
         try:
-            model = cls.from_weights(arrays, activation=config.get("activation", "relu"),
+            model = cls.from_weights(weights, activation=config.get("activation", "relu"),
                                      init=config.get("init", "xavier"), device=device,
-                                     seed=config.get("seed", 0))
+                                     seed=seed if is_int(seed) and seed >= 0 else 0)
         except (ValueError, FastMLPError) as exc:
             raise FastMLPError(f"{path} holds inconsistent arrays: {exc}") from None
         model.saved_config = config
@@ -309,3 +305,28 @@ class MLP:
     def __repr__(self) -> str:
         return (f"MLP({self.n_in}, {self.n_hidden}, {self.n_out}, activation={self.activation!r}, "
                 f"dtype={self.dtype!r}, device={self.backend.name!r})")
+
+
+def _saved_config(array: np.ndarray | None, path: str | os.PathLike) -> dict[str, Any]:
+    """The config :meth:`MLP.save` stored (a JSON object in a 0-d string array); {} for a file
+    that stored none or something else (not ours: the model is rebuilt from its arrays)."""
+    if array is None or array.ndim != 0 or array.dtype.kind != "U":
+        return {}
+    try:
+        config = json.loads(str(array))
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+        raise FastMLPError(f"cannot read model {path}: its config is not valid JSON (damaged "
+                           f"file?)") from None
+    return config if isinstance(config, dict) else {}
+
+
+def _weights_problem(weights: Mapping[str, np.ndarray]) -> str:
+    """Why ``Wh, bh, Wo, bo`` do not form one F-H-K network (before any buffer is sized by
+    them), or ""."""
+    Wh, bh, Wo, bo = (weights[name] for name in PARAM_NAMES)
+    shapes = ", ".join(f"{name} {weights[name].shape}" for name in PARAM_NAMES)
+    if Wh.ndim != 2 or Wo.ndim != 2 or Wo.shape[0] != Wh.shape[1]:
+        return f"Wh and Wo must be F×H and H×K; got {shapes}"
+    if bh.shape != (1, Wh.shape[1]) or bo.shape != (1, Wo.shape[1]):
+        return f"bh and bo must be 1×H and 1×K; got {shapes}"
+    return ""

@@ -11,6 +11,7 @@ command line only parses options into a RunConfig and reports.
 from __future__ import annotations
 
 import signal
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,8 +22,8 @@ from . import report
 from .backend import Backend, get_backend
 from .checkpoint import CHECKPOINT_NPZ, Checkpointer, load_checkpoint
 from .config import CHECKPOINT_KEYS, RESUME_MAY_CHANGE, RunConfig, option, train_rows
-from .datasets import Dataset, TrainSizeError, load_dataset
-from .errors import FastMLPError, os_errors
+from .datasets import Dataset, TrainSizeError, data_fingerprint, load_dataset
+from .errors import FastMLPError, os_errors, probe_path
 from .history import History
 from .model import MLP
 from .plan import Plan, make_plan
@@ -39,6 +40,8 @@ from .train import DivergenceError, check_batch_size, train
 
 __all__ = ["Resume", "RunInterrupted", "RunResult", "load_run_data", "prepare_out_dir",
            "resume_config", "run"]
+
+DATA_FINGERPRINT = "data_fingerprint"  # the history config's key for it
 
 # what a run leaves in its directory: a fresh run refuses a directory holding any of them
 # (unless --overwrite, which sets them aside); their temp files are cleared under the lock
@@ -101,7 +104,8 @@ def prepare_out_dir(out: str | None, prefix: str = "") -> Path:
         if not str(out).strip():  # Path("") is the current directory: never meant
             raise FastMLPError("--out is empty; give a directory")
         path = Path(out).expanduser()
-        if path.exists() and not path.is_dir():
+        st = probe_path(path)  # one line where exists() would raise (a name too long, ...)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
             raise FastMLPError(f"--out {path} exists and is not a directory")
         with os_errors("create output directory", path, name_the_file=False):
             path.mkdir(parents=True, exist_ok=True)
@@ -138,11 +142,13 @@ def resume_config(directory: str | Path, given: dict[str, Any],
     directory = Path(directory).expanduser()
     # the run's checkpoint itself names its directory; any other file would not be the
     # checkpoint that the resumed run goes on writing
-    if directory.is_file() and directory.name == CHECKPOINT_NPZ:
+    st = probe_path(directory)  # one line where is_dir() would raise (a name too long, ...)
+    if st is not None and stat.S_ISREG(st.st_mode) and directory.name == CHECKPOINT_NPZ:
         directory = directory.parent
-    if not directory.is_dir():
+        st = probe_path(directory)
+    if st is None or not stat.S_ISDIR(st.st_mode):
         problem = (f"expects the run directory (the one holding {CHECKPOINT_NPZ}), not a file"
-                   if directory.exists() else "no such directory")
+                   if st is not None else "no such directory")
         raise FastMLPError(f"--resume {directory}: {problem}")
     ck = load_checkpoint(directory)
     recorded = ck["config"]
@@ -186,8 +192,11 @@ def build_model(config: RunConfig, dataset: Dataset, backend: Backend) -> MLP:
                device=backend, seed=config.seed)
 
 
-def check_same_data(ck: dict[str, Any], model: MLP, dataset: Dataset) -> None:
-    """The rebuilt model and data must be the checkpoint's (a data file may have changed)."""
+def check_same_data(ck: dict[str, Any], model: MLP, dataset: Dataset,
+                    fingerprint: str | None = None) -> None:
+    """The rebuilt model and data must be the checkpoint's (a data file may have changed):
+    the same shapes, and the same values where the run recorded its data's ``fingerprint``
+    (:func:`~fastmlp.datasets.data_fingerprint`; checkpoints from before it have none)."""
     now = dict(model.config(), n_train=len(dataset.train), n_valid=len(dataset.valid),
                n_test=len(dataset.test))
     then = dict(ck["history"].config, **ck["model"])
@@ -196,6 +205,14 @@ def check_same_data(ck: dict[str, Any], model: MLP, dataset: Dataset) -> None:
     if diff:
         raise FastMLPError(f"the data or model no longer match the checkpoint {ck['path']}: "
                            f"{', '.join(diff)}")
+    recorded = then.get(DATA_FINGERPRINT)
+    fingerprint = fingerprint or data_fingerprint(dataset)
+    if isinstance(recorded, str) and recorded != fingerprint:
+        raise FastMLPError(
+            f"the data are not those the run in {ck['path'].parent} was trained on: same "
+            f"shapes, other values (data fingerprint {recorded} then, {fingerprint} now; the "
+            f"file was edited or is another one); resume with the original data, or start a "
+            f"new run")
 
 
 def describe(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend,
@@ -298,8 +315,11 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
     model = build_model(config, dataset, backend)
     # train() checks this too, but only after the output directory would exist
     check_batch_size(config.batch_size, len(dataset.train), "--batch-size")
+    # what the run records of its data, so that --resume can refuse other data (a sweep's
+    # runs, which write no checkpoint, skip the hashing)
+    fingerprint = data_fingerprint(dataset) if save or resume is not None else None
     if resume is not None:
-        check_same_data(resume.checkpoint, model, dataset)
+        check_same_data(resume.checkpoint, model, dataset, fingerprint)
     if not save:
         return _train_run(config, dataset, model, backend, None, resume, history, progress, say)
     out_dir = prepare_out_dir(config.out)
@@ -312,14 +332,16 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
                 f"{out_dir / SET_ASIDE_DIR}; they are deleted once this run has written its own")
         # a resumed run continues the one that replaced what overwritten/ holds (if anything)
         return _train_run(config, dataset, model, backend, out_dir, resume, history, progress,
-                          say, drop_aside=bool(moved) or resume is not None)
+                          say, drop_aside=bool(moved) or resume is not None,
+                          fingerprint=fingerprint)
 
 
 def _train_run(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend,
                out_dir: Path | None, resume: Resume | None, history: History | None,
-               progress: bool, say: Callable[[str], None], drop_aside: bool = False
-               ) -> RunResult:
-    """:func:`run` once the output directory (if any) is locked and claimed."""
+               progress: bool, say: Callable[[str], None], drop_aside: bool = False,
+               fingerprint: str | None = None) -> RunResult:
+    """:func:`run` once the output directory (if any) is locked and claimed; ``fingerprint``
+    (of the data) goes into the history config."""
     if resume is not None:
         history = resume.checkpoint["history"]
     history = History() if history is None else history
@@ -334,6 +356,8 @@ def _train_run(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend
         history.config.setdefault("resumed_at_epoch", []).append(resume.checkpoint["epoch"])
     # before training, so that a history written on Ctrl-C records the run too
     history.config.update(config.history_record())
+    if fingerprint is not None:
+        history.config[DATA_FINGERPRINT] = fingerprint
     # the run's checkpoints; a fresh run has set any older one aside, a resumed run's stands
     # (the settings go in once, as the history's config["run"])
     saver = None if out_dir is None else Checkpointer(out_dir / CHECKPOINT_NPZ,

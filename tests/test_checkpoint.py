@@ -137,8 +137,8 @@ def test_checkpoint_errors(tmp_path: Path, capsys: pytest.CaptureFixture,
     with pytest.raises(fastmlp.FastMLPError, match="checkpoint.npz is corrupt: "):
         load_checkpoint(tmp_path)
     assert main(["train", "--resume", str(tmp_path)]) == 2
-    assert_one_line_error(capsys.readouterr().err, "checkpoint.npz is corrupt: ValueError: not "
-                                                   "an .npz archive (no zip header)")
+    assert_one_line_error(capsys.readouterr().err, "checkpoint.npz is corrupt: it is not an .npz "
+                                                   "archive (no zip header)")
 
     fastmlp.train(fastmlp.MLP(12, 8, 10), small_data(), epochs=2, checkpoint=tmp_path)
     good = target.read_bytes()
@@ -403,3 +403,75 @@ def test_sigint_saves_and_exits_130(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert history["epochs"] == target and load_checkpoint(out)["epoch"] == target
     assert history["config"]["resumed_at_epoch"] == [done]
     assert (out / "model.npz").is_file()
+
+
+@pytest.mark.parametrize("version,shown", [("1", "'1' (str)"), (True, "True (bool)"),
+                                           (1.0, "1.0 (float)"), (0, "0 (int)"),
+                                           (None, "None (NoneType)")])
+def test_a_checkpoint_version_of_the_wrong_type_says_what_it_is(version, shown: str,
+                                                                tmp_path: Path) -> None:
+    fastmlp.train(fastmlp.MLP(12, 8, 10), small_data(), epochs=1, checkpoint=tmp_path)
+    target = tmp_path / CHECKPOINT_NPZ
+    with np.load(target) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = dict(json.loads(str(arrays["meta"])), version=version)
+    np.savez(target, **dict(arrays, meta=np.array(json.dumps(meta))))
+    with pytest.raises(fastmlp.FastMLPError) as excinfo:
+        load_checkpoint(tmp_path)
+    message = str(excinfo.value)
+    assert message == (f"checkpoint.npz is corrupt: its checkpoint format version is {shown}, "
+                       f"not a whole number >= 1")
+    assert "reads versions up to" not in message
+
+
+def test_load_checkpoint_of_bad_paths_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(fastmlp.FastMLPError, match="a checkpoint path must be a str"):
+        load_checkpoint(3)  # type: ignore[arg-type]
+    with pytest.raises(fastmlp.FastMLPError, match="File name too long"):
+        load_checkpoint(tmp_path / ("c" * 300))
+    with pytest.raises(fastmlp.FastMLPError, match="character device, not a regular file"):
+        load_checkpoint("/dev/zero")
+
+
+def _npz_run(tmp_path: Path, x: np.ndarray, y: np.ndarray, name: str = "data.npz") -> list[str]:
+    np.savez(tmp_path / name, x_train=x, y_train=y)
+    return ["train", "--dataset", "npz", "--data-path", str(tmp_path / name), "--hidden", "4",
+            "--epochs", "2", "--device", "cpu", "--no-progress", "--quiet",
+            "--out", str(tmp_path / "run")]
+
+
+def test_resume_refuses_other_data_of_the_same_shapes(tmp_path: Path, capsys,
+                                                      assert_one_line_error) -> None:
+    x, y = np.random.default_rng(0).random((40, 5)), np.arange(40) % 3
+    assert main(_npz_run(tmp_path, x, y)) == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    recorded = history["config"]["data_fingerprint"]
+    assert load_checkpoint(tmp_path / "run")["history"].config["data_fingerprint"] == recorded
+    resume = ["train", "--resume", str(tmp_path / "run"), "--epochs", "3", "--quiet",
+              "--no-progress"]
+    np.savez(tmp_path / "other.npz", x_train=x + 0.01, y_train=y)  # another file
+    capsys.readouterr()
+    assert main([*resume, "--data-path", str(tmp_path / "other.npz")]) == 2
+    assert_one_line_error(capsys.readouterr().err, "same shapes, other values")
+    x[3, 1] += 0.25  # the original file, edited in place
+    np.savez(tmp_path / "data.npz", x_train=x, y_train=y)
+    assert main(resume) == 2
+    assert_one_line_error(capsys.readouterr().err, f"data fingerprint {recorded} then")
+    x[3, 1] -= 0.25
+    np.savez(tmp_path / "data.npz", x_train=x, y_train=y)  # the very data again: resumes
+    assert main(resume) == 0
+    assert load_checkpoint(tmp_path / "run")["epoch"] == 3
+
+
+def test_a_checkpoint_without_a_fingerprint_still_resumes(tmp_path: Path) -> None:
+    x, y = np.random.default_rng(1).random((40, 5)), np.arange(40) % 3
+    assert main(_npz_run(tmp_path, x, y)) == 0
+    target = tmp_path / "run" / CHECKPOINT_NPZ
+    with np.load(target) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["history"]["config"]["data_fingerprint"]  # as written before fingerprints
+    np.savez(target, **dict(arrays, meta=np.array(json.dumps(meta))))
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "3", "--quiet",
+                 "--no-progress"]) == 0
+    assert load_checkpoint(target)["history"].config["data_fingerprint"]  # recorded from now

@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.resources
+import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -732,3 +734,202 @@ def test_a_float64_model_on_float32_data_is_told(tmp_path: Path) -> None:
     assert ds.train.x.dtype == np.float32
     with pytest.warns(UserWarning, match="float32 values; load them with dtype='float64'"):
         fastmlp.train(fastmlp.MLP(5, 3, 10, dtype="float64"), ds, epochs=1)
+
+
+# -- readers that trust nothing (issue 26) -------------------------------------------------------
+
+
+def _zip_members(path: Path, **members: bytes) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def _npy(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("member", [b"raw bytes", b"1,2,3\n", b""])
+def test_an_npz_member_that_is_not_numpy_data_is_one_line(member: bytes, tmp_path: Path) -> None:
+    path = _zip_members(tmp_path / "d.npz", **{"x_train.npy": member,
+                                               "y_train.npy": _npy(np.zeros(3))})
+    with pytest.raises(FastMLPError, match="member x_train.npy: not NumPy data") as excinfo:
+        load_dataset("npz", path=path)
+    assert str(path) in one_line(excinfo)
+    notmnist = _zip_members(tmp_path / "n.npz", **{"images.npy": member,
+                                                   "labels.npy": _npy(np.zeros(3))})
+    with pytest.raises(FastMLPError, match="member images.npy: not NumPy data"):
+        load_dataset("notmnist", path=notmnist)
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(12, dtype=">f8").reshape(3, 4), np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+    np.arange(6, dtype=np.uint8), np.zeros((0, 5), np.float32), np.array("text"),
+    np.array([[True, False]]), np.arange(24, dtype=np.int16).reshape(2, 3, 4).T,
+], ids=["big-endian", "fortran", "uint8", "empty", "0-d string", "bool", "transposed"])
+def test_the_readers_give_what_np_load_gives(array: np.ndarray, tmp_path: Path) -> None:
+    from fastmlp.npyfile import read_npy, read_npz
+
+    np.save(tmp_path / "a.npy", array)
+    np.savez_compressed(tmp_path / "a.npz", a=array)
+    for got in (read_npy(tmp_path / "a.npy"), read_npz(tmp_path / "a.npz", ("a",))[0]["a"]):
+        expected = np.load(tmp_path / "a.npy")
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert np.array_equal(got, expected)
+        assert got.flags.writeable
+
+
+def test_a_header_claiming_a_huge_shape_is_a_corrupt_file(tmp_path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
+                                               "shape": (10**12, 784)})
+    path = _zip_members(tmp_path / "d.npz", **{"x_train.npy": buf.getvalue() + bytes(64),
+                                               "y_train.npy": _npy(np.zeros(3))})
+    with pytest.raises(FastMLPError, match=r"claims shape \(1000000000000, 784\) of float32 "
+                                           r"\(3,136,000,000,000,000 bytes\).*the file is "
+                                           r"corrupt") as excinfo:
+        load_dataset("npz", path=path)
+    assert "memory" not in one_line(excinfo) and "--batch-size" not in one_line(excinfo)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])
+def test_an_idx_header_of_4e9_cubed_is_counted_in_python_ints(gz: bool, tmp_path: Path) -> None:
+    data = bytes([0, 0, 8, 3]) + (4_000_000_000).to_bytes(4, "big") * 3 + bytes(10)
+    path = tmp_path / "x.idx"
+    path.write_bytes(gzip.compress(data) if gz else data)
+    with pytest.raises(FastMLPError, match=r"corrupt IDX file .*\(4000000000, 4000000000, "
+                                           r"4000000000\) \(64,000,000,000,000,000,000,000,000,"
+                                           r"000 bytes of data\), the file holds 10 bytes"):
+        parse_idx(path)
+
+
+@pytest.mark.parametrize("labels,shown", [
+    (np.array([0, 1, 2**63 + 5], dtype=np.uint64), "9223372036854775813"),
+    (np.array([0.0, 1.0, 1e19]), "1e+19"),
+    (np.array([0.0, 1.0, 2.0**63]), "9.223372036854776e+18"),
+])
+def test_labels_beyond_int64_are_shown_as_stored(labels: np.ndarray, shown: str,
+                                                 tmp_path: Path) -> None:
+    path = _npz(tmp_path, "d", x_train=np.zeros((3, 2)), y_train=labels)
+    with pytest.raises(FastMLPError, match=f"class indices 0..K-1, found {re.escape(shown)}$"):
+        load_dataset("npz", path=path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_devices_and_fifos_are_not_regular_files(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)  # nobody writes to it: opening it for reading would block forever
+    cases = [("npz", fifo, "a FIFO (named pipe) (not a regular file)"),
+             ("npz", "/dev/null", "a character device (not a regular file)"),
+             ("notmnist", "/dev/zero", "a character device (not a regular file)"),
+             ("mnist", "/dev/null", "got a character device")]
+    for name, path, fragment in cases:
+        with pytest.raises(FastMLPError, match=re.escape(fragment)):
+            load_dataset(name, path=path)
+    (tmp_path / "mnist").mkdir()
+    os.mkfifo(tmp_path / "mnist" / "train-labels-idx1-ubyte")
+    with pytest.raises(FastMLPError, match="is a FIFO .named pipe., not a regular file"):
+        load_dataset("mnist", path=tmp_path / "mnist")
+    from fastmlp.npyfile import read_npy
+
+    (tmp_path / "zero.npy").symlink_to("/dev/zero")
+    with pytest.raises(FastMLPError, match="character device, not a regular file"):
+        read_npy(tmp_path / "zero.npy")
+
+
+def test_permission_denied_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _npz(tmp_path, "d", x_train=np.zeros((3, 2)), y_train=np.zeros(3))
+    real_open = os.open
+
+    def refusing(p, *args, **kwargs):  # tests run as root, whom file modes do not stop
+        if os.fspath(p) == str(path):
+            raise PermissionError(13, "Permission denied", os.fspath(p))
+        return real_open(p, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing)
+    with pytest.raises(FastMLPError, match=f"^cannot read {re.escape(str(path))}: Permission "
+                                           f"denied$"):
+        load_dataset("npz", path=path)
+
+
+@pytest.mark.parametrize("name", ["npz", "notmnist", "mnist"])
+def test_paths_that_exists_raises_on_are_one_line(name: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a_file").write_text("x")
+    for path in (tmp_path / ("n" * 300), tmp_path.joinpath(*["d" * 99] * 50)):
+        with pytest.raises(FastMLPError, match="cannot look at .*: File name too long$"):
+            load_dataset(name, path=path)
+    with pytest.raises(FastMLPError, match="not found"):  # a file on the way: nothing there
+        load_dataset(name, path=tmp_path / "a_file" / "x")
+    real_stat = os.stat
+
+    def refusing(p, *args, **kwargs):  # an unreadable folder on the way, as root cannot have
+        if "/locked/" in os.fspath(p):
+            raise PermissionError(13, "Permission denied", os.fspath(p))
+        return real_stat(p, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", refusing)
+    with pytest.raises(FastMLPError, match="locked/x: Permission denied$"):
+        load_dataset(name, path=tmp_path / "locked" / "x")
+
+
+@pytest.mark.parametrize("name", ["npz", "notmnist", "mnist"])
+@pytest.mark.parametrize("path", [3, b"x.npz", ["x.npz"]], ids=["int", "bytes", "list"])
+def test_a_path_of_the_wrong_type_is_a_fastmlp_error(name: str, path: object) -> None:
+    with pytest.raises(FastMLPError, match="path must be a"):
+        load_dataset(name, path=path)
+
+
+def test_the_data_fingerprint_follows_every_value(tmp_path: Path) -> None:
+    from fastmlp.datasets import data_fingerprint
+
+    x, y = np.random.default_rng(0).random((20, 4)), np.arange(20) % 3
+    a = load_dataset("npz", path=_npz(tmp_path, "a", x_train=x, y_train=y))
+    again = load_dataset("npz", path=_npz(tmp_path, "again", x_train=x.copy(), y_train=y))
+    assert data_fingerprint(a) == data_fingerprint(again)
+    x2 = x.copy()
+    x2[7, 2] = np.nextafter(x2[7, 2], 2.0)  # one value, one ulp
+    y2 = y.copy()
+    y2[[0, 1]] = y2[[1, 0]]  # two labels swapped
+    for changed in (dict(x_train=x2, y_train=y), dict(x_train=x, y_train=y2),
+                    dict(x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])):
+        other = load_dataset("npz", path=_npz(tmp_path, "b", **changed))
+        assert data_fingerprint(other) != data_fingerprint(a)
+
+
+@pytest.mark.parametrize("method", ["ZIP_BZIP2", "ZIP_LZMA"])
+def test_members_numpy_never_writes_still_read_within_their_data(method: str,
+                                                                 tmp_path: Path) -> None:
+    import io
+    import tracemalloc
+    import zipfile
+
+    from fastmlp.npyfile import read_npz
+
+    zeros = np.zeros((500, 400))  # compresses far beyond deflate's 1032:1
+    with zipfile.ZipFile(tmp_path / "a.npz", "w", getattr(zipfile, method)) as z:
+        z.writestr("a.npy", _npy(zeros))
+    got = read_npz(tmp_path / "a.npz", ("a",))[0]["a"]
+    assert np.array_equal(got, zeros) and got.flags.writeable
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (10**10,)})
+    info = zipfile.ZipInfo("a.npy")
+    info.compress_type = getattr(zipfile, method)
+    with zipfile.ZipFile(tmp_path / "b.npz", "w") as z:
+        z.writestr(info, header.getvalue() + bytes(10**6))
+    tracemalloc.start()
+    with pytest.raises(FastMLPError, match="the file is corrupt|truncated"):
+        read_npz(tmp_path / "b.npz", ("a",))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 3 * 10**7  # about the 1 MB there is, never the 80 GB claimed

@@ -10,11 +10,15 @@ complete-looking output (no history.json / model.npz in the train --out director
 
 from __future__ import annotations
 
+import errno
 import gzip
 import importlib
+import io
 import json
+import os
 import re
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +136,51 @@ def _npy(array: np.ndarray, allow_pickle: bool = False) -> Callable[[Path], None
     return lambda p: np.save(p, array, allow_pickle=allow_pickle)
 
 
+def _npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
+    """The bytes of an .npy header announcing ``shape`` (no data follows it)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
+                                               "shape": shape})
+    return buf.getvalue()
+
+
+def _zip(**members: bytes) -> Callable[[Path], None]:
+    """An archive of raw members (name -> bytes), as np.load would open it."""
+    def build(p: Path) -> None:
+        with zipfile.ZipFile(p, "w") as z:
+            for name, data in members.items():
+                z.writestr(name, data)
+    return build
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _idx_huge_header(d: Path) -> None:
+    p = _mnist_dir(d, gz=False)["train-images-idx3-ubyte"]
+    p.write_bytes(p.read_bytes()[:4] + (4_000_000_000).to_bytes(4, "big") * 3 + bytes(100))
+
+
+def _patch_os(functions: str, marker: str, errno_: int) -> Callable[[pytest.MonkeyPatch], None]:
+    """Make each of ``os.<functions>`` (space-separated names) fail with ``errno_`` for paths
+    holding ``marker``: tests run as root, whom no folder or file mode refuses."""
+    def patch(mp: pytest.MonkeyPatch) -> None:
+        for function in functions.split():
+            mp.setattr(os, function, _refusing(getattr(os, function), marker, errno_))
+    return patch
+
+
+def _refusing(real: Callable, marker: str, errno_: int) -> Callable:
+    def refusing(path, *args, **kwargs):
+        if isinstance(path, (str, os.PathLike)) and marker in os.fspath(path):
+            raise OSError(errno_, os.strerror(errno_), os.fspath(path))
+        return real(path, *args, **kwargs)
+    return refusing
+
+
 X10 = np.random.default_rng(2).random((10, 5))
 Y10 = np.arange(10) % 3
 IMAGES = np.random.default_rng(3).random((3, 784)).astype(np.float32)
@@ -171,6 +220,22 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "mnist_20_rows": _mnist_dir,  # 20 training rows besides the 10000 validation rows
     "label_ids.npz": _npz(x_train=X10, y_train=np.r_[Y10[:9], 10**9]),
     "label_2_62.npz": _npz(x_train=X10, y_train=np.r_[Y10[:9], 2**62]),
+    "member_bytes.npz": _zip(**{"x_train.npy": b"raw bytes, not NumPy data",
+                                "y_train.npy": _npy_bytes(Y10)}),
+    "member_text.npz": _zip(**{"images.npy": b"1,2,3\n", "labels.npy": _npy_bytes(Y10)}),
+    "huge_header.npz": _zip(**{"x_train.npy": _npy_header((10**12, 784)) + bytes(64),
+                               "y_train.npy": _npy_bytes(Y10)}),
+    "labels_u64.npz": _npz(x_train=X10,
+                           y_train=np.array([*Y10[:9], 2**63 + 5], dtype=np.uint64)),
+    "mnist_idx_huge": _idx_huge_header,
+    "fifo.npz": os.mkfifo,
+    "model_wh_bytes.npz": _zip(**{"Wh.npy": b"raw bytes", "bh.npy": _npy_bytes(np.zeros((1, 8))),
+                                  "Wo.npy": _npy_bytes(np.zeros((8, 10))),
+                                  "bo.npy": _npy_bytes(np.zeros((1, 10)))}),
+    "model_huge_header.npz": _zip(**{"Wh.npy": _npy_header((784, 10**12)) + bytes(64)}),
+    "fifo.npy": os.mkfifo,
+    "zero.npy": lambda p: p.symlink_to("/dev/zero"),
+    "denied.npz": _npz(x_train=X10, y_train=Y10),
     "a_file": lambda p: p.write_text("not a directory"),
     "text.npz": lambda p: p.write_text("1,2,3\n"),
     "dir.csv": lambda p: p.mkdir(),
@@ -211,6 +276,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "images_nan.npy": _npy(np.where(IMAGES > 0.99, np.nan, IMAGES)),
     "images_inf.npy": _npy(np.where(IMAGES > 0.99, np.inf, IMAGES)),
     "images_huge.npy": _npy(IMAGES.astype(np.float64) * 1e300),  # inf in a float32 model
+    "images_huge_header.npy": lambda p: p.write_bytes(_npy_header((10**12, 784)) + bytes(64)),
 }
 
 
@@ -331,6 +397,38 @@ ROWS: dict[str, Row] = {
     "MNIST dir missing": _data("no_such_dir", "not found", "mnist"),
     "MNIST path is a file": _data("a_file", "must be a directory", "mnist"),
     "MNIST too few rows": _data("mnist_few_rows", "more are needed", "mnist"),
+    # -- files that are not what they claim (np.load would allocate, hand back bytes, or block)
+    "npz member is raw bytes": _data("member_bytes.npz", "member x_train.npy: not NumPy data"),
+    "notmnist member is text": _data("member_text.npz", "member images.npy: not NumPy data",
+                                     "notmnist"),
+    "npz header claims a huge shape": _data("huge_header.npz", "the file is corrupt"),
+    "IDX header claims 4e9 cubed": _data("mnist_idx_huge", "corrupt IDX file", "mnist"),
+    "uint64 labels 2**63+5": _data("labels_u64.npz", "found 9223372036854775813"),
+    "/dev/null as the npz": _data("/dev/null", "character device (not a regular file)"),
+    "/dev/zero as notmnist": _data("/dev/zero", "not a regular file", "notmnist"),
+    "/dev/null as the MNIST folder": _data("/dev/null", "got a character device", "mnist"),
+    "a FIFO as the npz": _data("fifo.npz", "FIFO (named pipe) (not a regular file)"),
+    "npz permission denied": Row(_data("denied.npz", "").argv, "denied.npz: Permission denied",
+                                 patch=_patch_os("open", "denied.npz", errno.EACCES)),
+    # -- paths that Path.exists() raises on
+    "--data-path under an unreadable folder": Row(
+        _data("locked/x.npz", "").argv, "locked/x.npz: Permission denied",
+        patch=_patch_os("stat open mkdir", "/locked/", errno.EACCES)),
+    "--data-path 300-character file name": _data("n" * 300 + ".npz", "File name too long"),
+    "--data-path 5000-character path": _data("/".join(["d" * 99] * 50) + "/x.npz",
+                                             "File name too long"),
+    "--data-path through a file": _train("--dataset", "npz", "--data-path", "{a_file}/x.npz",
+                                         fragment="file not found: "),
+    "MNIST folder 300-character name": _data("n" * 300, "File name too long", "mnist"),
+    "--out under an unreadable folder": _train(
+        "--out", "{locked}/out", fragment="locked/out: Permission denied",
+        patch=_patch_os("stat open mkdir", "/locked/", errno.EACCES)),
+    "--out 300-character name": _train("--out", "{" + "o" * 300 + "}",
+                                       fragment="File name too long"),
+    "--out 5000-character path": _train("--out", "{" + "/".join(["o" * 99] * 50) + "}",
+                                        fragment="File name too long"),
+    "--resume 300-character name": Row(("train", "--resume", "{" + "r" * 300 + "}"),
+                                       "File name too long"),
     # -- wrong shapes and values
     "npz rows vs labels": _data("rows_mismatch.npz", "10 feature rows but 12 labels"),
     "npz 1-D features": _data("x_1d.npz", "2-D"),
@@ -426,7 +524,9 @@ ROWS: dict[str, Row] = {
     "evaluate: model random bytes": _evaluate("{model_random.npz}", fragment="cannot read model"),
     "evaluate: model truncated": _evaluate("{model_truncated.npz}",
                                            fragment="cannot read model"),
-    "evaluate: not a fastmlp model": _evaluate("{model_no_wh.npz}", fragment="missing array"),
+    "evaluate: not a fastmlp model": _evaluate("{model_no_wh.npz}",
+                                               fragment="model_no_wh.npz is not a fastmlp model "
+                                                        "(no Wh, bh)"),
     "evaluate: inconsistent model": _evaluate("{model_bad_shapes.npz}",
                                               fragment="inconsistent arrays"),
     "evaluate: integer weights": _evaluate("{model_int.npz}", fragment="dtype"),
@@ -434,7 +534,18 @@ ROWS: dict[str, Row] = {
                                                    fragment="arrays of Python objects"),
     "evaluate: model is a JSON file": _evaluate("{history.json}", fragment="history.json: not an "
                                                 ".npz archive (a model file written by fastmlp)"),
-    "evaluate: model is a dataset": _evaluate("{nan.npz}", fragment="not a fastmlp model"),
+    "evaluate: model is a dataset": _evaluate("{nan.npz}", fragment="nan.npz is not a fastmlp "
+                                              "model (no Wh, bh, Wo, bo)"),
+    "evaluate: model member is raw bytes": _evaluate("{model_wh_bytes.npz}",
+                                                     fragment="cannot read model "),
+    "evaluate: model weights claim a huge shape": _evaluate("{model_huge_header.npz}",
+                                                            fragment="the file is corrupt"),
+    "evaluate: model under an unreadable folder": _evaluate(
+        "{locked}/model.npz", fragment="Permission denied",
+        patch=_patch_os("stat open mkdir", "/locked/", errno.EACCES)),
+    "evaluate: model 300-character name": _evaluate("{" + "m" * 300 + ".npz}",
+                                                    fragment="File name too long"),
+    "evaluate: model is /dev/zero": _evaluate("/dev/zero", fragment="not a regular file"),
     "evaluate: features differ": _evaluate("{model_5in.npz}", "--dataset", "synthetic",
                                            fragment="784 features but the model takes 5"),
     "evaluate: too few outputs": _evaluate("{model_3out.npz}", "--dataset", "synthetic",
@@ -480,6 +591,17 @@ ROWS: dict[str, Row] = {
     "predict: model missing": _predict("{missing.npz}", "{images.npy}", fragment="not found"),
     "predict: model corrupt": _predict("{model_random.npz}", "{images.npy}",
                                        fragment="cannot read model"),
+    "predict: a dataset as the model": _predict("{nan.npz}", "{images.npy}",
+                                                fragment="is not a fastmlp model (no Wh"),
+    "predict: model is a FIFO": _predict("{fifo.npz}", "{images.npy}",
+                                         fragment="FIFO (named pipe), not a regular file"),
+    "predict: header claims a huge shape": _predict("{model.npz}", "{images_huge_header.npy}",
+                                                    fragment=".npy: the header claims shape "
+                                                    "(1000000000000, 784) of float32"),
+    "predict: images are /dev/zero": _predict("{model.npz}", "{zero.npy}",
+                                              fragment="character device, not a regular file"),
+    "predict: images are a FIFO": _predict("{model.npz}", "{fifo.npy}",
+                                           fragment="not a regular file"),
     "predict: --out suffix": _predict("{model.npz}", "{images.npy}", "--out", "{preds.txt}",
                                       fragment=".npy or .csv"),
     "predict: --out directory missing": _predict("{model.npz}", "{images.npy}", "--out",
@@ -487,6 +609,11 @@ ROWS: dict[str, Row] = {
                                                  fragment="does not exist"),
     "predict: --out is a directory": _predict("{model.npz}", "{images.npy}", "--out",
                                               "{dir.csv}", fragment="is a directory"),
+    "predict: --out 300-character name": _predict("{model.npz}", "{images.npy}", "--out",
+                                                  "{" + "o" * 300 + ".npy}",
+                                                  fragment="characters): File name too long"),
+    "predict: images 300-character name": _predict("{model.npz}", "{" + "i" * 300 + ".npy}",
+                                                   fragment="File name too long"),
     "predict: --out is the images file": _predict("{model.npz}", "{images.npy}", "--out",
                                                   "{images.npy}", fragment="is the images "
                                                   "file; it would be replaced"),

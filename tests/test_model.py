@@ -1,8 +1,10 @@
 """The network's maths: gradients, numerical stability, the momentum rule, dtypes, API."""
 
 import os
+import re
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -238,6 +240,57 @@ def test_load_ignores_a_config_that_is_not_a_dict(tmp_path):
     np.savez(tmp_path / "m.npz", **model.state(), config=np.array("[1, 2]"))
     loaded = fastmlp.MLP.load(tmp_path / "m.npz")
     assert loaded.saved_config == {} and loaded.activation == "relu"
+    np.testing.assert_array_equal(loaded.params, model.params)
+
+
+def test_load_of_what_is_no_fastmlp_model_says_so(tmp_path):
+    data = tmp_path / "data.npz"
+    np.savez(data, x_train=np.zeros((3, 2)), y_train=np.zeros(3))
+    with pytest.raises(fastmlp.FastMLPError, match=r"data.npz is not a fastmlp model \(no Wh, "
+                                                   r"bh, Wo, bo\)$"):
+        fastmlp.MLP.load(data)
+    model, _, _ = small_net("relu")
+    state = model.state()
+    np.savez(tmp_path / "no_wh.npz", **{k: v for k, v in state.items() if k != "Wh"})
+    with pytest.raises(fastmlp.FastMLPError, match=r"no_wh.npz is not a fastmlp model \(no Wh\)$"):
+        fastmlp.MLP.load(tmp_path / "no_wh.npz")
+    np.savez(tmp_path / "shapes.npz", **dict(state, bh=np.zeros((2, model.n_hidden))))
+    with pytest.raises(fastmlp.FastMLPError, match="holds inconsistent arrays: bh and bo"):
+        fastmlp.MLP.load(tmp_path / "shapes.npz")
+    with zipfile.ZipFile(tmp_path / "raw.npz", "w") as z:
+        z.writestr("Wh.npy", b"raw bytes")
+    with pytest.raises(fastmlp.FastMLPError, match="member Wh.npy: not NumPy data"):
+        fastmlp.MLP.load(tmp_path / "raw.npz")
+    nested = "[" * 100_000 + "]" * 100_000  # deeper than json's recursion allows
+    np.savez(tmp_path / "nested.npz", **state, config=np.array(nested))
+    with pytest.raises(fastmlp.FastMLPError, match="config is not valid JSON"):
+        fastmlp.MLP.load(tmp_path / "nested.npz")
+
+
+@pytest.mark.parametrize("path", [3, None, b"m.npz"], ids=["int", "None", "bytes"])
+def test_load_of_a_path_of_the_wrong_type_is_a_fastmlp_error(path):
+    with pytest.raises(fastmlp.FastMLPError, match="a model path must be a str or os.PathLike"):
+        fastmlp.MLP.load(path)
+
+
+def test_load_of_devices_and_unreadable_paths_is_one_line(tmp_path):
+    os.mkfifo(tmp_path / "fifo.npz")  # never opened blocking: nobody writes to it
+    cases = [("/dev/zero", "model file /dev/zero is a character device, not a regular file"),
+             (tmp_path / "fifo.npz", "is a FIFO (named pipe), not a regular file"),
+             (tmp_path / ("m" * 300), "File name too long"),
+             (tmp_path / "missing.npz", "model file not found")]
+    for path, fragment in cases:
+        with pytest.raises(fastmlp.FastMLPError, match=re.escape(fragment)):
+            fastmlp.MLP.load(path)
+
+
+def test_load_takes_big_endian_and_fortran_ordered_weights(tmp_path):
+    model, x, _ = small_net("relu")
+    state = model.state()
+    np.savez(tmp_path / "m.npz", **{k: np.asfortranarray(v.astype(v.dtype.newbyteorder(">")))
+                                    for k, v in state.items()})
+    loaded = fastmlp.MLP.load(tmp_path / "m.npz")
+    assert loaded.dtype == model.dtype
     np.testing.assert_array_equal(loaded.params, model.params)
 
 

@@ -383,3 +383,16 @@ def test_help_lists_sweep(capsys) -> None:
     for option in ("--hidden", "--seeds", "--seed-list", "--workers", "--scheduler",
                    "--save-models", "--out"):
         assert option in text
+
+
+def test_an_npz_member_that_is_not_numpy_data_is_one_line(tmp_path, capsys,
+                                                          assert_one_line_error) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "raw.npz", "w") as z:
+        z.writestr("x_train.npy", b"raw bytes, not NumPy data")
+        z.writestr("y_train.npy", b"1,2,3\n")
+    out = tmp_path / "out"
+    assert main(["sweep", "--dataset", "npz", "--data-path", str(tmp_path / "raw.npz"),
+                 "--epochs", "1", "--hidden", "4", "--out", str(out)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "member x_train.npy: not NumPy data")

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..backend import DEVICES, get_backend
 from ..config import RunConfig
 from ..datasets import DATASET_NAMES, SCALES
-from ..errors import FastMLPError, is_int
+from ..errors import FastMLPError, is_int, probe_path
 from ..jsonsafe import json_clean
 from ..model import MLP
 from ..runner import load_run_data
@@ -61,7 +61,7 @@ def _data_options_from_run(args: argparse.Namespace, saved: dict) -> list[str]:
             path = saved.get("data_path") if recorded != "synthetic" else None
             if path is not None:
                 if not (isinstance(path, str) and Path(path).is_absolute()
-                        and Path(path).exists()):
+                        and probe_path(path) is not None):
                     raise FastMLPError(
                         f"the model was trained on --dataset {recorded} --data-path {path}, "
                         f"which is not found from here; pass --data-path (or --dataset)")

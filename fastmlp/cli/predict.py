@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import stat
 import sys
 from pathlib import Path
 
 from ..backend import DEVICES, get_backend
 from ..datasets import SCALES, scale_pixels
-from ..errors import FastMLPError, object_arrays_refused, os_errors
+from ..errors import ZIP_MAGICS, FastMLPError, open_regular, os_errors, probe_path
 from ..model import MLP
 from .common import (
     EXIT_OK,
@@ -58,35 +60,41 @@ def _check_predict_out(out: str | None, inputs: dict[str, str] | None = None) ->
                                f"predictions to another file")
     if path.suffix.lower() not in PREDICT_SUFFIXES:
         raise FastMLPError(f"--out must end in .npy or .csv, got {path.name!r}")
-    if path.is_dir():
+    # probe_path: one line where is_dir() would raise (a name too long, an unreadable folder)
+    if _is_dir(probe_path(path)):
         raise FastMLPError(f"--out {path} is a directory")
-    if not path.parent.is_dir():
+    if not _is_dir(probe_path(path.parent)):
         raise FastMLPError(f"--out: directory {path.parent} does not exist")
     return path
+
+
+def _is_dir(st: os.stat_result | None) -> bool:
+    return st is not None and stat.S_ISDIR(st.st_mode)
 
 
 def _read_images(name: str):
     """The array in a .npy file; one-line errors for anything else."""
     import numpy as np
 
-    from ..errors import numpy_format
+    from ..npyfile import OBJECTS_REFUSED, NumpyFileError, read_npy
 
     path = Path(name).expanduser()
     if path.suffix.lower() != ".npy":
         raise FastMLPError(f"images must be a .npy file (numpy.save), got {path.name!r}")
-    if not path.is_file():
-        raise FastMLPError(f"images file not found: {path}")
     try:
-        kind = numpy_format(path)  # before np.load, whose error would suggest allow_pickle
-        if kind == "npz":  # an .npz archive under a .npy name
-            raise FastMLPError(f"{path} is an .npz archive, not a .npy array")
-        if kind is None:
+        images = read_npy(path, what="images file")
+    except NumpyFileError as exc:
+        if exc.reason.startswith("not NumPy data"):
+            with open_regular(path) as f:
+                npz = f.read(4) in ZIP_MAGICS
+            if npz:  # an .npz archive under a .npy name
+                raise FastMLPError(f"{path} is an .npz archive, not a .npy array") from None
             raise FastMLPError(f"{path} is not a .npy file (no NumPy header: another format, "
-                               f"or corrupt or truncated?)")
-        images = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:  # pickled objects, truncated
-        raise object_arrays_refused(exc, path) or FastMLPError(
-            f"cannot read {path} as .npy (corrupt or truncated?): {exc}") from None
+                               f"or corrupt or truncated?)") from None
+        if exc.reason == OBJECTS_REFUSED:
+            raise
+        doubt = "" if exc.reason.endswith("the file is corrupt") else " (corrupt or truncated?)"
+        raise FastMLPError(f"cannot read {path} as .npy{doubt}: {exc.reason}") from None
     if images.dtype == np.bool_ or images.dtype.kind not in "iuf":
         raise FastMLPError(f"{path}: images must be real numbers, got dtype {images.dtype}")
     return images
