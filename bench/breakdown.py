@@ -48,13 +48,14 @@ def trainer(batch_size, n_hidden=1000):
 def full():
     model, tr = trainer(None)
     be, g, n = model.backend, model.grad_views, tr.counts[0]
-    X, Z, y = tr.X, tr.Z, tr.y
+    X, Z, y = tr.X, tr.strategy.Z, tr.y
     Z0 = Z.copy()
     rows = {
         "X·Wh (all rows)": lambda: be.matmul(X, model.Wh, out=Z),
         "copy of Z": lambda: np.copyto(Z, Z0),
         "fused head": lambda: be.hidden_to_loss(Z, model.bh, model.Wo, model.bo, y, tr.ends, n,
-                                                "relu", g["Wo"], g["bo"], g["bh"], tr.stats),
+                                                "relu", g["Wo"], g["bo"], g["bh"],
+                                                tr.strategy.stats),
         "Xᵀ·dZ": lambda: be.matmul(X[:n].T, Z[:n], out=g["Wh"]),
         "momentum": lambda: be.momentum(model.params, model.grads, tr.velocity, 0.01, 0.9),
         "whole epoch": tr.run_epoch,
@@ -84,7 +85,7 @@ def minibatch(B=100, epochs=5):
     be.matmul = timed(be.matmul, lambda a: "X·Wh" if a.flags.c_contiguous else "Xᵀ·dZ")
     be.hidden_to_loss = timed(be.hidden_to_loss, lambda a: "fused head")
     be.momentum = timed(be.momentum, lambda a: "momentum")
-    forward_only = tr._forward_only
+    forward_only = tr.strategy.forward_only
 
     def evaluation(*args, **kwargs):
         nonlocal evaluating
@@ -94,7 +95,7 @@ def minibatch(B=100, epochs=5):
         finally:
             evaluating = False
 
-    tr._forward_only = evaluation
+    tr.strategy.forward_only = evaluation
     whole = 0.0
     for _ in range(epochs):
         start = time.perf_counter()
@@ -116,13 +117,13 @@ def minibatch(B=100, epochs=5):
 def head(B=100):
     model, tr = trainer(B)
     g = model.grad_views
-    Z = tr.Z[:B]
+    Z = tr.strategy.Z[:B]
     model.backend.matmul(tr.X[:B], model.Wh, out=Z)  # real pre-activations of 100 rows
     Z0 = Z.copy()
 
     def call():
         model.backend.hidden_to_loss(Z, model.bh, model.Wo, model.bo, tr.y[:B], (B,), B, "relu",
-                                     g["Wo"], g["bo"], g["bh"], tr.batch_stats)
+                                     g["Wo"], g["bo"], g["bh"], tr.strategy.batch_stats)
 
     us = median_ms(call, repeats=2000, setup=lambda: np.copyto(Z, Z0)) * 1e3
     print(f"B={B} head, one call alone {us:8.1f} µs")
@@ -161,7 +162,7 @@ def subnormal():
         tr.run_epoch()
         times.append(time.perf_counter() - start)
         if epoch % 50 == 0:
-            dZ = tr.Z[:n]  # the head left dZ of the training rows here
+            dZ = tr.strategy.Z[:n]  # the head left dZ of the training rows here
             count = np.count_nonzero((dZ != 0) & (np.abs(dZ) < tiny))
             print(f"default recipe epoch {epoch:3d}  {np.median(times[-10:]) * 1e3:6.1f} ms "
                   f"(median of the last 10)  subnormal dZ entries {count}")

@@ -132,13 +132,8 @@ def _bench_fastmlp(spec, data):
     def epoch():
         trainer.run_epoch()  # reads the epoch's metrics to the host, as a real run does
 
-    label = f"{be.describe()}, {trainer.sparse_reason}"
-    if trainer.batch_size is not None:
-        label += f", {trainer.compiled_reason}"
-        if trainer.compiled:
-            label += f", {trainer.threads} thread{'s' if trainer.threads > 1 else ''}"
-    products = "dense" if trainer.sparse is None else "sparse"
-    return floor, epoch, be.synchronize, label, products
+    label = f"{be.describe()}, {trainer.plan.label()}"  # the plan, as the run header says it
+    return floor, epoch, be.synchronize, label, trainer.plan.products
 
 
 def _bench_numpy_naive(spec, data):

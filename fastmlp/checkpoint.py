@@ -2,8 +2,13 @@
 
 ``checkpoint.npz`` holds two arrays, ``params`` and ``velocity`` (host copies of the flat
 buffers), and ``meta``, one JSON string: the format and its version, the epoch, the minibatch
-``np.random.Generator`` state, the history so far and the run configuration (whatever the writer
-needs to rebuild data, model and trainer; ``fastmlp train`` stores its options).
+``np.random.Generator`` state, the model's shape and the history so far, whose ``config`` records
+the run once (``fastmlp train`` its options, as ``config["run"]``). A writer whose settings are
+not in the history stores them as ``meta["config"]``.
+
+Version 1 (fastmlp before the plan) also stored the run's options a second time, flat, in
+``meta["config"]``: :func:`load_checkpoint` reads both layouts and returns ``"config"`` as
+version 1 stored it (:func:`resume_record`).
 
 It is written through :func:`fastmlp.report.atomic_write` (temp file in the same directory,
 fsync, ``os.replace``), so a process killed at any moment leaves the previous checkpoint intact.
@@ -21,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .config import CHECKPOINT_KEYS
 from .errors import FastMLPError, is_int, os_errors, probe_path
 from .history import History
 from .jsonsafe import json_clean
@@ -42,7 +48,9 @@ __all__ = ["CHECKPOINT_NPZ", "FORMAT", "VERSION", "Checkpointer", "checkpoint_pa
 
 CHECKPOINT_NPZ = "checkpoint.npz"
 FORMAT = "fastmlp-checkpoint"
-VERSION = 1
+VERSION = 2
+# the settings of a `fastmlp train` run that --resume reads back (RunConfig.checkpoint_record)
+RESUME_RECORD_KEYS = (*CHECKPOINT_KEYS, "compiled", "sparse")
 
 
 def checkpoint_path(path: str | os.PathLike[str]) -> Path:
@@ -53,9 +61,10 @@ def checkpoint_path(path: str | os.PathLike[str]) -> Path:
 
 
 def save_checkpoint(path: str | os.PathLike[str], trainer: Trainer, history: History,
-                    config: dict[str, Any]) -> Path:
+                    config: dict[str, Any] | None = None) -> Path:
     """Atomically write ``trainer``'s state, ``history`` and ``config`` to ``path`` (a file, or
-    a directory to hold ``checkpoint.npz``); return the file's path.
+    a directory to hold ``checkpoint.npz``); return the file's path. ``config`` None: the run's
+    settings are those ``history.config`` records (not stored twice).
 
     Call it between epochs only: mid-epoch the weights and the epoch counter disagree.
     """
@@ -66,7 +75,9 @@ def save_checkpoint(path: str | os.PathLike[str], trainer: Trainer, history: His
     state = trainer.state_dict()
     meta = {"format": FORMAT, "version": VERSION, "epoch": state["epoch"],
             "rng_state": state["rng_state"], "model": trainer.model.config(),
-            "history": history.to_dict(), "config": config}
+            "history": history.to_dict()}
+    if config is not None:
+        meta["config"] = config
     # allow_nan=False: strict JSON; json_clean already mapped non-finite floats to null
     text = json.dumps(json_clean(meta), allow_nan=False)
     return atomic_write(target, lambda f: np.savez(
@@ -124,6 +135,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             if not isinstance(value, dict):
                 raise TypeError(f"{key} must be a JSON object, got {type(value).__name__}")
         history = History.from_dict(meta["history"])
+        if version >= 2 and meta.get("config") is None:
+            config = resume_record(history.config)
         out = {"params": params, "velocity": velocity, "epoch": epoch,
                "rng_state": meta["rng_state"], "history": history, "config": config,
                "model": model, "version": version, "path": target}
@@ -136,15 +149,30 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return out
 
 
+def resume_record(config: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint's history ``config`` says of the run's settings: for a ``fastmlp
+    train`` run (``config["run"]``, RunConfig.to_dict), the keys --resume reads
+    (:data:`RESUME_RECORD_KEYS` and the command line as ``argv``), as version 1 stored them;
+    for another writer, the history's config itself."""
+    run = config.get("run")
+    if not isinstance(run, dict):
+        return config
+    record = {key: run[key] for key in RESUME_RECORD_KEYS if key in run}
+    record["argv"] = run.get("command", "")
+    return record
+
+
 class Checkpointer:
     """The checkpoints of one run into ``path``: periodic ones (every ``every`` epochs; None:
     every 10 epochs, at most once a minute; 0: none), and those :func:`fastmlp.train.fit_epochs`
-    asks for at the end, on Ctrl-C and after a divergence. ``config`` goes into each."""
+    asks for at the end, on Ctrl-C and after a divergence. ``config`` goes into each (None: the
+    history's config records the run, see :func:`save_checkpoint`)."""
 
     AUTO_EVERY = 10
     AUTO_MIN_INTERVAL_S = 60.0  # the default keeps checkpoint I/O negligible on fast devices
 
-    def __init__(self, path: str | os.PathLike[str], every: int | None, config: dict[str, Any]):
+    def __init__(self, path: str | os.PathLike[str], every: int | None,
+                 config: dict[str, Any] | None = None):
         if every is not None and (not is_int(every) or every < 0):
             raise FastMLPError(f"checkpoint_every must be an integer >= 0, got {every!r}")
         self.path, self.config = path, config

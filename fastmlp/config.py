@@ -170,7 +170,8 @@ class RunConfig:
 
     @classmethod
     def from_record(cls, record: dict[str, Any], **changes: Any) -> RunConfig:
-        """The config a checkpoint recorded (:meth:`checkpoint_record`), with ``changes``."""
+        """The config a checkpoint recorded (:meth:`checkpoint_record`, or all of
+        :meth:`to_dict`), with ``changes``."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in record.items() if k in names}
         values.setdefault("sparse", "off")  # a checkpoint from before --sparse ran dense
@@ -179,5 +180,6 @@ class RunConfig:
             values["compiled"] = None
         if values.get("dataset") not in PIXEL_DATASETS and "scale" in values:
             values["scale"] = "unit"
-        values["command"] = record.get("argv") or ""
+        # a checkpoint's record names the command line argv, RunConfig.to_dict command
+        values["command"] = record.get("argv", values.get("command")) or ""
         return cls(**dict(values, **changes))

@@ -20,12 +20,13 @@ from typing import Any
 
 from . import report
 from .backend import Backend, get_backend
-from .checkpoint import CHECKPOINT_NPZ, load_checkpoint
+from .checkpoint import CHECKPOINT_NPZ, Checkpointer, load_checkpoint
 from .config import CHECKPOINT_KEYS, RESUME_MAY_CHANGE, RunConfig, option, train_rows
 from .datasets import Dataset, TrainSizeError, data_fingerprint, load_dataset
 from .errors import FastMLPError, os_errors, probe_path
 from .history import History
 from .model import MLP
+from .plan import Plan, make_plan
 from .rundir import (
     LOCK_FILE,
     SET_ASIDE_DIR,
@@ -35,8 +36,7 @@ from .rundir import (
     remove_stale_temps,
     set_aside,
 )
-from .sparse import resolve_sparse
-from .train import DivergenceError, check_batch_size, resolve_compiled, train
+from .train import DivergenceError, check_batch_size, train
 
 __all__ = ["Resume", "RunInterrupted", "RunResult", "load_run_data", "prepare_out_dir",
            "resume_config", "run"]
@@ -215,14 +215,12 @@ def check_same_data(ck: dict[str, Any], model: MLP, dataset: Dataset,
             f"new run")
 
 
-def describe(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend) -> list[str]:
-    """The lines that introduce a run: data, model, device, training, loop, products."""
+def describe(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend,
+             plan: Plan) -> list[str]:
+    """The lines that introduce a run: data, model, device, training, then the ``plan``'s loop
+    and products."""
     batch = (f"minibatch {config.batch_size}" if config.batch_size
              else f"full batch ({len(dataset.train)} rows)")
-    # B = all training rows is full batch, as in Trainer
-    batch_size = None if config.batch_size == len(dataset.train) else config.batch_size
-    features = [s.x for s in (dataset.train, dataset.valid, dataset.test)]
-    loop = resolve_compiled(config.compiled, model, batch_size)
     return [
         f"data:     {dataset.summary()}",
         f"model:    MLP {model.n_in}-{model.n_hidden}-{model.n_out}, {model.activation}, "
@@ -230,9 +228,16 @@ def describe(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend) 
         f"device:   {backend.describe()} [{backend.reason or 'requested'}]",
         f"training: {config.epochs} epochs, {batch}, lr {config.lr:g}, momentum "
         f"{config.momentum:g}, seed {config.seed}",
-        f"loop:     {loop[1]}",
-        f"products: {resolve_sparse(config.sparse, model, features, loop[0])[1]}",
+        *plan.header(),
     ]
+
+
+def plan_run(config: RunConfig, dataset: Dataset, model: MLP) -> Plan:
+    """The run's :class:`~fastmlp.plan.Plan`, decided once (the header prints it, the trainer
+    runs it)."""
+    return make_plan(model, [s.x for s in (dataset.train, dataset.valid, dataset.test)],
+                     batch_size=config.batch_size, compiled=config.compiled,
+                     sparse=config.sparse)
 
 
 def claim_out_dir(out_dir: Path, overwrite: bool) -> list[str]:
@@ -258,14 +263,15 @@ def write_results(history: History, model: MLP, out_dir: Path) -> None:
         report.save_model(model, out_dir / report.MODEL_NPZ, extra=history.config)
 
 
-def on_interrupt(history: History, out: Path, epochs: int) -> RunInterrupted:
+def on_interrupt(history: History, out: Path, epochs: int,
+                 saved: int | None) -> RunInterrupted:
     """Ctrl-C during training of ``epochs`` epochs into ``out``: write the ``history`` so far
-    and say what is saved.
+    and say what is saved: the checkpoint at epoch ``saved`` (None: none).
 
     train() has already written ``checkpoint.npz`` (it stops at the end of the running epoch
     on the first Ctrl-C; a second, immediate one abandons the epoch and checkpoints its start).
-    Any checkpoint in ``out`` belongs to this run: a fresh run refuses a directory holding
-    another, or sets it aside (``overwrite``).
+    A fresh run refuses a directory holding another run, or sets it aside (``overwrite``), so
+    ``saved`` is this run's checkpoint (or the one a resumed run started from).
     """
     written = False
     if history.epochs:
@@ -274,10 +280,6 @@ def on_interrupt(history: History, out: Path, epochs: int) -> RunInterrupted:
             written = True
         except (OSError, ValueError):  # keep the exit quick and the message one line
             pass
-    try:
-        saved = load_checkpoint(out)["epoch"]
-    except FastMLPError:
-        saved = None
     return RunInterrupted(out, history.epochs, epochs, history_written=written,
                           checkpoint_epoch=saved)
 
@@ -343,7 +345,8 @@ def _train_run(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend
     if resume is not None:
         history = resume.checkpoint["history"]
     history = History() if history is None else history
-    for line in describe(config, dataset, model, backend):
+    plan = plan_run(config, dataset, model)
+    for line in describe(config, dataset, model, backend, plan):
         say(line)
     if out_dir is not None:
         say(f"output:   {out_dir}")
@@ -355,19 +358,22 @@ def _train_run(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend
     history.config.update(config.history_record())
     if fingerprint is not None:
         history.config[DATA_FINGERPRINT] = fingerprint
+    # the run's checkpoints; a fresh run has set any older one aside, a resumed run's stands
+    # (the settings go in once, as the history's config["run"])
+    saver = None if out_dir is None else Checkpointer(out_dir / CHECKPOINT_NPZ,
+                                                      config.checkpoint_every)
     try:
         train(model, dataset, epochs=config.epochs, lr=config.lr, momentum=config.momentum,
               batch_size=config.batch_size, eval_every=config.eval_every,
               velocity_init=config.velocity_init, seed=config.seed, progress=progress,
               history=history, state=None if resume is None else resume.checkpoint,
-              checkpoint=None if out_dir is None else out_dir / CHECKPOINT_NPZ,
-              checkpoint_every=config.checkpoint_every,
-              checkpoint_config=config.checkpoint_record(), compiled=config.compiled,
-              sparse=config.sparse)
+              checkpoint=saver, plan=plan)
     except KeyboardInterrupt as exc:
-        if out_dir is None:
+        if saver is None:
             raise
-        stop = on_interrupt(history, out_dir, config.epochs)
+        saved = (saver.saved_epoch if saver.saved_epoch >= 0
+                 else None if resume is None else resume.checkpoint["epoch"])
+        stop = on_interrupt(history, out_dir, config.epochs, saved)
         stop.signum = getattr(exc, "signum", signal.SIGINT)  # Ctrl-C, SIGTERM or SIGHUP
         raise stop from None
     except DivergenceError as exc:

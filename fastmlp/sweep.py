@@ -10,7 +10,7 @@ Layout of ``--out DIR``::
 
     DIR/summary.csv, DIR/summary.json        one row per grid point: mean ± std over the seeds
     DIR/curves_loss.png, curves_accuracy.png mean validation curves per grid point, ± std bands
-    DIR/<point>/seed-<s>/history.json        one finished run (config["sweep"] = its spec)
+    DIR/<point>/seed-<s>/history.json        one finished run (config["sweep"] = its record)
     DIR/<point>/seed-<s>/history.csv         the same, per epoch
     DIR/<point>/seed-<s>/model.npz           with --save-models
     DIR/<point>/seed-<s>/error.json          a failed run (divergence, crash); retried on resume
@@ -37,24 +37,21 @@ cores of its machine. Dask limits its workers' BLAS to one thread by default, so
 ``distributed.LocalCluster`` in Python, set ``distributed.nanny.pre-spawn-environ.<VAR>`` to
 None for OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS with ``dask.config.set``.
 
-Determinism: a run's result depends only on its spec and on the numbers of Numba and BLAS threads
+Determinism: a run's result depends only on its settings and on the numbers of Numba and BLAS
+threads
 (the CPU head kernel sums per-thread partials; OpenBLAS splits its products by thread), so on one
 machine ``--workers N`` and a local Dask cluster with the same thread counts give bit-identical
 metrics to ``--workers 1``. Both counts are recorded in each history (``threads``, ``blas_env``).
 
 Resume: rerunning the same command with the same ``--out`` skips every run whose history.json
-exists and whose stored spec equals the run's spec (and, with ``--save-models``, whose model.npz
-exists); failed and mismatching runs are trained again.
+exists and whose stored record (:func:`run_record`) equals the run's (and, with
+``--save-models``, whose model.npz exists); failed and mismatching runs are trained again.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import csv
-import itertools
 import json
-import math
 import os
 import signal
 import socket
@@ -62,27 +59,42 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
-
-import numpy as np
+from typing import Any
 
 from . import report
 from .config import RunConfig
 from .errors import FastMLPError
-from .history import METRICS, History
+from .history import History
 from .rundir import LOCK_FILE, remove_stale_temps
 from .runner import load_run_data, run
-from .texttable import text_table
+from .sweep_grid import (  # noqa: F401  (the sweep's names, here too)
+    GRID_KEYS,
+    RECORD_KEYS,
+    SHARED_KEYS,
+    Result,
+    build_runs,
+    canonical_record,
+    point_name,
+    run_dir,
+    run_record,
+)
+from .sweep_summary import (  # noqa: F401
+    CURVES_ACCURACY_PNG,
+    CURVES_LOSS_PNG,
+    SUMMARY_CSV,
+    SUMMARY_JSON,
+    blas_note,
+    curves_split,
+    format_table,
+    plot_curves,
+    summarize,
+    write_summary,
+)
 
-__all__ = ["run_one", "run_config", "build_specs", "point_name", "summarize"]
+__all__ = ["build_runs", "point_name", "run_one", "run_record", "summarize"]
 
-GRID_KEYS = ("hidden", "lr", "momentum", "batch_size", "activation")
-SUMMARY_CSV = "summary.csv"
-SUMMARY_JSON = "summary.json"
-CURVES_LOSS_PNG = "curves_loss.png"
-CURVES_ACCURACY_PNG = "curves_accuracy.png"
 ERROR_JSON = "error.json"
 DEFAULT_SEEDS = 3
 EXIT_FAILED = 1  # the sweep finished but some runs failed (2 stays "bad options", 130 Ctrl-C)
@@ -92,99 +104,25 @@ DASK_CONNECT_TIMEOUT = "20s"
 # run, since the BLAS thread count changes both the speed and the last bits of the products
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-Spec = dict[str, Any]  # one run: the shared options, the grid values and the seed (JSON-ready)
-Result = dict[str, Any]  # what run_one returns (see its docstring)
-
-
-# -- specs and names ----------------------------------------------------------------------------
-
-
-def _unique(values: Iterable[Any]) -> list[Any]:
-    """``values`` without repeats, first occurrence kept (``--hidden 100 100`` is one value)."""
-    seen: list[Any] = []
-    for v in values:
-        if v not in seen:
-            seen.append(v)
-    return seen
-
-
-def _num(x: float) -> str:
-    """Shortest exact text of a float (repr), so names of distinct values never collide."""
-    return repr(float(x))
-
-
-def point_name(spec: Spec) -> str:
-    """Directory name of a grid point, e.g. ``h100-lr0.05-m0.9-bfull-relu``."""
-    batch = "full" if spec["batch_size"] is None else str(spec["batch_size"])
-    return (f"h{spec['hidden']}-lr{_num(spec['lr'])}-m{_num(spec['momentum'])}-b{batch}-"
-            f"{spec['activation']}")
-
-
-def run_dir(out: Path, spec: Spec) -> Path:
-    """``out/<point>/seed-<s>``: where one run's files live."""
-    return out / point_name(spec) / f"seed-{spec['seed']}"
-
-
-def _point(spec: Spec) -> tuple:
-    return tuple(spec[k] for k in GRID_KEYS)
-
-
-def _canonical(spec: Spec) -> Spec:
-    """``spec`` as it reads back from JSON (what history.json stores), for resume comparison."""
-    return json.loads(json.dumps(spec))
-
-
-def build_specs(args: argparse.Namespace) -> tuple[dict[str, list[Any]], list[int], list[Spec]]:
-    """(grid values per key, seeds, one spec per run in grid order then seed order)."""
-    grid = {
-        "hidden": _unique(args.hidden),
-        "lr": _unique(float(v) for v in args.lr),
-        "momentum": _unique(float(v) for v in args.momentum),
-        "batch_size": _unique(args.batch_size),
-        "activation": _unique(args.activation),
-    }
-    if args.seed_list is not None:
-        if len(set(args.seed_list)) != len(args.seed_list):
-            raise FastMLPError(f"--seed-list has repeated seeds: {args.seed_list}")
-        seeds = list(args.seed_list)
-    else:
-        seeds = list(range(args.seeds if args.seeds is not None else DEFAULT_SEEDS))
-    shared = dict(dataset=args.dataset, data_path=args.data_path, train_size=args.train_size,
-                  scale=args.scale, epochs=args.epochs, dtype=args.dtype, device=args.device,
-                  eval_every=args.eval_every, init=args.init, velocity_init=args.velocity_init,
-                  sparse=args.sparse)
-    specs = [dict(shared, **dict(zip(GRID_KEYS, values, strict=True)), seed=seed)
-             for values in itertools.product(*grid.values()) for seed in seeds]
-    for spec in specs:  # each run is a RunConfig: its errors now, not in every run
-        run_config(spec)
-    return grid, seeds, specs
-
-
 # -- the task: one run, anywhere ----------------------------------------------------------------
 
 _DATA_CACHE: dict[tuple, Any] = {}  # one dataset per process: a worker reuses it across its runs
 
 
-def _data_key(spec: Spec) -> tuple:
+def _data_key(config: RunConfig) -> tuple:
     # only synthetic data depends on the seed (load_dataset ignores it otherwise)
-    seed = spec["seed"] if spec["dataset"] == "synthetic" else None
-    return (spec["dataset"], spec["data_path"], spec["train_size"], spec["scale"], spec["dtype"],
+    seed = config.seed if config.dataset == "synthetic" else None
+    return (config.dataset, config.data_path, config.train_size, config.scale, config.dtype,
             seed)
 
 
-def run_config(spec: Spec) -> RunConfig:
-    """The :class:`~fastmlp.config.RunConfig` of the run ``spec`` (specs from before --sparse:
-    auto)."""
-    return RunConfig(**dict(spec, sparse=spec.get("sparse", "auto")))
-
-
-def load_data(spec: Spec) -> Any:
-    """The :class:`~fastmlp.datasets.Dataset` of ``spec``, loaded as ``fastmlp train`` loads it
+def load_data(config: RunConfig) -> Any:
+    """The :class:`~fastmlp.datasets.Dataset` of ``config``, loaded as ``fastmlp train`` loads it
     (cached: the last one stays in memory)."""
-    key = _data_key(spec)
+    key = _data_key(config)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # keep one: a second MNIST copy is ~100 MB per worker
-        _DATA_CACHE[key] = load_run_data(run_config(spec))
+        _DATA_CACHE[key] = load_run_data(config)
     return _DATA_CACHE[key]
 
 
@@ -201,15 +139,16 @@ def _error_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
-def run_one(spec: Spec, save_model: bool = False) -> Result:
-    """Train the run ``spec`` (a dict from :func:`build_specs`) and return its result.
+def run_one(config: RunConfig, save_model: bool = False) -> Result:
+    """Train the run ``config`` (one of :func:`build_runs`) and return its result.
 
     Top-level and self-contained so that a spawned process or a Dask worker can run it: it loads
     the dataset by name/options and writes nothing. Returns a picklable dict:
 
     - ``status``: ``"ok"`` or ``"failed"``;
     - ``history``: ``History.to_dict()`` (per-epoch lists of length ``epochs``, ``final``,
-      ``config`` with ``config["sweep"] = spec``); for a failed run the epochs done, or None;
+      ``config`` with ``config["sweep"] =`` :func:`run_record`); for a failed run the epochs
+      done, or None;
     - ``error`` (one line) and ``traceback`` (for unexpected exceptions) when failed;
     - ``model``: ``{"Wh" (F×H), "bh" (1×H), "Wo" (H×K), "bo" (1×K)}`` host arrays when
       ``save_model`` and ok, else None;
@@ -223,11 +162,10 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
                           host=socket.gethostname(), pid=os.getpid())
     # train() appends to this in place, also when it raises: a run that fails midway keeps its
     # epochs (after a divergence, those up to the last finite weights)
-    history = History(config={"sweep": spec})
+    history = History(config={"sweep": run_record(config)})
     try:
-        config = run_config(spec)
         # no files: the driver writes them; run() puts the settings into the history first
-        model = run(config, dataset=load_data(spec), history=history, save=False).model
+        model = run(config, dataset=load_data(config), history=history, save=False).model
     except Exception as exc:  # noqa: BLE001 - recorded as a failed run, never ends the sweep
         if isinstance(exc, FastMLPError):  # the user's kind of problem: its message says it all
             result["error"] = " ".join(str(exc).split())
@@ -246,7 +184,7 @@ def run_one(spec: Spec, save_model: bool = False) -> Result:
     return result
 
 
-# -- executors: yield (index, result) as runs finish; todo holds (index, spec) pairs ------------
+# -- executors: yield (index, result) as runs finish; todo holds (index, config) pairs ------------
 
 
 def _failed(exc: BaseException) -> Result:
@@ -255,10 +193,10 @@ def _failed(exc: BaseException) -> Result:
                 model=None, host=None, pid=None)
 
 
-def _run_inline(todo: Sequence[tuple[int, Spec]],
+def _run_inline(todo: Sequence[tuple[int, RunConfig]],
                 save_model: bool) -> Iterator[tuple[int, Result]]:
-    for i, spec in todo:
-        yield i, run_one(spec, save_model)
+    for i, config in todo:
+        yield i, run_one(config, save_model)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -294,7 +232,7 @@ def _init_worker(parent: int) -> None:
     _exit_with_parent(parent)
 
 
-def _run_pool(todo: Sequence[tuple[int, Spec]], save_model: bool,
+def _run_pool(todo: Sequence[tuple[int, RunConfig]], save_model: bool,
               workers: int) -> Iterator[tuple[int, Result]]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -305,7 +243,7 @@ def _run_pool(todo: Sequence[tuple[int, Spec]], save_model: bool,
     finished = False
     futures: dict[Any, int] = {}
     try:
-        futures = {pool.submit(run_one, spec, save_model): i for i, spec in todo}
+        futures = {pool.submit(run_one, config, save_model): i for i, config in todo}
         for fut in as_completed(futures):
             try:
                 result = fut.result()
@@ -337,11 +275,11 @@ def dask_client(address: str) -> Any:
         raise FastMLPError(f"cannot connect to the Dask scheduler at {address}: {exc}") from None
 
 
-def _run_dask(todo: Sequence[tuple[int, Spec]], save_model: bool,
+def _run_dask(todo: Sequence[tuple[int, RunConfig]], save_model: bool,
               client: Any) -> Iterator[tuple[int, Result]]:
     from distributed import as_completed
 
-    futures = {client.submit(run_one, spec, save_model, pure=False): i for i, spec in todo}
+    futures = {client.submit(run_one, config, save_model, pure=False): i for i, config in todo}
     pending = set(futures)
     try:
         for fut in as_completed(list(futures), loop=client.loop):
@@ -358,9 +296,9 @@ def _run_dask(todo: Sequence[tuple[int, Spec]], save_model: bool,
                 client.cancel(list(pending))
 
 
-def run_stream(todo: Sequence[tuple[int, Spec]], save_model: bool, *, client: Any = None,
+def run_stream(todo: Sequence[tuple[int, RunConfig]], save_model: bool, *, client: Any = None,
                workers: int = 1) -> Iterator[tuple[int, Result]]:
-    """The runs ``todo`` ((index, spec) pairs) on the Dask ``client``, in ``workers`` spawned
+    """The runs ``todo`` ((index, config) pairs) on the Dask ``client``, in ``workers`` spawned
     processes, or in this process (workers 1); yields (index, result) as runs finish."""
     if not todo:
         return _run_inline([], save_model)  # a generator, like the others
@@ -374,52 +312,53 @@ def run_stream(todo: Sequence[tuple[int, Spec]], save_model: bool, *, client: An
 # -- files --------------------------------------------------------------------------------------
 
 
-def _finished_history(out: Path, spec: Spec, save_model: bool) -> dict[str, Any] | None:
-    """history.json of ``spec`` if that run is already done with the same spec, else None."""
-    d = run_dir(out, spec)
+def _finished_history(out: Path, config: RunConfig, save_model: bool) -> dict[str, Any] | None:
+    """history.json of ``config`` if that run is already done with the same config, else None."""
+    d = run_dir(out, config)
     try:
         data = json.loads((d / report.HISTORY_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("config", {}).get("sweep") != _canonical(spec):
+    recorded = data.get("config", {}).get("sweep") if isinstance(data, dict) else None
+    if recorded != canonical_record(config):
         return None
     if save_model and not (d / report.MODEL_NPZ).is_file():
         return None
     return data
 
 
-def clear_stale_temps(out: Path, specs: Sequence[Spec]) -> None:
+def clear_stale_temps(out: Path, configs: Sequence[RunConfig]) -> None:
     """Delete the temp files a killed driver left in ``out`` and its run directories (call it
     holding the sweep's lock: no live writer is there then)."""
     remove_stale_temps(out, (SUMMARY_CSV, SUMMARY_JSON, CURVES_LOSS_PNG, CURVES_ACCURACY_PNG,
                              "write-check", LOCK_FILE))
-    for d in dict.fromkeys(run_dir(out, spec) for spec in specs):
+    for d in dict.fromkeys(run_dir(out, config) for config in configs):
         if d.is_dir():
             remove_stale_temps(d, (report.HISTORY_JSON, report.HISTORY_CSV, report.MODEL_NPZ,
                                    ERROR_JSON))
 
 
-def finished_runs(out: Path, specs: Sequence[Spec], save_model: bool) -> dict[int, Result]:
-    """The runs of ``specs`` (by index) already done in ``out`` with the same spec: resumed."""
+def finished_runs(out: Path, configs: Sequence[RunConfig], save_model: bool) -> dict[int, Result]:
+    """The runs of ``configs`` (by index) already done in ``out`` with the same config: resumed."""
     results: dict[int, Result] = {}
-    for i, spec in enumerate(specs):
-        done = _finished_history(out, spec, save_model)
+    for i, config in enumerate(configs):
+        done = _finished_history(out, config, save_model)
         if done is not None:
             results[i] = dict(status="ok", history=done, error=None)
     return results
 
 
-def write_run(out: Path, spec: Spec, result: Result) -> None:
+def write_run(out: Path, config: RunConfig, result: Result) -> None:
     """Write one finished run's files into its directory (atomically; history.json last, since
     its presence is what marks the run as done)."""
-    d = run_dir(out, spec)
+    d = run_dir(out, config)
     d.mkdir(parents=True, exist_ok=True)
     if result.get("model") is None:  # an earlier run's model must not pass for this one's
         with contextlib.suppress(FileNotFoundError):
             (d / report.MODEL_NPZ).unlink()
     if result["status"] != "ok":
         report.write_json(d / ERROR_JSON, {
-            "config": {"sweep": spec}, "error": result["error"],
+            "config": {"sweep": run_record(config)}, "error": result["error"],
             "traceback": result["traceback"], "host": result["host"],
             "history": result["history"]})
         with contextlib.suppress(FileNotFoundError):  # a stale run's files must not look done
@@ -436,202 +375,3 @@ def write_run(out: Path, spec: Spec, result: Result) -> None:
     report.write_history(history, d)
     with contextlib.suppress(FileNotFoundError):
         (d / ERROR_JSON).unlink()
-
-
-# -- summary ------------------------------------------------------------------------------------
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard deviation over seeds: ddof=1 (sample) for 2+ values, 0 for one."""
-    a = np.asarray(values, dtype=np.float64)
-    if a.size == 0:
-        return math.nan, math.nan
-    return float(a.mean()), float(a.std(ddof=1 if a.size > 1 else 0))
-
-
-def _as_float(v: Any) -> float:
-    return math.nan if v is None else float(v)
-
-
-def summarize(specs: Sequence[Spec], results: dict[int, Result],
-              out: Path) -> list[dict[str, Any]]:
-    """One row per grid point (grid order): the grid values, ``status`` ("ok" / "partial" /
-    "failed"), ``n_seeds`` (runs that finished) and ``n_failed``, ``<metric>_mean`` and
-    ``<metric>_std`` of the six final metrics and of ``wall_time_s`` over the finished seeds,
-    ``seeds`` and ``failed_seeds``, and ``runs`` (seed, status, dir, error per run).
-
-    ``results`` maps an index into ``specs`` to that run's result (with a ``history`` dict).
-    """
-    groups: dict[tuple, list[int]] = {}
-    for i, spec in enumerate(specs):
-        groups.setdefault(_point(spec), []).append(i)
-    rows = []
-    for point, idx in groups.items():
-        ok = [i for i in idx if results.get(i, {}).get("status") == "ok"]
-        failed = [i for i in idx if i not in ok]
-        row: dict[str, Any] = dict(point=point_name(specs[idx[0]]),
-                                   **dict(zip(GRID_KEYS, point, strict=True)))
-        row.update(status="ok" if not failed else ("partial" if ok else "failed"),
-                   n_seeds=len(ok), n_failed=len(failed))
-        for key in (*METRICS, "wall_time_s"):
-            values = [(_as_float(results[i]["history"]["final"].get(key)) if key in METRICS
-                       else float(results[i]["history"]["wall_time_s"])) for i in ok]
-            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
-        row["seeds"] = [specs[i]["seed"] for i in ok]
-        row["failed_seeds"] = [specs[i]["seed"] for i in failed]
-        row["runs"] = [dict(seed=specs[i]["seed"],
-                            status=results.get(i, {}).get("status", "not run"),
-                            dir=str(run_dir(out, specs[i]).relative_to(out)),
-                            error=results.get(i, {}).get("error")) for i in idx]
-        rows.append(row)
-    return rows
-
-
-CSV_KEYS = ("point", *GRID_KEYS, "status", "n_seeds", "n_failed",
-            *(f"{m}_{s}" for m in (*METRICS, "wall_time_s") for s in ("mean", "std")),
-            "seeds", "failed_seeds")
-
-
-def _csv_value(v: Any) -> str:
-    if v is None:
-        return "full"  # the only None among the row values: batch_size of full batch
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else ""
-    if isinstance(v, list):
-        return " ".join(str(x) for x in v)
-    return str(v)
-
-
-def write_summary(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    """``summary.csv`` (columns :data:`CSV_KEYS`; empty cell for NaN, ``full`` for full batch;
-    seeds space-separated) and ``summary.json`` (``meta`` plus ``rows``; NaN as null)."""
-    def write_csv(f: IO[str]) -> None:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(CSV_KEYS)
-        for row in rows:
-            w.writerow([_csv_value(row[k]) for k in CSV_KEYS])
-
-    report.atomic_write(out / SUMMARY_CSV, write_csv, newline="")
-    report.write_json(out / SUMMARY_JSON, dict(meta, rows=rows))
-
-
-def _pm(mean: float, std: float, spec: str = ".4f") -> str:
-    if not math.isfinite(mean):
-        return "n/a"
-    return f"{mean:{spec}} ± {std:{spec}}"
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The summary as an aligned text table: grid values, seeds, mean ± std of each metric."""
-    head = ["H", "lr", "momentum", "batch", "act", "seeds",
-            *(m.replace("_", " ") for m in METRICS), "time/run (s)"]
-    body = []
-    for r in rows:
-        seeds = str(r["n_seeds"]) + (f" ({r['n_failed']} failed)" if r["n_failed"] else "")
-        body.append([str(r["hidden"]), f"{r['lr']:g}", f"{r['momentum']:g}",
-                     "full" if r["batch_size"] is None else str(r["batch_size"]),
-                     r["activation"], seeds,
-                     *(_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS),
-                     _pm(r["wall_time_s_mean"], r["wall_time_s_std"], ".2f")])
-    return text_table([head, *body], n_left=5, rule=True)  # the grid columns left-aligned
-
-
-# -- plots --------------------------------------------------------------------------------------
-
-
-def curves_split(results: Iterable[Result]) -> str:
-    """The split the curve plots show: valid (the model-selection split) when the data has one,
-    else test, else train."""
-    histories = [r["history"] for r in results if r.get("status") == "ok"]
-    for split in ("valid", "test"):
-        if any(any(v is not None for v in h[f"{split}_loss"]) for h in histories):
-            return split
-    return "train"
-
-
-def _labels(grid: dict[str, list[Any]], rows: list[dict[str, Any]]) -> list[str]:
-    """Legend labels naming only the grid keys that vary (all of them if none does)."""
-    short = {"hidden": "H", "lr": "lr", "momentum": "mom", "batch_size": "B", "activation": ""}
-    varying = [k for k in GRID_KEYS if len(grid[k]) > 1] or list(GRID_KEYS)
-
-    def text(k: str, v: Any) -> str:
-        v = "full" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
-        return f"{short[k]}={v}" if short[k] else v
-
-    return [", ".join(text(k, r[k]) for k in varying) for r in rows]
-
-
-def plot_curves(out: Path, grid: dict[str, list[Any]], specs: Sequence[Spec],
-                results: dict[int, Result], rows: list[dict[str, Any]],
-                split: str) -> tuple[Path, Path]:
-    """``curves_loss.png`` and ``curves_accuracy.png``: per grid point the mean ``split`` curve
-    over its finished seeds, with a ± std band (same ddof rule as the summary)."""
-    # Figure + Agg canvas, not pyplot: no global backend or figure registry (as report.py does)
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    by_point: dict[tuple, list[dict[str, Any]]] = {}
-    for i, spec in enumerate(specs):
-        if results.get(i, {}).get("status") == "ok":
-            by_point.setdefault(_point(spec), []).append(results[i]["history"])
-    labels = _labels(grid, rows)
-    n = len(rows)
-    cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "viridis"]
-    name = {"train": "training", "valid": "validation", "test": "test"}[split]
-    seeds = sorted({s["seed"] for s in specs})
-    paths = []
-    for metric, ylabel, filename in (("loss", "average cross-entropy", CURVES_LOSS_PNG),
-                                     ("acc", "accuracy", CURVES_ACCURACY_PNG)):
-        fig = Figure(figsize=(9, 5.5), dpi=100, layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        for k, (row, label) in enumerate(zip(rows, labels, strict=True)):
-            hists = by_point.get(tuple(row[g] for g in GRID_KEYS), [])
-            if not hists:
-                continue
-            curves = np.array([[_as_float(v) for v in h[f"{split}_{metric}"]] for h in hists])
-            epochs = np.arange(1, curves.shape[1] + 1)
-            keep = np.isfinite(curves).all(axis=0)  # epochs --eval-every measured
-            if not keep.any():
-                continue
-            mean = curves[:, keep].mean(axis=0)
-            std = curves[:, keep].std(axis=0, ddof=1 if len(hists) > 1 else 0)
-            color = cmap(k / max(n - 1, 1) if cmap.N > 20 else k % cmap.N)
-            marker = "o" if keep.sum() <= 30 else None
-            ax.plot(epochs[keep], mean, color=color, marker=marker, markersize=3, linewidth=1.5,
-                    label=f"{label} (n={len(hists)})")
-            ax.fill_between(epochs[keep], mean - std, mean + std, color=color, alpha=0.2,
-                            linewidth=0)
-        ax.set_title(f"{name.capitalize()} {'loss' if metric == 'loss' else 'accuracy'}: mean "
-                     f"± std over seeds {', '.join(map(str, seeds))} ({specs[0]['dataset']})")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(f"{name} {ylabel}")
-        ax.grid(True, alpha=0.3)
-        if ax.lines:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
-                      title="grid point", ncol=1 if n <= 25 else 2)
-        else:
-            ax.text(0.5, 0.5, "no finished runs", ha="center", va="center",
-                    transform=ax.transAxes)
-        path = out / filename
-        report.atomic_write(path, lambda f, fig=fig: fig.savefig(f, format="png"), binary=True)
-        paths.append(path)
-    return paths[0], paths[1]
-
-
-def blas_note(results: Iterable[Result]) -> str:
-    """A note when runs used several Numba threads but one BLAS thread (Dask's worker default),
-    so the matrix products, most of an epoch, ran single-threaded."""
-    for r in results:
-        c = r["history"].get("config", {})
-        env = c.get("blas_env") or {}
-        # OpenBLAS reads OPENBLAS_NUM_THREADS first and falls back to OMP_NUM_THREADS
-        blas = env.get("OPENBLAS_NUM_THREADS", env.get("OMP_NUM_THREADS"))
-        if (c.get("threads") or 1) > 1 and blas == "1":
-            return (f"fastmlp: note: runs used {c['threads']} Numba threads but 1 BLAS thread "
-                    f"(Dask's worker default); for full speed start the workers with "
-                    f"OPENBLAS_NUM_THREADS=<cores> in their environment")
-    return ""

@@ -238,11 +238,12 @@ def head_gradient_terms() -> Callable[..., dict[str, float]]:
 
 @pytest.fixture(scope="module", params=["dense", "sparse"])
 def products(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Runs a module's tests once on each path of the products X·Wh, Xᵀ·dZ: ``sparse="auto"``
-    (the default everywhere) then picks the dense ones for any rows, or the sparse ones for any
-    rows (a density threshold above 1). Modules opt in with ``pytestmark =
-    pytest.mark.usefixtures("products")``; module-scoped fixtures that train ask for it too.
-    Runs in subprocesses keep the real threshold."""
+    """Runs a test once on each path of the products X·Wh, Xᵀ·dZ: ``sparse="auto"`` (the
+    default everywhere) then picks the dense ones for any rows, or the sparse ones for any rows
+    (a density threshold above 1). Tests where the path matters (they train and check what
+    training gives) opt in with ``@pytest.mark.usefixtures("products")``, not whole modules of
+    bad-input rows that never reach a product; module-scoped fixtures that train ask for it too
+    (module scope: their trainings are shared). Runs in subprocesses keep the real threshold."""
     import fastmlp.sparse
 
     with pytest.MonkeyPatch.context() as patch:

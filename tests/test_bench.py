@@ -32,6 +32,7 @@ def test_bench_json_rows_have_the_documented_keys(monkeypatch, capsys):
         assert abs(row["ratio_to_floor"] - row["epoch_ms"] / row["gemm_floor_ms"]) < 1e-9
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_bench_table_and_unusable_device(assert_one_line_error):
     out = subprocess.run([sys.executable, "-m", "fastmlp", "bench", "--hidden", "8", "--epochs",
                           "1", "--warmup", "1"], capture_output=True, text=True, check=True,

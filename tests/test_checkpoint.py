@@ -27,9 +27,6 @@ from fastmlp.cli import main
 from fastmlp.rundir import LOCK_FILE
 from fastmlp.train import METRICS, DivergenceError, Trainer
 
-# every test here runs on the dense and on the sparse products (conftest.products)
-pytestmark = pytest.mark.usefixtures("products")
-
 PARAMS = ("Wh", "bh", "Wo", "bo")
 SYN = ["train", "--dataset", "synthetic", "--hidden", "16", "--lr", "0.05", "--momentum", "0.9",
        "--device", "cpu", "--no-progress"]
@@ -65,6 +62,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 # -- library ------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("products")  # trains: once on each path of the products
 def test_state_dict_roundtrip_and_checks() -> None:
     data = small_data()
     model = fastmlp.MLP(12, 8, 10)
@@ -86,6 +84,7 @@ def test_state_dict_roundtrip_and_checks() -> None:
         Trainer(fastmlp.MLP(12, 8, 10, dtype="float64"), data).load_state_dict(state)
 
 
+@pytest.mark.usefixtures("products")  # trains: once on each path of the products
 def test_library_checkpoint_and_resume(tmp_path: Path) -> None:
     data = small_data()
     kwargs = dict(epochs=7, lr=0.05, momentum=0.9, batch_size=25, eval_every=2)
@@ -111,6 +110,7 @@ def test_library_checkpoint_and_resume(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path)["epoch"] == 7  # the final checkpoint
 
 
+@pytest.mark.usefixtures("products")  # trains: once on each path of the products
 def test_divergence_error_keeps_last_finite_weights() -> None:
     model = fastmlp.MLP(12, 16, 10)
     with pytest.raises(DivergenceError) as info:
@@ -182,6 +182,7 @@ def test_checkpoint_metadata_of_wrong_json_types_is_corrupt(
 
 @pytest.mark.parametrize(("batch", "sparse"), [(None, "off"), (None, "on"), ("64", "auto")],
                          ids=["full-batch", "full-batch-sparse", "minibatch"])
+@pytest.mark.usefixtures("products")  # trains: once on each path of the products
 def test_resume_is_bit_identical(batch: str | None, sparse: str, tmp_path: Path,
                                  monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture) -> None:
@@ -253,6 +254,7 @@ def test_resume_takes_the_checkpoint_file_for_its_run_directory(
     assert_one_line_error(capsys.readouterr().err, "missing: no such directory")
 
 
+@pytest.mark.usefixtures("products")  # trains: once on each path of the products
 def test_divergence_rewrites_the_checkpoint_at_the_kept_weights(tmp_path: Path) -> None:
     # a checkpoint written every epoch holds, when the next epoch diverges, weights found bad;
     # after the error it must hold the kept weights and the history that ends at them
@@ -279,6 +281,7 @@ def test_divergence_with_no_finite_weights_held_says_so() -> None:
     assert "the last finite ones" not in message
 
 
+@pytest.mark.usefixtures("products")  # trains: once on each path of the products
 def test_divergence_after_the_last_update_is_caught() -> None:
     # epoch 1's loss is measured before its update, so only the final check sees the blow-up
     model = fastmlp.MLP(12, 16, 10)
@@ -315,6 +318,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60.0) -> None
         time.sleep(0.02)
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_sigkill_never_breaks_the_checkpoint(tmp_path: Path, assert_no_temp_files) -> None:
     out = tmp_path / "run"
     first = [sys.executable, "-m", "fastmlp", *SYN, "--hidden", "64", "--epochs", "1000000",
@@ -368,6 +372,7 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_sigint_saves_and_exits_130(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "fastmlp", *SYN, "--epochs", "1000",

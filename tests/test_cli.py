@@ -17,9 +17,6 @@ import fastmlp
 from fastmlp.cli import COMMANDS, main
 from fastmlp.train import METRICS
 
-# every test here runs on the dense and on the sparse products (conftest.products)
-pytestmark = pytest.mark.usefixtures("products")
-
 OUTPUTS = ("history.json", "history.csv", "loss.png", "accuracy.png", "model.npz")
 SYNTHETIC = ["train", "--dataset", "synthetic", "--hidden", "32", "--epochs", "8",
              "--lr", "0.05", "--momentum", "0.9", "--device", "cpu"]
@@ -61,6 +58,7 @@ def check_run(png_size, assert_no_temp_files):
     return check
 
 
+@pytest.mark.usefixtures("products")  # trains: once on each path of the products
 def test_train_synthetic_in_process(tmp_path: Path, capsys: pytest.CaptureFixture,
                                     check_run) -> None:
     out = tmp_path / "run"
@@ -74,6 +72,7 @@ def test_train_synthetic_in_process(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert data["config"]["argv"].startswith("fastmlp train --dataset synthetic")
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_train_synthetic_subprocess(tmp_path: Path, check_run) -> None:
     out = tmp_path / "run"
     # progress bar on (the default): it goes to stderr and must not break anything
@@ -86,6 +85,7 @@ def test_train_synthetic_subprocess(tmp_path: Path, check_run) -> None:
     check_run(out, 8, fastmlp.load_dataset("synthetic"))
 
 
+@pytest.mark.usefixtures("products")  # trains: once on each path of the products
 def test_train_bundled_mnist(tmp_path: Path, capsys: pytest.CaptureFixture, check_run) -> None:
     out = tmp_path / "mnist"
     argv = ["train", "--train-size", "500", "--hidden", "32", "--epochs", "5", "--lr", "0.1",
@@ -249,6 +249,7 @@ def test_output_write_failures_are_one_line_errors(tmp_path: Path, capsys: pytes
     assert_one_line_error(capsys.readouterr().err, "cannot write checkpoint ")
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_error_in_subprocess(tmp_path: Path, assert_one_line_error) -> None:
     proc = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--device", "tpu",
                            "--out", str(tmp_path / "o")], capture_output=True, text=True,
@@ -258,6 +259,7 @@ def test_error_in_subprocess(tmp_path: Path, assert_one_line_error) -> None:
     assert proc.stdout == ""
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_closed_or_full_standard_output(tmp_path: Path, assert_one_line_error) -> None:
     # `fastmlp evaluate ... | head` ends quietly (141, as 128 + SIGPIPE); a full disk under
     # `> file` is one line and exit 2; neither is a traceback
@@ -294,8 +296,8 @@ def test_ctrl_c_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     seen = []
     original = runner.on_interrupt
     monkeypatch.setattr(runner, "on_interrupt",
-                        lambda history, out, epochs: seen.append(out) or original(history, out,
-                                                                                 epochs))
+                        lambda history, out, epochs, saved: seen.append(out)
+                        or original(history, out, epochs, saved))
     assert main([*SYNTHETIC, "--out", str(tmp_path / "o"), "--no-progress"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert calls and len(seen) == 1 and seen[0] == tmp_path / "o"
@@ -334,6 +336,7 @@ def test_default_out_dir_is_timestamped_and_unique(tmp_path: Path,
     assert len(first.name) == len("20250101-120000") and first.name[8] == "-"
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_huge_features_diverge_with_one_line_naming_them(tmp_path: Path) -> None:
     """Features of magnitude 1e30: the error names them as the cause, and nothing else is
     printed on stderr (no NumPy overflow warning)."""

@@ -16,9 +16,6 @@ import fastmlp
 from fastmlp import MLPClassifier
 from fastmlp.estimator import InvalidInputError, NotFittedError
 
-# every test here runs on the dense and on the sparse products (conftest.products)
-pytestmark = pytest.mark.usefixtures("products")
-
 FAST = dict(hidden=16, epochs=30, momentum=0.9, lr=0.1)
 
 
@@ -30,6 +27,7 @@ def blobs():
     return d.train.x, d.train.y, d.test.x, d.test.y
 
 
+@pytest.mark.usefixtures("products")  # trains: once on each path of the products
 def test_fit_predict_score_reach_high_accuracy(blobs):
     X, y, Xt, yt = blobs
     clf = MLPClassifier(**FAST)
@@ -72,6 +70,7 @@ def test_whole_number_float_labels_are_classes(blobs):
     assert clf.score(Xt, yt.astype(float) * 2 - 1) >= 0.95
 
 
+@pytest.mark.usefixtures("products")  # trains: once on each path of the products
 def test_two_classes_minibatch_float64(blobs):
     X, y, Xt, yt = blobs
     keep, keep_t = y < 2, yt < 2
@@ -99,6 +98,7 @@ def test_get_params_set_params_round_trip():
     assert clf.epochs == 3 and not hasattr(clf, "hiden")
 
 
+@pytest.mark.usefixtures("products")  # trains: once on each path of the products
 def test_clone_like_reconstruction_is_identical(blobs):
     X, y, Xt, _ = blobs
     clf = MLPClassifier(**FAST, seed=5)
@@ -130,6 +130,7 @@ def test_unfitted_use_is_a_clear_error(blobs):
             assert isinstance(info.value, kind), kind
 
 
+@pytest.mark.usefixtures("products")  # trains: once on each path of the products
 def test_pickle_round_trip(blobs):
     X, y, Xt, _ = blobs
     clf = MLPClassifier(**FAST).fit(X, y)
@@ -306,6 +307,7 @@ def test_not_fitted_error_without_scikit_learn(monkeypatch, blobs):
         estimator._not_fitted_error_class.cache_clear()
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_importing_fastmlp_does_not_import_scikit_learn():
     code = "import sys, fastmlp; assert 'sklearn' not in sys.modules, 'sklearn imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

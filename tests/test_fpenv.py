@@ -60,7 +60,7 @@ def test_kernels_leave_every_threads_register_as_it_was(threads: int, monkeypatc
     for batch_size in (1, None):  # the compiled loop, then the full-batch head
         model = fastmlp.MLP(20, 600, 3, activation="sigmoid")
         trainer = Trainer(model, data, lr=0.01, momentum=0.99, batch_size=batch_size)
-        assert trainer.compiled == (batch_size == 1)
+        assert trainer.plan.compiled == (batch_size == 1)
         trainer.run_epoch()
     assert control_bits(fpenv.control_register()) == before
     assert workers_registers() == workers

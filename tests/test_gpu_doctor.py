@@ -157,6 +157,7 @@ def test_point_numba_at_an_nvcc_toolkit(tmp_path: Path, monkeypatch) -> None:
     assert preflight.point_numba_at_toolkit(env) == "" and env == {}
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_doctor_on_this_machine_reports_and_exits_1_without_cupy() -> None:
     code = ("import sys; sys.modules['cupy'] = None; from fastmlp.cli import main; "
             "sys.exit(main(['doctor']))")
@@ -167,6 +168,7 @@ def test_doctor_on_this_machine_reports_and_exits_1_without_cupy() -> None:
     assert "NOT ready" in out.stdout and out.stderr == ""
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_importing_fastmlp_imports_neither_cupy_nor_numba_cuda() -> None:
     code = ("import sys, fastmlp, fastmlp.preflight, fastmlp.cli; "
             "print(sorted(m for m in ('cupy', 'numba.cuda') if m in sys.modules))")

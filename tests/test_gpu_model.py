@@ -275,6 +275,7 @@ def test_printed_totals_are_sums_of_the_rows(gm):
     assert _num(canonical_full[6]) == pytest.approx(_num(sums[8]) / 1e3, abs=1e-3)
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_script_runs_and_prints_its_report(gm):
     out = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
                          check=True, timeout=120).stdout

@@ -30,9 +30,6 @@ import fastmlp
 from fastmlp.cli import main
 from fastmlp.errors import FastMLPError
 
-# every test here runs on the dense and on the sparse products (conftest.products)
-pytestmark = pytest.mark.usefixtures("products")
-
 # -- files, built lazily: "{name}" in a row's argv creates tmp/<name> the first time -------------
 
 

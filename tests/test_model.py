@@ -158,9 +158,9 @@ def test_float32_training_stays_float32(compiled):
                               compiled=compiled)
     for _ in range(2):
         trainer.run_epoch()
-    arrays = [model.params, model.grads, trainer.velocity, trainer.X, trainer.Z]
+    arrays = [model.params, model.grads, trainer.velocity, trainer.X, trainer.strategy.Z]
     # the per-step path's batch rows; the compiled loop reads X's rows itself
-    arrays += [] if compiled else [trainer.Xb]
+    arrays += [] if compiled else [trainer.strategy.Xb]
     arrays += [model.views[n] for n in PARAM_NAMES] + [model.grad_views[n] for n in PARAM_NAMES]
     assert all(a.dtype == np.float32 for a in arrays)
     _, grads = model.loss_and_grads(data.train.x, data.train.y)
@@ -333,6 +333,7 @@ def test_mixing_array_libraries_is_a_type_error():
         model.forward(FakeCupyArray())
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_import_does_not_import_cupy_and_auto_picks_cpu_without_cupy():
     # CuPy is made unimportable (None in sys.modules) after the import check, so the test means
     # the same whether or not CuPy is installed here
@@ -394,9 +395,10 @@ def test_chunked_evaluation_equals_one_pass_and_minibatch_scratch_is_small():
     big = fastmlp.Trainer(model, fastmlp.load_dataset("synthetic", n_train=20000, n_valid=0,
                                                       n_test=0, n_features=9, n_classes=4),
                           batch_size=100)
-    assert big.Z.shape[0] < 20000  # minibatch mode never holds an N×H buffer
+    assert big.strategy.Z.shape[0] < 20000  # minibatch mode never holds an N×H buffer
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_warns_once_when_numpy_was_imported_first():
     code = ("import numpy, fastmlp\n"
             "d = fastmlp.load_dataset('synthetic', n_train=8, n_valid=0, n_test=0, n_features=3,"
@@ -432,7 +434,7 @@ def test_host_buffers_start_on_a_cache_line():
         model = fastmlp.MLP(784, 30, 10, dtype=dtype)
         data = fastmlp.load_dataset("synthetic", n_train=50, n_valid=10, n_test=10, dtype=dtype)
         trainer = fastmlp.Trainer(model, data, lr=0.1, momentum=0.9)
-        for a in (model.params, model.grads, trainer.Z, trainer.velocity):
+        for a in (model.params, model.grads, trainer.strategy.Z, trainer.velocity):
             assert a.ctypes.data % CACHE_LINE == 0
         assert np.all(model.bh == 0) and np.all(model.grads == 0)
         assert np.all(trainer.velocity == trainer.velocity[0])

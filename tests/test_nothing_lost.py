@@ -198,6 +198,7 @@ def _read_until(proc: subprocess.Popen, pattern: bytes, timeout: float = 120) ->
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)],
                          ids=["SIGTERM", "SIGHUP"])
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_sigterm_and_sighup_save_as_ctrl_c(signum: int, code: int, tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = [a for a in SYN if a != "--no-progress"]  # the bar on stderr counts the epochs
@@ -279,6 +280,7 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_sweep_workers_end_with_a_killed_driver(tmp_path: Path) -> None:
     # lr 1e9 diverges at once: the two failed runs say both workers are up and trained; they
     # then take the two long runs
@@ -322,6 +324,7 @@ def _closed(fd: int):
 
 
 @pytest.mark.parametrize("fd", [1, 2], ids=["stdout", "stderr"])
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_closed_stream_is_harmless(fd: int, tmp_path: Path) -> None:
     out = tmp_path / "run"
     other = {1: {"stderr": subprocess.PIPE}, 2: {"stdout": subprocess.PIPE}}[fd]
@@ -378,8 +381,8 @@ def test_compiled_loss_does_not_depend_on_the_call_boundaries() -> None:
         model = fastmlp.MLP(20, 16, 10, seed=1, dtype="float64")
         trainer = Trainer(model, data, lr=0.01, momentum=0.9, batch_size=1, seed=2,
                           compiled=True)
-        assert trainer.compiled
-        trainer.steps_per_call = steps_per_call
+        assert trainer.plan.compiled
+        trainer.strategy.steps_per_call = steps_per_call
         records.append((trainer.run_epoch(), model.params.copy()))
     for record, params in records[1:]:
         assert record["train_loss"] == records[0][0]["train_loss"]

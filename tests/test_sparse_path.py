@@ -36,7 +36,7 @@ def params_after(data: Dataset, sparse: str, activation: str, dtype: str, epochs
     model = fastmlp.MLP(data.n_features, 17, 10, activation=activation, dtype=dtype)
     trainer = Trainer(model, data, lr=0.1, momentum=0.9, sparse=sparse, batch_size=batch_size,
                       compiled=compiled)
-    assert (trainer.sparse is not None) == (sparse == "on")
+    assert trainer.plan.sparse == (sparse == "on")
     records = [trainer.run_epoch() for _ in range(epochs)]
     return model.params.copy(), records
 
@@ -71,7 +71,7 @@ def test_minibatch_buffers_hold_the_densest_batch() -> None:
     model = fastmlp.MLP(23, 6, 10, dtype="float64")
     trainer = Trainer(model, data, lr=0.1, momentum=0.5, batch_size=9, compiled=False,
                       sparse="on")
-    assert trainer.sparse_batch.buffers.indices.shape[0] >= 23
+    assert trainer.strategy.sparse_batch.buffers.indices.shape[0] >= 23
     for _ in range(3):
         trainer.run_epoch()
     assert np.all(np.isfinite(model.params))
@@ -98,7 +98,7 @@ def test_sparse_on_where_it_cannot_run_is_a_clear_error() -> None:
         Trainer(fastmlp.MLP(9, 4, 10), data, sparse="yes")
     # auto there keeps the dense products, saying why
     trainer = Trainer(fastmlp.MLP(9, 4, 10, fused=False), data, sparse="auto")
-    assert trainer.sparse is None and "CPU's fused kernels" in trainer.sparse_reason
+    assert not trainer.plan.sparse and "CPU's fused kernels" in trainer.plan.products_reason
 
 
 def test_cli_header_says_which_products_run(tmp_path: Path,

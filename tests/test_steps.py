@@ -28,7 +28,8 @@ import fastmlp.model
 from fastmlp.checkpoint import load_checkpoint
 from fastmlp.cli import main
 from fastmlp.datasets import Dataset, Split
-from fastmlp.train import COMPILED_MAX_WORK, DivergenceError, Trainer, resolve_compiled
+from fastmlp.plan import COMPILED_MAX_WORK, choose_strategy
+from fastmlp.train import DivergenceError, Trainer
 
 PARAMS = ("Wh", "bh", "Wo", "bo")
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
@@ -60,7 +61,7 @@ def train_both(data: Dataset, H: int, B: int, activation: str, mu: float, epochs
                             dtype=dtype, seed=3)
         trainer = Trainer(model, data, lr=lr, momentum=mu, batch_size=B, seed=11,
                           compiled=compiled)
-        assert trainer.compiled == compiled
+        assert trainer.plan.compiled == compiled
         records = [trainer.run_epoch() for _ in range(epochs)]
         out.append((model, trainer, records))
     return out
@@ -102,7 +103,7 @@ def test_compiled_equals_per_step_float64(B: int, activation: str, mu: float,
                                           threads: int) -> None:
     data = sparse_data(211, 23, 10)
     fast, ref = train_both(data, 130, B, activation, mu, epochs=3)
-    assert fast[1].threads == threads
+    assert fast[1].plan.threads == threads
     assert_paths_agree(fast, ref, 1e-10)
 
 
@@ -126,7 +127,7 @@ def test_calls_of_any_length_give_the_same_epoch(mu: float) -> None:
     for per_call in (1, 3, 1000):
         model = fastmlp.MLP(23, 40, 10, activation="relu", dtype="float64", seed=3)
         trainer = Trainer(model, data, lr=0.05, momentum=mu, batch_size=2, seed=11)
-        trainer.steps_per_call = per_call  # (it doubles while calls are quick: other cuts)
+        trainer.strategy.steps_per_call = per_call  # (it doubles while calls are quick: other cuts)
         trainer.run_epoch()
         trainer.run_epoch()
         results.append((model.params.copy(), trainer.velocity.copy()))
@@ -175,16 +176,17 @@ def test_decay_tables() -> None:
 def stopping_trainer(data: Dataset) -> Trainer:
     model = fastmlp.MLP(23, 40, 10, activation="relu", dtype="float64", seed=3)
     trainer = Trainer(model, data, lr=0.05, momentum=0.9, batch_size=2, seed=11)
-    trainer.steps_per_call = 30
+    trainer.strategy.steps_per_call = 30
     return trainer
 
 
 def assert_as_one_finishing_call(stopped: Trainer, data: Dataset, done: int) -> None:
     """The stopped trainer's weights are those one call over steps [0, done) leaves, finishing."""
     ref = stopping_trainer(data)
-    order = ref.rng.permutation(211).astype(np.int64)  # the epoch's order, as run_epoch draws it
-    steps.train_steps(ref.X, ref.y, order, 0, done, 2, ref.model.views, ref.velocity_views,
-                      "relu", 0.05, 0.9, ref.steps_ws, np.zeros(2), ref.nonzeros, finish=True)
+    loop = ref.strategy
+    order = loop.rng.permutation(211).astype(np.int64)  # the epoch's order, as run_epoch draws it
+    steps.train_steps(ref.X, ref.y, order, 0, done, 2, ref.model.views, loop.velocity_views,
+                      "relu", 0.05, 0.9, loop.steps_ws, np.zeros(2), loop.nonzeros, finish=True)
     np.testing.assert_array_equal(stopped.model.params, ref.model.params)
     np.testing.assert_array_equal(stopped.velocity, ref.velocity)
 
@@ -232,8 +234,9 @@ def test_calls_out_of_order_are_refused() -> None:
     trainer = Trainer(fastmlp.MLP(9, 8, 3, dtype="float64"), data, lr=0.05, momentum=0.9,
                       batch_size=1)
     order = np.arange(40, dtype=np.int64)
-    args = (trainer.model.views, trainer.velocity_views, "relu", 0.05, 0.9, trainer.steps_ws,
-            np.zeros(2), trainer.nonzeros)
+    loop = trainer.strategy
+    args = (trainer.model.views, loop.velocity_views, "relu", 0.05, 0.9, loop.steps_ws,
+            np.zeros(2), loop.nonzeros)
     steps.train_steps(trainer.X, trainer.y, order, 0, 10, 1, *args, finish=False)
     with pytest.raises(ValueError, match="in order"):
         steps.train_steps(trainer.X, trainer.y, order, 12, 20, 1, *args)
@@ -247,7 +250,8 @@ def test_momentum_above_one_replays_where_the_closed_form_overflows() -> None:
     model = fastmlp.MLP(23, 8, 10, dtype="float32", seed=3)
     start = model.views["Wh"][0].copy()
     trainer = Trainer(model, data, lr=1e-9, momentum=1.5, batch_size=1, velocity_init=0.0)
-    assert trainer.compiled and not np.isfinite(steps.decay_tables(1.5, 300, np.float32)[0][-1])
+    assert trainer.plan.compiled
+    assert not np.isfinite(steps.decay_tables(1.5, 300, np.float32)[0][-1])
     trainer.run_epoch()
     np.testing.assert_array_equal(model.views["Wh"][0], start)
 
@@ -256,7 +260,7 @@ def test_progress_moves_within_a_long_epoch() -> None:
     data = sparse_data(3000, 23, 10)
     model = fastmlp.MLP(23, 16, 10, dtype="float64")
     trainer = Trainer(model, data, lr=0.01, momentum=0.9, batch_size=1)
-    trainer.steps_per_call = 500  # and it only grows while calls are quick
+    trainer.strategy.steps_per_call = 500  # and it only grows while calls are quick
     seen: list[float] = []
     trainer.run_epoch(progress=seen.append)
     assert seen and seen == sorted(seen) and 0 < seen[0] and seen[-1] < 1
@@ -318,9 +322,9 @@ def test_nan_input_is_kept_and_the_guard_stops() -> None:
         Trainer(model, bad, lr=0.01, momentum=0.9, batch_size=1)
     # ... and the compiled loop, handed one anyway, keeps it: NaN != 0, not skipped as a zero
     trainer = Trainer(model, data, lr=0.01, momentum=0.9, batch_size=1)
-    assert trainer.compiled
+    assert trainer.plan.compiled
     trainer.X[10, 3] = np.nan
-    trainer.nonzeros = ksparse.csr(trainer.X, trainer.counts[0])
+    trainer.strategy.nonzeros = ksparse.csr(trainer.X, trainer.counts[0])[:3]
     assert not np.isfinite(trainer.run_epoch()["train_loss"])
     assert not np.isfinite(model.params).all()
 
@@ -352,7 +356,8 @@ def test_the_compiled_loop_runs_where_it_wins(hidden: int, batch_size: int | Non
                                               compiled: bool) -> None:
     # the measured crossover (bench/RESULTS.md): B·H up to COMPILED_MAX_WORK, and B = 1 always
     model = fastmlp.MLP(784, hidden, 10)
-    assert resolve_compiled(None, model, batch_size)[0] is compiled
+    chosen = choose_strategy(None, model.backend, model.n_hidden, batch_size)[0]
+    assert (chosen == "compiled-steps") is compiled
 
 
 # -- checkpoints, SIGKILL and Ctrl-C on the compiled (and the sparse) path ------------------------
@@ -378,6 +383,7 @@ def _wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: floa
                                   ["--batch-size", "100", "--compiled"], ["--sparse", "on"],
                                   ["--batch-size", "100", "--no-compiled", "--sparse", "on"]],
                          ids=["B=1", "B=100", "full-batch-sparse", "B=100-sparse"])
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_sigkill_and_resume_are_bit_identical(path: list[str], tmp_path: Path) -> None:
     argv = [*SYN, *path]
     killed = tmp_path / "killed"
@@ -410,6 +416,7 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a terminal would (see test_checkpoint)
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_ctrl_c_writes_a_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = [a for a in SYN if a != "--no-progress"]  # the bar on stderr says training is on

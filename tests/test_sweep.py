@@ -17,10 +17,8 @@ import pytest
 import fastmlp
 import fastmlp.sweep as sweep
 from fastmlp.cli import main
+from fastmlp.config import RunConfig
 from fastmlp.train import METRICS
-
-# every test here runs on the dense and on the sparse products (conftest.products)
-pytestmark = pytest.mark.usefixtures("products")
 
 GRID = ["sweep", "--dataset", "synthetic", "--hidden", "8", "16", "--lr", "0.05", "0.01",
         "--momentum", "0.9", "--seeds", "2", "--epochs", "3", "--device", "cpu"]
@@ -49,11 +47,11 @@ class CountRuns:
     """Stands in for sweep.run_one (in-process sweeps) and counts the runs actually trained."""
 
     def __init__(self, fail_on: int | None = None):
-        self.specs: list[dict] = []
+        self.specs: list[RunConfig] = []
         self.fail_on = fail_on
         self.original = sweep.run_one
 
-    def __call__(self, spec: dict, save_model: bool = False) -> dict:
+    def __call__(self, spec: RunConfig, save_model: bool = False) -> dict:
         self.specs.append(spec)
         if self.fail_on is not None and len(self.specs) == self.fail_on:
             raise KeyboardInterrupt
@@ -206,6 +204,7 @@ def workers_products(products: str) -> list[str]:
     return ["--sparse", "on" if products == "sparse" else "off"]
 
 
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_process_pool_is_identical(finished, tmp_path: Path, products: str) -> None:
     out = tmp_path / "pool"
     assert main([*GRID, "--out", str(out), "--workers", "2", "--save-models", "--quiet",
@@ -222,6 +221,7 @@ def test_process_pool_is_identical(finished, tmp_path: Path, products: str) -> N
 
 @pytest.mark.skipif(not HAVE_DISTRIBUTED,
                     reason="needs Dask's distributed scheduler: pip install 'fastmlp[dask]'")
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_dask_local_cluster_is_identical(finished, tmp_path: Path, capsys,
                                         products: str) -> None:
     import dask
@@ -268,7 +268,7 @@ def test_failed_run_is_recorded_and_retried(tmp_path, monkeypatch, capsys) -> No
     counter = CountRuns()
     monkeypatch.setattr(sweep, "run_one", counter)
     assert main(args) == 1  # the failed run, and only it, is tried again
-    assert [s["lr"] for s in counter.specs] == [1e10]
+    assert [s.lr for s in counter.specs] == [1e10]
 
 
 def test_run_that_fails_midway_keeps_its_epochs(monkeypatch) -> None:
@@ -284,8 +284,9 @@ def test_run_that_fails_midway_keeps_its_epochs(monkeypatch) -> None:
     monkeypatch.setattr(trainer_cls, "run_epoch", flaky)
     spec = dict(dataset="synthetic", data_path=None, train_size=None, scale="unit", epochs=4,
                 dtype="float32", device="cpu", eval_every=1, init="xavier", velocity_init=1e-5,
-                hidden=8, lr=0.05, momentum=0.9, batch_size=None, activation="relu", seed=0)
-    result = sweep.run_one(spec)
+                sparse="auto", hidden=8, lr=0.05, momentum=0.9, batch_size=None,
+                activation="relu", seed=0)
+    result = sweep.run_one(RunConfig(**spec))
     assert result["status"] == "failed" and result["error"] == "ZeroDivisionError: a bug in epoch 3"
     assert "ZeroDivisionError" in result["traceback"]
     history = result["history"]
@@ -356,6 +357,7 @@ def test_missing_dask_names_the_extra(tmp_path, monkeypatch, capsys, assert_one_
 
 
 @pytest.mark.skipif(not HAVE_DISTRIBUTED, reason="needs distributed to try the connection")
+@pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_unreachable_scheduler(tmp_path, monkeypatch, capsys, assert_one_line_error) -> None:
     monkeypatch.setattr(sweep, "DASK_CONNECT_TIMEOUT", "1s")
     out = tmp_path / "out"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backend import DEVICES, get_backend
+from ..config import RunConfig
 from ..errors import FastMLPError, os_errors
 from ..history import SPLITS
 from ..kernels import ACTIVATIONS
@@ -26,10 +27,10 @@ from ..sweep import (
     DEFAULT_SEEDS,
     EXIT_FAILED,
     GRID_KEYS,
+    SHARED_KEYS,
     Result,
-    Spec,
     blas_note,
-    build_specs,
+    build_runs,
     clear_stale_temps,
     curves_split,
     dask_client,
@@ -105,13 +106,26 @@ def configure_sweep(p: argparse.ArgumentParser) -> None:
                      help="no line per finished run; only the table and the directory")
 
 
-def _validate(args: argparse.Namespace, specs: list[Spec]) -> None:
+def sweep_runs(args: argparse.Namespace) -> tuple[dict[str, list], list[int], list[RunConfig]]:
+    """(grid values, seeds, runs) of the sweep the options describe: every run a
+    :class:`~fastmlp.config.RunConfig` of the shared options, a grid point and a seed."""
+    base = RunConfig(dataset=args.dataset, data_path=args.data_path, train_size=args.train_size,
+                     scale=args.scale, epochs=args.epochs, dtype=args.dtype, device=args.device,
+                     eval_every=args.eval_every, init=args.init,
+                     velocity_init=args.velocity_init, sparse=args.sparse)
+    seeds = (list(args.seed_list) if args.seed_list is not None
+             else list(range(args.seeds if args.seeds is not None else DEFAULT_SEEDS)))
+    grid, runs = build_runs(base, {key: getattr(args, key) for key in GRID_KEYS}, seeds)
+    return grid, seeds, runs
+
+
+def _validate(args: argparse.Namespace, runs: list[RunConfig]) -> None:
     """Fail in seconds, before any directory exists, on what would fail every run."""
     if args.scheduler is not None and args.data_path is not None:
         return  # the path is on the workers; each run checks it there
-    data = load_data(specs[0])  # cached: the first inline run reuses it
+    data = load_data(runs[0])  # cached: the first inline run reuses it
     n_train = len(data.train)
-    for batch_size in dict.fromkeys(s["batch_size"] for s in specs):
+    for batch_size in dict.fromkeys(r.batch_size for r in runs):
         check_batch_size(batch_size, n_train, "--batch-size")
     if args.scheduler is None:
         get_backend(args.device)  # e.g. --device cuda without a GPU: one clear line now
@@ -125,8 +139,8 @@ def _resume_hint(args: argparse.Namespace, out: Path) -> str:
     return f"to resume, run: {shlex.join(['fastmlp', *argv])}"
 
 
-def _run_line(k: int, n: int, spec: Spec, result: Result) -> str:
-    head = f"[{k:>{len(str(n))}}/{n}] {point_name(spec)} seed {spec['seed']}:"
+def _run_line(k: int, n: int, run: RunConfig, result: Result) -> str:
+    head = f"[{k:>{len(str(n))}}/{n}] {point_name(run)} seed {run.seed}:"
     if result["status"] != "ok":
         return f"{head} FAILED: {result['error']}"
     h = result["history"]
@@ -144,16 +158,16 @@ def run_sweep(args: argparse.Namespace) -> int:
     if args.scheduler is not None and args.workers is not None:
         raise FastMLPError("--workers is for this machine; with --scheduler the cluster's "
                            "workers run the runs: use one or the other")
-    grid, seeds, specs = build_specs(args)
-    _validate(args, specs)
+    grid, seeds, runs = sweep_runs(args)
+    _validate(args, runs)
     client = dask_client(args.scheduler) if args.scheduler is not None else None
     try:
         out = prepare_out_dir(args.out, prefix="sweep-")
         command = shlex.join(["fastmlp", *args._argv]) if getattr(args, "_argv", None) else ""
         with RunLock(out, command):  # one sweep (or run) writing into --out at a time
             with os_errors("clear temporary files in", out):
-                clear_stale_temps(out, specs)
-            return _sweep(args, out, grid, seeds, specs, client, started)
+                clear_stale_temps(out, runs)
+            return _sweep(args, out, grid, seeds, runs, client, started)
     finally:
         if client is not None:
             with contextlib.suppress(Exception):
@@ -161,62 +175,62 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace, out: Path, grid: dict[str, list[Any]], seeds: list[int],
-           specs: list[Spec], client: Any, started: float) -> int:
+           runs: list[RunConfig], client: Any, started: float) -> int:
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    results = finished_runs(out, specs, args.save_models)
-    todo = [i for i in range(len(specs)) if i not in results]
-    n_points = len(specs) // len(seeds)
+    results = finished_runs(out, runs, args.save_models)
+    todo = [i for i in range(len(runs)) if i not in results]
+    n_points = len(runs) // len(seeds)
     workers = args.workers or 1
     where = (f"Dask scheduler {args.scheduler} "
              f"({len(client.scheduler_info().get('workers', {}))} workers)" if client is not None
              else f"{min(workers, max(len(todo), 1))} worker processes" if workers > 1
              else "this process")
-    say(f"sweep:    {n_points} grid points x {len(seeds)} seeds = {len(specs)} runs on {where}")
+    say(f"sweep:    {n_points} grid points x {len(seeds)} seeds = {len(runs)} runs on {where}")
     say(f"output:   {out}")
     if results:
         # printed even with --quiet: it says why the sweep trains fewer runs than it has
-        print(f"resume:   {len(results)} of {len(specs)} runs already finished in {out}, "
+        print(f"resume:   {len(results)} of {len(runs)} runs already finished in {out}, "
               f"skipped; training {len(todo)}", flush=True)
 
-    stream = run_stream([(i, specs[i]) for i in todo], args.save_models, client=client,
+    stream = run_stream([(i, runs[i]) for i in todo], args.save_models, client=client,
                         workers=workers)
     n_trained = 0
     try:
         with contextlib.closing(stream):
             for i, result in stream:
-                spec = specs[i]
+                run = runs[i]
                 with os_errors("write results to", out):
-                    write_run(out, spec, result)
+                    write_run(out, run, result)
                 result["model"] = None  # written; do not keep every model in memory
                 results[i] = result
                 n_trained += 1
-                say(_run_line(n_trained, len(todo), spec, result))
+                say(_run_line(n_trained, len(todo), run, result))
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
         finished = sum(r["status"] == "ok" for r in results.values())
-        print(f"fastmlp: interrupted: {finished} of {len(specs)} runs finished and kept in "
+        print(f"fastmlp: interrupted: {finished} of {len(runs)} runs finished and kept in "
               f"{out}; {_resume_hint(args, out)}", file=sys.stderr, flush=True)
         return stopped_exit_code(exc)
 
     note = blas_note([r for r in results.values() if r["status"] == "ok"])
     if note:
         print(note, file=sys.stderr, flush=True)
-    rows = summarize(specs, results, out)
+    rows = summarize(runs, results, out)
     split = curves_split(results.values())
     n_failed = sum(r["status"] != "ok" for r in results.values())
     meta = dict(
         command=shlex.join(["fastmlp", *args._argv]) if getattr(args, "_argv", None) else "",
         grid=grid, seeds=seeds,
-        options={k: specs[0][k] for k in specs[0] if k not in (*GRID_KEYS, "seed")},
+        options={k: getattr(runs[0], k) for k in SHARED_KEYS},
         executor=("dask" if client is not None else "processes" if workers > 1 else "inline"),
-        n_runs=len(specs), n_ok=len(specs) - n_failed, n_failed=n_failed,
-        n_skipped=len(specs) - len(todo), n_trained=n_trained, curves_split=split,
+        n_runs=len(runs), n_ok=len(runs) - n_failed, n_failed=n_failed,
+        n_skipped=len(runs) - len(todo), n_trained=n_trained, curves_split=split,
         wall_time_s=time.perf_counter() - started)
     with os_errors("write results to", out):
         write_summary(out, rows, meta)
-        plot_curves(out, grid, specs, results, rows, split)
+        plot_curves(out, grid, runs, results, rows, split)
     print("", format_table(rows), "", sep="\n", flush=True)
     if n_failed:
-        print(f"fastmlp: {n_failed} of {len(specs)} runs failed (see error.json in their "
+        print(f"fastmlp: {n_failed} of {len(runs)} runs failed (see error.json in their "
               f"directories); rerunning the same command retries them", file=sys.stderr,
               flush=True)
     print(f"results in {out}", flush=True)

@@ -16,7 +16,8 @@ from ..config import RunConfig
 from ..errors import FastMLPError
 from ..kernels import ACTIVATIONS
 from ..model import DTYPES
-from ..train import COMPILED_MAX_WORK, DivergenceError
+from ..plan import COMPILED_MAX_WORK
+from ..train import DivergenceError
 from .common import (
     EXIT_DIVERGED,
     EXIT_OK,

@@ -1,0 +1,158 @@
+"""The trainer: the model, the rows on the device, the velocity and the epoch counter, with the
+epoch strategy the :class:`~fastmlp.plan.Plan` names doing the epochs.
+
+Momentum as the course: v ← γ·v + α·∂L/∂W; W ← W − v, v starting at ``velocity_init``. Buffers
+are allocated once, before the loop (by the strategy that needs them).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import strategies
+from .checks import check_batch_size, check_compatible
+from .datasets import Dataset
+from .errors import FastMLPError, InvalidInputError, is_int
+from .evaluation import all_rows, check_finite_rows
+from .model import MLP
+from .plan import Plan, make_plan
+from .sparse import SparseRows
+
+
+def momentum_warning(momentum: float) -> str:
+    """Why momentum >= 1 is accepted but warned about (one line)."""
+    grows = " and grow without bound" if momentum > 1 else ""
+    return (f"momentum {momentum:g} >= 1: the velocity v <- momentum*v + lr*grad never decays, "
+            f"so the weights never settle{grows}; use a value in [0, 1) (the course's is 0.99)")
+
+
+_spin_warned = False
+
+
+def _warn_if_openblas_spins() -> None:
+    """Once per process: NumPy was imported before fastmlp, too late to calm OpenBLAS."""
+    global _spin_warned
+    from .startup import OPENBLAS_LOADED_FIRST
+
+    if OPENBLAS_LOADED_FIRST and not _spin_warned:
+        _spin_warned = True
+        warnings.warn("NumPy was imported before fastmlp, so OpenBLAS's idle threads spin after "
+                      "each product and slow the CPU kernels (2-11% per epoch measured on 2 "
+                      "cores); import fastmlp first, or set OPENBLAS_THREAD_TIMEOUT=4 before "
+                      "starting Python", RuntimeWarning, stacklevel=3)
+
+
+class Trainer:
+    """Owns the device copies of the data (``X``, ``y``, ``counts``, ``ends``), the velocity
+    buffer, the epoch counter and the epoch ``strategy`` of its ``plan``.
+
+    ``run_epoch()`` does one epoch and returns its record; ``evaluate()`` measures all splits at
+    the current weights. ``plan``: decided by :func:`fastmlp.plan.make_plan` from ``batch_size``,
+    ``compiled`` and ``sparse`` unless given (it must be of this model and data).
+    """
+
+    def __init__(self, model: MLP, dataset: Dataset, *, lr: float = 0.1, momentum: float = 0.99,
+                 batch_size: int | None = None, eval_every: int = 1,
+                 velocity_init: float = 1e-5, seed: int = 0, compiled: bool | None = None,
+                 sparse: str = "auto", plan: Plan | None = None):
+        check_compatible(model, dataset)
+        if model.backend.name == "cpu":
+            _warn_if_openblas_spins()
+        n_train = len(dataset.train)
+        if n_train < 1:
+            raise FastMLPError("the training split is empty")
+        check_batch_size(batch_size, n_train)
+        if not is_int(eval_every) or eval_every < 1:
+            raise InvalidInputError(f"eval_every must be an integer >= 1, got {eval_every!r}")
+        if not is_int(seed) or seed < 0:  # what np.random.default_rng takes
+            raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}")
+        if compiled not in (None, True, False):
+            raise InvalidInputError(f"compiled must be None, True or False, got {compiled!r}")
+        # velocity_init too: a NaN start would otherwise surface later as a false "diverged"
+        for name, value in (("learning rate", lr), ("momentum", momentum),
+                            ("velocity_init", velocity_init)):
+            real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+                value, (bool, np.bool_))
+            if not real or not math.isfinite(value) or value < 0:
+                raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
+        if momentum >= 1:
+            warnings.warn(momentum_warning(momentum), RuntimeWarning, stacklevel=3)
+        self.model, self.lr, self.mu = model, float(lr), float(momentum)
+        self.eval_every = int(eval_every)
+        self.plan = plan if plan is not None else make_plan(
+            model, [s.x for s in (dataset.train, dataset.valid, dataset.test)],
+            batch_size=batch_size, compiled=compiled, sparse=sparse)
+        self.batch_size = self.plan.batch_size
+        # one contiguous copy of all rows: one product X·Wh serves training and evaluation
+        X, y, counts, ends = all_rows(model, dataset)
+        check_finite_rows(model, X, counts, dataset.name)  # once, not per epoch
+        # mostly-zero rows: the products over the nonzeros (fastmlp/sparse.py); only full-batch
+        # epochs read all training rows transposed
+        rows_sparse = (SparseRows(X, n_train, full_batch=self.batch_size is None)
+                       if self.plan.sparse else None)
+        self.rows = strategies.TrainingRows(X, y, counts, ends, rows_sparse)
+        self.velocity = model.backend.full(model.n_params, velocity_init, model.dtype)
+        self.strategy = strategies.build(self.plan, model, self.rows, self.velocity,
+                                         lr=self.lr, mu=self.mu, seed=seed)
+        self.epoch = 0
+
+    # the rows, as callers (tests, the divergence hint) name them
+    X = property(lambda self: self.rows.X)
+    y = property(lambda self: self.rows.y)
+    counts = property(lambda self: self.rows.counts)
+    ends = property(lambda self: self.rows.ends)
+
+    def run_epoch(self, progress: Callable[[float], None] | None = None) -> dict[str, float]:
+        """Train one epoch; return its metrics (train from the gradient passes, valid and test at
+        the weights before this epoch's updates; NaN where ``eval_every`` skips them).
+
+        ``progress(fraction)``, if given, is called within a long epoch (the compiled loop's,
+        after each call of many steps) with the fraction of the epoch done."""
+        record = self.strategy.run_epoch(self.epoch % self.eval_every == 0, progress)
+        self.epoch += 1
+        return record
+
+    def evaluate(self) -> dict[str, float]:
+        """All six metrics at the current weights (one forward pass over all rows)."""
+        return self.strategy.evaluate()
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What training changes, as host copies: ``params``, ``velocity`` (flat arrays),
+        ``epoch`` and ``rng_state`` (the minibatch Generator's state, a JSON-ready dict).
+
+        Take it between epochs; :meth:`load_state_dict` of it continues bit for bit on the CPU.
+        """
+        be = self.model.backend
+        return {"params": be.to_host(self.model.params, copy=True),
+                "velocity": be.to_host(self.velocity, copy=True), "epoch": int(self.epoch),
+                **self.strategy.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (e.g. from :func:`fastmlp.checkpoint.load_checkpoint`)
+        taken from a trainer of the same model shape and dtype."""
+        model = self.model
+        epoch = state.get("epoch")
+        if not is_int(epoch) or epoch < 0:
+            raise FastMLPError(f"the state's epoch must be an integer >= 0, got {epoch!r}")
+        arrays = {}
+        for name in ("params", "velocity"):
+            a = np.asarray(model.backend.to_host(state[name]) if hasattr(state[name], "shape")
+                           else state[name])
+            if a.shape != (model.n_params,):
+                raise FastMLPError(f"the state's {name} has shape {a.shape}; this "
+                                   f"{model.n_in}-{model.n_hidden}-{model.n_out} model has "
+                                   f"{model.n_params} parameters")
+            if a.dtype.name != model.dtype:  # a silent cast would break exact continuation
+                raise FastMLPError(f"the state's {name} are {a.dtype.name}; the model is "
+                                   f"{model.dtype}")
+            arrays[name] = a
+        self.strategy.load_state_dict(state)
+        model.params[...] = model.backend.asarray(arrays["params"])
+        self.velocity[...] = model.backend.asarray(arrays["velocity"])
+        self.epoch = int(epoch)

@@ -1,0 +1,118 @@
+"""The Plan (fastmlp/plan.py): decided once per run, printed by the header and history.json,
+and run by the strategy it names, which owns its buffers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastmlp
+import fastmlp.plan as plan_module
+import fastmlp.sparse
+from fastmlp import strategies
+from fastmlp.config import RunConfig
+from fastmlp.plan import COMPILED_MAX_WORK, STRATEGIES, make_plan
+from fastmlp.train import Trainer
+
+
+def synthetic(n: int = 200, dtype: str = "float64") -> fastmlp.Dataset:
+    return fastmlp.load_dataset("synthetic", n_train=n, n_valid=30, n_test=20, n_features=12,
+                                n_classes=3, dtype=dtype)
+
+
+def test_a_run_decides_its_plan_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"strategy": 0, "products": 0}
+    choose, resolve = plan_module.choose_strategy, fastmlp.sparse.resolve_sparse
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(plan_module, "choose_strategy", counted("strategy", choose))
+    monkeypatch.setattr(fastmlp.sparse, "resolve_sparse", counted("products", resolve))
+    lines: list[str] = []
+    config = RunConfig(dataset="synthetic", hidden=8, epochs=2, batch_size=10, lr=0.05,
+                       momentum=0.9, out=str(tmp_path / "run"))
+    result = fastmlp.run(config, log=lines.append)
+    assert calls == {"strategy": 1, "products": 1}  # the header and the trainer share it
+    recorded = json.loads((result.out_dir / "history.json").read_text())["config"]
+    plan = recorded["plan"]
+    assert plan["strategy"] == "compiled-steps" and plan["batch_size"] == 10
+    assert f"loop:     {plan['strategy_reason']}" in lines
+    assert f"products: {plan['products_reason']}" in lines
+    # the keys history.json had before the plan, the same texts
+    assert recorded["small_batch_loop"] == plan["strategy_reason"]
+    assert recorded["products"] == plan["products_reason"]
+
+
+@pytest.mark.parametrize(("batch_size", "compiled", "strategy", "cls"), [
+    (None, None, "full-batch", strategies.FullBatch),
+    (200, None, "full-batch", strategies.FullBatch),  # every training row is full batch
+    (1, None, "compiled-steps", strategies.CompiledSteps),
+    (10, False, "per-step", strategies.PerStep),
+    (COMPILED_MAX_WORK // 40 + 1, None, "per-step", strategies.PerStep),  # B·H over it
+])
+def test_the_trainer_runs_the_strategy_its_plan_names(batch_size, compiled, strategy,
+                                                       cls) -> None:
+    model = fastmlp.MLP(12, 40, 3, dtype="float64")
+    trainer = Trainer(model, synthetic(), lr=0.05, momentum=0.9, batch_size=batch_size,
+                      compiled=compiled)
+    assert trainer.plan.strategy == strategy and type(trainer.strategy) is cls
+    assert trainer.plan.strategy in STRATEGIES
+    assert (trainer.plan.threads is not None) == (strategy == "compiled-steps")
+    record = trainer.run_epoch()
+    assert np.isfinite(record["train_loss"])
+
+
+def test_a_given_plan_is_not_decided_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    data, model = synthetic(), fastmlp.MLP(12, 8, 3, dtype="float64")
+    plan = make_plan(model, [data.train.x, data.valid.x, data.test.x], batch_size=None,
+                     sparse="off")
+    monkeypatch.setattr(plan_module, "choose_strategy", lambda *a, **k: pytest.fail("again"))
+    history = fastmlp.train(model, data, epochs=1, plan=plan)
+    assert history.config["plan"] == plan.record()
+
+
+def test_per_sample_sgd_builds_the_training_rows_nonzeros_once() -> None:
+    # sparse products and the compiled loop: the loop reads the sparse rows' own CSR
+    model = fastmlp.MLP(12, 8, 3, dtype="float64")
+    data = synthetic()
+    trainer = Trainer(model, data, batch_size=1, sparse="on")
+    assert trainer.plan.compiled and trainer.plan.sparse
+    indptr, indices, values = trainer.strategy.nonzeros
+    train = trainer.rows.sparse.train
+    for mine, theirs in ((indptr, train.indptr), (indices, train.indices),
+                         (values, train.values)):
+        assert np.shares_memory(mine, theirs)
+    dense = Trainer(fastmlp.MLP(12, 8, 3, dtype="float64"), data, batch_size=1, sparse="off")
+    assert dense.rows.sparse is None
+    np.testing.assert_array_equal(dense.strategy.nonzeros[0], indptr)  # the same rows' CSR
+
+
+def test_only_the_strategy_that_needs_a_buffer_has_it() -> None:
+    data = synthetic()
+    full = Trainer(fastmlp.MLP(12, 8, 3), data, sparse="off")
+    step = Trainer(fastmlp.MLP(12, 8, 3), data, batch_size=50, compiled=False, sparse="off")
+    compiled = Trainer(fastmlp.MLP(12, 8, 3), data, batch_size=2, sparse="off")
+    assert not hasattr(full.strategy, "Xb") and not hasattr(full.strategy, "steps_ws")
+    assert step.strategy.Xb.shape == (50, 12) and not hasattr(step.strategy, "steps_ws")
+    assert "Hb" in compiled.strategy.steps_ws and not hasattr(compiled.strategy, "Xb")
+    for trainer in (full, step, compiled):
+        for attr in ("Xb", "sparse_batch", "steps_ws", "nonzeros", "velocity_views"):
+            assert not hasattr(trainer, attr)  # the trainer knows no mode
+
+
+def test_the_bench_row_label_is_the_plan() -> None:
+    model = fastmlp.MLP(12, 8, 3)
+    data = synthetic(dtype="float32")
+    features = [data.train.x, data.valid.x, data.test.x]
+    plan = make_plan(model, features, batch_size=4, sparse="off")
+    assert plan.label() == (f"dense (asked for), {plan.strategy_reason}, {plan.threads} "
+                            f"thread{'s' if plan.threads > 1 else ''}")
+    assert make_plan(model, features, batch_size=None, sparse="off").label() == \
+        "dense (asked for)"
