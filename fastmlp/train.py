@@ -186,13 +186,7 @@ def fit_epochs(trainer: Trainer, history: History, epochs: int, *, progress: boo
                 if saver is not None:
                     saver.save(trainer, history)
             except KeyboardInterrupt:
-                # Only between epochs is the state consistent: a second, immediate Ctrl-C in
-                # mid-epoch abandons the epoch, back to its start (held for the divergence
-                # guard), so that every finished epoch is saved however soon the stop came.
-                if saver is not None and (at_boundary
-                                          or rollback.restore(trainer, history.epochs)):
-                    if history.epochs == trainer.epoch and saver.saved_epoch != trainer.epoch:
-                        saver.save(trainer, history)
+                _save_on_stop(saver, trainer, history, rollback, at_boundary)
                 raise
             except DivergenceError:
                 # the last checkpoint may hold the weights found bad: replace it with the kept
@@ -200,10 +194,28 @@ def fit_epochs(trainer: Trainer, history: History, epochs: int, *, progress: boo
                 if saver is not None:
                     saver.save(trainer, history)
                 raise
+            except Exception:
+                # a second stop signal raised inside a library that turns it into an error of
+                # its own (Numba's compiler does): a forced stop still, not a failure
+                if not stop_requested.forced:
+                    raise
+                _save_on_stop(saver, trainer, history, rollback, at_boundary)
+                raise StopSignal(stop_requested.forced) from None
     finally:
         if bar is not None:
             bar.close()
     return history
+
+
+def _save_on_stop(saver: EpochCheckpointer | None, trainer: Trainer, history: History,
+                  rollback: _Rollback, at_boundary: bool) -> None:
+    """Checkpoint the finished epochs when a stop signal ends training. Only between epochs is
+    the state consistent: a second, immediate signal in mid-epoch abandons the epoch, back to
+    its start (held for the divergence guard), so every finished epoch is saved however soon
+    the stop came."""
+    if saver is not None and (at_boundary or rollback.restore(trainer, history.epochs)):
+        if history.epochs == trainer.epoch and saver.saved_epoch != trainer.epoch:
+            saver.save(trainer, history)
 
 
 def _within_epoch(bar: Any, epoch: int) -> Callable[[float], None]:
@@ -330,23 +342,40 @@ def _say(text: str) -> None:
         pass
 
 
+class _StopRequests:
+    """The stop signals received while training: the first asks for a stop at the end of the
+    epoch; a second forces one at once (:class:`StopSignal` raised from the handler)."""
+
+    def __init__(self) -> None:
+        self.signums: list[int] = []
+
+    def __call__(self) -> int:
+        """The signal of the stop requested (0: none)."""
+        return self.signums[0] if self.signums else 0
+
+    @property
+    def forced(self) -> int:
+        """The signal that forced the stop (0: none)."""
+        return self.signums[1] if len(self.signums) > 1 else 0
+
+
 @contextlib.contextmanager
-def _sigint_at_epoch_end(enabled: bool) -> Iterator[Callable[[], int]]:
+def _sigint_at_epoch_end(enabled: bool) -> Iterator[_StopRequests]:
     """Make the first Ctrl-C (SIGTERM, SIGHUP) a request to stop at the end of the epoch (so the
     checkpoint written then is consistent); a second one raises :class:`StopSignal` at once.
-    Yields a function giving the signal of the stop requested (0: none). Only in the main
-    thread, and only for the signals :func:`_takes_over` allows."""
+    Yields the :class:`_StopRequests` (called: the signal of the stop requested, 0: none). Only
+    in the main thread, and only for the signals :func:`_takes_over` allows."""
+    requests = _StopRequests()
     signums = ([s for s in STOP_SIGNALS if _takes_over(s)] if enabled
                and threading.current_thread() is threading.main_thread() else [])
     if not signums:
-        yield lambda: 0
+        yield requests
         return
-    pending: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
-        if pending:
+        requests.signums.append(signum)
+        if len(requests.signums) > 1:
             raise StopSignal(signum)
-        pending.append(signum)
         if signum == signal.SIGINT:
             _say("\nstopping at the end of this epoch (Ctrl-C again to stop now)\n")
         else:
@@ -355,7 +384,7 @@ def _sigint_at_epoch_end(enabled: bool) -> Iterator[Callable[[], int]]:
 
     previous = {s: signal.signal(s, handler) for s in signums}
     try:
-        yield lambda: pending[0] if pending else 0
+        yield requests
     finally:
         for s, before in previous.items():
             signal.signal(s, before)

@@ -255,6 +255,40 @@ def test_a_stop_in_mid_epoch_saves_the_epochs_before_it(tmp_path: Path,
     np.testing.assert_array_equal(ck["params"], whole.params)
 
 
+def test_a_second_signal_turned_into_another_error_still_stops_and_saves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Numba's compiler turns a KeyboardInterrupt raised inside it into an error of its own: a
+    second Ctrl-C landing there is still a forced stop, the finished epochs checkpointed."""
+    data = fastmlp.load_dataset("synthetic", n_train=120, n_valid=30, n_test=30, n_features=12)
+    whole = fastmlp.MLP(12, 16, 10, seed=1)
+    fastmlp.train(whole, data, epochs=2, batch_size=40, seed=2)
+    original = Trainer.run_epoch
+
+    def compiling_in_epoch_3(self, progress=None):
+        record = original(self, progress)
+        if self.epoch == 3:
+            try:  # as a compiler that swallows the interrupt and fails in its own words
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+            except KeyboardInterrupt:
+                raise RuntimeError("no compiled object yet") from None
+        return record
+
+    monkeypatch.setattr(Trainer, "run_epoch", compiling_in_epoch_3)
+    model = fastmlp.MLP(12, 16, 10, seed=1)
+    with pytest.raises(StopSignal) as stopped:
+        fastmlp.train(model, data, epochs=10, batch_size=40, seed=2, checkpoint=tmp_path,
+                      checkpoint_every=0)
+    assert stopped.value.signum == signal.SIGINT
+    ck = load_checkpoint(tmp_path)
+    assert ck["epoch"] == 2 and ck["history"].epochs == 2
+    np.testing.assert_array_equal(ck["params"], whole.params)
+    # an error with no second signal behind it is the error it is
+    monkeypatch.setattr(Trainer, "run_epoch", lambda self, progress=None: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        fastmlp.train(fastmlp.MLP(12, 16, 10), data, epochs=2, checkpoint=tmp_path / "b")
+
+
 # -- sweep workers --------------------------------------------------------------------------------
 
 
