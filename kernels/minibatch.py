@@ -1,0 +1,361 @@
+"""Minibatch epochs at compiled speed: many whole training steps (2 ≤ B ≤ 512) in one call (CPU).
+
+:func:`train_chunk` runs steps [s0, s1) of an epoch's shuffled order, each one what the per-step
+path of :class:`fastmlp.train.Trainer` does with a gather, two BLAS products, the fused head and
+the momentum kernel, with no Python and no allocation per step:
+
+1. Z = Xb·Wh over the batch's rows, in one of three forms of the rows (``mode``):
+   - ``DENSE``: blocked product: eight rows of Wh at a time (in L1) pass over every batch row,
+     each sweep adding eight features' products to a row of Z (one load and store of Z per eight
+     products; one store stream, so LLVM vectorises the sweep: four rows of Z per sweep, tried
+     first, exceed its runtime alias checks and ran as scalar code);
+   - ``SPARSE``: each row's nonzeros (CSR of all rows, built once), 8 per sweep over the row of Z;
+   - ``OFFSET``: rows sparse around a constant, X = S + 1·cᵀ (kernels/offset.py): Z = S·Wh + 1·u,
+     with u = cᵀ·Wh formed during the previous step's update pass over Wh (or at the call's
+     start), so it costs no extra pass.
+2. The head: exactly the per-step path's fused head (``cpu._head_kernel_serial``, which that
+   path runs for batches under 512 rows), called from here: bias, activation, output layer,
+   softmax cross-entropy, accuracy, dWo, dbo, dbh, and dZ written over Z.
+3. dWh = Xbᵀ·dZ fused with the momentum update of Wh, row block by row block: a few rows of the
+   gradient are summed in an L1-resident buffer and applied at once (v ← γ·v + α·g, flushed;
+   W ← W − v), so no F×H gradient is written and read back. Dense rows: eight batch rows per
+   sweep. Sparse rows: the batch transposed per step (counting sort, buffers sized once), each
+   feature's entries 8 per sweep; OFFSET adds c_k·(1ᵀ·dZ) = c_k·dbh to row k's gradient.
+   Every row of Wh takes its update every step, gradient or not: the per-step path's formula.
+4. The momentum update of bh, Wo and bo with the head's gradients; the batch's summed loss and
+   correct count added to the epoch's.
+
+Exactness: the same operations as the per-step path, in the same order per step, except the
+summation order inside the two products (BLAS's there, the blocks' here): float64 parameters
+agree to 1e-10 relative after epochs (tests/test_compiled_minibatch.py). Subnormals: the call
+runs with FTZ/DAZ set on x86 (fpenv.py), and v, do, dz are flushed explicitly as elsewhere.
+
+Threads: this kernel runs on one thread. Splitting a step's hidden units between the 2 cores
+needs a barrier per step inside one parallel region, which Numba's prange cannot express;
+one region per step costs a thread wake-up (~60 µs measured for kernels/steps.py on this
+machine), more than a step of B ≤ 100 at H ≤ 300 takes.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numba
+import numpy as np
+from numba import uintp
+
+from . import activation_id
+from .cpu import _JIT, _flush, _head_kernel_serial
+from .fpenv import ftz_on, ftz_restore
+from .sparse import _axpy_run
+
+DENSE, SPARSE, OFFSET = 0, 1, 2
+MODES = {"dense": DENSE, "sparse": SPARSE, "offset": OFFSET}
+PANEL = 2048  # hidden units per panel of the dense products (narrower: 32-256 measured slower)
+GROUP = 8  # sparse entries summed per sweep (kernels/sparse.py's measured best)
+_SERIAL = dict(_JIT, parallel=False)
+
+
+@numba.njit(inline="always")
+def _sum8(acc, i, src, k0, k1, k2, k3, k4, k5, k6, k7, x0, x1, x2, x3, x4, x5, x6, x7, j0, j1):
+    # acc[i, j0:j1] += Σ of eight x·src[k, j0:j1]: one store stream and eight loads, so LLVM's
+    # runtime alias checks stay within its limit and the loop vectorises (four rows of acc per
+    # sweep would not: it falls back to scalar code)
+    for jj in range(j0, j1):
+        j = uintp(jj)
+        acc[i, j] += (((x0 * src[k0, j] + x1 * src[k1, j]) + (x2 * src[k2, j] + x3 * src[k3, j]))
+                      + ((x4 * src[k4, j] + x5 * src[k5, j]) + (x6 * src[k6, j] + x7 * src[k7, j])))
+
+
+@numba.njit(inline="always")
+def _sum1(acc, i, src, k, x, j0, j1):
+    for jj in range(j0, j1):
+        j = uintp(jj)
+        acc[i, j] += x * src[k, j]
+
+
+@numba.njit(**_SERIAL)
+def _forward_dense(X, order, a, nb, Wh, Z, PW, zero):
+    # Z[:nb] = the batch's rows of X times Wh: per panel of PW hidden units, eight rows of Wh
+    # (in L1) at a time pass over every batch row's panel of Z (in L1/L2)
+    F, H = Wh.shape
+    for j0 in range(0, H, PW):
+        j1 = min(H, j0 + PW)
+        for r in range(nb):
+            for jj in range(j0, j1):
+                Z[uintp(r), uintp(jj)] = zero
+        k = 0
+        while k + 8 <= F:
+            for r in range(nb):
+                i = order[a + r]
+                _sum8(Z, uintp(r), Wh, uintp(k), uintp(k + 1), uintp(k + 2), uintp(k + 3),
+                      uintp(k + 4), uintp(k + 5), uintp(k + 6), uintp(k + 7), X[i, k],
+                      X[i, k + 1], X[i, k + 2], X[i, k + 3], X[i, k + 4], X[i, k + 5],
+                      X[i, k + 6], X[i, k + 7], j0, j1)
+            k += 8
+        while k < F:
+            for r in range(nb):
+                _sum1(Z, uintp(r), Wh, uintp(k), X[order[a + r], k], j0, j1)
+            k += 1
+
+
+@numba.njit(inline="always")
+def _grad_dense(X, order, a, nb, k, D, G, j0, j1, zero):
+    # G[0, j0:j1] = Σ_r X[order[a + r], k] · D[r, j0:j1], eight rows per sweep
+    for jj in range(j0, j1):
+        G[0, uintp(jj)] = zero
+    r = 0
+    while r + 8 <= nb:
+        x0, x1 = X[order[a + r], k], X[order[a + r + 1], k]
+        x2, x3 = X[order[a + r + 2], k], X[order[a + r + 3], k]
+        x4, x5 = X[order[a + r + 4], k], X[order[a + r + 5], k]
+        x6, x7 = X[order[a + r + 6], k], X[order[a + r + 7], k]
+        _sum8(G, uintp(0), D, uintp(r), uintp(r + 1), uintp(r + 2), uintp(r + 3), uintp(r + 4),
+              uintp(r + 5), uintp(r + 6), uintp(r + 7), x0, x1, x2, x3, x4, x5, x6, x7, j0, j1)
+        r += 8
+    while r < nb:
+        _sum1(G, uintp(0), D, uintp(r), X[order[a + r], k], j0, j1)
+        r += 1
+
+
+@numba.njit(inline="always")
+def _update_row(Wh, vWh, k, G, f, j0, j1, lr, mu, tiny, zero, mode, c, dbh, u):
+    # the momentum step of row k of Wh from gradient row G[f] (+ c_k·dbh for OFFSET); then,
+    # for OFFSET, u += c_k · (the updated row): u = cᵀ·Wh for the next step's forward pass
+    kk = uintp(k)
+    if mode == 2:
+        ck = c[kk]
+        for jj in range(j0, j1):
+            j = uintp(jj)
+            v = _flush(mu * vWh[kk, j] + lr * (G[f, j] + ck * dbh[j]), tiny, zero)
+            vWh[kk, j] = v
+            Wh[kk, j] -= v
+        if ck != zero:  # a loop of its own: one store stream, so it vectorises
+            for jj in range(j0, j1):
+                j = uintp(jj)
+                u[j] += ck * Wh[kk, j]
+    else:
+        for jj in range(j0, j1):
+            j = uintp(jj)
+            v = _flush(mu * vWh[kk, j] + lr * G[f, j], tiny, zero)
+            vWh[kk, j] = v
+            Wh[kk, j] -= v
+
+
+@numba.njit(inline="always")
+def _transpose_batch(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval):
+    # the batch's nonzeros feature by feature: feature k's are crow/cval[cptr[k] : cptr[k+1]]
+    # (batch rows increasing); cnt is scratch (F + 1)
+    F = cptr.shape[0] - 1
+    for k in range(F + 1):
+        cnt[k] = 0
+    for r in range(nb):
+        i = order[a + r]
+        for p in range(indptr[i], indptr[i + 1]):
+            cnt[indices[p] + 1] += 1
+    cptr[0] = 0
+    for k in range(F):
+        cptr[k + 1] = cptr[k] + cnt[k + 1]
+        cnt[k + 1] = cptr[k]  # now the next free slot of feature k
+    for r in range(nb):
+        i = order[a + r]
+        for p in range(indptr[i], indptr[i + 1]):
+            k = indices[p]
+            q = cnt[k + 1]
+            crow[q] = r
+            cval[q] = values[p]
+            cnt[k + 1] = q + 1
+
+
+@numba.njit(inline="always")
+def _small_momentum(p, v, g, lr, mu, tiny, zero):
+    for t in range(p.shape[0]):
+        vt = _flush(mu * v[t] + lr * g[t], tiny, zero)
+        v[t] = vt
+        p[t] -= vt
+
+
+@numba.njit(**_SERIAL)
+def _backward_dense(X, order, a, nb, D, G, Wh, vWh, PW, lr, mu, tiny, zero, c, dbh, u):
+    # dWh = Xbᵀ·D, row by row into G (in L1), each applied by the momentum step; per panel of
+    # PW hidden units, so the batch's panel of D stays in L1
+    F, H = Wh.shape
+    for j0 in range(0, H, PW):
+        j1 = min(H, j0 + PW)
+        for k in range(F):
+            _grad_dense(X, order, a, nb, k, D, G, j0, j1, zero)
+            _update_row(Wh, vWh, k, G, 0, j0, j1, lr, mu, tiny, zero, 0, c, dbh, u)
+
+
+@numba.njit(**_SERIAL)
+def _forward_sparse(order, a, nb, indptr, indices, values, Wh, Z, u, mode, zero):
+    # Z[r] = (u for OFFSET, else 0) + the row's nonzeros times their rows of Wh, 8 per sweep
+    H = Wh.shape[1]
+    for r in range(nb):
+        i = order[a + r]
+        if mode == 2:
+            for j in range(H):
+                Z[r, j] = u[j]
+        else:
+            for j in range(H):
+                Z[r, j] = zero
+        _axpy_run(Z, r, Wh, indptr[i], indptr[i + 1], indices, values, 0, H, GROUP)
+
+
+@numba.njit(**_SERIAL)
+def _backward_sparse(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval, D, G, Wh,
+                     vWh, lr, mu, tiny, zero, mode, c, dbh, u):
+    # dWh = Sᵀ·D (+ c·dbh for OFFSET) feature by feature over the batch transposed, each row
+    # applied by the momentum step (rows without an entry: their decay); OFFSET: u = cᵀ·Wh after
+    F, H = Wh.shape
+    _transpose_batch(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval)
+    if mode == 2:
+        for j in range(H):
+            u[j] = zero
+    for k in range(F):
+        for j in range(H):
+            G[0, j] = zero
+        _axpy_run(G, 0, D, cptr[k], cptr[k + 1], crow, cval, 0, H, GROUP)
+        _update_row(Wh, vWh, k, G, 0, 0, H, lr, mu, tiny, zero, mode, c, dbh, u)
+
+
+@numba.njit(inline="always")
+def _forward_rows_dense(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, PW, zero):
+    _forward_dense(X, order, a, nb, Wh, Z, PW, zero)
+
+
+@numba.njit(inline="always")
+def _forward_rows_sparse(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, PW, zero):
+    _forward_sparse(order, a, nb, indptr, indices, values, Wh, Z, u, mode, zero)
+
+
+@numba.njit(inline="always")
+def _backward_rows_dense(X, order, a, nb, indptr, indices, values, cnt, cptr, crow, cval, D, G,
+                         Wh, vWh, PW, lr, mu, tiny, zero, mode, c, dbh, u):
+    _backward_dense(X, order, a, nb, D, G, Wh, vWh, PW, lr, mu, tiny, zero, c, dbh, u)
+
+
+@numba.njit(inline="always")
+def _backward_rows_sparse(X, order, a, nb, indptr, indices, values, cnt, cptr, crow, cval, D, G,
+                          Wh, vWh, PW, lr, mu, tiny, zero, mode, c, dbh, u):
+    _backward_sparse(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval, D, G, Wh, vWh,
+                     lr, mu, tiny, zero, mode, c, dbh, u)
+
+
+# what _chunk_kernel calls for the two products; each compilation binds its own (_specialise)
+_forward, _backward = _forward_rows_dense, _backward_rows_dense
+
+
+def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act, lr, mu, zero,
+                  one, tiny, scales, PW, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, Z, yb, G, u, cnt,
+                  cptr, crow, cval, WoT, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dWo_flat,
+                  dbo, dbh, bstats, ends, stats):
+    saved = ftz_on()  # subnormals as zero on x86 (fpenv.py)
+    F, H = Wh.shape
+    n = order.shape[0]
+    vWo_flat = vWo.reshape(-1)
+    Wo_flat = Wo.reshape(-1)
+    if mode == 2 and s0 < s1:  # u = cᵀ·Wh for the first step; later steps' comes from updates
+        for j in range(H):
+            u[j] = zero
+        for k in range(F):
+            ck = c[k]
+            if ck != zero:
+                for j in range(H):
+                    u[j] += ck * Wh[k, j]
+    loss_sum = 0.0
+    correct = 0.0
+    for s in range(s0, s1):
+        a = s * B
+        nb = min(a + B, n) - a
+        for r in range(nb):
+            yb[r] = y[order[a + r]]
+        # 1. Z = Xb·Wh (no bias: the head adds it)
+        _forward(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, PW, zero)
+        # 2. the per-step path's fused head: dZ over Z, dWo, dbo, dbh, the batch's stats
+        ends[0] = nb
+        _head_kernel_serial(Z[:nb], bh, Wo, bo, yb[:nb], ends, nb, act, scales[nb], zero, one,
+                            tiny, WoT, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dbo, dbh,
+                            bstats)
+        loss_sum += bstats[0, 0]
+        correct += bstats[0, 1]
+        # 3. dWh = Xbᵀ·dZ, each few rows applied at once by the momentum step
+        _backward(X, order, a, nb, indptr, indices, values, cnt, cptr, crow, cval, Z, G, Wh,
+                  vWh, PW, lr, mu, tiny, zero, mode, c, dbh, u)
+        # 4. the other parameters' momentum step
+        _small_momentum(bh, vbh, dbh, lr, mu, tiny, zero)
+        _small_momentum(Wo_flat, vWo_flat, dWo_flat, lr, mu, tiny, zero)
+        _small_momentum(bo, vbo, dbo, lr, mu, tiny, zero)
+    stats[0] += loss_sum
+    stats[1] += correct
+    ftz_restore(saved)
+
+
+def _specialise(name: str, forward, backward):
+    # _chunk_kernel compiled with its products bound to one form of the rows: a run compiles
+    # the form it uses only (each compilation costs seconds). A copy of the function under its
+    # own name (its own on-disk cache), reading _forward/_backward from its own globals.
+    fn = _chunk_kernel
+    scope = dict(fn.__globals__, _forward=forward, _backward=backward)
+    copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = name
+    return numba.njit(**_SERIAL)(copy)
+
+
+_CHUNK_KERNELS = {
+    DENSE: _specialise("_chunk_dense", _forward_rows_dense, _backward_rows_dense),
+    SPARSE: _specialise("_chunk_sparse", _forward_rows_sparse, _backward_rows_sparse),
+}
+
+
+def workspace(B: int, F: int, H: int, K: int, dtype, nnz_max: int = 0) -> dict:
+    """Every buffer :func:`train_chunk` needs for batches of up to ``B`` rows of F features, H
+    hidden units, K classes in ``dtype``; ``nnz_max``: the most nonzeros any B training rows
+    hold together (sparse and offset rows; ``kernels.sparse.max_rows_nnz``). Allocated once."""
+    dt = np.dtype(dtype)
+    dWo = np.empty(H * K, dt)
+    return {
+        "Z": np.empty((B, H), dt), "yb": np.empty(B, np.int32), "G": np.empty((4, H), dt),
+        "u": np.zeros(H, dt), "cnt": np.empty(F + 1, np.int64), "cptr": np.empty(F + 1, np.int64),
+        "crow": np.empty(max(nnz_max, 1), np.int32), "cval": np.empty(max(nnz_max, 1), dt),
+        "WoT": np.empty((K, H), dt), "dWoT_part": np.empty((1, K, H), dt),
+        "dbo_part": np.empty((1, K), dt), "dbh_part": np.empty((1, H), dt),
+        "stats_part": np.empty((1, 1, 2), np.float64), "dWo_flat": dWo,
+        "dWo": dWo.reshape(H, K), "dbo": np.empty(K, dt), "dbh": np.empty(H, dt),
+        "bstats": np.zeros((1, 2), np.float64), "ends": np.zeros(1, np.int64),
+        # scales[n] = 1/n in the dtype, as the per-step path's head gets it for n rows
+        "scales": np.array([1.0] + [1.0 / n for n in range(1, B + 1)], np.float64).astype(dt),
+    }
+
+
+def train_chunk(mode: str, X, y, rows: tuple, c, order, s0: int, s1: int, B: int,
+                params: dict, velocity: dict, activation: str, lr: float, mu: float, ws: dict,
+                stats, *, panel: int = PANEL) -> None:
+    """Training steps s0..s1-1 of an epoch, in one compiled call.
+
+    ``mode``: "dense" (X's rows as they are), "sparse" (``rows``: the CSR ``(indptr, indices,
+    values)`` of X's training rows, their nonzeros) or "offset" (``rows``: the CSR of S = X −
+    1·cᵀ, ``c`` (F,) the per-feature constant; X itself is then not read). X (N, F) rows, y (N,)
+    integer labels; ``order`` (n,) int64: the epoch's permutation of the training rows, step s
+    taking rows ``order[s·B : (s+1)·B]`` (the last may be short). ``params``/``velocity``: the
+    views ``Wh (F, H), bh (1, H), Wo (H, K), bo (1, K)`` of the flat parameter and velocity
+    buffers, updated in place (v ← mu·v + lr·g; W ← W − v, every parameter every step).
+    ``ws``: :func:`workspace` for B; ``stats`` (2,) float64 gets the steps' summed cross-entropy
+    and correct count added. Steps are independent of how an epoch is cut into calls.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    Wh, bh, Wo, bo = (params[n] for n in ("Wh", "bh", "Wo", "bo"))
+    vWh, vbh, vWo, vbo = (velocity[n] for n in ("Wh", "bh", "Wo", "bo"))
+    dt = Wh.dtype.type
+    if ws["Z"].shape[0] < B or ws["Z"].dtype != Wh.dtype:
+        raise ValueError("the workspace is for smaller batches or another dtype")
+    indptr, indices, values = rows
+    kernel = _CHUNK_KERNELS[DENSE if mode == "dense" else SPARSE]  # offset: the sparse one
+    kernel(MODES[mode], X, y, indptr, indices, values, c, order, s0, s1, B,
+                  activation_id(activation), dt(lr), dt(mu), dt(0), dt(1),
+                  dt(np.finfo(Wh.dtype).tiny), ws["scales"], panel, Wh, bh.reshape(-1), Wo,
+                  bo.reshape(-1), vWh, vbh.reshape(-1), vWo, vbo.reshape(-1), ws["Z"], ws["yb"],
+                  ws["G"], ws["u"], ws["cnt"], ws["cptr"], ws["crow"], ws["cval"], ws["WoT"],
+                  ws["dWoT_part"], ws["dbo_part"], ws["dbh_part"], ws["stats_part"], ws["dWo"],
+                  ws["dWo_flat"], ws["dbo"], ws["dbh"], ws["bstats"], ws["ends"], stats)
