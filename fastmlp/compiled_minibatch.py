@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numba
 import numpy as np
 
 from .errors import FastMLPError, is_int
@@ -28,7 +29,15 @@ ROW_FORMS = ("auto", "dense", "sparse", "offset")
 # only those: the sparse products' crossover (fastmlp/sparse.py's SPARSE_MAX_DENSITY).
 MAX_DENSITY = 0.3
 MAX_BATCH = 512  # the kernel's tested range; the per-step path serves larger batches
+THREADED_STEP_WORK = 16_000  # B·H from which steps split their hidden units between threads
 CALL_SECONDS = 0.1  # a call's length to aim at: the progress bar moves, Ctrl-C is heard soon
+
+
+def threads_for(H: int, B: int) -> int:
+    """Threads for an epoch of steps of B rows and H hidden units: Numba's all from
+    :data:`THREADED_STEP_WORK` rows × hidden units per step, else one (each step is one parallel
+    region, whose wake-up costs more than a small step's work)."""
+    return numba.get_num_threads() if B * H >= THREADED_STEP_WORK else 1
 
 
 def choose_rows(X: np.ndarray, rows: str = "auto") -> tuple[str, CSR | None, np.ndarray | None,
@@ -63,8 +72,8 @@ class CompiledMinibatch:
     as compiled calls of many steps (kernels/minibatch.py).
 
     ``velocity``: the flat (P,) velocity buffer to update in place (the per-step path's
-    layout); None allocates one filled with ``velocity_init``. ``threads``: accepted for the
-    strategy's interface; the kernel runs on one thread (see kernels/minibatch.py on why).
+    layout); None allocates one filled with ``velocity_init``. ``threads``: the hidden units
+    split between that many threads in each step (None: :func:`threads_for`).
     ``rows``: "auto" | "dense" | "sparse" | "offset" (:func:`choose_rows`).
     """
 
@@ -88,7 +97,12 @@ class CompiledMinibatch:
         if n and (y.min() < 0 or y.max() >= model.n_out):
             raise FastMLPError(f"labels must lie in [0, {model.n_out})")
         self.model, self.X, self.y, self.B = model, X, y, int(batch_size)
-        self.lr, self.mu, self.threads = float(lr), float(momentum), 1
+        self.lr, self.mu = float(lr), float(momentum)
+        if threads is None:
+            threads = threads_for(model.n_hidden, self.B)
+        if not is_int(threads) or threads < 1:
+            raise FastMLPError(f"threads must be a positive integer, got {threads!r}")
+        self.threads = min(int(threads), numba.get_num_threads(), model.n_hidden)
         if velocity is None:
             velocity = np.full(model.n_params, velocity_init, model.dtype)
         elif velocity.shape != (model.n_params,) or velocity.dtype != np.dtype(model.dtype):
@@ -103,7 +117,8 @@ class CompiledMinibatch:
         self.csr = csr
         self.c = np.zeros(model.n_in, dt) if c is None else c
         nnz = ksparse.max_rows_nnz(csr, self.B) if self.mode != "dense" else 0
-        self.ws = kmb.workspace(self.B, model.n_in, model.n_hidden, model.n_out, dt, nnz)
+        self.ws = kmb.workspace(self.B, model.n_in, model.n_hidden, model.n_out, dt, nnz,
+                                self.threads)
         self.steps_per_call = max(1, 2048 // self.B)  # grown while calls are quick
 
     def run_epoch(self, order: np.ndarray,

@@ -42,7 +42,7 @@ import types
 
 import numba
 import numpy as np
-from numba import uintp
+from numba import prange, uintp
 
 from . import activation_id
 from .cpu import _JIT, _flush, _head_kernel_serial
@@ -75,12 +75,12 @@ def _sum1(acc, i, src, k, x, j0, j1):
 
 
 @numba.njit(**_SERIAL)
-def _forward_dense(X, order, a, nb, Wh, Z, PW, zero):
-    # Z[:nb] = the batch's rows of X times Wh: per panel of PW hidden units, eight rows of Wh
-    # (in L1) at a time pass over every batch row's panel of Z (in L1/L2)
-    F, H = Wh.shape
-    for j0 in range(0, H, PW):
-        j1 = min(H, j0 + PW)
+def _forward_dense(X, order, a, nb, Wh, Z, PW, zero, h0, h1):
+    # Z[:nb, h0:h1] = the batch's rows of X times Wh[:, h0:h1]: per panel of PW hidden units,
+    # eight rows of Wh (in L1) at a time pass over every batch row's panel of Z (in L1/L2)
+    F = Wh.shape[0]
+    for j0 in range(h0, h1, PW):
+        j1 = min(h1, j0 + PW)
         for r in range(nb):
             for jj in range(j0, j1):
                 Z[uintp(r), uintp(jj)] = zero
@@ -100,21 +100,21 @@ def _forward_dense(X, order, a, nb, Wh, Z, PW, zero):
 
 
 @numba.njit(inline="always")
-def _grad_dense(X, order, a, nb, k, D, G, j0, j1, zero):
-    # G[0, j0:j1] = Σ_r X[order[a + r], k] · D[r, j0:j1], eight rows per sweep
+def _grad_dense(X, order, a, nb, k, D, G, g, j0, j1, zero):
+    # G[g, j0:j1] = Σ_r X[order[a + r], k] · D[r, j0:j1], eight rows per sweep
     for jj in range(j0, j1):
-        G[0, uintp(jj)] = zero
+        G[g, uintp(jj)] = zero
     r = 0
     while r + 8 <= nb:
         x0, x1 = X[order[a + r], k], X[order[a + r + 1], k]
         x2, x3 = X[order[a + r + 2], k], X[order[a + r + 3], k]
         x4, x5 = X[order[a + r + 4], k], X[order[a + r + 5], k]
         x6, x7 = X[order[a + r + 6], k], X[order[a + r + 7], k]
-        _sum8(G, uintp(0), D, uintp(r), uintp(r + 1), uintp(r + 2), uintp(r + 3), uintp(r + 4),
+        _sum8(G, uintp(g), D, uintp(r), uintp(r + 1), uintp(r + 2), uintp(r + 3), uintp(r + 4),
               uintp(r + 5), uintp(r + 6), uintp(r + 7), x0, x1, x2, x3, x4, x5, x6, x7, j0, j1)
         r += 8
     while r < nb:
-        _sum1(G, uintp(0), D, uintp(r), X[order[a + r], k], j0, j1)
+        _sum1(G, uintp(g), D, uintp(r), X[order[a + r], k], j0, j1)
         r += 1
 
 
@@ -176,70 +176,74 @@ def _small_momentum(p, v, g, lr, mu, tiny, zero):
 
 
 @numba.njit(**_SERIAL)
-def _backward_dense(X, order, a, nb, D, G, Wh, vWh, PW, lr, mu, tiny, zero, c, dbh, u):
-    # dWh = Xbᵀ·D, row by row into G (in L1), each applied by the momentum step; per panel of
-    # PW hidden units, so the batch's panel of D stays in L1
-    F, H = Wh.shape
-    for j0 in range(0, H, PW):
-        j1 = min(H, j0 + PW)
+def _backward_dense(X, order, a, nb, D, G, g, Wh, vWh, PW, lr, mu, tiny, zero, c, dbh, u, h0,
+                    h1):
+    # dWh[:, h0:h1] = Xbᵀ·D[:, h0:h1], row by row into G[g] (in L1), each applied by the
+    # momentum step; per panel of PW hidden units, so the batch's panel of D stays in L1
+    F = Wh.shape[0]
+    for j0 in range(h0, h1, PW):
+        j1 = min(h1, j0 + PW)
         for k in range(F):
-            _grad_dense(X, order, a, nb, k, D, G, j0, j1, zero)
-            _update_row(Wh, vWh, k, G, 0, j0, j1, lr, mu, tiny, zero, 0, c, dbh, u)
+            _grad_dense(X, order, a, nb, k, D, G, g, j0, j1, zero)
+            _update_row(Wh, vWh, k, G, g, j0, j1, lr, mu, tiny, zero, 0, c, dbh, u)
 
 
 @numba.njit(**_SERIAL)
-def _forward_sparse(order, a, nb, indptr, indices, values, Wh, Z, u, mode, zero):
-    # Z[r] = (u for OFFSET, else 0) + the row's nonzeros times their rows of Wh, 8 per sweep
-    H = Wh.shape[1]
+def _forward_sparse(order, a, nb, indptr, indices, values, Wh, Z, u, mode, zero, h0, h1):
+    # Z[:nb, h0:h1] = (u for OFFSET, else 0) + each row's nonzeros times their rows of
+    # Wh[:, h0:h1], eight per sweep
     for r in range(nb):
         i = order[a + r]
         if mode == 2:
-            for j in range(H):
+            for j in range(h0, h1):
                 Z[r, j] = u[j]
         else:
-            for j in range(H):
+            for j in range(h0, h1):
                 Z[r, j] = zero
-        _axpy_run(Z, r, Wh, indptr[i], indptr[i + 1], indices, values, 0, H, GROUP)
+        _axpy_run(Z, r, Wh, indptr[i], indptr[i + 1], indices, values, h0, h1, GROUP)
 
 
 @numba.njit(**_SERIAL)
-def _backward_sparse(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval, D, G, Wh,
-                     vWh, lr, mu, tiny, zero, mode, c, dbh, u):
-    # dWh = Sᵀ·D (+ c·dbh for OFFSET) feature by feature over the batch transposed, each row
-    # applied by the momentum step (rows without an entry: their decay); OFFSET: u = cᵀ·Wh after
-    F, H = Wh.shape
-    _transpose_batch(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval)
+def _backward_sparse(cptr, crow, cval, D, G, g, Wh, vWh, lr, mu, tiny, zero, mode, c, dbh, u,
+                     h0, h1):
+    # dWh[:, h0:h1] = Sᵀ·D (+ c·dbh for OFFSET) feature by feature over the batch transposed
+    # (_transpose_batch), each row applied by the momentum step (rows without an entry: their
+    # decay); OFFSET: u[h0:h1] = cᵀ·Wh after the update
+    F = Wh.shape[0]
     if mode == 2:
-        for j in range(H):
+        for j in range(h0, h1):
             u[j] = zero
     for k in range(F):
-        for j in range(H):
-            G[0, j] = zero
-        _axpy_run(G, 0, D, cptr[k], cptr[k + 1], crow, cval, 0, H, GROUP)
-        _update_row(Wh, vWh, k, G, 0, 0, H, lr, mu, tiny, zero, mode, c, dbh, u)
+        for j in range(h0, h1):
+            G[g, j] = zero
+        _axpy_run(G, g, D, cptr[k], cptr[k + 1], crow, cval, h0, h1, GROUP)
+        _update_row(Wh, vWh, k, G, g, h0, h1, lr, mu, tiny, zero, mode, c, dbh, u)
 
 
 @numba.njit(inline="always")
-def _forward_rows_dense(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, PW, zero):
-    _forward_dense(X, order, a, nb, Wh, Z, PW, zero)
+def _forward_rows_dense(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, PW, zero, h0,
+                        h1):
+    _forward_dense(X, order, a, nb, Wh, Z, PW, zero, h0, h1)
 
 
 @numba.njit(inline="always")
-def _forward_rows_sparse(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, PW, zero):
-    _forward_sparse(order, a, nb, indptr, indices, values, Wh, Z, u, mode, zero)
+def _forward_rows_sparse(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, PW, zero, h0,
+                         h1):
+    _forward_sparse(order, a, nb, indptr, indices, values, Wh, Z, u, mode, zero, h0, h1)
 
 
 @numba.njit(inline="always")
-def _backward_rows_dense(X, order, a, nb, indptr, indices, values, cnt, cptr, crow, cval, D, G,
-                         Wh, vWh, PW, lr, mu, tiny, zero, mode, c, dbh, u):
-    _backward_dense(X, order, a, nb, D, G, Wh, vWh, PW, lr, mu, tiny, zero, c, dbh, u)
+def _backward_rows_dense(X, order, a, nb, cptr, crow, cval, D, G, g, Wh, vWh, PW, lr, mu, tiny,
+                         zero, mode, c, dbh, u, h0, h1):
+    _backward_dense(X, order, a, nb, D, G, g, Wh, vWh, PW, lr, mu, tiny, zero, c, dbh, u, h0,
+                    h1)
 
 
 @numba.njit(inline="always")
-def _backward_rows_sparse(X, order, a, nb, indptr, indices, values, cnt, cptr, crow, cval, D, G,
-                          Wh, vWh, PW, lr, mu, tiny, zero, mode, c, dbh, u):
-    _backward_sparse(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval, D, G, Wh, vWh,
-                     lr, mu, tiny, zero, mode, c, dbh, u)
+def _backward_rows_sparse(X, order, a, nb, cptr, crow, cval, D, G, g, Wh, vWh, PW, lr, mu, tiny,
+                          zero, mode, c, dbh, u, h0, h1):
+    _backward_sparse(cptr, crow, cval, D, G, g, Wh, vWh, lr, mu, tiny, zero, mode, c, dbh, u, h0,
+                     h1)
 
 
 # what _chunk_kernel calls for the two products; each compilation binds its own (_specialise)
@@ -247,12 +251,13 @@ _forward, _backward = _forward_rows_dense, _backward_rows_dense
 
 
 def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act, lr, mu, zero,
-                  one, tiny, scales, PW, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, Z, yb, G, u, cnt,
-                  cptr, crow, cval, WoT, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dWo_flat,
-                  dbo, dbh, bstats, ends, stats):
-    saved = ftz_on()  # subnormals as zero on x86 (fpenv.py)
+                  one, tiny, scales, PW, nblk, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, Z, yb, G, u,
+                  cnt, cptr, crow, cval, WoT, dWoT_part, dbo_part, dbh_part, stats_part, dWo,
+                  dWo_flat, dbo, dbh, bstats, ends, stats):
+    saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), here and in each parallel block
     F, H = Wh.shape
     n = order.shape[0]
+    HB = (H + nblk - 1) // nblk  # hidden units per block: one block per thread
     vWo_flat = vWo.reshape(-1)
     Wo_flat = Wo.reshape(-1)
     if mode == 2 and s0 < s1:  # u = cᵀ·Wh for the first step; later steps' comes from updates
@@ -265,57 +270,83 @@ def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act,
                     u[j] += ck * Wh[k, j]
     loss_sum = 0.0
     correct = 0.0
-    for s in range(s0, s1):
+    nb_prev = 0
+    for s in range(s0, s1 + 1):
+        have_prev = s > s0
+        have_cur = s < s1
         a = s * B
-        nb = min(a + B, n) - a
+        nb = min(a + B, n) - a if have_cur else 0
+        # one parallel region per step: each block of hidden units takes the previous step's
+        # backward pass and Wh update, then this step's Z = Xb·Wh (no bias: the head adds it),
+        # which reads only its own block's columns of Wh (and of u)
+        for blk in prange(nblk):
+            fp = ftz_on()
+            h0 = blk * HB
+            h1 = min(H, h0 + HB)
+            if have_prev:
+                _backward(X, order, a - B, nb_prev, cptr, crow, cval, Z, G, blk, Wh, vWh, PW,
+                          lr, mu, tiny, zero, mode, c, dbh, u, h0, h1)
+            if have_cur:
+                _forward(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, PW, zero, h0,
+                         h1)
+            ftz_restore(fp)
+        if have_prev:  # the previous step's other parameters, from the head's gradients
+            _small_momentum(bh, vbh, dbh, lr, mu, tiny, zero)
+            _small_momentum(Wo_flat, vWo_flat, dWo_flat, lr, mu, tiny, zero)
+            _small_momentum(bo, vbo, dbo, lr, mu, tiny, zero)
+        if not have_cur:
+            break
+        # the per-step path's fused head: dZ over Z, dWo, dbo, dbh, the batch's stats
         for r in range(nb):
             yb[r] = y[order[a + r]]
-        # 1. Z = Xb·Wh (no bias: the head adds it)
-        _forward(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, PW, zero)
-        # 2. the per-step path's fused head: dZ over Z, dWo, dbo, dbh, the batch's stats
         ends[0] = nb
         _head_kernel_serial(Z[:nb], bh, Wo, bo, yb[:nb], ends, nb, act, scales[nb], zero, one,
                             tiny, WoT, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dbo, dbh,
                             bstats)
         loss_sum += bstats[0, 0]
         correct += bstats[0, 1]
-        # 3. dWh = Xbᵀ·dZ, each few rows applied at once by the momentum step
-        _backward(X, order, a, nb, indptr, indices, values, cnt, cptr, crow, cval, Z, G, Wh,
-                  vWh, PW, lr, mu, tiny, zero, mode, c, dbh, u)
-        # 4. the other parameters' momentum step
-        _small_momentum(bh, vbh, dbh, lr, mu, tiny, zero)
-        _small_momentum(Wo_flat, vWo_flat, dWo_flat, lr, mu, tiny, zero)
-        _small_momentum(bo, vbo, dbo, lr, mu, tiny, zero)
+        if mode != 0:  # the batch's nonzeros feature by feature, for its backward pass
+            _transpose_batch(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval)
+        nb_prev = nb
     stats[0] += loss_sum
     stats[1] += correct
     ftz_restore(saved)
 
 
-def _specialise(name: str, forward, backward):
-    # _chunk_kernel compiled with its products bound to one form of the rows: a run compiles
-    # the form it uses only (each compilation costs seconds). A copy of the function under its
-    # own name (its own on-disk cache), reading _forward/_backward from its own globals.
+def _specialise(name: str, forward, backward, parallel: bool):
+    # _chunk_kernel compiled with its products bound to one form of the rows, serial or with
+    # threads: a run compiles the one it uses only (each compilation costs seconds). A copy of
+    # the function under its own name (its own on-disk cache), reading _forward/_backward from
+    # its own globals.
     fn = _chunk_kernel
     scope = dict(fn.__globals__, _forward=forward, _backward=backward)
     copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__, fn.__closure__)
     copy.__qualname__ = name
-    return numba.njit(**_SERIAL)(copy)
+    return numba.njit(**dict(_JIT, parallel=parallel))(copy)
 
 
+# (dense rows?, threads?) -> the compilation; offset rows run the sparse ones
 _CHUNK_KERNELS = {
-    DENSE: _specialise("_chunk_dense", _forward_rows_dense, _backward_rows_dense),
-    SPARSE: _specialise("_chunk_sparse", _forward_rows_sparse, _backward_rows_sparse),
+    (True, False): _specialise("_chunk_dense", _forward_rows_dense, _backward_rows_dense, False),
+    (False, False): _specialise("_chunk_sparse", _forward_rows_sparse, _backward_rows_sparse,
+                                False),
+    (True, True): _specialise("_chunk_dense_threads", _forward_rows_dense, _backward_rows_dense,
+                              True),
+    (False, True): _specialise("_chunk_sparse_threads", _forward_rows_sparse,
+                               _backward_rows_sparse, True),
 }
 
 
-def workspace(B: int, F: int, H: int, K: int, dtype, nnz_max: int = 0) -> dict:
+def workspace(B: int, F: int, H: int, K: int, dtype, nnz_max: int = 0, threads: int = 1) -> dict:
     """Every buffer :func:`train_chunk` needs for batches of up to ``B`` rows of F features, H
     hidden units, K classes in ``dtype``; ``nnz_max``: the most nonzeros any B training rows
-    hold together (sparse and offset rows; ``kernels.sparse.max_rows_nnz``). Allocated once."""
+    hold together (sparse and offset rows; ``kernels.sparse.max_rows_nnz``); ``threads``: the
+    blocks of hidden units each step is split into, one per thread. Allocated once."""
     dt = np.dtype(dtype)
     dWo = np.empty(H * K, dt)
     return {
-        "Z": np.empty((B, H), dt), "yb": np.empty(B, np.int32), "G": np.empty((4, H), dt),
+        "Z": np.empty((B, H), dt), "yb": np.empty(B, np.int32),
+        "G": np.empty((max(1, min(threads, H)), H), dt),  # a gradient row per thread
         "u": np.zeros(H, dt), "cnt": np.empty(F + 1, np.int64), "cptr": np.empty(F + 1, np.int64),
         "crow": np.empty(max(nnz_max, 1), np.int32), "cval": np.empty(max(nnz_max, 1), dt),
         "WoT": np.empty((K, H), dt), "dWoT_part": np.empty((1, K, H), dt),
@@ -351,11 +382,12 @@ def train_chunk(mode: str, X, y, rows: tuple, c, order, s0: int, s1: int, B: int
     if ws["Z"].shape[0] < B or ws["Z"].dtype != Wh.dtype:
         raise ValueError("the workspace is for smaller batches or another dtype")
     indptr, indices, values = rows
-    kernel = _CHUNK_KERNELS[DENSE if mode == "dense" else SPARSE]  # offset: the sparse one
+    nblk = ws["G"].shape[0]  # blocks of hidden units: one per thread
+    kernel = _CHUNK_KERNELS[mode == "dense", nblk > 1]
     kernel(MODES[mode], X, y, indptr, indices, values, c, order, s0, s1, B,
-                  activation_id(activation), dt(lr), dt(mu), dt(0), dt(1),
-                  dt(np.finfo(Wh.dtype).tiny), ws["scales"], panel, Wh, bh.reshape(-1), Wo,
-                  bo.reshape(-1), vWh, vbh.reshape(-1), vWo, vbo.reshape(-1), ws["Z"], ws["yb"],
-                  ws["G"], ws["u"], ws["cnt"], ws["cptr"], ws["crow"], ws["cval"], ws["WoT"],
-                  ws["dWoT_part"], ws["dbo_part"], ws["dbh_part"], ws["stats_part"], ws["dWo"],
-                  ws["dWo_flat"], ws["dbo"], ws["dbh"], ws["bstats"], ws["ends"], stats)
+           activation_id(activation), dt(lr), dt(mu), dt(0), dt(1), dt(np.finfo(Wh.dtype).tiny),
+           ws["scales"], panel, nblk, Wh, bh.reshape(-1), Wo, bo.reshape(-1), vWh,
+           vbh.reshape(-1), vWo, vbo.reshape(-1), ws["Z"], ws["yb"], ws["G"], ws["u"], ws["cnt"],
+           ws["cptr"], ws["crow"], ws["cval"], ws["WoT"], ws["dWoT_part"], ws["dbo_part"],
+           ws["dbh_part"], ws["stats_part"], ws["dWo"], ws["dWo_flat"], ws["dbo"], ws["dbh"],
+           ws["bstats"], ws["ends"], stats)

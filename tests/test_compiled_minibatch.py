@@ -10,6 +10,7 @@ constant), with a short last batch.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -66,11 +67,12 @@ def per_step(data: Dataset, H: int, B: int, activation: str, mu: float, epochs: 
 
 
 def compiled(data: Dataset, H: int, B: int, activation: str, mu: float, epochs: int,
-             dtype: str = "float64", lr: float = 0.05, rows: str = "auto"):
+             dtype: str = "float64", lr: float = 0.05, rows: str = "auto", threads: int = 1):
     """The same training as :func:`per_step` on the compiled epoch: the same seeded orders."""
     model = fastmlp.MLP(data.train.x.shape[1], H, data.n_classes, activation=activation,
                         dtype=dtype, seed=3)
-    runner = CompiledMinibatch(model, data.train.x, data.train.y, B, lr, mu, rows=rows)
+    runner = CompiledMinibatch(model, data.train.x, data.train.y, B, lr, mu, rows=rows,
+                               threads=threads)
     rng = np.random.default_rng(11)  # as the Trainer draws each epoch's order
     sums = [runner.run_epoch(rng.permutation(len(data.train))) for _ in range(epochs)]
     return model, runner, sums
@@ -102,10 +104,14 @@ EXPECTED_FORM = {"dense": "dense", "sparse": "sparse", "offset": "offset"}
 @pytest.mark.parametrize("B", [2, 7, 100, 512])
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
 @pytest.mark.parametrize("mu", [0.0, 0.99])
-def test_compiled_equals_per_step_float64(kind: str, B: int, activation: str, mu: float) -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_equals_per_step_float64(kind: str, B: int, activation: str, mu: float,
+                                          threads: int) -> None:
+    # threads 2: the hidden units in two blocks (where Numba has one thread, it runs them in turn)
     data = dataset(kind, N_TRAIN, 23, 10)
-    fast = compiled(data, 37, B, activation, mu, epochs=3)
+    fast = compiled(data, 37, B, activation, mu, epochs=3, threads=threads)
     assert fast[1].mode == EXPECTED_FORM[kind]
+    assert fast[1].threads == min(threads, numba.get_num_threads())
     ref = per_step(data, 37, B, activation, mu, epochs=3)
     assert_agree(fast, ref, 1e-10, N_TRAIN)
 
