@@ -29,7 +29,11 @@ ROW_FORMS = ("auto", "dense", "sparse", "offset")
 # only those: the sparse products' crossover (fastmlp/sparse.py's SPARSE_MAX_DENSITY).
 MAX_DENSITY = 0.3
 MAX_BATCH = 512  # the kernel's tested range; the per-step path serves larger batches
-THREADED_STEP_WORK = 16_000  # B·H from which steps split their hidden units between threads
+# B·H from which steps split their hidden units between threads. None: never by default. On
+# the shared 2-core development machine (load 12-13) two threads ran at 0.35-0.84x of one at
+# every point of the JAX comparison (784-{64,300,1000}-10, B 10-100, MNIST and dense rows;
+# bench/minibatch_threads.py): re-measure on a quiet machine and set the crossover here.
+THREADED_STEP_WORK: int | None = None
 CALL_SECONDS = 0.1  # a call's length to aim at: the progress bar moves, Ctrl-C is heard soon
 
 
@@ -37,7 +41,9 @@ def threads_for(H: int, B: int) -> int:
     """Threads for an epoch of steps of B rows and H hidden units: Numba's all from
     :data:`THREADED_STEP_WORK` rows × hidden units per step, else one (each step is one parallel
     region, whose wake-up costs more than a small step's work)."""
-    return numba.get_num_threads() if B * H >= THREADED_STEP_WORK else 1
+    if THREADED_STEP_WORK is None or B * H < THREADED_STEP_WORK:
+        return 1
+    return numba.get_num_threads()
 
 
 def choose_rows(X: np.ndarray, rows: str = "auto") -> tuple[str, CSR | None, np.ndarray | None,
