@@ -12,12 +12,13 @@ the momentum kernel, with no Python and no allocation per step:
    - ``SPARSE``: each row's nonzeros (CSR of all rows, built once), 8 per sweep over the row of Z;
    - ``OFFSET``: rows sparse around a constant, X = S + 1·cᵀ (kernels/offset.py): Z = S·Wh + 1·u,
      with u = cᵀ·Wh formed during the previous step's update pass over Wh (or at the call's
-     start), so it costs no extra pass.
+     start), so it costs no extra pass. Rounding: kernels/offset.py states the bound against
+     the dense product (the same order as the dense product's own where |c| ~ |x|).
 2. The head: exactly the per-step path's fused head (``cpu._head_kernel_serial``, which that
    path runs for batches under 512 rows), called from here: bias, activation, output layer,
    softmax cross-entropy, accuracy, dWo, dbo, dbh, and dZ written over Z.
-3. dWh = Xbᵀ·dZ fused with the momentum update of Wh, row block by row block: a few rows of the
-   gradient are summed in an L1-resident buffer and applied at once (v ← γ·v + α·g, flushed;
+3. dWh = Xbᵀ·dZ fused with the momentum update of Wh, row by row: each row of the gradient is
+   summed in an L1-resident buffer and applied at once (v ← γ·v + α·g, flushed;
    W ← W − v), so no F×H gradient is written and read back. Dense rows: eight batch rows per
    sweep. Sparse rows: the batch transposed per step (counting sort, buffers sized once), each
    feature's entries 8 per sweep; OFFSET adds c_k·(1ᵀ·dZ) = c_k·dbh to row k's gradient.
@@ -30,10 +31,16 @@ summation order inside the two products (BLAS's there, the blocks' here): float6
 agree to 1e-10 relative after epochs (tests/test_compiled_minibatch.py). Subnormals: the call
 runs with FTZ/DAZ set on x86 (fpenv.py), and v, do, dz are flushed explicitly as elsewhere.
 
-Threads: this kernel runs on one thread. Splitting a step's hidden units between the 2 cores
-needs a barrier per step inside one parallel region, which Numba's prange cannot express;
-one region per step costs a thread wake-up (~60 µs measured for kernels/steps.py on this
-machine), more than a step of B ≤ 100 at H ≤ 300 takes.
+Threads (``workspace(threads=T)``): the hidden units split into T blocks, one per thread, in one
+parallel region per step: each block runs the previous step's backward pass and Wh update, then
+this step's forward product, over its own columns of Wh, vWh, Z and u only; the head and the
+small parameters' updates run between regions, serially. Each output element is summed by one
+thread in the same order whatever T is, so the result does not depend on T. On the shared 2-core
+development machine two threads lost at every measured point (bench/minibatch_threads.py), so
+the driver's default is one (``fastmlp.compiled_minibatch.THREADED_STEP_WORK``).
+
+Compile time: the kernel is compiled per form of the rows (dense; sparse and offset share one)
+and per serial/threaded, only the one a run uses, once per dtype (``_specialise``).
 """
 
 from __future__ import annotations

@@ -153,6 +153,17 @@ def test_calls_of_any_length_give_the_same_epoch() -> None:
         np.testing.assert_array_equal(velocity, results[0][1])
 
 
+@pytest.mark.parametrize("kind", ["dense", "offset"])
+def test_threads_do_not_change_a_bit(kind: str) -> None:
+    # each element is summed by one block in one order, whatever the blocks
+    data = dataset(kind, 211, 23, 10)
+    (m1, r1, s1), (m2, r2, s2) = (compiled(data, 37, 7, "relu", 0.9, 2, threads=t)
+                                  for t in (1, 2))
+    np.testing.assert_array_equal(m1.params, m2.params)
+    np.testing.assert_array_equal(r1.velocity, r2.velocity)
+    assert s1 == s2
+
+
 def test_progress_is_reported_within_the_epoch() -> None:
     data = dataset("dense", 211, 23, 10)
     model = fastmlp.MLP(23, 40, 10, dtype="float64", seed=3)
