@@ -54,23 +54,32 @@ def choose_rows(X: np.ndarray, rows: str = "auto") -> tuple[str, CSR | None, np.
         raise FastMLPError(f"rows must be one of {', '.join(ROW_FORMS)}, got {rows!r}")
     if rows == "dense":
         return "dense", None, None, "dense (asked for)"
-    around = koffset.offset_rows(X)
-    all_zero = not np.any(around.c)
+    c = koffset.feature_constants(X)
+    all_zero = not np.any(c)
     if rows == "sparse" or (rows == "auto" and all_zero):
-        S = ksparse.csr(X) if not all_zero else around.S
-        d = ksparse.density(S)
+        d = _density(X, np.zeros_like(c))
         if rows == "auto" and d >= MAX_DENSITY:
             return "dense", None, None, f"dense: density {d:.2f} >= {MAX_DENSITY}"
-        return "sparse", S, None, f"sparse: density {d:.2f}"
-    d = around.density
+        return "sparse", ksparse.csr(X), None, f"sparse: density {d:.2f}"
+    d = _density(X, c)  # counted before S is built: no n×F-entry CSR for dense rows
     if rows == "auto" and d >= MAX_DENSITY:
         return "dense", None, None, (f"dense: density {d:.2f} around the features' most "
                                      f"frequent values >= {MAX_DENSITY}")
-    c = around.c
     values, counts = np.unique(c, return_counts=True)
     common = values[np.argmax(counts)]
-    return "offset", around.S, c, (f"offset: density {d:.2f} around c (most often "
-                                   f"{common:g}, {int(counts.max())} of {c.size} features)")
+    return "offset", koffset.offset_rows(X, c).S, c, (
+        f"offset: density {d:.2f} around c (most often {common:g}, {int(counts.max())} of "
+        f"{c.size} features)")
+
+
+def _density(X: np.ndarray, c: np.ndarray) -> float:
+    """Fraction of X's (n, F) entries other than c (F,) (NaN counts as other), in row chunks."""
+    if not X.size:
+        return 0.0
+    other = 0
+    for a in range(0, X.shape[0], 4096):
+        other += int(np.count_nonzero(X[a:a + 4096] != c))
+    return other / X.size
 
 
 class CompiledMinibatch:
