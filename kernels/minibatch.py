@@ -14,9 +14,10 @@ the momentum kernel, with no Python and no allocation per step:
      with u = cᵀ·Wh formed during the previous step's update pass over Wh (or at the call's
      start), so it costs no extra pass. Rounding: kernels/offset.py states the bound against
      the dense product (the same order as the dense product's own where |c| ~ |x|).
-2. The head: exactly the per-step path's fused head (``cpu._head_kernel_serial``, which that
-   path runs for batches under 512 rows), called from here: bias, activation, output layer,
-   softmax cross-entropy, accuracy, dWo, dbo, dbh, and dZ written over Z.
+2. The head: the per-step path's fused head (kernels/cpu.py's, which that path runs serially
+   for batches under 512 rows) for training rows only, with its sums in the same order (tiles
+   of four rows, two outputs per sweep): bias, activation, output layer, softmax cross-entropy,
+   accuracy, dWo, dbo, dbh, and dZ written over Z (``_head``).
 3. dWh = Xbᵀ·dZ fused with the momentum update of Wh, row by row: each row of the gradient is
    summed in an L1-resident buffer and applied at once (v ← γ·v + α·g, flushed;
    W ← W − v), so no F×H gradient is written and read back. Dense rows: eight batch rows per
@@ -40,7 +41,12 @@ development machine two threads lost at every measured point (bench/minibatch_th
 the driver's default is one (``fastmlp.compiled_minibatch.THREADED_STEP_WORK``).
 
 Compile time: the kernel is compiled per form of the rows (dense; sparse and offset share one)
-and per serial/threaded, only the one a run uses, once per dtype (``_specialise``).
+and per serial/threaded, only the one a run uses, once per dtype (``_specialise``). Its helpers
+are compiled functions of their own, called, not ``inline="always"``: Numba inlines such a
+helper by re-typing its body at every call site, and the per-step path's head kernel carries
+its threads' partial sums and evaluation rows; with those the first call took ~21 s of CPU
+with an empty cache, now ~11-14 s (dense, float32, 784-64-10, B = 100, CPU time of the first
+call in a fresh process). LLVM still inlines the small helpers where it pays.
 """
 
 from __future__ import annotations
@@ -52,8 +58,9 @@ import numpy as np
 from numba import prange, uintp
 
 from . import activation_id
-from .cpu import _JIT, _flush, _head_kernel_serial
+from .cpu import _JIT, _flush
 from .fpenv import ftz_on, ftz_restore
+from .minibatch_head import _head
 from .sparse import _axpy_run
 
 DENSE, SPARSE, OFFSET = 0, 1, 2
@@ -63,7 +70,7 @@ GROUP = 8  # sparse entries summed per sweep (kernels/sparse.py's measured best)
 _SERIAL = dict(_JIT, parallel=False)
 
 
-@numba.njit(inline="always")
+@numba.njit(**_SERIAL)
 def _sum8(acc, i, src, k0, k1, k2, k3, k4, k5, k6, k7, x0, x1, x2, x3, x4, x5, x6, x7, j0, j1):
     # acc[i, j0:j1] += Σ of eight x·src[k, j0:j1]: one store stream and eight loads, so LLVM's
     # runtime alias checks stay within its limit and the loop vectorises (four rows of acc per
@@ -74,7 +81,7 @@ def _sum8(acc, i, src, k0, k1, k2, k3, k4, k5, k6, k7, x0, x1, x2, x3, x4, x5, x
                       + ((x4 * src[k4, j] + x5 * src[k5, j]) + (x6 * src[k6, j] + x7 * src[k7, j])))
 
 
-@numba.njit(inline="always")
+@numba.njit(**_SERIAL)
 def _sum1(acc, i, src, k, x, j0, j1):
     for jj in range(j0, j1):
         j = uintp(jj)
@@ -106,7 +113,7 @@ def _forward_dense(X, order, a, nb, Wh, Z, PW, zero, h0, h1):
             k += 1
 
 
-@numba.njit(inline="always")
+@numba.njit(**_SERIAL)
 def _grad_dense(X, order, a, nb, k, D, G, g, j0, j1, zero):
     # G[g, j0:j1] = Σ_r X[order[a + r], k] · D[r, j0:j1], eight rows per sweep
     for jj in range(j0, j1):
@@ -125,7 +132,7 @@ def _grad_dense(X, order, a, nb, k, D, G, g, j0, j1, zero):
         r += 1
 
 
-@numba.njit(inline="always")
+@numba.njit(**_SERIAL)
 def _update_row(Wh, vWh, k, G, f, j0, j1, lr, mu, tiny, zero, mode, c, dbh, u):
     # the momentum step of row k of Wh from gradient row G[f] (+ c_k·dbh for OFFSET); then,
     # for OFFSET, u += c_k · (the updated row): u = cᵀ·Wh for the next step's forward pass
@@ -149,7 +156,7 @@ def _update_row(Wh, vWh, k, G, f, j0, j1, lr, mu, tiny, zero, mode, c, dbh, u):
             Wh[kk, j] -= v
 
 
-@numba.njit(inline="always")
+@numba.njit(**_SERIAL)
 def _transpose_batch(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval):
     # the batch's nonzeros feature by feature: feature k's are crow/cval[cptr[k] : cptr[k+1]]
     # (batch rows increasing); cnt is scratch (F + 1)
@@ -174,7 +181,7 @@ def _transpose_batch(order, a, nb, indptr, indices, values, cnt, cptr, crow, cva
             cnt[k + 1] = q + 1
 
 
-@numba.njit(inline="always")
+@numba.njit(**_SERIAL)
 def _small_momentum(p, v, g, lr, mu, tiny, zero):
     for t in range(p.shape[0]):
         vt = _flush(mu * v[t] + lr * g[t], tiny, zero)
@@ -258,9 +265,9 @@ _forward, _backward = _forward_rows_dense, _backward_rows_dense
 
 
 def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act, lr, mu, zero,
-                  one, tiny, scales, PW, nblk, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, Z, yb, G, u,
-                  cnt, cptr, crow, cval, WoT, dWoT_part, dbo_part, dbh_part, stats_part, dWo,
-                  dWo_flat, dbo, dbh, bstats, ends, stats):
+                  one, tiny, scales, PW, nblk, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, Z, o, G, u,
+                  cnt, cptr, crow, cval, WoT, dWoT, dh, pad, dWo,
+                  dWo_flat, dbo, dbh, bstats, stats):
     saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), here and in each parallel block
     F, H = Wh.shape
     n = order.shape[0]
@@ -277,7 +284,7 @@ def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act,
                     u[j] += ck * Wh[k, j]
     loss_sum = 0.0
     correct = 0.0
-    nb_prev = 0
+    nb_prev = s0 - s0  # an int64 variable, not the literal 0 (a second compile of _backward)
     for s in range(s0, s1 + 1):
         have_prev = s > s0
         have_cur = s < s1
@@ -303,13 +310,9 @@ def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act,
             _small_momentum(bo, vbo, dbo, lr, mu, tiny, zero)
         if not have_cur:
             break
-        # the per-step path's fused head: dZ over Z, dWo, dbo, dbh, the batch's stats
-        for r in range(nb):
-            yb[r] = y[order[a + r]]
-        ends[0] = nb
-        _head_kernel_serial(Z[:nb], bh, Wo, bo, yb[:nb], ends, nb, act, scales[nb], zero, one,
-                            tiny, WoT, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dbo, dbh,
-                            bstats)
+        # the per-step path's head: dZ over Z, dWo, dbo, dbh, the batch's stats
+        _head(Z, nb, bh, Wo, bo, y, order, a, act, scales[nb], zero, one, tiny, WoT, o, dh,
+              dWoT, pad, dWo, dbo, dbh, bstats)
         loss_sum += bstats[0, 0]
         correct += bstats[0, 1]
         if mode != 0:  # the batch's nonzeros feature by feature, for its backward pass
@@ -352,15 +355,14 @@ def workspace(B: int, F: int, H: int, K: int, dtype, nnz_max: int = 0, threads: 
     dt = np.dtype(dtype)
     dWo = np.empty(H * K, dt)
     return {
-        "Z": np.empty((B, H), dt), "yb": np.empty(B, np.int32),
+        "Z": np.empty((B, H), dt), "o": np.empty((4, K), dt),
+        "dh": np.empty((4, H), dt), "pad": np.zeros(H, dt),
         "G": np.empty((max(1, min(threads, H)), H), dt),  # a gradient row per thread
         "u": np.zeros(H, dt), "cnt": np.empty(F + 1, np.int64), "cptr": np.empty(F + 1, np.int64),
         "crow": np.empty(max(nnz_max, 1), np.int32), "cval": np.empty(max(nnz_max, 1), dt),
-        "WoT": np.empty((K, H), dt), "dWoT_part": np.empty((1, K, H), dt),
-        "dbo_part": np.empty((1, K), dt), "dbh_part": np.empty((1, H), dt),
-        "stats_part": np.empty((1, 1, 2), np.float64), "dWo_flat": dWo,
+        "WoT": np.empty((K, H), dt), "dWoT": np.empty((K, H), dt), "dWo_flat": dWo,
         "dWo": dWo.reshape(H, K), "dbo": np.empty(K, dt), "dbh": np.empty(H, dt),
-        "bstats": np.zeros((1, 2), np.float64), "ends": np.zeros(1, np.int64),
+        "bstats": np.zeros((1, 2), np.float64),
         # scales[n] = 1/n in the dtype, as the per-step path's head gets it for n rows
         "scales": np.array([1.0] + [1.0 / n for n in range(1, B + 1)], np.float64).astype(dt),
     }
@@ -394,7 +396,7 @@ def train_chunk(mode: str, X, y, rows: tuple, c, order, s0: int, s1: int, B: int
     kernel(MODES[mode], X, y, indptr, indices, values, c, order, s0, s1, B,
            activation_id(activation), dt(lr), dt(mu), dt(0), dt(1), dt(np.finfo(Wh.dtype).tiny),
            ws["scales"], panel, nblk, Wh, bh.reshape(-1), Wo, bo.reshape(-1), vWh,
-           vbh.reshape(-1), vWo, vbo.reshape(-1), ws["Z"], ws["yb"], ws["G"], ws["u"], ws["cnt"],
-           ws["cptr"], ws["crow"], ws["cval"], ws["WoT"], ws["dWoT_part"], ws["dbo_part"],
-           ws["dbh_part"], ws["stats_part"], ws["dWo"], ws["dWo_flat"], ws["dbo"], ws["dbh"],
-           ws["bstats"], ws["ends"], stats)
+           vbh.reshape(-1), vWo, vbo.reshape(-1), ws["Z"], ws["o"], ws["G"], ws["u"], ws["cnt"],
+           ws["cptr"], ws["crow"], ws["cval"], ws["WoT"], ws["dWoT"], ws["dh"], ws["pad"],
+           ws["dWo"],
+           ws["dWo_flat"], ws["dbo"], ws["dbh"], ws["bstats"], stats)
