@@ -5,10 +5,13 @@ path of :class:`fastmlp.train.Trainer` does with a gather, two BLAS products, th
 the momentum kernel, with no Python and no allocation per step:
 
 1. Z = Xb·Wh over the batch's rows, in one of three forms of the rows (``mode``):
-   - ``DENSE``: blocked product: eight rows of Wh at a time (in L1) pass over every batch row,
-     each sweep adding eight features' products to a row of Z (one load and store of Z per eight
-     products; one store stream, so LLVM vectorises the sweep: four rows of Z per sweep, tried
-     first, exceed its runtime alias checks and ran as scalar code);
+   - ``DENSE``: tiles of four batch rows × a panel of TW hidden units, summed in a buffer
+     (in L1) four features per sweep: sixteen products per four loads of Wh and a load and
+     store of each of the tile's four rows (``_sweep4x4``). The tile's rows lie a constant
+     apart in one buffer, so LLVM vectorises the sweep with one runtime alias check (four rows
+     of Z, a runtime stride apart, exceeded its checks and ran as scalar code). Still ~1.5-2×
+     OpenBLAS's time per product: the accumulators live in L1, not in registers (local scalar
+     tiles, tried, came out as scalar code: LLVM vectorised their k loop or nothing);
    - ``SPARSE``: each row's nonzeros (CSR of all rows, built once), 8 per sweep over the row of Z;
    - ``OFFSET``: rows sparse around a constant, X = S + 1·cᵀ (kernels/offset.py): Z = S·Wh + 1·u,
      with u = cᵀ·Wh formed during the previous step's update pass over Wh (or at the call's
@@ -20,9 +23,10 @@ the momentum kernel, with no Python and no allocation per step:
    accuracy, dWo, dbo, dbh, and dZ written over Z (``_head``).
 3. dWh = Xbᵀ·dZ fused with the momentum update of Wh, row by row: each row of the gradient is
    summed in an L1-resident buffer and applied at once (v ← γ·v + α·g, flushed;
-   W ← W − v), so no F×H gradient is written and read back. Dense rows: eight batch rows per
-   sweep. Sparse rows: the batch transposed per step (counting sort, buffers sized once), each
-   feature's entries 8 per sweep; OFFSET adds c_k·(1ᵀ·dZ) = c_k·dbh to row k's gradient.
+   W ← W − v), so no F×H gradient is written and read back. Dense rows: four rows of the
+   gradient at a time in the forward pass's tile, four batch rows per sweep. Sparse rows: the
+   batch transposed per step (counting sort, buffers sized once), each feature's entries 8 per
+   sweep; OFFSET adds c_k·(1ᵀ·dZ) = c_k·dbh to row k's gradient.
    Every row of Wh takes its update every step, gradient or not: the per-step path's formula.
 4. The momentum update of bh, Wo and bo with the head's gradients; the batch's summed loss and
    correct count added to the epoch's.
@@ -65,71 +69,71 @@ from .sparse import _axpy_run
 
 DENSE, SPARSE, OFFSET = 0, 1, 2
 MODES = {"dense": DENSE, "sparse": SPARSE, "offset": OFFSET}
-PANEL = 2048  # hidden units per panel of the dense products (narrower: 32-256 measured slower)
+TW = 256  # hidden units per panel of the dense forward product: its tile is 4·TW (in L1)
 GROUP = 8  # sparse entries summed per sweep (kernels/sparse.py's measured best)
 _SERIAL = dict(_JIT, parallel=False)
 
 
 @numba.njit(**_SERIAL)
-def _sum8(acc, i, src, k0, k1, k2, k3, k4, k5, k6, k7, x0, x1, x2, x3, x4, x5, x6, x7, j0, j1):
-    # acc[i, j0:j1] += Σ of eight x·src[k, j0:j1]: one store stream and eight loads, so LLVM's
-    # runtime alias checks stay within its limit and the loop vectorises (four rows of acc per
-    # sweep would not: it falls back to scalar code)
-    for jj in range(j0, j1):
-        j = uintp(jj)
-        acc[i, j] += (((x0 * src[k0, j] + x1 * src[k1, j]) + (x2 * src[k2, j] + x3 * src[k3, j]))
-                      + ((x4 * src[k4, j] + x5 * src[k5, j]) + (x6 * src[k6, j] + x7 * src[k7, j])))
+def _sweep4x4(T, S, k, j0, w, x00, x01, x02, x03, x10, x11, x12, x13, x20, x21, x22, x23, x30,
+              x31, x32, x33):
+    # T[q·TW + jj] += Σ_e x_qe · S[k + e, j0 + jj] for the tile's four rows q, jj < w: sixteen
+    # products per four loads of S, four of T and four stores. T's rows lie TW (a constant)
+    # apart in one buffer, so LLVM needs one runtime alias check against S's rows, not one per
+    # pair of rows (four rows of Z, with its runtime stride, defeated the vectoriser)
+    for jj in range(w):
+        t = uintp(jj)
+        j = uintp(j0 + jj)
+        s0, s1, s2, s3 = S[k, j], S[k + 1, j], S[k + 2, j], S[k + 3, j]
+        T[t] += (x00 * s0 + x01 * s1) + (x02 * s2 + x03 * s3)
+        T[t + TW] += (x10 * s0 + x11 * s1) + (x12 * s2 + x13 * s3)
+        T[t + 2 * TW] += (x20 * s0 + x21 * s1) + (x22 * s2 + x23 * s3)
+        T[t + 3 * TW] += (x30 * s0 + x31 * s1) + (x32 * s2 + x33 * s3)
 
 
 @numba.njit(**_SERIAL)
-def _sum1(acc, i, src, k, x, j0, j1):
-    for jj in range(j0, j1):
-        j = uintp(jj)
-        acc[i, j] += x * src[k, j]
+def _sweep4x1(T, S, k, j0, w, x0, x1, x2, x3):
+    # _sweep4x4 for one row of S (the last F mod 4)
+    for jj in range(w):
+        t = uintp(jj)
+        s0 = S[k, uintp(j0 + jj)]
+        T[t] += x0 * s0
+        T[t + TW] += x1 * s0
+        T[t + 2 * TW] += x2 * s0
+        T[t + 3 * TW] += x3 * s0
 
 
 @numba.njit(**_SERIAL)
-def _forward_dense(X, order, a, nb, Wh, Z, PW, zero, h0, h1):
-    # Z[:nb, h0:h1] = the batch's rows of X times Wh[:, h0:h1]: per panel of PW hidden units,
-    # eight rows of Wh (in L1) at a time pass over every batch row's panel of Z (in L1/L2)
+def _forward_dense(X, order, a, nb, Wh, Z, T, zero, h0, h1):
+    # Z[:nb, h0:h1] = the batch's rows of X times Wh[:, h0:h1]: per panel of TW hidden units
+    # (784·TW of Wh stays in L2), per tile of four batch rows, T (4·TW, in L1) sums the tile's
+    # products four features per sweep (_sweep4x4), then goes to Z. Each element's sum runs in
+    # the same order wherever its column falls in a panel, so threads change no bit
     F = Wh.shape[0]
-    for j0 in range(h0, h1, PW):
-        j1 = min(h1, j0 + PW)
-        for r in range(nb):
-            for jj in range(j0, j1):
-                Z[uintp(r), uintp(jj)] = zero
-        k = 0
-        while k + 8 <= F:
-            for r in range(nb):
-                i = order[a + r]
-                _sum8(Z, uintp(r), Wh, uintp(k), uintp(k + 1), uintp(k + 2), uintp(k + 3),
-                      uintp(k + 4), uintp(k + 5), uintp(k + 6), uintp(k + 7), X[i, k],
-                      X[i, k + 1], X[i, k + 2], X[i, k + 3], X[i, k + 4], X[i, k + 5],
-                      X[i, k + 6], X[i, k + 7], j0, j1)
-            k += 8
-        while k < F:
-            for r in range(nb):
-                _sum1(Z, uintp(r), Wh, uintp(k), X[order[a + r], k], j0, j1)
-            k += 1
-
-
-@numba.njit(**_SERIAL)
-def _grad_dense(X, order, a, nb, k, D, G, g, j0, j1, zero):
-    # G[g, j0:j1] = Σ_r X[order[a + r], k] · D[r, j0:j1], eight rows per sweep
-    for jj in range(j0, j1):
-        G[g, uintp(jj)] = zero
-    r = 0
-    while r + 8 <= nb:
-        x0, x1 = X[order[a + r], k], X[order[a + r + 1], k]
-        x2, x3 = X[order[a + r + 2], k], X[order[a + r + 3], k]
-        x4, x5 = X[order[a + r + 4], k], X[order[a + r + 5], k]
-        x6, x7 = X[order[a + r + 6], k], X[order[a + r + 7], k]
-        _sum8(G, uintp(g), D, uintp(r), uintp(r + 1), uintp(r + 2), uintp(r + 3), uintp(r + 4),
-              uintp(r + 5), uintp(r + 6), uintp(r + 7), x0, x1, x2, x3, x4, x5, x6, x7, j0, j1)
-        r += 8
-    while r < nb:
-        _sum1(G, uintp(g), D, uintp(r), X[order[a + r], k], j0, j1)
-        r += 1
+    for j0 in range(h0, h1, TW):
+        w = min(TW, h1 - j0)
+        for r0 in range(0, nb, 4):
+            rows = min(4, nb - r0)
+            i0 = order[a + r0]  # rows past the batch repeat its first row, not stored
+            i1 = order[a + r0 + 1] if rows > 1 else i0
+            i2 = order[a + r0 + 2] if rows > 2 else i0
+            i3 = order[a + r0 + 3] if rows > 3 else i0
+            for t in range(4 * TW):
+                T[t] = zero
+            k = 0
+            while k + 4 <= F:
+                _sweep4x4(T, Wh, uintp(k), j0, w,
+                          X[i0, k], X[i0, k + 1], X[i0, k + 2], X[i0, k + 3],
+                          X[i1, k], X[i1, k + 1], X[i1, k + 2], X[i1, k + 3],
+                          X[i2, k], X[i2, k + 1], X[i2, k + 2], X[i2, k + 3],
+                          X[i3, k], X[i3, k + 1], X[i3, k + 2], X[i3, k + 3])
+                k += 4
+            while k < F:
+                _sweep4x1(T, Wh, uintp(k), j0, w, X[i0, k], X[i1, k], X[i2, k], X[i3, k])
+                k += 1
+            for q in range(rows):
+                for jj in range(w):
+                    Z[r0 + q, j0 + jj] = T[q * TW + jj]
 
 
 @numba.njit(**_SERIAL)
@@ -190,16 +194,46 @@ def _small_momentum(p, v, g, lr, mu, tiny, zero):
 
 
 @numba.njit(**_SERIAL)
-def _backward_dense(X, order, a, nb, D, G, g, Wh, vWh, PW, lr, mu, tiny, zero, c, dbh, u, h0,
-                    h1):
-    # dWh[:, h0:h1] = Xbᵀ·D[:, h0:h1], row by row into G[g] (in L1), each applied by the
-    # momentum step; per panel of PW hidden units, so the batch's panel of D stays in L1
+def _update_tile_row(Wh, vWh, k, T, off, j0, w, lr, mu, tiny, zero):
+    # the momentum step of Wh[k, j0:j0+w] from its gradient T[off : off+w] (_update_row's)
+    for jj in range(w):
+        j = uintp(j0 + jj)
+        v = _flush(mu * vWh[k, j] + lr * T[uintp(off + jj)], tiny, zero)
+        vWh[k, j] = v
+        Wh[k, j] -= v
+
+
+@numba.njit(**_SERIAL)
+def _backward_dense(X, order, a, nb, D, T, Wh, vWh, lr, mu, tiny, zero, h0, h1):
+    # dWh[:, h0:h1] = Xbᵀ·D[:, h0:h1], four rows of dWh at a time summed in the tile T (4·TW,
+    # in L1) four batch rows per sweep (_sweep4x4 with the roles of rows and features
+    # swapped), each row then applied by the momentum step: no F×H gradient is written. Per
+    # panel of TW hidden units, so the batch's panel of D stays in L1/L2
     F = Wh.shape[0]
-    for j0 in range(h0, h1, PW):
-        j1 = min(h1, j0 + PW)
-        for k in range(F):
-            _grad_dense(X, order, a, nb, k, D, G, g, j0, j1, zero)
-            _update_row(Wh, vWh, k, G, g, j0, j1, lr, mu, tiny, zero, 0, c, dbh, u)
+    for j0 in range(h0, h1, TW):
+        w = min(TW, h1 - j0)
+        for k0 in range(0, F, 4):
+            kn = min(4, F - k0)
+            k1 = k0 + 1 if kn > 1 else k0  # features past F repeat k0, their rows not applied
+            k2 = k0 + 2 if kn > 2 else k0
+            k3 = k0 + 3 if kn > 3 else k0
+            for t in range(4 * TW):
+                T[t] = zero
+            r = 0
+            while r + 4 <= nb:
+                i0, i1, i2, i3 = order[a + r], order[a + r + 1], order[a + r + 2], order[a + r + 3]
+                _sweep4x4(T, D, uintp(r), j0, w,
+                          X[i0, k0], X[i1, k0], X[i2, k0], X[i3, k0],
+                          X[i0, k1], X[i1, k1], X[i2, k1], X[i3, k1],
+                          X[i0, k2], X[i1, k2], X[i2, k2], X[i3, k2],
+                          X[i0, k3], X[i1, k3], X[i2, k3], X[i3, k3])
+                r += 4
+            while r < nb:
+                i = order[a + r]
+                _sweep4x1(T, D, uintp(r), j0, w, X[i, k0], X[i, k1], X[i, k2], X[i, k3])
+                r += 1
+            for q in range(kn):
+                _update_tile_row(Wh, vWh, uintp(k0 + q), T, q * TW, j0, w, lr, mu, tiny, zero)
 
 
 @numba.njit(**_SERIAL)
@@ -235,27 +269,26 @@ def _backward_sparse(cptr, crow, cval, D, G, g, Wh, vWh, lr, mu, tiny, zero, mod
 
 
 @numba.njit(inline="always")
-def _forward_rows_dense(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, PW, zero, h0,
+def _forward_rows_dense(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, T, zero, h0,
                         h1):
-    _forward_dense(X, order, a, nb, Wh, Z, PW, zero, h0, h1)
+    _forward_dense(X, order, a, nb, Wh, Z, T, zero, h0, h1)
 
 
 @numba.njit(inline="always")
-def _forward_rows_sparse(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, PW, zero, h0,
+def _forward_rows_sparse(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, T, zero, h0,
                          h1):
     _forward_sparse(order, a, nb, indptr, indices, values, Wh, Z, u, mode, zero, h0, h1)
 
 
 @numba.njit(inline="always")
-def _backward_rows_dense(X, order, a, nb, cptr, crow, cval, D, G, g, Wh, vWh, PW, lr, mu, tiny,
-                         zero, mode, c, dbh, u, h0, h1):
-    _backward_dense(X, order, a, nb, D, G, g, Wh, vWh, PW, lr, mu, tiny, zero, c, dbh, u, h0,
-                    h1)
+def _backward_rows_dense(X, order, a, nb, cptr, crow, cval, D, G, g, T, Wh, vWh, lr, mu,
+                         tiny, zero, mode, c, dbh, u, h0, h1):
+    _backward_dense(X, order, a, nb, D, T, Wh, vWh, lr, mu, tiny, zero, h0, h1)
 
 
 @numba.njit(inline="always")
-def _backward_rows_sparse(X, order, a, nb, cptr, crow, cval, D, G, g, Wh, vWh, PW, lr, mu, tiny,
-                          zero, mode, c, dbh, u, h0, h1):
+def _backward_rows_sparse(X, order, a, nb, cptr, crow, cval, D, G, g, T, Wh, vWh, lr, mu,
+                          tiny, zero, mode, c, dbh, u, h0, h1):
     _backward_sparse(cptr, crow, cval, D, G, g, Wh, vWh, lr, mu, tiny, zero, mode, c, dbh, u, h0,
                      h1)
 
@@ -265,9 +298,9 @@ _forward, _backward = _forward_rows_dense, _backward_rows_dense
 
 
 def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act, lr, mu, zero,
-                  one, tiny, scales, PW, nblk, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, Z, o, G, u,
-                  cnt, cptr, crow, cval, WoT, dWoT, dh, pad, dWo,
-                  dWo_flat, dbo, dbh, bstats, stats):
+                  one, tiny, scales, nblk, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, Z, o, G, tiles,
+                  u, cnt, cptr, crow, cval, WoT, dWoT, dh, pad, dWo, dWo_flat, dbo, dbh, bstats,
+                  stats):
     saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), here and in each parallel block
     F, H = Wh.shape
     n = order.shape[0]
@@ -298,11 +331,11 @@ def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act,
             h0 = blk * HB
             h1 = min(H, h0 + HB)
             if have_prev:
-                _backward(X, order, a - B, nb_prev, cptr, crow, cval, Z, G, blk, Wh, vWh, PW,
-                          lr, mu, tiny, zero, mode, c, dbh, u, h0, h1)
+                _backward(X, order, a - B, nb_prev, cptr, crow, cval, Z, G, blk, tiles[blk], Wh,
+                          vWh, lr, mu, tiny, zero, mode, c, dbh, u, h0, h1)
             if have_cur:
-                _forward(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, PW, zero, h0,
-                         h1)
+                _forward(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, tiles[blk],
+                         zero, h0, h1)
             ftz_restore(fp)
         if have_prev:  # the previous step's other parameters, from the head's gradients
             _small_momentum(bh, vbh, dbh, lr, mu, tiny, zero)
@@ -358,6 +391,7 @@ def workspace(B: int, F: int, H: int, K: int, dtype, nnz_max: int = 0, threads: 
         "Z": np.empty((B, H), dt), "o": np.empty((4, K), dt),
         "dh": np.empty((4, H), dt), "pad": np.zeros(H, dt),
         "G": np.empty((max(1, min(threads, H)), H), dt),  # a gradient row per thread
+        "tiles": np.empty((max(1, min(threads, H)), 4 * TW), dt),  # a forward tile per thread
         "u": np.zeros(H, dt), "cnt": np.empty(F + 1, np.int64), "cptr": np.empty(F + 1, np.int64),
         "crow": np.empty(max(nnz_max, 1), np.int32), "cval": np.empty(max(nnz_max, 1), dt),
         "WoT": np.empty((K, H), dt), "dWoT": np.empty((K, H), dt), "dWo_flat": dWo,
@@ -370,7 +404,7 @@ def workspace(B: int, F: int, H: int, K: int, dtype, nnz_max: int = 0, threads: 
 
 def train_chunk(mode: str, X, y, rows: tuple, c, order, s0: int, s1: int, B: int,
                 params: dict, velocity: dict, activation: str, lr: float, mu: float, ws: dict,
-                stats, *, panel: int = PANEL) -> None:
+                stats) -> None:
     """Training steps s0..s1-1 of an epoch, in one compiled call.
 
     ``mode``: "dense" (X's rows as they are), "sparse" (``rows``: the CSR ``(indptr, indices,
@@ -395,8 +429,7 @@ def train_chunk(mode: str, X, y, rows: tuple, c, order, s0: int, s1: int, B: int
     kernel = _CHUNK_KERNELS[mode == "dense", nblk > 1]
     kernel(MODES[mode], X, y, indptr, indices, values, c, order, s0, s1, B,
            activation_id(activation), dt(lr), dt(mu), dt(0), dt(1), dt(np.finfo(Wh.dtype).tiny),
-           ws["scales"], panel, nblk, Wh, bh.reshape(-1), Wo, bo.reshape(-1), vWh,
-           vbh.reshape(-1), vWo, vbo.reshape(-1), ws["Z"], ws["o"], ws["G"], ws["u"], ws["cnt"],
-           ws["cptr"], ws["crow"], ws["cval"], ws["WoT"], ws["dWoT"], ws["dh"], ws["pad"],
-           ws["dWo"],
-           ws["dWo_flat"], ws["dbo"], ws["dbh"], ws["bstats"], stats)
+           ws["scales"], nblk, Wh, bh.reshape(-1), Wo, bo.reshape(-1), vWh,
+           vbh.reshape(-1), vWo, vbo.reshape(-1), ws["Z"], ws["o"], ws["G"], ws["tiles"],
+           ws["u"], ws["cnt"], ws["cptr"], ws["crow"], ws["cval"], ws["WoT"], ws["dWoT"], ws["dh"],
+           ws["pad"], ws["dWo"], ws["dWo_flat"], ws["dbo"], ws["dbh"], ws["bstats"], stats)
