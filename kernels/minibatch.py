@@ -46,11 +46,15 @@ the driver's default is one (``fastmlp.compiled_minibatch.THREADED_STEP_WORK``).
 
 Compile time: the kernel is compiled per form of the rows (dense; sparse and offset share one)
 and per serial/threaded, only the one a run uses, once per dtype (``_specialise``). Its helpers
-are compiled functions of their own, called, not ``inline="always"``: Numba inlines such a
-helper by re-typing its body at every call site, and the per-step path's head kernel carries
-its threads' partial sums and evaluation rows; with those the first call took ~21 s of CPU
-with an empty cache, now ~11-14 s (dense, float32, 784-64-10, B = 100, CPU time of the first
-call in a fresh process). LLVM still inlines the small helpers where it pays.
+are compiled functions of their own, called, not ``inline="always"`` (Numba inlines such a
+helper by re-typing its body at every call site; LLVM still inlines the small ones where it
+pays), and the head is kernels/minibatch_head.py's, without the per-step head kernel's threads'
+partial sums and evaluation rows. First call with an empty cache, 784-64-10, B = 100, float32,
+CPU time in a fresh process on the shared 2-core machine (load 3-5): dense 18-21 s before,
+12-14.5 s now; sparse ~12 s either way (plus ~3 s for kernels/sparse.py's CSR builder). Still
+far over the issue's target (a first epoch ≤ 2.5× a cached one: ≤ ~1 s of compiling at this
+size): what remains is LLVM optimising a few large vectorised loops (the head's ~3-5 s,
+Numba's one-time start ~1 s).
 """
 
 from __future__ import annotations
