@@ -301,6 +301,14 @@ def _backward_rows_sparse(X, order, a, nb, cptr, crow, cval, D, G, g, T, Wh, vWh
 _forward, _backward = _forward_rows_dense, _backward_rows_dense
 
 
+@numba.njit(inline="always")
+def _no_transpose(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval):
+    pass  # dense rows: their backward pass reads X itself
+
+
+_transpose = _transpose_batch  # the batch's nonzeros by feature, bound per form (_specialise)
+
+
 def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act, lr, mu, zero,
                   one, tiny, scales, nblk, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, Z, o, G, tiles,
                   u, cnt, cptr, crow, cval, WoT, dWoT, dh, pad, dWo, dWo_flat, dbo, dbh, bstats,
@@ -353,20 +361,22 @@ def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act,
         loss_sum += bstats[0, 0]
         correct += bstats[0, 1]
         if mode != 0:  # the batch's nonzeros feature by feature, for its backward pass
-            _transpose_batch(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval)
+            _transpose(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval)
         nb_prev = nb
     stats[0] += loss_sum
     stats[1] += correct
     ftz_restore(saved)
 
 
-def _specialise(name: str, forward, backward, parallel: bool):
+def _specialise(name: str, dense: bool, parallel: bool):
     # _chunk_kernel compiled with its products bound to one form of the rows, serial or with
-    # threads: a run compiles the one it uses only (each compilation costs seconds). A copy of
-    # the function under its own name (its own on-disk cache), reading _forward/_backward from
-    # its own globals.
+    # threads: a run compiles the one it uses only (each compilation costs seconds), and the
+    # dense one compiles no sparse code. A copy of the function under its own name (its own
+    # on-disk cache), reading _forward/_backward/_transpose from its own globals.
     fn = _chunk_kernel
-    scope = dict(fn.__globals__, _forward=forward, _backward=backward)
+    scope = dict(fn.__globals__, _forward=_forward_rows_dense if dense else _forward_rows_sparse,
+                 _backward=_backward_rows_dense if dense else _backward_rows_sparse,
+                 _transpose=_no_transpose if dense else _transpose_batch)
     copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__, fn.__closure__)
     copy.__qualname__ = name
     return numba.njit(**dict(_JIT, parallel=parallel))(copy)
@@ -374,13 +384,10 @@ def _specialise(name: str, forward, backward, parallel: bool):
 
 # (dense rows?, threads?) -> the compilation; offset rows run the sparse ones
 _CHUNK_KERNELS = {
-    (True, False): _specialise("_chunk_dense", _forward_rows_dense, _backward_rows_dense, False),
-    (False, False): _specialise("_chunk_sparse", _forward_rows_sparse, _backward_rows_sparse,
-                                False),
-    (True, True): _specialise("_chunk_dense_threads", _forward_rows_dense, _backward_rows_dense,
-                              True),
-    (False, True): _specialise("_chunk_sparse_threads", _forward_rows_sparse,
-                               _backward_rows_sparse, True),
+    (True, False): _specialise("_chunk_dense", True, False),
+    (False, False): _specialise("_chunk_sparse", False, False),
+    (True, True): _specialise("_chunk_dense_threads", True, True),
+    (False, True): _specialise("_chunk_sparse_threads", False, True),
 }
 
 
