@@ -49,12 +49,13 @@ and per serial/threaded, only the one a run uses, once per dtype (``_specialise`
 are compiled functions of their own, called, not ``inline="always"`` (Numba inlines such a
 helper by re-typing its body at every call site; LLVM still inlines the small ones where it
 pays), and the head is kernels/minibatch_head.py's, without the per-step head kernel's threads'
-partial sums and evaluation rows. First call with an empty cache, 784-64-10, B = 100, float32,
-CPU time in a fresh process on the shared 2-core machine (load 3-5): dense 18-21 s before,
-12-14.5 s now; sparse ~12 s either way (plus ~3 s for kernels/sparse.py's CSR builder). Still
-far over the issue's target (a first epoch ≤ 2.5× a cached one: ≤ ~1 s of compiling at this
-size): what remains is LLVM optimising a few large vectorised loops (the head's ~3-5 s,
-Numba's one-time start ~1 s).
+partial sums and evaluation rows. First call with an empty cache, 784-64-10, B = 100, CPU time
+in a fresh process on the shared 2-core machine: dense float32 17-21 s before, 10.3-11.5 s now
+(float32 and float64, load ~2; 12-14.5 s at load 4-5); sparse, with ~3 s of kernels/sparse.py's
+CSR builder, 15 s before (load 4), 11 s now (load 2). With a warm cache the first dense call
+still takes ~0.5 s (no compile events: loading), the sparse one 0.03 s. Still far over the
+issue's target (a first epoch ≤ 2.5× a cached one: ≤ ~1 s of compiling at this size): what
+remains is LLVM optimising a few large vectorised loops, the head's the largest.
 """
 
 from __future__ import annotations
