@@ -1,0 +1,448 @@
+"""Minibatch epochs at compiled speed: many whole training steps (2 ≤ B ≤ 512) in one call (CPU).
+
+:func:`train_chunk` runs steps [s0, s1) of an epoch's shuffled order, each one what the per-step
+path of :class:`fastmlp.train.Trainer` does with a gather, two BLAS products, the fused head and
+the momentum kernel, with no Python and no allocation per step:
+
+1. Z = Xb·Wh over the batch's rows, in one of three forms of the rows (``mode``):
+   - ``DENSE``: tiles of four batch rows × a panel of TW hidden units, summed in a buffer
+     (in L1) four features per sweep: sixteen products per four loads of Wh and a load and
+     store of each of the tile's four rows (``_sweep4x4``). The tile's rows lie a constant
+     apart in one buffer, so LLVM vectorises the sweep with one runtime alias check (four rows
+     of Z, a runtime stride apart, exceeded its checks and ran as scalar code). Still ~1.5-2×
+     OpenBLAS's time per product: the accumulators live in L1, not in registers (local scalar
+     tiles, tried, came out as scalar code: LLVM vectorised their k loop or nothing);
+   - ``SPARSE``: each row's nonzeros (CSR of all rows, built once), 8 per sweep over the row of Z;
+   - ``OFFSET``: rows sparse around a constant, X = S + 1·cᵀ (kernels/offset.py): Z = S·Wh + 1·u,
+     with u = cᵀ·Wh formed during the previous step's update pass over Wh (or at the call's
+     start), so it costs no extra pass. Rounding: kernels/offset.py states the bound against
+     the dense product (the same order as the dense product's own where |c| ~ |x|).
+2. The head: the per-step path's fused head (kernels/cpu.py's, which that path runs serially
+   for batches under 512 rows) for training rows only, with its sums in the same order (tiles
+   of four rows, two outputs per sweep): bias, activation, output layer, softmax cross-entropy,
+   accuracy, dWo, dbo, dbh, and dZ written over Z (``_head``).
+3. dWh = Xbᵀ·dZ fused with the momentum update of Wh, row by row: each row of the gradient is
+   summed in an L1-resident buffer and applied at once (v ← γ·v + α·g, flushed;
+   W ← W − v), so no F×H gradient is written and read back. Dense rows: four rows of the
+   gradient at a time in the forward pass's tile, four batch rows per sweep. Sparse rows: the
+   batch transposed per step (counting sort, buffers sized once), each feature's entries 8 per
+   sweep; OFFSET adds c_k·(1ᵀ·dZ) = c_k·dbh to row k's gradient.
+   Every row of Wh takes its update every step, gradient or not: the per-step path's formula.
+4. The momentum update of bh, Wo and bo with the head's gradients; the batch's summed loss and
+   correct count added to the epoch's.
+
+Exactness: the same operations as the per-step path, in the same order per step, except the
+summation order inside the two products (BLAS's there, the blocks' here): float64 parameters
+agree to 1e-10 relative after epochs (tests/test_compiled_minibatch.py). Subnormals: the call
+runs with FTZ/DAZ set on x86 (fpenv.py), and v, do, dz are flushed explicitly as elsewhere.
+
+Threads (``workspace(threads=T)``): the hidden units split into T blocks, one per thread, in one
+parallel region per step: each block runs the previous step's backward pass and Wh update, then
+this step's forward product, over its own columns of Wh, vWh, Z and u only; the head and the
+small parameters' updates run between regions, serially. Each output element is summed by one
+thread in the same order whatever T is, so the result does not depend on T. On the shared 2-core
+development machine two threads lost at every measured point (bench/minibatch_threads.py), so
+the driver's default is one (``fastmlp.compiled_minibatch.THREADED_STEP_WORK``).
+
+Compile time: the kernel is compiled per form of the rows (dense; sparse and offset share one)
+and per serial/threaded, only the one a run uses, once per dtype (``_specialise``). Its helpers
+are compiled functions of their own, called, not ``inline="always"`` (Numba inlines such a
+helper by re-typing its body at every call site; LLVM still inlines the small ones where it
+pays), and the head is kernels/minibatch_head.py's, without the per-step head kernel's threads'
+partial sums and evaluation rows. First call with an empty cache, 784-64-10, B = 100, CPU time
+in a fresh process on the shared 2-core machine: dense float32 17-21 s before, 10.3-11.5 s now
+(float32 and float64, load ~2; 12-14.5 s at load 4-5); sparse, with ~3 s of kernels/sparse.py's
+CSR builder, 15 s before (load 4), 11 s now (load 2). With a warm cache the first dense call
+still takes ~0.5 s (no compile events: loading), the sparse one 0.03 s. Still far over the
+issue's target (a first epoch ≤ 2.5× a cached one: ≤ ~1 s of compiling at this size): what
+remains is LLVM optimising a few large vectorised loops, the head's the largest.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numba
+import numpy as np
+from numba import prange, uintp
+
+from . import activation_id
+from .fpenv import ftz_on, ftz_restore
+from .minibatch_head import _head
+from .pieces import flush as _flush
+from .runtime import JIT as _JIT
+from .sparse import _axpy_run
+
+DENSE, SPARSE, OFFSET = 0, 1, 2
+MODES = {"dense": DENSE, "sparse": SPARSE, "offset": OFFSET}
+TW = 256  # hidden units per panel of the dense forward product: its tile is 4·TW (in L1)
+GROUP = 8  # sparse entries summed per sweep (kernels/sparse.py's measured best)
+_SERIAL = dict(_JIT, parallel=False)
+
+
+@numba.njit(**_SERIAL)
+def _sweep4x4(T, S, k, j0, w, x00, x01, x02, x03, x10, x11, x12, x13, x20, x21, x22, x23, x30,
+              x31, x32, x33):
+    # T[q·TW + jj] += Σ_e x_qe · S[k + e, j0 + jj] for the tile's four rows q, jj < w: sixteen
+    # products per four loads of S, four of T and four stores. T's rows lie TW (a constant)
+    # apart in one buffer, so LLVM needs one runtime alias check against S's rows, not one per
+    # pair of rows (four rows of Z, with its runtime stride, defeated the vectoriser)
+    for jj in range(w):
+        t = uintp(jj)
+        j = uintp(j0 + jj)
+        s0, s1, s2, s3 = S[k, j], S[k + 1, j], S[k + 2, j], S[k + 3, j]
+        T[t] += (x00 * s0 + x01 * s1) + (x02 * s2 + x03 * s3)
+        T[t + TW] += (x10 * s0 + x11 * s1) + (x12 * s2 + x13 * s3)
+        T[t + 2 * TW] += (x20 * s0 + x21 * s1) + (x22 * s2 + x23 * s3)
+        T[t + 3 * TW] += (x30 * s0 + x31 * s1) + (x32 * s2 + x33 * s3)
+
+
+@numba.njit(**_SERIAL)
+def _sweep4x1(T, S, k, j0, w, x0, x1, x2, x3):
+    # _sweep4x4 for one row of S (the last F mod 4)
+    for jj in range(w):
+        t = uintp(jj)
+        s0 = S[k, uintp(j0 + jj)]
+        T[t] += x0 * s0
+        T[t + TW] += x1 * s0
+        T[t + 2 * TW] += x2 * s0
+        T[t + 3 * TW] += x3 * s0
+
+
+@numba.njit(**_SERIAL)
+def _forward_dense(X, order, a, nb, Wh, Z, T, zero, h0, h1):
+    # Z[:nb, h0:h1] = the batch's rows of X times Wh[:, h0:h1]: per panel of TW hidden units
+    # (784·TW of Wh stays in L2), per tile of four batch rows, T (4·TW, in L1) sums the tile's
+    # products four features per sweep (_sweep4x4), then goes to Z. Each element's sum runs in
+    # the same order wherever its column falls in a panel, so threads change no bit
+    F = Wh.shape[0]
+    for j0 in range(h0, h1, TW):
+        w = min(TW, h1 - j0)
+        for r0 in range(0, nb, 4):
+            rows = min(4, nb - r0)
+            i0 = order[a + r0]  # rows past the batch repeat its first row, not stored
+            i1 = order[a + r0 + 1] if rows > 1 else i0
+            i2 = order[a + r0 + 2] if rows > 2 else i0
+            i3 = order[a + r0 + 3] if rows > 3 else i0
+            for t in range(4 * TW):
+                T[t] = zero
+            k = 0
+            while k + 4 <= F:
+                _sweep4x4(T, Wh, uintp(k), j0, w,
+                          X[i0, k], X[i0, k + 1], X[i0, k + 2], X[i0, k + 3],
+                          X[i1, k], X[i1, k + 1], X[i1, k + 2], X[i1, k + 3],
+                          X[i2, k], X[i2, k + 1], X[i2, k + 2], X[i2, k + 3],
+                          X[i3, k], X[i3, k + 1], X[i3, k + 2], X[i3, k + 3])
+                k += 4
+            while k < F:
+                _sweep4x1(T, Wh, uintp(k), j0, w, X[i0, k], X[i1, k], X[i2, k], X[i3, k])
+                k += 1
+            for q in range(rows):
+                for jj in range(w):
+                    Z[r0 + q, j0 + jj] = T[q * TW + jj]
+
+
+@numba.njit(**_SERIAL)
+def _update_row(Wh, vWh, k, G, f, j0, j1, lr, mu, tiny, zero, mode, c, dbh, u):
+    # the momentum step of row k of Wh from gradient row G[f] (+ c_k·dbh for OFFSET); then,
+    # for OFFSET, u += c_k · (the updated row): u = cᵀ·Wh for the next step's forward pass
+    kk = uintp(k)
+    if mode == 2:
+        ck = c[kk]
+        for jj in range(j0, j1):
+            j = uintp(jj)
+            v = _flush(mu * vWh[kk, j] + lr * (G[f, j] + ck * dbh[j]), tiny, zero)
+            vWh[kk, j] = v
+            Wh[kk, j] -= v
+        if ck != zero:  # a loop of its own: one store stream, so it vectorises
+            for jj in range(j0, j1):
+                j = uintp(jj)
+                u[j] += ck * Wh[kk, j]
+    else:
+        for jj in range(j0, j1):
+            j = uintp(jj)
+            v = _flush(mu * vWh[kk, j] + lr * G[f, j], tiny, zero)
+            vWh[kk, j] = v
+            Wh[kk, j] -= v
+
+
+@numba.njit(**_SERIAL)
+def _transpose_batch(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval):
+    # the batch's nonzeros feature by feature: feature k's are crow/cval[cptr[k] : cptr[k+1]]
+    # (batch rows increasing); cnt is scratch (F + 1)
+    F = cptr.shape[0] - 1
+    for k in range(F + 1):
+        cnt[k] = 0
+    for r in range(nb):
+        i = order[a + r]
+        for p in range(indptr[i], indptr[i + 1]):
+            cnt[indices[p] + 1] += 1
+    cptr[0] = 0
+    for k in range(F):
+        cptr[k + 1] = cptr[k] + cnt[k + 1]
+        cnt[k + 1] = cptr[k]  # now the next free slot of feature k
+    for r in range(nb):
+        i = order[a + r]
+        for p in range(indptr[i], indptr[i + 1]):
+            k = indices[p]
+            q = cnt[k + 1]
+            crow[q] = r
+            cval[q] = values[p]
+            cnt[k + 1] = q + 1
+
+
+@numba.njit(**_SERIAL)
+def _small_momentum(p, v, g, lr, mu, tiny, zero):
+    for t in range(p.shape[0]):
+        vt = _flush(mu * v[t] + lr * g[t], tiny, zero)
+        v[t] = vt
+        p[t] -= vt
+
+
+@numba.njit(**_SERIAL)
+def _update_tile_row(Wh, vWh, k, T, off, j0, w, lr, mu, tiny, zero):
+    # the momentum step of Wh[k, j0:j0+w] from its gradient T[off : off+w] (_update_row's)
+    for jj in range(w):
+        j = uintp(j0 + jj)
+        v = _flush(mu * vWh[k, j] + lr * T[uintp(off + jj)], tiny, zero)
+        vWh[k, j] = v
+        Wh[k, j] -= v
+
+
+@numba.njit(**_SERIAL)
+def _backward_dense(X, order, a, nb, D, T, Wh, vWh, lr, mu, tiny, zero, h0, h1):
+    # dWh[:, h0:h1] = Xbᵀ·D[:, h0:h1], four rows of dWh at a time summed in the tile T (4·TW,
+    # in L1) four batch rows per sweep (_sweep4x4 with the roles of rows and features
+    # swapped), each row then applied by the momentum step: no F×H gradient is written. Per
+    # panel of TW hidden units, so the batch's panel of D stays in L1/L2
+    F = Wh.shape[0]
+    for j0 in range(h0, h1, TW):
+        w = min(TW, h1 - j0)
+        for k0 in range(0, F, 4):
+            kn = min(4, F - k0)
+            k1 = k0 + 1 if kn > 1 else k0  # features past F repeat k0, their rows not applied
+            k2 = k0 + 2 if kn > 2 else k0
+            k3 = k0 + 3 if kn > 3 else k0
+            for t in range(4 * TW):
+                T[t] = zero
+            r = 0
+            while r + 4 <= nb:
+                i0, i1, i2, i3 = order[a + r], order[a + r + 1], order[a + r + 2], order[a + r + 3]
+                _sweep4x4(T, D, uintp(r), j0, w,
+                          X[i0, k0], X[i1, k0], X[i2, k0], X[i3, k0],
+                          X[i0, k1], X[i1, k1], X[i2, k1], X[i3, k1],
+                          X[i0, k2], X[i1, k2], X[i2, k2], X[i3, k2],
+                          X[i0, k3], X[i1, k3], X[i2, k3], X[i3, k3])
+                r += 4
+            while r < nb:
+                i = order[a + r]
+                _sweep4x1(T, D, uintp(r), j0, w, X[i, k0], X[i, k1], X[i, k2], X[i, k3])
+                r += 1
+            for q in range(kn):
+                _update_tile_row(Wh, vWh, uintp(k0 + q), T, q * TW, j0, w, lr, mu, tiny, zero)
+
+
+@numba.njit(**_SERIAL)
+def _forward_sparse(order, a, nb, indptr, indices, values, Wh, Z, u, mode, zero, h0, h1):
+    # Z[:nb, h0:h1] = (u for OFFSET, else 0) + each row's nonzeros times their rows of
+    # Wh[:, h0:h1], eight per sweep
+    for r in range(nb):
+        i = order[a + r]
+        if mode == 2:
+            for j in range(h0, h1):
+                Z[r, j] = u[j]
+        else:
+            for j in range(h0, h1):
+                Z[r, j] = zero
+        _axpy_run(Z, r, Wh, indptr[i], indptr[i + 1], indices, values, h0, h1, GROUP)
+
+
+@numba.njit(**_SERIAL)
+def _backward_sparse(cptr, crow, cval, D, G, g, Wh, vWh, lr, mu, tiny, zero, mode, c, dbh, u,
+                     h0, h1):
+    # dWh[:, h0:h1] = Sᵀ·D (+ c·dbh for OFFSET) feature by feature over the batch transposed
+    # (_transpose_batch), each row applied by the momentum step (rows without an entry: their
+    # decay); OFFSET: u[h0:h1] = cᵀ·Wh after the update
+    F = Wh.shape[0]
+    if mode == 2:
+        for j in range(h0, h1):
+            u[j] = zero
+    for k in range(F):
+        for j in range(h0, h1):
+            G[g, j] = zero
+        _axpy_run(G, g, D, cptr[k], cptr[k + 1], crow, cval, h0, h1, GROUP)
+        _update_row(Wh, vWh, k, G, g, h0, h1, lr, mu, tiny, zero, mode, c, dbh, u)
+
+
+@numba.njit(inline="always")
+def _forward_rows_dense(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, T, zero, h0,
+                        h1):
+    _forward_dense(X, order, a, nb, Wh, Z, T, zero, h0, h1)
+
+
+@numba.njit(inline="always")
+def _forward_rows_sparse(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, T, zero, h0,
+                         h1):
+    _forward_sparse(order, a, nb, indptr, indices, values, Wh, Z, u, mode, zero, h0, h1)
+
+
+@numba.njit(inline="always")
+def _backward_rows_dense(X, order, a, nb, cptr, crow, cval, D, G, g, T, Wh, vWh, lr, mu,
+                         tiny, zero, mode, c, dbh, u, h0, h1):
+    _backward_dense(X, order, a, nb, D, T, Wh, vWh, lr, mu, tiny, zero, h0, h1)
+
+
+@numba.njit(inline="always")
+def _backward_rows_sparse(X, order, a, nb, cptr, crow, cval, D, G, g, T, Wh, vWh, lr, mu,
+                          tiny, zero, mode, c, dbh, u, h0, h1):
+    _backward_sparse(cptr, crow, cval, D, G, g, Wh, vWh, lr, mu, tiny, zero, mode, c, dbh, u, h0,
+                     h1)
+
+
+# what _chunk_kernel calls for the two products; each compilation binds its own (_specialise)
+_forward, _backward = _forward_rows_dense, _backward_rows_dense
+
+
+@numba.njit(inline="always")
+def _no_transpose(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval):
+    pass  # dense rows: their backward pass reads X itself
+
+
+_transpose = _transpose_batch  # the batch's nonzeros by feature, bound per form (_specialise)
+
+
+def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act, lr, mu, zero,
+                  one, tiny, scales, nblk, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, Z, o, G, tiles,
+                  u, cnt, cptr, crow, cval, WoT, dWoT, dh, pad, dWo, dWo_flat, dbo, dbh, bstats,
+                  stats):
+    saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), here and in each parallel block
+    F, H = Wh.shape
+    n = order.shape[0]
+    HB = (H + nblk - 1) // nblk  # hidden units per block: one block per thread
+    vWo_flat = vWo.reshape(-1)
+    Wo_flat = Wo.reshape(-1)
+    if mode == 2 and s0 < s1:  # u = cᵀ·Wh for the first step; later steps' comes from updates
+        for j in range(H):
+            u[j] = zero
+        for k in range(F):
+            ck = c[k]
+            if ck != zero:
+                for j in range(H):
+                    u[j] += ck * Wh[k, j]
+    loss_sum = 0.0
+    correct = 0.0
+    nb_prev = s0 - s0  # an int64 variable, not the literal 0 (a second compile of _backward)
+    for s in range(s0, s1 + 1):
+        have_prev = s > s0
+        have_cur = s < s1
+        a = s * B
+        nb = min(a + B, n) - a if have_cur else 0
+        # one parallel region per step: each block of hidden units takes the previous step's
+        # backward pass and Wh update, then this step's Z = Xb·Wh (no bias: the head adds it),
+        # which reads only its own block's columns of Wh (and of u)
+        for blk in prange(nblk):
+            fp = ftz_on()
+            h0 = blk * HB
+            h1 = min(H, h0 + HB)
+            if have_prev:
+                _backward(X, order, a - B, nb_prev, cptr, crow, cval, Z, G, blk, tiles[blk], Wh,
+                          vWh, lr, mu, tiny, zero, mode, c, dbh, u, h0, h1)
+            if have_cur:
+                _forward(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, tiles[blk],
+                         zero, h0, h1)
+            ftz_restore(fp)
+        if have_prev:  # the previous step's other parameters, from the head's gradients
+            _small_momentum(bh, vbh, dbh, lr, mu, tiny, zero)
+            _small_momentum(Wo_flat, vWo_flat, dWo_flat, lr, mu, tiny, zero)
+            _small_momentum(bo, vbo, dbo, lr, mu, tiny, zero)
+        if not have_cur:
+            break
+        # the per-step path's head: dZ over Z, dWo, dbo, dbh, the batch's stats
+        _head(Z, nb, bh, Wo, bo, y, order, a, act, scales[nb], zero, one, tiny, WoT, o, dh,
+              dWoT, pad, dWo, dbo, dbh, bstats)
+        loss_sum += bstats[0, 0]
+        correct += bstats[0, 1]
+        if mode != 0:  # the batch's nonzeros feature by feature, for its backward pass
+            _transpose(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval)
+        nb_prev = nb
+    stats[0] += loss_sum
+    stats[1] += correct
+    ftz_restore(saved)
+
+
+def _specialise(name: str, dense: bool, parallel: bool):
+    # _chunk_kernel compiled with its products bound to one form of the rows, serial or with
+    # threads: a run compiles the one it uses only (each compilation costs seconds), and the
+    # dense one compiles no sparse code. A copy of the function under its own name (its own
+    # on-disk cache), reading _forward/_backward/_transpose from its own globals.
+    fn = _chunk_kernel
+    scope = dict(fn.__globals__, _forward=_forward_rows_dense if dense else _forward_rows_sparse,
+                 _backward=_backward_rows_dense if dense else _backward_rows_sparse,
+                 _transpose=_no_transpose if dense else _transpose_batch)
+    copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = name
+    return numba.njit(**dict(_JIT, parallel=parallel))(copy)
+
+
+# (dense rows?, threads?) -> the compilation; offset rows run the sparse ones
+_CHUNK_KERNELS = {
+    (True, False): _specialise("_chunk_dense", True, False),
+    (False, False): _specialise("_chunk_sparse", False, False),
+    (True, True): _specialise("_chunk_dense_threads", True, True),
+    (False, True): _specialise("_chunk_sparse_threads", False, True),
+}
+
+
+def workspace(B: int, F: int, H: int, K: int, dtype, nnz_max: int = 0, threads: int = 1) -> dict:
+    """Every buffer :func:`train_chunk` needs for batches of up to ``B`` rows of F features, H
+    hidden units, K classes in ``dtype``; ``nnz_max``: the most nonzeros any B training rows
+    hold together (sparse and offset rows; ``kernels.sparse.max_rows_nnz``); ``threads``: the
+    blocks of hidden units each step is split into, one per thread. Allocated once."""
+    dt = np.dtype(dtype)
+    dWo = np.empty(H * K, dt)
+    return {
+        "Z": np.empty((B, H), dt), "o": np.empty((4, K), dt),
+        "dh": np.empty((4, H), dt), "pad": np.zeros(H, dt),
+        "G": np.empty((max(1, min(threads, H)), H), dt),  # a gradient row per thread
+        "tiles": np.empty((max(1, min(threads, H)), 4 * TW), dt),  # a forward tile per thread
+        "u": np.zeros(H, dt), "cnt": np.empty(F + 1, np.int64), "cptr": np.empty(F + 1, np.int64),
+        "crow": np.empty(max(nnz_max, 1), np.int32), "cval": np.empty(max(nnz_max, 1), dt),
+        "WoT": np.empty((K, H), dt), "dWoT": np.empty((K, H), dt), "dWo_flat": dWo,
+        "dWo": dWo.reshape(H, K), "dbo": np.empty(K, dt), "dbh": np.empty(H, dt),
+        "bstats": np.zeros((1, 2), np.float64),
+        # scales[n] = 1/n in the dtype, as the per-step path's head gets it for n rows
+        "scales": np.array([1.0] + [1.0 / n for n in range(1, B + 1)], np.float64).astype(dt),
+    }
+
+
+def train_chunk(mode: str, X, y, rows: tuple, c, order, s0: int, s1: int, B: int,
+                params: dict, velocity: dict, activation: str, lr: float, mu: float, ws: dict,
+                stats) -> None:
+    """Training steps s0..s1-1 of an epoch, in one compiled call.
+
+    ``mode``: "dense" (X's rows as they are), "sparse" (``rows``: the CSR ``(indptr, indices,
+    values)`` of X's training rows, their nonzeros) or "offset" (``rows``: the CSR of S = X −
+    1·cᵀ, ``c`` (F,) the per-feature constant; X itself is then not read). X (N, F) rows, y (N,)
+    integer labels; ``order`` (n,) int64: the epoch's permutation of the training rows, step s
+    taking rows ``order[s·B : (s+1)·B]`` (the last may be short). ``params``/``velocity``: the
+    views ``Wh (F, H), bh (1, H), Wo (H, K), bo (1, K)`` of the flat parameter and velocity
+    buffers, updated in place (v ← mu·v + lr·g; W ← W − v, every parameter every step).
+    ``ws``: :func:`workspace` for B; ``stats`` (2,) float64 gets the steps' summed cross-entropy
+    and correct count added. Steps are independent of how an epoch is cut into calls.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    Wh, bh, Wo, bo = (params[n] for n in ("Wh", "bh", "Wo", "bo"))
+    vWh, vbh, vWo, vbo = (velocity[n] for n in ("Wh", "bh", "Wo", "bo"))
+    dt = Wh.dtype.type
+    if ws["Z"].shape[0] < B or ws["Z"].dtype != Wh.dtype:
+        raise ValueError("the workspace is for smaller batches or another dtype")
+    indptr, indices, values = rows
+    nblk = ws["G"].shape[0]  # blocks of hidden units: one per thread
+    kernel = _CHUNK_KERNELS[mode == "dense", nblk > 1]
+    kernel(MODES[mode], X, y, indptr, indices, values, c, order, s0, s1, B,
+           activation_id(activation), dt(lr), dt(mu), dt(0), dt(1), dt(np.finfo(Wh.dtype).tiny),
+           ws["scales"], nblk, Wh, bh.reshape(-1), Wo, bo.reshape(-1), vWh,
+           vbh.reshape(-1), vWo, vbo.reshape(-1), ws["Z"], ws["o"], ws["G"], ws["tiles"],
+           ws["u"], ws["cnt"], ws["cptr"], ws["crow"], ws["cval"], ws["WoT"], ws["dWoT"], ws["dh"],
+           ws["pad"], ws["dWo"], ws["dWo_flat"], ws["dbo"], ws["dbh"], ws["bstats"], stats)
