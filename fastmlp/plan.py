@@ -12,11 +12,14 @@ Epoch strategies (:data:`STRATEGIES`):
   head, momentum) through the backend (CPU or GPU): the reference implementation;
 - ``compiled-steps``: minibatches as compiled calls of many whole steps (kernels/steps.py),
   CPU fused kernels only;
-- ``compiled-minibatch``: reserved for issue 28's blocked compiled minibatch epochs (not built
-  yet: :func:`make_plan` never picks it).
+- ``compiled-minibatch``: blocked compiled minibatch epochs (kernels/minibatch.py, driven by
+  :class:`fastmlp.compiled_minibatch.CompiledMinibatch`, exact to the per-step path). Built and
+  tested, but :func:`make_plan` does not pick it yet: its dense products still take 1.5-2x
+  OpenBLAS's time and its first compile 10-12 s (bench/RESULTS.md, "Compiled minibatch").
 
 Products (:data:`PRODUCTS`): ``dense`` (BLAS) or ``sparse`` (over the rows' nonzeros,
-fastmlp/sparse.py); issue 28 adds rows sparse around a constant.
+fastmlp/sparse.py). Rows sparse around a constant (X = S + 1·cᵀ, kernels/offset.py) are built
+and tested but not yet a choice here.
 """
 
 from __future__ import annotations
