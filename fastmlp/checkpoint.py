@@ -2,13 +2,16 @@
 
 ``checkpoint.npz`` holds two arrays, ``params`` and ``velocity`` (host copies of the flat
 buffers), and ``meta``, one JSON string: the format and its version, the epoch, the minibatch
-``np.random.Generator`` state, the model's shape and the history so far, whose ``config`` records
-the run once (``fastmlp train`` its options, as ``config["run"]``). A writer whose settings are
-not in the history stores them as ``meta["config"]``.
+``np.random.Generator`` state and the history so far, whose ``config`` records the run once (its
+settings as ``config["run"]``, the model as :meth:`~fastmlp.model.MLP.config` keys). Only what
+that config lacks is stored beside it: the model as ``meta["model"]`` (a history not written by
+``train()``), a writer's own settings as ``meta["config"]``.
 
 Version 1 (fastmlp before the plan) also stored the run's options a second time, flat, in
-``meta["config"]``: :func:`load_checkpoint` reads both layouts and returns ``"config"`` as
-version 1 stored it (:func:`resume_record`).
+``meta["config"]``, and version 2 files written before the run was recorded once hold the model
+in ``meta["model"]`` and some settings flat beside ``config["run"]`` too: :func:`load_checkpoint`
+reads every layout and returns ``"config"`` as version 1 stored it (:func:`resume_record`) and
+``"model"`` either way.
 
 It is written through :func:`fastmlp.report.atomic_write` (temp file in the same directory,
 fsync, ``os.replace``), so a process killed at any moment leaves the previous checkpoint intact.
@@ -32,6 +35,7 @@ from .history import History
 from .jsonsafe import json_clean
 from .npyfile import NumpyFileError, read_npz
 from .report import atomic_write
+from .settings import check_settings
 
 
 class Trainer(Protocol):
@@ -51,6 +55,7 @@ FORMAT = "fastmlp-checkpoint"
 VERSION = 2
 # the settings of a `fastmlp train` run that --resume reads back (RunConfig.checkpoint_record)
 RESUME_RECORD_KEYS = (*CHECKPOINT_KEYS, "compiled", "sparse")
+MODEL_KEYS = ("n_in", "n_hidden", "n_out", "activation", "init", "dtype", "seed")  # MLP.config
 
 
 def checkpoint_path(path: str | os.PathLike[str]) -> Path:
@@ -74,8 +79,10 @@ def save_checkpoint(path: str | os.PathLike[str], trainer: Trainer, history: His
     target = checkpoint_path(path)
     state = trainer.state_dict()
     meta = {"format": FORMAT, "version": VERSION, "epoch": state["epoch"],
-            "rng_state": state["rng_state"], "model": trainer.model.config(),
-            "history": history.to_dict()}
+            "rng_state": state["rng_state"], "history": history.to_dict()}
+    model = trainer.model.config()
+    if any(history.config.get(key) != value for key, value in model.items()):
+        meta["model"] = model  # a history of another writer's, without the model's keys
     if config is not None:
         meta["config"] = config
     # allow_nan=False: strict JSON; json_clean already mapped non-finite floats to null
@@ -137,6 +144,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         history = History.from_dict(meta["history"])
         if version >= 2 and meta.get("config") is None:
             config = resume_record(history.config)
+        if meta.get("model") is None:  # the history's config records the model
+            model = {key: history.config[key] for key in MODEL_KEYS if key in history.config}
         out = {"params": params, "velocity": velocity, "epoch": epoch,
                "rng_state": meta["rng_state"], "history": history, "config": config,
                "model": model, "version": version, "path": target}
@@ -173,8 +182,7 @@ class Checkpointer:
 
     def __init__(self, path: str | os.PathLike[str], every: int | None,
                  config: dict[str, Any] | None = None):
-        if every is not None and (not is_int(every) or every < 0):
-            raise FastMLPError(f"checkpoint_every must be an integer >= 0, got {every!r}")
+        check_settings({"checkpoint_every": every})
         self.path, self.config = path, config
         self.every = self.AUTO_EVERY if every is None else int(every)
         self.min_interval_s = self.AUTO_MIN_INTERVAL_S if every is None else 0.0

@@ -49,9 +49,11 @@ def check_compatible(model: MLP, dataset: Dataset) -> None:
                                f"[0, {model.n_out}) for this model, got {y.min()} to {y.max()}")
 
 
-def check_batch_size(batch_size: int | None, n_train: int, what: str = "batch size") -> None:
+def check_batch_size(batch_size: int | None, n_train: int, what: str = "batch_size") -> None:
     """A clear FastMLPError unless ``batch_size`` is None (full batch) or an integer in
-    [1, n_train]; ``what`` names it as the caller's user spells it (e.g. "--batch-size")."""
+    [1, n_train]: the part of its rule that needs the data (the rest is
+    :data:`fastmlp.settings.RULES`'); ``what`` names it as the caller's user spells it (e.g.
+    "--batch-size")."""
     if batch_size is None:
         return
     if not is_int(batch_size) or not 1 <= batch_size <= n_train:

@@ -1,26 +1,24 @@
-"""``RunConfig``: every setting of one training run, validated in one place.
+"""``RunConfig``: every setting of one training run, checked by the rules every entry point
+shares (:mod:`fastmlp.settings`).
 
 What ``fastmlp train`` parses its options into, what each run of ``fastmlp sweep`` is, and what
-:func:`fastmlp.run` takes. It is recorded from the start of the run: in the checkpoint (flat, as
-:meth:`RunConfig.checkpoint_record`, which ``--resume`` reads back) and in history.json and
-model.npz (:meth:`RunConfig.history_record`), so that even a history written on Ctrl-C has it.
-Errors name the settings as the command line spells them (``--batch-size``).
+:func:`fastmlp.run` and :func:`fastmlp.train` take. It is recorded once, from the start of the
+run: as history.json's ``config["run"]`` (:meth:`RunConfig.to_dict`), which model.npz and
+checkpoint.npz carry (``--resume`` reads it back through :meth:`RunConfig.from_record`), so that
+even a history written on Ctrl-C has it. Files written before the run was recorded once also
+hold some settings flat beside it; :func:`recorded_run` reads either layout. Errors name the
+settings as the command line spells them (``--batch-size``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .backend import DEVICES
-from .datasets import DATASET_NAMES, SCALES
-from .errors import FastMLPError, is_int
-from .kernels import ACTIVATIONS
-from .model import DTYPES, INITS
-from .sparse import SPARSE_MODES
+from .errors import FastMLPError, InvalidTypeError
+from .settings import TRAIN_KEYS, TrainSettings, check_settings, given_settings
 
 MNIST_TRAIN_SIZE = 10_000  # the course trains on the first 10000 MNIST images
 PIXEL_DATASETS = ("mnist", "notmnist")  # the datasets --scale applies to
@@ -97,35 +95,10 @@ class RunConfig:
         self.validate()
 
     def validate(self) -> None:
-        """A :class:`FastMLPError` naming the first setting that cannot run."""
-        choices = (("dataset", DATASET_NAMES), ("scale", SCALES), ("activation", ACTIVATIONS),
-                   ("init", INITS), ("dtype", DTYPES), ("device", DEVICES),
-                   ("sparse", SPARSE_MODES))
-        for key, allowed in choices:
-            if getattr(self, key) not in allowed:
-                raise FastMLPError(f"{option(key)} must be one of {', '.join(allowed)}, got "
-                                   f"{getattr(self, key)!r}")
-        for key, minimum in (("hidden", 1), ("epochs", 1), ("eval_every", 1), ("seed", 0)):
-            value = getattr(self, key)
-            if not is_int(value) or value < minimum:
-                what = "a positive integer" if minimum else "an integer >= 0"
-                raise FastMLPError(f"{option(key)} must be {what}, got {value!r}")
-        for key in ("batch_size", "checkpoint_every"):
-            value = getattr(self, key)
-            if value is not None and (not is_int(value) or value < (key == "batch_size")):
-                raise FastMLPError(f"{option(key)} must be an integer >= "
-                                   f"{int(key == 'batch_size')}, got {value!r}")
-        if self.train_size not in (None, "all") and (not is_int(self.train_size)
-                                                     or self.train_size < 1):
-            raise FastMLPError(f"--train-size must be a positive integer or 'all', got "
-                               f"{self.train_size!r}")
-        for key in ("lr", "momentum", "velocity_init"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    math.isfinite(value) and value >= 0):
-                raise FastMLPError(f"{option(key)} must be a finite number >= 0, got {value!r}")
-        if self.compiled not in (None, True, False):
-            raise FastMLPError(f"--compiled must be True, False or None, got {self.compiled!r}")
+        """A :class:`FastMLPError` (an InvalidInputError) naming the first setting that cannot
+        run: each by its rule (:data:`fastmlp.settings.RULES`), then the settings together."""
+        check_settings({f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                       option)
         if self.dataset in ("notmnist", "npz") and not self.data_path:
             raise FastMLPError(f"--dataset {self.dataset} needs --data-path FILE.npz")
         if self.dataset == "synthetic" and self.data_path:  # recorded, and looked for later
@@ -144,7 +117,8 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every setting, the data path made absolute (JSON-ready)."""
+        """Every setting, the data path made absolute (JSON-ready): history.json's
+        ``config["run"]``."""
         d = dataclasses.asdict(self)
         if self.data_path:
             d["data_path"] = absolute_path(self.data_path)
@@ -157,16 +131,10 @@ class RunConfig:
         return dict({key: d[key] for key in CHECKPOINT_KEYS}, compiled=self.compiled,
                     sparse=self.sparse, argv=self.command)
 
-    def history_record(self) -> dict[str, Any]:
-        """What history.json and model.npz record of the run besides the trainer's own keys:
-        the run (all settings), and the flat keys evaluate and predict read (the recorded pixel
-        scale, the absolute data path, the requested device, the command line)."""
-        d = self.to_dict()
-        record = dict(run=d, scale=recorded_scale(self.dataset, self.scale),
-                      data_path=d["data_path"], device_requested=self.device)
-        if self.command:
-            record["argv"] = self.command
-        return record
+    @property
+    def training(self) -> TrainSettings:
+        """The settings that training itself reads (epochs, optimiser, loop, checkpoints)."""
+        return TrainSettings(**{key: getattr(self, key) for key in TRAIN_KEYS})
 
     @classmethod
     def from_record(cls, record: dict[str, Any], **changes: Any) -> RunConfig:
@@ -183,3 +151,46 @@ class RunConfig:
         # a checkpoint's record names the command line argv, RunConfig.to_dict command
         values["command"] = record.get("argv", values.get("command")) or ""
         return cls(**dict(values, **changes))
+
+
+def train_settings(config: RunConfig | TrainSettings | None, keywords: dict[str, Any],
+                   caller: str) -> TrainSettings:
+    """The settings ``caller`` (``"train()"``, ``"Trainer"``) trains with: those of ``config``,
+    or else the settings ``keywords`` that were given (:data:`fastmlp.settings.DEFAULT` for
+    those left out), checked. Both at once is refused: one would silently lose."""
+    given = given_settings(keywords)
+    if config is None:
+        return TrainSettings(**given)
+    if given:
+        raise InvalidTypeError(f"{caller}: give the settings in config or as keywords, not both "
+                               f"(config and {', '.join(given)})")
+    if isinstance(config, RunConfig):
+        return config.training
+    if not isinstance(config, TrainSettings):
+        raise InvalidTypeError(f"{caller}: config must be a fastmlp.RunConfig or TrainSettings, "
+                               f"got {type(config).__name__}")
+    return config
+
+
+# What history.json, model.npz and checkpoints recorded flat beside config["run"] before the run
+# was recorded once (copies of its settings): readers still read them (recorded_run), and a run
+# resumed from such a file drops them as it records the run anew.
+LEGACY_FLAT_KEYS = ("epochs", "lr", "momentum", "batch_size", "eval_every", "velocity_init",
+                    "shuffle_seed", "small_batch_loop", "products", "scale", "data_path",
+                    "device_requested", "argv")
+
+
+def recorded_run(saved: dict[str, Any]) -> dict[str, Any]:
+    """What a history's or a model file's config says of its run's data, whichever layout wrote
+    it: ``dataset``, ``data_path``, ``seed`` and ``scale`` (the pixel scaling the data got; None
+    where the features were used as given), each where recorded. The run's own settings
+    (``config["run"]``) come first; files written before the run was recorded once, and
+    ``train()``'s own histories, also have them (or the model's and data's) flat."""
+    run = saved.get("run") if isinstance(saved.get("run"), dict) else {}
+    found = {key: run[key] if key in run else saved[key]
+             for key in ("dataset", "data_path", "seed") if key in run or key in saved}
+    if "scale" in run and "dataset" in run:
+        found["scale"] = recorded_scale(run["dataset"], run["scale"])
+    elif "scale" in saved:
+        found["scale"] = saved["scale"]
+    return found

@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import warnings
 from typing import Any
 
 import numpy as np
 
-from .backend import DEVICES, Backend
+from .backend import Backend
 from .datasets import Dataset, Split
-from .errors import FastMLPError, InvalidInputError, InvalidTypeError, is_int
-from .kernels import ACTIVATIONS
-from .model import DTYPES, INITS, MLP
-from .sparse import SPARSE_MODES
+from .errors import FastMLPError, InvalidInputError, InvalidTypeError
+from .model import DTYPES, MLP
+from .settings import TrainSettings, check_settings
 from .train import History, train
 
 __all__ = ["InvalidInputError", "MLPClassifier", "NotFittedError"]
@@ -155,37 +153,18 @@ class MLPClassifier:
         return f"{type(self).__name__}({', '.join(changed)})"
 
     def _validate_params(self, n_rows: int) -> int | None:
-        """Check every hyper-parameter; return the batch size to use."""
-        def bad(name: str, value: Any, what: str) -> InvalidInputError:
-            return InvalidInputError(f"MLPClassifier: {name} must be {what}, got {value!r}")
-
-        for name in ("hidden", "epochs"):
-            value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise bad(name, value, "a positive integer")
-        if not is_int(self.seed) or self.seed < 0:
-            raise bad("seed", self.seed, "a non-negative integer")
-        if self.sparse not in SPARSE_MODES:
-            raise bad("sparse", self.sparse, f"one of {', '.join(SPARSE_MODES)}")
-        for name in ("lr", "momentum", "velocity_init"):
-            value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value) or value < 0:
-                raise bad(name, value, "a finite number >= 0")  # the rule train() applies
-        for name, choices in (("activation", ACTIVATIONS), ("init", INITS), ("dtype", DTYPES)):
-            if getattr(self, name) not in choices:
-                raise bad(name, getattr(self, name), f"one of {', '.join(choices)}")
-        if not isinstance(self.device, Backend) and self.device not in DEVICES:
-            raise bad("device", self.device, f"one of {', '.join(DEVICES)}")
+        """Check every hyper-parameter by the rules every entry point shares
+        (:mod:`fastmlp.settings`); return the batch size to use."""
+        params = self.get_params()
+        if isinstance(self.device, Backend):  # a backend of the caller's own: nothing to check
+            del params["device"]
+        check_settings(params, lambda name: f"MLPClassifier: {name}")
         batch = self.batch_size
-        if batch is None:
-            return None
-        if not is_int(batch) or batch < 1:
-            raise bad("batch_size", batch, "a positive integer or None")
-        if batch > n_rows:
+        if batch is not None and batch > n_rows:
             warnings.warn(f"batch_size {batch} is larger than the {n_rows} training rows; "
                           f"it is clipped to {n_rows}", UserWarning, stacklevel=3)
             return n_rows
-        return int(batch)
+        return None if batch is None else int(batch)
 
     # -- fitting --------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> MLPClassifier:
@@ -212,10 +191,11 @@ class MLPClassifier:
         empty = Split(np.empty((0, f), dtype=x.dtype), np.empty(0, dtype=np.int64))
         data = Dataset("MLPClassifier.fit", Split(x, encoded.reshape(-1).astype(np.int64)),
                        empty, empty, n_classes=len(classes))
-        history = train(model, data, epochs=int(self.epochs), lr=float(self.lr),
-                        momentum=float(self.momentum), batch_size=batch,
-                        velocity_init=float(self.velocity_init), seed=int(self.seed),
-                        sparse=self.sparse)
+        settings = TrainSettings(epochs=int(self.epochs), lr=float(self.lr),
+                                 momentum=float(self.momentum), batch_size=batch,
+                                 velocity_init=float(self.velocity_init), seed=int(self.seed),
+                                 sparse=self.sparse)
+        history = train(model, data, settings)
         self.model_: MLP = model
         self.history_: History = history
         self.classes_: np.ndarray = classes
@@ -287,11 +267,6 @@ class MLPClassifier:
 
 
 # -- input validation ---------------------------------------------------------------------------
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_))
 
 
 def _check_X(X: Any, dtype: str) -> np.ndarray:

@@ -354,23 +354,20 @@ def _train_run(config: RunConfig, dataset: Dataset, model: MLP, backend: Backend
             say(f"resume:   from epoch {resume.checkpoint['epoch']} ({out_dir / CHECKPOINT_NPZ})")
     if resume is not None:
         history.config.setdefault("resumed_at_epoch", []).append(resume.checkpoint["epoch"])
-    # before training, so that a history written on Ctrl-C records the run too
-    history.config.update(config.history_record())
     if fingerprint is not None:
         history.config[DATA_FINGERPRINT] = fingerprint
     # the run's checkpoints; a fresh run has set any older one aside, a resumed run's stands
-    # (the settings go in once, as the history's config["run"])
+    # (the settings go in once: train() records the config as the history's config["run"]
+    # before the first epoch, so a history written on Ctrl-C has it too)
     saver = None if out_dir is None else Checkpointer(out_dir / CHECKPOINT_NPZ,
                                                       config.checkpoint_every)
     try:
-        train(model, dataset, epochs=config.epochs, lr=config.lr, momentum=config.momentum,
-              batch_size=config.batch_size, eval_every=config.eval_every,
-              velocity_init=config.velocity_init, seed=config.seed, progress=progress,
-              history=history, state=None if resume is None else resume.checkpoint,
-              checkpoint=saver, plan=plan)
+        train(model, dataset, config, progress=progress, history=history,
+              state=None if resume is None else resume.checkpoint, checkpoint=saver, plan=plan)
     except KeyboardInterrupt as exc:
         if saver is None:
             raise
+        # what the checkpointer wrote, known without reading it back
         saved = (saver.saved_epoch if saver.saved_epoch >= 0
                  else None if resume is None else resume.checkpoint["epoch"])
         stop = on_interrupt(history, out_dir, config.epochs, saved)

@@ -20,12 +20,14 @@ from typing import Any, Protocol
 
 from .checkpoint import Checkpointer
 from .checks import check_batch_size, check_compatible
+from .config import LEGACY_FLAT_KEYS, RunConfig, train_settings
 from .datasets import Dataset
-from .errors import FastMLPError, is_int
+from .errors import FastMLPError, InvalidTypeError
 from .evaluation import evaluate, split_stats
 from .history import METRICS, SPLITS, History
 from .model import MLP
 from .plan import Plan
+from .settings import DEFAULT, TrainSettings
 from .trainer import Trainer
 
 __all__ = ["DivergenceError", "History", "METRICS", "Trainer", "check_batch_size",
@@ -47,25 +49,29 @@ class DivergenceError(FastMLPError):
         self.out_dir: os.PathLike[str] | None = None
 
 
-def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentum: float = 0.99,
-          batch_size: int | None = None, eval_every: int = 1, velocity_init: float = 1e-5,
-          seed: int = 0, progress: bool = False,
+def train(model: MLP, dataset: Dataset, config: RunConfig | TrainSettings | None = None, *,
+          epochs: int = DEFAULT, lr: float = DEFAULT, momentum: float = DEFAULT,
+          batch_size: int | None = DEFAULT, eval_every: int = DEFAULT,
+          velocity_init: float = DEFAULT, seed: int = DEFAULT, progress: bool = False,
           callback: Callable[[Trainer, dict[str, float]], None] | None = None,
           history: History | None = None, state: dict[str, Any] | None = None,
           checkpoint: str | os.PathLike[str] | Checkpointer | None = None,
-          checkpoint_every: int | None = None,
+          checkpoint_every: int | None = DEFAULT,
           checkpoint_config: dict[str, Any] | None = None,
-          compiled: bool | None = None, sparse: str = "auto",
+          compiled: bool | None = DEFAULT, sparse: str = DEFAULT,
           plan: Plan | None = None) -> History:
     """Train ``model`` on ``dataset`` for ``epochs`` epochs; return the :class:`History`.
 
+    The settings: one ``config`` (a :class:`~fastmlp.config.RunConfig` or a
+    :class:`~fastmlp.settings.TrainSettings`), or the keywords (``epochs`` needed; the others
+    default as TrainSettings does: lr 0.1, momentum 0.99, full batch, ...), not both; checked
+    by the rules every entry point shares, and recorded once, as ``history.config["run"]``.
     ``batch_size`` None is full batch (the course); B gives minibatches reshuffled every epoch
-    from ``seed``; 1 is per-sample SGD. ``callback(trainer, record)`` runs after each epoch.
-    ``compiled``: minibatch epochs as compiled calls of many whole steps (kernels/steps.py); None
-    chooses (:func:`fastmlp.plan.choose_strategy`), False keeps the per-step path. ``sparse``
-    ("auto", "on", "off"): products over the inputs' nonzeros
-    (:func:`fastmlp.sparse.resolve_sparse`).
-    ``plan``: those choices already made (:func:`fastmlp.plan.make_plan`), not decided again.
+    from ``seed``; 1 is per-sample SGD. ``compiled``: minibatch epochs as compiled calls of many
+    whole steps (None chooses: :func:`fastmlp.plan.choose_strategy`; False: per-step);
+    ``sparse`` ("auto", "on", "off"): products over the inputs' nonzeros
+    (:func:`fastmlp.sparse.resolve_sparse`). ``plan``: those choices already made
+    (:func:`fastmlp.plan.make_plan`). ``callback(trainer, record)`` runs after each epoch.
 
     To continue a run, pass its ``state`` (:meth:`Trainer.state_dict`, or
     :func:`fastmlp.checkpoint.load_checkpoint`) and the ``history`` recorded up to it: training
@@ -79,34 +85,37 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
     after the last epoch and on Ctrl-C. With it, Ctrl-C stops at the end of the running epoch (a
     second one abandons the epoch, back to its start) and raises KeyboardInterrupt (a
     :class:`StopSignal`) after the checkpoint is written; so do SIGTERM and SIGHUP where their
-    handler is :func:`stop_on_signal` (the command line installs it).
-
-    Raises :class:`DivergenceError` on a non-finite loss or parameter, with the model restored
-    to its last finite weights.
+    handler is :func:`stop_on_signal` (the command line installs it). Raises
+    :class:`DivergenceError` on a non-finite loss or parameter, with the model restored to its
+    last finite weights.
     """
-    if not is_int(epochs) or epochs < 1:
-        raise FastMLPError(f"epochs must be a positive integer, got {epochs!r}")
-    trainer = Trainer(model, dataset, lr=lr, momentum=momentum, batch_size=batch_size,
-                      eval_every=eval_every, velocity_init=velocity_init, seed=seed,
-                      compiled=compiled, sparse=sparse, plan=plan)
+    if config is None and epochs is DEFAULT:
+        raise InvalidTypeError("train() needs epochs=N (or a config: RunConfig, TrainSettings)")
+    settings = train_settings(config, dict(
+        epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, eval_every=eval_every,
+        velocity_init=velocity_init, seed=seed, checkpoint_every=checkpoint_every,
+        compiled=compiled, sparse=sparse), "train()")
+    trainer = Trainer(model, dataset, settings, plan=plan)
     if state is not None:
         if history is None:
             raise FastMLPError("continuing from a state needs the history recorded up to it")
         trainer.load_state_dict(state)
     history = History() if history is None else history
     history.device = model.backend.describe()  # where this (last) stretch of training ran
+    # the settings once, as "run" (a resumed older history's flat copies go); beside them the
+    # model (MLP.config, which model.npz needs flat), the data trained on and the plan
+    for key in LEGACY_FLAT_KEYS:
+        history.config.pop(key, None)
     history.config.update(
-        model.config(), epochs=int(epochs), lr=lr, momentum=momentum, batch_size=batch_size,
-        eval_every=eval_every, velocity_init=velocity_init, shuffle_seed=seed,
-        small_batch_loop=trainer.plan.strategy_reason, products=trainer.plan.products_reason,
-        dataset=dataset.name, n_train=trainer.counts[0], n_valid=trainer.counts[1],
-        n_test=trainer.counts[2], plan=trainer.plan.record())
+        model.config(), dataset=dataset.name, n_train=trainer.counts[0],
+        n_valid=trainer.counts[1], n_test=trainer.counts[2], plan=trainer.plan.record(),
+        run=config.to_dict() if isinstance(config, RunConfig) else settings.to_dict())
     if checkpoint is None or isinstance(checkpoint, Checkpointer):
         saver = checkpoint
     else:
         # no config of its own: the history's config is in the checkpoint already
-        saver = Checkpointer(checkpoint, checkpoint_every, checkpoint_config)
-    return fit_epochs(trainer, history, epochs, progress=progress, callback=callback,
+        saver = Checkpointer(checkpoint, settings.checkpoint_every, checkpoint_config)
+    return fit_epochs(trainer, history, settings.epochs, progress=progress, callback=callback,
                       checkpointer=saver)
 
 

@@ -7,7 +7,6 @@ are allocated once, before the loop (by the strategy that needs them).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -16,11 +15,13 @@ import numpy as np
 
 from . import strategies
 from .checks import check_batch_size, check_compatible
+from .config import RunConfig, train_settings
 from .datasets import Dataset
-from .errors import FastMLPError, InvalidInputError, is_int
+from .errors import FastMLPError, is_int
 from .evaluation import all_rows, check_finite_rows
 from .model import MLP
 from .plan import Plan, make_plan
+from .settings import DEFAULT, TrainSettings
 from .sparse import SparseRows
 
 
@@ -52,41 +53,38 @@ class Trainer:
     buffer, the epoch counter and the epoch ``strategy`` of its ``plan``.
 
     ``run_epoch()`` does one epoch and returns its record; ``evaluate()`` measures all splits at
-    the current weights. ``plan``: decided by :func:`fastmlp.plan.make_plan` from ``batch_size``,
-    ``compiled`` and ``sparse`` unless given (it must be of this model and data).
+    the current weights. ``settings``: a :class:`~fastmlp.settings.TrainSettings` (or a
+    :class:`~fastmlp.config.RunConfig`'s), or else the keywords ``lr``, ``momentum``,
+    ``batch_size``, ``eval_every``, ``velocity_init``, ``seed``, ``compiled`` and ``sparse``
+    (TrainSettings' defaults for those left out); not both. ``plan``: decided by
+    :func:`fastmlp.plan.make_plan` from ``batch_size``, ``compiled`` and ``sparse`` unless
+    given (it must be of this model and data).
     """
 
-    def __init__(self, model: MLP, dataset: Dataset, *, lr: float = 0.1, momentum: float = 0.99,
-                 batch_size: int | None = None, eval_every: int = 1,
-                 velocity_init: float = 1e-5, seed: int = 0, compiled: bool | None = None,
-                 sparse: str = "auto", plan: Plan | None = None):
+    def __init__(self, model: MLP, dataset: Dataset,
+                 settings: TrainSettings | RunConfig | None = None, *, lr: float = DEFAULT,
+                 momentum: float = DEFAULT, batch_size: int | None = DEFAULT,
+                 eval_every: int = DEFAULT, velocity_init: float = DEFAULT, seed: int = DEFAULT,
+                 compiled: bool | None = DEFAULT, sparse: str = DEFAULT,
+                 plan: Plan | None = None):
+        settings = train_settings(settings, dict(
+            lr=lr, momentum=momentum, batch_size=batch_size, eval_every=eval_every,
+            velocity_init=velocity_init, seed=seed, compiled=compiled, sparse=sparse), "Trainer")
         check_compatible(model, dataset)
         if model.backend.name == "cpu":
             _warn_if_openblas_spins()
         n_train = len(dataset.train)
         if n_train < 1:
             raise FastMLPError("the training split is empty")
-        check_batch_size(batch_size, n_train)
-        if not is_int(eval_every) or eval_every < 1:
-            raise InvalidInputError(f"eval_every must be an integer >= 1, got {eval_every!r}")
-        if not is_int(seed) or seed < 0:  # what np.random.default_rng takes
-            raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}")
-        if compiled not in (None, True, False):
-            raise InvalidInputError(f"compiled must be None, True or False, got {compiled!r}")
-        # velocity_init too: a NaN start would otherwise surface later as a false "diverged"
-        for name, value in (("learning rate", lr), ("momentum", momentum),
-                            ("velocity_init", velocity_init)):
-            real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-                value, (bool, np.bool_))
-            if not real or not math.isfinite(value) or value < 0:
-                raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
-        if momentum >= 1:
-            warnings.warn(momentum_warning(momentum), RuntimeWarning, stacklevel=3)
-        self.model, self.lr, self.mu = model, float(lr), float(momentum)
-        self.eval_every = int(eval_every)
+        check_batch_size(settings.batch_size, n_train)
+        if settings.momentum >= 1:
+            warnings.warn(momentum_warning(settings.momentum), RuntimeWarning, stacklevel=3)
+        self.settings = settings
+        self.model, self.lr, self.mu = model, float(settings.lr), float(settings.momentum)
+        self.eval_every = int(settings.eval_every)
         self.plan = plan if plan is not None else make_plan(
             model, [s.x for s in (dataset.train, dataset.valid, dataset.test)],
-            batch_size=batch_size, compiled=compiled, sparse=sparse)
+            batch_size=settings.batch_size, compiled=settings.compiled, sparse=settings.sparse)
         self.batch_size = self.plan.batch_size
         # one contiguous copy of all rows: one product X·Wh serves training and evaluation
         X, y, counts, ends = all_rows(model, dataset)
@@ -96,9 +94,9 @@ class Trainer:
         rows_sparse = (SparseRows(X, n_train, full_batch=self.batch_size is None)
                        if self.plan.sparse else None)
         self.rows = strategies.TrainingRows(X, y, counts, ends, rows_sparse)
-        self.velocity = model.backend.full(model.n_params, velocity_init, model.dtype)
+        self.velocity = model.backend.full(model.n_params, settings.velocity_init, model.dtype)
         self.strategy = strategies.build(self.plan, model, self.rows, self.velocity,
-                                         lr=self.lr, mu=self.mu, seed=seed)
+                                         lr=self.lr, mu=self.mu, seed=settings.seed)
         self.epoch = 0
 
     # the rows, as callers (tests, the divergence hint) name them

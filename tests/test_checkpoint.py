@@ -24,6 +24,7 @@ import fastmlp
 import fastmlp.runner as runner
 from fastmlp.checkpoint import CHECKPOINT_NPZ, VERSION, load_checkpoint
 from fastmlp.cli import main
+from fastmlp.config import recorded_run
 from fastmlp.rundir import LOCK_FILE
 from fastmlp.train import METRICS, DivergenceError, Trainer
 
@@ -199,9 +200,10 @@ def test_resume_is_bit_identical(batch: str | None, sparse: str, tmp_path: Path,
     interrupted = json.loads((parts / "history.json").read_text())
     assert interrupted["epochs"] == 4
     # the CLI's own settings are recorded before training, so an interrupted history has them
-    assert interrupted["config"]["argv"].startswith("fastmlp train --dataset synthetic")
+    run = interrupted["config"]["run"]
+    assert run["command"].startswith("fastmlp train --dataset synthetic")
     # (scale None: synthetic features are used as given)
-    assert interrupted["config"]["scale"] is None and "device_requested" in interrupted["config"]
+    assert recorded_run(interrupted["config"])["scale"] is None and "device" in run
     assert load_checkpoint(parts)["epoch"] == 4
     assert main(["train", "--resume", str(parts), "--no-progress"]) == 0
     assert "resume:   from epoch 4" in capsys.readouterr().out

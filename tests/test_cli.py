@@ -52,7 +52,7 @@ def check_run(png_size, assert_no_temp_files):
             assert acc == pytest.approx(data["final"][f"{split}_acc"], abs=2 / len(part))
         with np.load(out / "model.npz") as f:
             config = json.loads(str(f["config"]))
-        assert config["epochs"] == epochs and config["n_hidden"] == 32
+        assert config["run"]["epochs"] == epochs and config["n_hidden"] == 32
         return data
 
     return check
@@ -68,8 +68,9 @@ def test_train_synthetic_in_process(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "device:" in stdout and "requested" in stdout
     assert "wall time" in stdout and f"results in {out}" in stdout
     data = check_run(out, 8, fastmlp.load_dataset("synthetic"))
-    assert data["config"]["lr"] == 0.05 and data["config"]["momentum"] == 0.9
-    assert data["config"]["argv"].startswith("fastmlp train --dataset synthetic")
+    run = data["config"]["run"]  # the settings, recorded once
+    assert run["lr"] == 0.05 and run["momentum"] == 0.9
+    assert run["command"].startswith("fastmlp train --dataset synthetic")
 
 
 @pytest.mark.slow  # a subprocess, Dask or the simulator
@@ -111,7 +112,7 @@ def test_device_auto_without_cupy_uses_the_cpu(tmp_path: Path, capsys: pytest.Ca
     assert device.split()[1] == "cpu" and "[auto: CuPy is not importable" in device, device
     history = json.loads((tmp_path / "o" / "history.json").read_text())
     assert history["device"].startswith("cpu")
-    assert history["config"]["device_requested"] == "auto"  # the run itself asked for auto
+    assert history["config"]["run"]["device"] == "auto"  # the run itself asked for auto
 
 
 def test_version(capsys: pytest.CaptureFixture) -> None:

@@ -205,7 +205,7 @@ def test_batch_larger_than_data_is_clipped_with_a_warning(blobs):
     clf = MLPClassifier(hidden=4, epochs=2, batch_size=10_000)
     with pytest.warns(UserWarning, match="clipped to 240"):
         clf.fit(X, y)
-    assert clf.history_.config["batch_size"] == 240
+    assert clf.history_.config["run"]["batch_size"] == 240
 
 
 def test_score_with_sample_weight(blobs):
@@ -320,13 +320,14 @@ def test_scipy_sparse_input_trains_and_predicts_as_dense(products: str) -> None:
     y = rng.integers(0, 3, 60)
     dense = MLPClassifier(hidden=8, epochs=5, lr=0.1, momentum=0.9).fit(X, y)
     csr = MLPClassifier(hidden=8, epochs=5, lr=0.1, momentum=0.9).fit(sp.csr_matrix(X), y)
-    assert csr.history_.config["products"].startswith(f"{products}: density")  # auto's choice
+    # auto's choice
+    assert csr.history_.config["plan"]["products_reason"].startswith(f"{products}: density")
     np.testing.assert_array_equal(csr.model_.params, dense.model_.params)
     np.testing.assert_array_equal(csr.predict_proba(sp.csr_matrix(X)), dense.predict_proba(X))
     with pytest.raises(InvalidInputError, match="sparse must be one of auto, on, off"):
         MLPClassifier(sparse="yes").fit(X, y)
     off = MLPClassifier(hidden=8, epochs=5, lr=0.1, momentum=0.9, sparse="off").fit(X, y)
-    assert off.history_.config["products"] == "dense (asked for)"
+    assert off.history_.config["plan"]["products_reason"] == "dense (asked for)"
     np.testing.assert_allclose(off.model_.params, dense.model_.params, rtol=1e-5, atol=1e-7)
 
 

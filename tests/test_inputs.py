@@ -28,6 +28,7 @@ import pytest
 
 import fastmlp
 from fastmlp.cli import main
+from fastmlp.config import recorded_run
 from fastmlp.errors import FastMLPError
 
 # -- files, built lazily: "{name}" in a row's argv creates tmp/<name> the first time -------------
@@ -721,14 +722,18 @@ def test_velocity_init_must_be_finite_and_non_negative(value: float) -> None:
         MLPClassifier(hidden=4, epochs=1, velocity_init=value).fit(X10, Y10)
 
 
-@pytest.mark.parametrize("value", [0, 21, 2.5, True])
-def test_train_checks_the_batch_size(value: object) -> None:
+@pytest.mark.parametrize("value, message", [
+    (0, "batch_size must be an integer >= 1, got 0"),  # the rule every entry point shares
+    (2.5, "batch_size must be an integer >= 1, got 2.5"),
+    (True, "batch_size must be an integer >= 1, got True"),
+    (21, "batch_size must be between 1 and the 20 training rows, got 21"),  # and the data's
+])
+def test_train_checks_the_batch_size(value: object, message: str) -> None:
     from fastmlp.datasets import load_dataset
     from fastmlp.errors import FastMLPError
 
     data = load_dataset("synthetic", n_train=20, n_valid=5, n_test=5, n_features=5, n_classes=3)
-    with pytest.raises(FastMLPError, match="batch size must be between 1 and the 20 training "
-                                           "rows"):
+    with pytest.raises(FastMLPError, match=re.escape(message)):
         fastmlp.train(fastmlp.MLP(5, 4, 3), data, epochs=1, batch_size=value)
 
 
@@ -835,14 +840,14 @@ API_ROWS: dict[str, tuple[Callable[[], object], type, str]] = {
     "evaluate((X, y))": (lambda: importlib.import_module("fastmlp.train").evaluate(
         fastmlp.MLP(5, 4, 3), (X10, Y10)), TypeError, "fastmlp.Dataset"),
     "train epochs 0": (_train_api(epochs=0), FastMLPError, "epochs must be a positive integer"),
-    "train lr nan": (_train_api(lr=float("nan")), ValueError, "learning rate must be a finite"),
+    "train lr nan": (_train_api(lr=float("nan")), ValueError, "lr must be a finite"),
     "train lr '0.1'": (_train_api(lr="0.1"), ValueError, "got '0.1'"),
     "train momentum None": (_train_api(momentum=None), ValueError, "momentum must be a finite"),
-    "train eval_every 1.5": (_train_api(eval_every=1.5), ValueError, "eval_every must be an "
-                                                                     "integer >= 1, got 1.5"),
+    "train eval_every 1.5": (_train_api(eval_every=1.5), ValueError, "eval_every must be a "
+                                                                     "positive integer, got 1.5"),
     "train seed -1": (_train_api(seed=-1), ValueError, "seed must be an integer >= 0, got -1"),
     "train compiled 'yes'": (_train_api(compiled="yes", batch_size=2), ValueError,
-                             "compiled must be None, True or False"),
+                             "compiled must be True, False or None"),
     # non-finite features: refused where they enter training, naming split, row and column
     "NaN in the train features": (lambda: fastmlp.train(fastmlp.MLP(5, 4, 3),
                                                         _hand_built(_NAN_X), epochs=1),
@@ -978,7 +983,7 @@ def test_evaluate_finds_the_recorded_data_file_from_anywhere(tmp_path: Path, cap
     assert main(["train", "--dataset", "npz", "--data-path", "d.npz", "--hidden", "4",
                  "--epochs", "2", "--device", "cpu", "--quiet", "--out", "run"]) == 0
     config = json.loads((tmp_path / "run" / "history.json").read_text())["config"]
-    assert config["data_path"] == str(tmp_path / "d.npz")  # recorded absolute
+    assert config["run"]["data_path"] == str(tmp_path / "d.npz")  # recorded absolute
     final = json.loads((tmp_path / "run" / "history.json").read_text())["final"]
     capsys.readouterr()
     elsewhere = tmp_path / "elsewhere"
@@ -1050,7 +1055,7 @@ def test_resume_after_the_data_file_moved(tmp_path: Path, capsys,
                  str(tmp_path / "moved.npz")]) == 0
     history = json.loads((run / "history.json").read_text())
     assert history["epochs"] == 3
-    assert history["config"]["data_path"] == str(tmp_path / "moved.npz")
+    assert history["config"]["run"]["data_path"] == str(tmp_path / "moved.npz")
 
 
 def test_resume_compares_the_train_size_by_the_rows_it_means(tmp_path: Path, capsys,
@@ -1113,7 +1118,7 @@ def test_predict_uses_uint8_as_given_for_a_model_trained_on_npz_features(tmp_pat
                  "--hidden", "8", "--epochs", "1", "--lr", "1e-4", "--device", "cpu",
                  "--quiet", "--out", str(out)]) == 0
     model = fastmlp.MLP.load(out / "model.npz")
-    assert model.saved_config["scale"] is None
+    assert recorded_run(model.saved_config)["scale"] is None
     np.save(tmp_path / "x.npy", x[:6])
     capsys.readouterr()
     assert main(["predict", str(out / "model.npz"), str(tmp_path / "x.npy"),

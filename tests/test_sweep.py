@@ -192,7 +192,7 @@ def test_rerun_without_models_removes_the_old_model(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(sweep, "run_one", counter)
     assert main([*base, "--epochs", "3", "--save-models"]) == 0
     assert len(counter.specs) == 1  # retrained, since its model was missing
-    assert fastmlp.MLP.load(run / "model.npz").saved_config["epochs"] == 3
+    assert fastmlp.MLP.load(run / "model.npz").saved_config["run"]["epochs"] == 3
 
 
 # -- parallel executors give identical numbers --------------------------------------------------

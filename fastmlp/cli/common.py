@@ -12,12 +12,13 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .. import __version__
 from ..config import MNIST_TRAIN_SIZE
 from ..datasets import DATASET_NAMES, SCALES
 from ..model import INITS, MLP
+from ..settings import RULES, setting_problem
 from ..sparse import SPARSE_MAX_DENSITY, SPARSE_MODES
 from ..train import STOP_SIGNALS, stop_on_signal
 
@@ -144,9 +145,34 @@ def positive_float(text: str) -> float:
     return _finite_float(text, positive=True)
 
 
+# the run settings given as numbers that may have a fraction; the others are integers
+FLOAT_SETTINGS = ("lr", "momentum", "velocity_init")
+
+
+def setting(key: str) -> Callable[[str], Any]:
+    """The option type of the run setting ``key`` (e.g. ``--lr``): the text read as a number,
+    then checked by the rule every entry point shares
+    (:func:`fastmlp.settings.setting_problem`), so a bad value fails while parsing."""
+    number = float if key in FLOAT_SETTINGS else int
+
+    def parse(text: str) -> Any:
+        try:
+            value = number(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {RULES[key].what}, got {text!r}"
+                                             ) from None
+        problem = setting_problem(key, value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = key  # what argparse would call the type
+    return parse
+
+
 def train_size(text: str) -> int | str:
     """A positive integer, or ``all`` for every training row."""
-    return "all" if text.strip().lower() == "all" else positive_int(text)
+    return "all" if text.strip().lower() == "all" else setting("train_size")(text)
 
 
 # -- command registry ---------------------------------------------------------------------------
@@ -215,13 +241,14 @@ def add_data_options(group, *, from_run: bool = False,
 def add_run_options(group) -> None:
     """The training options every run takes the same way (--epochs, --eval-every, --init,
     --velocity-init, --sparse), shared by train and sweep."""
-    group.add_argument("--epochs", type=positive_int, default=200, metavar="N",
+    group.add_argument("--epochs", type=setting("epochs"), default=200, metavar="N",
                        help="default: %(default)s")
-    group.add_argument("--eval-every", type=positive_int, default=1, metavar="N",
+    group.add_argument("--eval-every", type=setting("eval_every"), default=1, metavar="N",
                        help="measure valid/test every N epochs (default: %(default)s)")
     group.add_argument("--init", choices=INITS, default="xavier",
                        help="weight initialisation (default: %(default)s)")
-    group.add_argument("--velocity-init", type=non_negative_float, default=1e-5, metavar="V",
+    group.add_argument("--velocity-init", type=setting("velocity_init"), default=1e-5,
+                       metavar="V",
                        help="initial value of every velocity entry (default: %(default)s)")
     group.add_argument("--sparse", choices=SPARSE_MODES, default="auto",
                        help="products over the inputs' nonzeros (CPU): auto when "
@@ -231,8 +258,8 @@ def add_run_options(group) -> None:
 
 
 def batch_or_full(text: str) -> int | None:
-    """A positive integer, or ``full`` for full batch."""
-    return None if text.strip().lower() == "full" else positive_int(text)
+    """A batch size, or ``full`` for full batch."""
+    return None if text.strip().lower() == "full" else setting("batch_size")(text)
 
 
 

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from ..backend import DEVICES, get_backend
-from ..config import RunConfig
+from ..config import RunConfig, recorded_run
 from ..datasets import DATASET_NAMES, SCALES
 from ..errors import FastMLPError, is_int, probe_path
 from ..jsonsafe import json_clean
@@ -22,7 +22,7 @@ from .common import (
     Command,
     add_data_options,
     model_line,
-    non_negative_int,
+    setting,
 )
 
 
@@ -31,7 +31,7 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     add_data_options(p, from_run=True,
                      scale_help="pixel scaling (default: the one the model was trained with, if "
                                 "recorded, else unit)")
-    p.add_argument("--seed", type=non_negative_int, default=None,
+    p.add_argument("--seed", type=setting("seed"), default=None,
                    help="seed of --dataset synthetic (default: the training run's, else 0)")
     p.epilog = ("Without --dataset and --data-path, the data is that of the model's training "
                 "run, as MODEL.npz records it: dataset, data file, training rows and (synthetic) "
@@ -46,8 +46,8 @@ def _data_options_from_run(args: argparse.Namespace, saved: dict) -> list[str]:
     """Fill the data options left out (None) from the model's recorded training run (see the
     evaluate epilog); return the options filled, as the user would have typed them."""
     # the run's own settings where recorded (RunConfig, runs since it), else the model's keys
-    run = saved.get("run") if isinstance(saved.get("run"), dict) else {}
-    dataset, seed = run.get("dataset", saved.get("dataset")), run.get("seed", saved.get("seed"))
+    run = recorded_run(saved)
+    dataset, seed = run.get("dataset"), run.get("seed")
     recorded = dataset if dataset in DATASET_NAMES else None
     filled = []
 
@@ -58,7 +58,7 @@ def _data_options_from_run(args: argparse.Namespace, saved: dict) -> list[str]:
     if args.dataset is None and recorded is not None:
         if args.data_path is None:  # the very data: its file, rows and seed too
             # (a synthetic run's recorded path was never read: older versions took one)
-            path = saved.get("data_path") if recorded != "synthetic" else None
+            path = run.get("data_path") if recorded != "synthetic" else None
             if path is not None:
                 if not (isinstance(path, str) and Path(path).is_absolute()
                         and probe_path(path) is not None):
@@ -77,8 +77,8 @@ def _data_options_from_run(args: argparse.Namespace, saved: dict) -> list[str]:
     if args.seed is None:
         args.seed = 0
     if args.scale is None:  # a recorded scale applies to any pixel data, the same or not
-        if saved.get("scale") in SCALES:
-            fill("scale", saved["scale"])
+        if run.get("scale") in SCALES:
+            fill("scale", run["scale"])
         else:
             args.scale = "unit"
     return filled

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ..backend import DEVICES, get_backend
+from ..config import recorded_run
 from ..datasets import SCALES, scale_pixels
 from ..errors import ZIP_MAGICS, FastMLPError, open_regular, os_errors, probe_path
 from ..model import MLP
@@ -116,7 +117,7 @@ def _prepare_images(images, model: MLP, scale: str, where: str):
     if not np.isfinite(x).all():
         raise FastMLPError(f"{where} contains NaN or infinite values")
     note = ""
-    saved = model.saved_config
+    saved = recorded_run(model.saved_config)
     if scale == "auto" and images.dtype == np.uint8 and saved.get("dataset") in ("npz",
                                                                                 "synthetic"):
         scale = "none"  # trained on features used as given: so are these

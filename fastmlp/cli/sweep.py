@@ -50,9 +50,8 @@ from .common import (
     add_data_options,
     add_run_options,
     batch_or_full,
-    non_negative_float,
-    non_negative_int,
     positive_int,
+    setting,
     stopped_exit_code,
 )
 
@@ -60,11 +59,11 @@ from .common import (
 def configure_sweep(p: argparse.ArgumentParser) -> None:
     """Add the ``fastmlp sweep`` options to ``p``."""
     grid = p.add_argument_group("grid (every combination is a grid point)")
-    grid.add_argument("--hidden", nargs="+", type=positive_int, default=[1000], metavar="H",
+    grid.add_argument("--hidden", nargs="+", type=setting("hidden"), default=[1000], metavar="H",
                       help="hidden units (default: 1000)")
-    grid.add_argument("--lr", nargs="+", type=non_negative_float, default=[0.1], metavar="LR",
+    grid.add_argument("--lr", nargs="+", type=setting("lr"), default=[0.1], metavar="LR",
                       help="learning rates (default: 0.1)")
-    grid.add_argument("--momentum", nargs="+", type=non_negative_float, default=[0.99],
+    grid.add_argument("--momentum", nargs="+", type=setting("momentum"), default=[0.99],
                       metavar="MU", help="momentum coefficients (default: 0.99)")
     grid.add_argument("--batch-size", nargs="+", type=batch_or_full, default=[None], metavar="B",
                       help="minibatch sizes, or 'full' for full batch (default: full)")
@@ -75,7 +74,7 @@ def configure_sweep(p: argparse.ArgumentParser) -> None:
     one_of = seeds.add_mutually_exclusive_group()
     one_of.add_argument("--seeds", type=positive_int, default=None, metavar="R",
                         help=f"seeds 0 .. R-1 (default: {DEFAULT_SEEDS})")
-    one_of.add_argument("--seed-list", nargs="+", type=non_negative_int, default=None,
+    one_of.add_argument("--seed-list", nargs="+", type=setting("seed"), default=None,
                         metavar="S", help="these seeds instead")
 
     shared = p.add_argument_group("shared by every run (as in 'fastmlp train')")

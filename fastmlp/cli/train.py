@@ -27,9 +27,7 @@ from .common import (
     add_data_options,
     add_run_options,
     error,
-    non_negative_float,
-    non_negative_int,
-    positive_int,
+    setting,
     stopped_exit_code,
 )
 
@@ -47,7 +45,7 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     add_data_options(p.add_argument_group("data"))
 
     model = p.add_argument_group("model")
-    model.add_argument("--hidden", type=positive_int, default=1000, metavar="H",
+    model.add_argument("--hidden", type=setting("hidden"), default=1000, metavar="H",
                        help="hidden units (default: %(default)s)")
     model.add_argument("--activation", choices=ACTIVATIONS, default="relu",
                        help="hidden activation (default: %(default)s)")
@@ -61,18 +59,18 @@ def configure_train(p: argparse.ArgumentParser) -> None:
 
     opt = p.add_argument_group("training")
     add_run_options(opt)
-    opt.add_argument("--lr", type=non_negative_float, default=0.1,
+    opt.add_argument("--lr", type=setting("lr"), default=0.1,
                      help="learning rate (default: %(default)s)")
-    opt.add_argument("--momentum", type=non_negative_float, default=0.99,
+    opt.add_argument("--momentum", type=setting("momentum"), default=0.99,
                      help="momentum coefficient (default: %(default)s)")
-    opt.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
+    opt.add_argument("--batch-size", type=setting("batch_size"), default=None, metavar="B",
                      help="minibatch size (default: full batch, as the course)")
     opt.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=None,
                      help="minibatch epochs as compiled calls of many whole steps (CPU; "
                           "default: B = 1, or B x hidden units up to "
                           f"{COMPILED_MAX_WORK}); "
                           "--no-compiled keeps the per-step path")
-    opt.add_argument("--seed", type=non_negative_int, default=0,
+    opt.add_argument("--seed", type=setting("seed"), default=0,
                      help="seed for the initial weights, minibatch order and synthetic data "
                           "(default: %(default)s)")
 
@@ -86,7 +84,8 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--quiet", action="store_true",
                      help="print only the output directory (implies --no-progress)")
-    out.add_argument("--checkpoint-every", type=non_negative_int, default=None, metavar="N",
+    out.add_argument("--checkpoint-every", type=setting("checkpoint_every"), default=None,
+                     metavar="N",
                      help="write checkpoint.npz into --out every N epochs; 0: only at the end "
                           "and on Ctrl-C (default: every 10 epochs, at most once a minute)")
     out.add_argument("--resume", metavar="DIR", default=None,
