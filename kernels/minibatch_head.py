@@ -13,10 +13,16 @@ functions, it compiles in a fraction of the time. No allocation: the buffers com
 from __future__ import annotations
 
 import numba
-import numpy as np
 
-from .pieces import flush as _flush
-from .pieces import tile_backward, tile_logits
+from .pieces import (
+    activation,
+    activation_grad,
+    flush,
+    logsumexp_argmax,
+    softmax_xent_grad,
+    tile_backward,
+    tile_logits,
+)
 from .runtime import JIT as _JIT
 
 _SERIAL = dict(_JIT, parallel=False)
@@ -27,18 +33,8 @@ def _activate_rows(Z, r0, r1, bh, act, zero, one):
     # h = act(z + bh) over rows [r0, r1) of Z, as the per-step path's head computes it
     for r in range(r0, r1):
         z = Z[r]
-        if act == 0:
-            for j in range(z.shape[0]):
-                t = z[j] + bh[j]
-                z[j] = zero if t < zero else t  # NaN passes, as in the reference
-        else:
-            for j in range(z.shape[0]):
-                t = z[j] + bh[j]
-                if t >= zero:  # two branches: exp never overflows
-                    z[j] = one / (one + np.exp(-t))
-                else:
-                    e = np.exp(t)
-                    z[j] = e / (one + e)
+        for j in range(z.shape[0]):
+            z[j] = activation(z[j] + bh[j], act, zero, one)
 
 
 @numba.njit(**_SERIAL)
@@ -52,26 +48,13 @@ def _softmax_rows(o, rows, y, order, a, scale, zero, one, tiny, dbo, bstats):
                 o[r, k] = zero
             continue
         yi = y[order[a + r]]
-        m = o[r, 0]
-        best = 0
-        for k in range(1, K):
-            if o[r, k] > m:
-                m = o[r, k]
-                best = k
-        total = zero
-        for k in range(K):
-            total += np.exp(o[r, k] - m)
-        lse = m + np.log(total)
+        lse, best = logsumexp_argmax(o[r], zero)
         bstats[0, 0] += lse - o[r, yi]
         if best == yi:
             bstats[0, 1] += 1.0
+        softmax_xent_grad(o[r], yi, lse, scale, one, tiny, zero)
         for k in range(K):
-            p = np.exp(o[r, k] - lse)
-            if k == yi:
-                p -= one
-            d = _flush(p * scale, tiny, zero)
-            o[r, k] = d
-            dbo[k] += d
+            dbo[k] += o[r, k]
 
 
 @numba.njit(**_SERIAL)
@@ -117,13 +100,7 @@ def _head(Z, nb, bh, Wo, bo, y, order, a, act, scale, zero, one, tiny, WoT, o, d
 @numba.njit(**_SERIAL)
 def _activation_backward(z, dh, act, zero, one, tiny, dbh):
     # z (H,) holds h on entry, dz = dh ∘ act′ on return (subnormals flushed); dbh += dz
-    if act == 0:
-        for j in range(z.shape[0]):
-            dz = _flush(dh[j] if z[j] > zero else zero, tiny, zero)
-            z[j] = dz
-            dbh[j] += dz
-    else:
-        for j in range(z.shape[0]):
-            dz = _flush(dh[j] * z[j] * (one - z[j]), tiny, zero)
-            z[j] = dz
-            dbh[j] += dz
+    for j in range(z.shape[0]):
+        dz = flush(activation_grad(dh[j], z[j], act, zero, one), tiny, zero)
+        z[j] = dz
+        dbh[j] += dz
