@@ -1,11 +1,13 @@
 """fastmlp's compiled minibatch epoch against JAX's whole-epoch ``lax.scan``, on the same rows in
 the same run: a table of samples/s and their ratio (fastmlp / JAX).
 
-Run (JAX's venv, with fastmlp installed there: see bench/jax_epoch.py):
-``/work/peers/bin/python bench/minibatch_vs_jax.py [--n 20000] [--repeats 3] [--quick]``.
+Run (in an environment that holds JAX and fastmlp, as README's "fastmlp bench" says:
+``python3 -m venv peers && peers/bin/pip install jax -e .``):
+``peers/bin/python bench/minibatch_vs_jax.py [--n 20000] [--repeats 3] [--quick]``.
 Not a test. Each point: float32, momentum 0.9, lr 0.01, training epoch only; fastmlp the median
-of ``--repeats`` epochs after a first (compiling) one, JAX the median of as many epochs after its
-first (compiling) one, alternated so both see the same machine load. Networks 784-64-10 relu,
+of ``--repeats`` epochs after a first (compiling) one, JAX (``fastmlp/bench_jax.py``, the peer of
+``fastmlp bench --compare``) the median of as many epochs after its first (compiling) one,
+alternated so both see the same machine load. Networks 784-64-10 relu,
 784-300-10 sigmoid, 784-1000-10 relu; B ∈ {10, 32, 100}; rows MNIST in [0, 1], MNIST in
 [−1, 1] and dense standard-normal rows. On a shared machine the ratios are indicative only.
 """
@@ -16,20 +18,42 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import fastmlp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import jax_epoch  # noqa: E402  (the JAX peer, beside this file)
-
-from fastmlp.compiled_minibatch import CompiledMinibatch  # noqa: E402
+from fastmlp.bench_jax import scan_trainer
+from fastmlp.compiled_minibatch import CompiledMinibatch
 
 NETWORKS = ((64, "relu"), (300, "sigmoid"), (1000, "relu"))
 BATCHES = (10, 32, 100)
 ROWS = ("mnist", "mnist-symmetric", "dense")
+
+
+def load_rows(rows: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The bench's rows: "mnist" ([0, 1]), "mnist-symmetric" ([−1, 1]) or "dense" (standard
+    normal, labels uniform), n of them, float32."""
+    if rows == "dense":
+        rng = np.random.default_rng(seed)
+        return (rng.standard_normal((n, 784)).astype(np.float32),
+                rng.integers(0, 10, n).astype(np.int64))
+    scale = "symmetric" if rows == "mnist-symmetric" else "unit"
+    data = fastmlp.load_dataset("mnist", train_size=n, scale=scale, dtype="float32")
+    return data.train.x, data.train.y
+
+
+def jax_rates(X: np.ndarray, y: np.ndarray, hidden: int, activation: str, B: int,
+              epochs: int) -> list[float]:
+    """samples/s of ``epochs`` JAX scan epochs (the first compiles) from fastmlp's weights."""
+    model = fastmlp.MLP(X.shape[1], hidden, 10, activation=activation, dtype="float32", seed=0)
+    epoch, _ = scan_trainer(X, y, model.state(), activation, B, 0.01, 0.9)
+    rates = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        epoch()
+        rates.append(X.shape[0] / (time.perf_counter() - start))
+    return rates
 
 
 def fastmlp_rates(X: np.ndarray, y: np.ndarray, hidden: int, activation: str, B: int,
@@ -60,7 +84,7 @@ def main() -> None:
     print(f"{'rows':16} {'network':18} {'B':>4} {'form':7} {'fastmlp':>10} {'JAX':>10} "
           f"{'ratio':>6}")
     for rows in ROWS:
-        X, y = jax_epoch.load_rows(rows, args.n)
+        X, y = load_rows(rows, args.n)
         for hidden, activation in networks:
             for B in batches:
                 ours, jaxs = [], []
@@ -68,8 +92,7 @@ def main() -> None:
                 for _ in range(args.repeats):  # alternated: both see the same load
                     r, form = fastmlp_rates(X, y, hidden, activation, B, 2)
                     ours.append(r[-1])
-                    jaxs.append(jax_epoch.epoch_rate(X, y, hidden, activation, B,
-                                                     epochs=2)["rates"][-1])
+                    jaxs.append(jax_rates(X, y, hidden, activation, B, 2)[-1])
                 a, b = statistics.median(ours), statistics.median(jaxs)
                 print(f"{rows:16} {f'784-{hidden}-10 {activation}':18} {B:>4} {form:7} "
                       f"{a:>10,.0f} {b:>10,.0f} {a / b:>6.2f}", flush=True)

@@ -9,7 +9,9 @@ products in the same dtype, measured in the same process just before the epochs:
 Minibatch rows (``batch_size`` B) time the same epoch in steps of B rows; ``samples_per_s`` is
 training rows per second of the epoch (its evaluation included). With ``--compare`` a minibatch
 row gains a PyTorch eager per-step loop on the same workload (autograd, the course's momentum
-rule written out), the loop a PyTorch user writes for per-sample SGD.
+rule written out), the loop a PyTorch user writes for per-sample SGD, and, on the CPU, JAX's
+whole training epoch as one ``lax.scan`` (fastmlp/bench_jax.py; training rows only, so its floor
+and GFLOP/s are of the two training products).
 
 Each row runs in its own subprocess (``python -m fastmlp.bench SPEC``), so one implementation's
 threads, caches and memory peak never leak into another's figures.
@@ -32,7 +34,8 @@ import numpy as np
 
 WORKLOAD = {"n_features": 784, "n_hidden": 1000, "n_classes": 10, "n_train": 10000,
             "n_valid": 6000, "n_test": 2724}
-IMPLS = ("fastmlp", "numpy-naive", "torch-eager", "torch-compile")
+IMPLS = ("fastmlp", "numpy-naive", "torch-eager", "torch-compile", "jax-scan")
+PEERS = {"torch": "PyTorch", "jax": "JAX"}  # the package a peer's rows need, and its name
 ROW_KEYS = ("impl", "device", "dtype", "batch_size", "activation", "n_hidden", "momentum", "lr",
             "products", "density", "epoch_ms", "samples_per_s", "gemm_floor_ms",
             "ratio_to_floor", "gflops", "peak_rss_mb")
@@ -276,20 +279,38 @@ def _torch_steps(spec, model, x, y, n_train: int, n_valid: int) -> Callable[[], 
     return epoch
 
 
+def _bench_jax(spec, data):
+    """JAX's whole training epoch as one ``lax.scan`` from fastmlp's initial weights; the floor
+    and GFLOP/s are of the training products alone (no evaluation runs)."""
+    from .bench_jax import scan_trainer
+    from .model import MLP
+
+    model = MLP(data.n_features, spec["workload"]["n_hidden"], data.n_classes,
+                activation=spec["activation"], dtype=spec["dtype"])
+    epoch, label = scan_trainer(data.train.x, data.train.y, model.state(), spec["activation"],
+                                spec["batch_size"], spec.get("lr", LR), spec["momentum"])
+    floor = gemm_floor(np, spec["dtype"], spec, lambda: None)
+    return floor, epoch, lambda: None, label
+
+
 def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     """Measure one implementation × device × dtype in this process; return its result row."""
     impl = spec["impl"]
-    if impl not in ("fastmlp", "numpy-naive", "torch-eager", "torch-compile"):
+    if impl not in IMPLS:
         raise ValueError(f"unknown implementation {impl!r}")
     from .sparse import density_of
 
     data = _dataset(spec)
     spec = {**spec, "workload": _workload_of(data, spec)}
+    if impl == "jax-scan":  # training rows only: no evaluation products in its floor or GFLOP/s
+        spec["workload"] = {**spec["workload"], "n_valid": 0, "n_test": 0}
     products = "dense"  # the peers' products
     if impl == "fastmlp":
         floor, epoch, sync, label, products = _bench_fastmlp(spec, data)
     elif impl == "numpy-naive":
         floor, epoch, sync, label = _bench_numpy_naive(spec, data)
+    elif impl == "jax-scan":
+        floor, epoch, sync, label = _bench_jax(spec, data)
     else:
         floor, epoch, sync, label = _bench_torch(spec, data, compiled=impl == "torch-compile")
     median, times = _median_seconds(epoch, sync, spec["warmup"], spec["epochs"])
@@ -321,13 +342,18 @@ def run_isolated(spec: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def available(impl: str) -> bool:
-    """Whether ``impl`` can run here (PyTorch rows need torch installed)."""
-    if impl.startswith("torch"):
-        import importlib.util
+def peer_package(impl: str) -> str | None:
+    """The package a peer's rows need (a key of :data:`PEERS`), None for fastmlp's and NumPy's."""
+    return next((package for package in PEERS if impl.startswith(package)), None)
 
-        return importlib.util.find_spec("torch") is not None
-    return True
+
+def available(impl: str) -> bool:
+    """Whether ``impl`` can run here: its peer's package (torch, jax) is importable by this
+    Python, the one every row's process runs."""
+    import importlib.util
+
+    package = peer_package(impl)
+    return package is None or importlib.util.find_spec(package) is not None
 
 
 TABLE_HEADER = (f"{'impl':<14} {'device':<8} {'dtype':<8} {'batch':>6} {'products':<12} "

@@ -23,6 +23,8 @@ from .pieces import (
     logsumexp_argmax,
     momentum_step,
     softmax_xent_grad,
+    tile_backward,
+    tile_logits,
 )
 from .runtime import (
     HEAD_ROWS,
@@ -74,33 +76,7 @@ def _hidden_to_loss_tiles(t, T, Z, bh, WoT, bo, y, ends, n_grad, act, scale, zer
                 z, h = Z[i0 + r], hbuf[r]
                 for j in range(H):
                     h[j] = activation(z[j] + bh[j], act, zero, one)
-        # two outputs per sweep: each load of a z element serves 8 products
-        for k in range(0, K - 1, 2):
-            w, u = WoT[k], WoT[k + 1]
-            a0 = a1 = a2 = a3 = bo[k]
-            b0 = b1 = b2 = b3 = bo[k + 1]
-            for j in range(H):
-                x0, x1, x2, x3 = z0[j], z1[j], z2[j], z3[j]
-                a0 += x0 * w[j]
-                a1 += x1 * w[j]
-                a2 += x2 * w[j]
-                a3 += x3 * w[j]
-                b0 += x0 * u[j]
-                b1 += x1 * u[j]
-                b2 += x2 * u[j]
-                b3 += x3 * u[j]
-            logits[0, k], logits[1, k], logits[2, k], logits[3, k] = a0, a1, a2, a3
-            logits[0, k + 1], logits[1, k + 1] = b0, b1
-            logits[2, k + 1], logits[3, k + 1] = b2, b3
-        for k in range(K - K % 2, K):  # the last output when K is odd
-            w = WoT[k]
-            a0 = a1 = a2 = a3 = bo[k]
-            for j in range(H):
-                a0 += z0[j] * w[j]
-                a1 += z1[j] * w[j]
-                a2 += z2[j] * w[j]
-                a3 += z3[j] * w[j]
-            logits[0, k], logits[1, k], logits[2, k], logits[3, k] = a0, a1, a2, a3
+        tile_logits(z0, z1, z2, z3, WoT, bo, logits)
         # softmax cross-entropy per row; logits[r] becomes do (zero for non-training rows)
         for r in range(TILE):
             i = i0 + r
@@ -127,32 +103,7 @@ def _hidden_to_loss_tiles(t, T, Z, bh, WoT, bo, y, ends, n_grad, act, scale, zer
         # dWo += hᵀ·do and dh = do·Woᵀ for the tile, one sweep over WoT and dWoT
         dh[:, :] = zero
         d0, d1, d2, d3 = dh[0], dh[1], dh[2], dh[3]
-        # two outputs per sweep: half the loads and stores of the dh rows
-        for k in range(0, K - 1, 2):
-            w, u = WoT[k], WoT[k + 1]
-            g, f = dWoT_part[t, k], dWoT_part[t, k + 1]
-            c0, c1, c2, c3 = logits[0, k], logits[1, k], logits[2, k], logits[3, k]
-            e0, e1 = logits[0, k + 1], logits[1, k + 1]
-            e2, e3 = logits[2, k + 1], logits[3, k + 1]
-            for j in range(H):
-                x0, x1, x2, x3 = z0[j], z1[j], z2[j], z3[j]
-                g[j] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
-                f[j] += e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
-                wj, uj = w[j], u[j]
-                d0[j] += c0 * wj + e0 * uj
-                d1[j] += c1 * wj + e1 * uj
-                d2[j] += c2 * wj + e2 * uj
-                d3[j] += c3 * wj + e3 * uj
-        for k in range(K - K % 2, K):  # the last output when K is odd
-            w = WoT[k]
-            g = dWoT_part[t, k]
-            c0, c1, c2, c3 = logits[0, k], logits[1, k], logits[2, k], logits[3, k]
-            for j in range(H):
-                g[j] += c0 * z0[j] + c1 * z1[j] + c2 * z2[j] + c3 * z3[j]
-                d0[j] += c0 * w[j]
-                d1[j] += c1 * w[j]
-                d2[j] += c2 * w[j]
-                d3[j] += c3 * w[j]
+        tile_backward(z0, z1, z2, z3, WoT, logits, dWoT_part[t], d0, d1, d2, d3)
         gb = dbh_part[t]
         for r in range(min(rows, n_grad - i0)):
             z, d = Z[i0 + r], dh[r]  # z holds h; dz = dh ∘ act′ overwrites it

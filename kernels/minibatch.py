@@ -69,6 +69,7 @@ from numba import prange, uintp
 from . import activation_id
 from .fpenv import ftz_on, ftz_restore
 from .minibatch_head import _head
+from .pieces import column_starts, count_columns, scatter_by_column
 from .pieces import flush as _flush
 from .runtime import JIT as _JIT
 from .sparse import _axpy_run
@@ -170,25 +171,13 @@ def _update_row(Wh, vWh, k, G, f, j0, j1, lr, mu, tiny, zero, mode, c, dbh, u):
 def _transpose_batch(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval):
     # the batch's nonzeros feature by feature: feature k's are crow/cval[cptr[k] : cptr[k+1]]
     # (batch rows increasing); cnt is scratch (F + 1)
-    F = cptr.shape[0] - 1
-    for k in range(F + 1):
+    for k in range(cnt.shape[0]):
         cnt[k] = 0
     for r in range(nb):
-        i = order[a + r]
-        for p in range(indptr[i], indptr[i + 1]):
-            cnt[indices[p] + 1] += 1
-    cptr[0] = 0
-    for k in range(F):
-        cptr[k + 1] = cptr[k] + cnt[k + 1]
-        cnt[k + 1] = cptr[k]  # now the next free slot of feature k
+        count_columns(indptr, indices, order[a + r], cnt)
+    column_starts(cnt, 0, cptr)
     for r in range(nb):
-        i = order[a + r]
-        for p in range(indptr[i], indptr[i + 1]):
-            k = indices[p]
-            q = cnt[k + 1]
-            crow[q] = r
-            cval[q] = values[p]
-            cnt[k + 1] = q + 1
+        scatter_by_column(indptr, indices, values, order[a + r], r, cnt, crow, cval)
 
 
 @numba.njit(**_SERIAL)

@@ -13,9 +13,16 @@ functions, it compiles in a fraction of the time. No allocation: the buffers com
 from __future__ import annotations
 
 import numba
-import numpy as np
 
-from .pieces import flush as _flush
+from .pieces import (
+    activation,
+    activation_grad,
+    flush,
+    logsumexp_argmax,
+    softmax_xent_grad,
+    tile_backward,
+    tile_logits,
+)
 from .runtime import JIT as _JIT
 
 _SERIAL = dict(_JIT, parallel=False)
@@ -26,18 +33,8 @@ def _activate_rows(Z, r0, r1, bh, act, zero, one):
     # h = act(z + bh) over rows [r0, r1) of Z, as the per-step path's head computes it
     for r in range(r0, r1):
         z = Z[r]
-        if act == 0:
-            for j in range(z.shape[0]):
-                t = z[j] + bh[j]
-                z[j] = zero if t < zero else t  # NaN passes, as in the reference
-        else:
-            for j in range(z.shape[0]):
-                t = z[j] + bh[j]
-                if t >= zero:  # two branches: exp never overflows
-                    z[j] = one / (one + np.exp(-t))
-                else:
-                    e = np.exp(t)
-                    z[j] = e / (one + e)
+        for j in range(z.shape[0]):
+            z[j] = activation(z[j] + bh[j], act, zero, one)
 
 
 @numba.njit(**_SERIAL)
@@ -51,26 +48,13 @@ def _softmax_rows(o, rows, y, order, a, scale, zero, one, tiny, dbo, bstats):
                 o[r, k] = zero
             continue
         yi = y[order[a + r]]
-        m = o[r, 0]
-        best = 0
-        for k in range(1, K):
-            if o[r, k] > m:
-                m = o[r, k]
-                best = k
-        total = zero
-        for k in range(K):
-            total += np.exp(o[r, k] - m)
-        lse = m + np.log(total)
+        lse, best = logsumexp_argmax(o[r], zero)
         bstats[0, 0] += lse - o[r, yi]
         if best == yi:
             bstats[0, 1] += 1.0
+        softmax_xent_grad(o[r], yi, lse, scale, one, tiny, zero)
         for k in range(K):
-            p = np.exp(o[r, k] - lse)
-            if k == yi:
-                p -= one
-            d = _flush(p * scale, tiny, zero)
-            o[r, k] = d
-            dbo[k] += d
+            dbo[k] += o[r, k]
 
 
 @numba.njit(**_SERIAL)
@@ -99,60 +83,13 @@ def _head(Z, nb, bh, Wo, bo, y, order, a, act, scale, zero, one, tiny, WoT, o, d
         z1 = Z[i0 + 1] if i0 + 1 < nb else pad
         z2 = Z[i0 + 2] if i0 + 2 < nb else pad
         z3 = Z[i0 + 3] if i0 + 3 < nb else pad
-        for k in range(0, K - 1, 2):  # two outputs per sweep, as the per-step head sums them
-            w, v = WoT[k], WoT[k + 1]
-            a0 = a1 = a2 = a3 = bo[k]
-            b0 = b1 = b2 = b3 = bo[k + 1]
-            for j in range(H):
-                x0, x1, x2, x3 = z0[j], z1[j], z2[j], z3[j]
-                a0 += x0 * w[j]
-                a1 += x1 * w[j]
-                a2 += x2 * w[j]
-                a3 += x3 * w[j]
-                b0 += x0 * v[j]
-                b1 += x1 * v[j]
-                b2 += x2 * v[j]
-                b3 += x3 * v[j]
-            o[0, k], o[1, k], o[2, k], o[3, k] = a0, a1, a2, a3
-            o[0, k + 1], o[1, k + 1], o[2, k + 1], o[3, k + 1] = b0, b1, b2, b3
-        for k in range(K - K % 2, K):  # the last output when K is odd
-            w = WoT[k]
-            a0 = a1 = a2 = a3 = bo[k]
-            for j in range(H):
-                a0 += z0[j] * w[j]
-                a1 += z1[j] * w[j]
-                a2 += z2[j] * w[j]
-                a3 += z3[j] * w[j]
-            o[0, k], o[1, k], o[2, k], o[3, k] = a0, a1, a2, a3
+        tile_logits(z0, z1, z2, z3, WoT, bo, o)  # the per-step head's sums, in its order
         _softmax_rows(o, rows, y, order, a + i0, scale, zero, one, tiny, dbo, bstats)
         for r in range(4):
             for j in range(H):
                 dh[r, j] = zero
         d0, d1, d2, d3 = dh[0], dh[1], dh[2], dh[3]
-        for k in range(0, K - 1, 2):  # two outputs per sweep, as the per-step head sums dh
-            w, v = WoT[k], WoT[k + 1]
-            g, f = dWoT[k], dWoT[k + 1]
-            c0, c1, c2, c3 = o[0, k], o[1, k], o[2, k], o[3, k]
-            e0, e1, e2, e3 = o[0, k + 1], o[1, k + 1], o[2, k + 1], o[3, k + 1]
-            for j in range(H):
-                x0, x1, x2, x3 = z0[j], z1[j], z2[j], z3[j]
-                g[j] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
-                f[j] += e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
-                wj, vj = w[j], v[j]
-                d0[j] += c0 * wj + e0 * vj
-                d1[j] += c1 * wj + e1 * vj
-                d2[j] += c2 * wj + e2 * vj
-                d3[j] += c3 * wj + e3 * vj
-        for k in range(K - K % 2, K):  # the last output when K is odd
-            w = WoT[k]
-            g = dWoT[k]
-            c0, c1, c2, c3 = o[0, k], o[1, k], o[2, k], o[3, k]
-            for j in range(H):
-                g[j] += c0 * z0[j] + c1 * z1[j] + c2 * z2[j] + c3 * z3[j]
-                d0[j] += c0 * w[j]
-                d1[j] += c1 * w[j]
-                d2[j] += c2 * w[j]
-                d3[j] += c3 * w[j]
+        tile_backward(z0, z1, z2, z3, WoT, o, dWoT, d0, d1, d2, d3)
         for r in range(rows):
             _activation_backward(Z[i0 + r], dh[r], act, zero, one, tiny, dbh)
     for j in range(H):
@@ -163,13 +100,7 @@ def _head(Z, nb, bh, Wo, bo, y, order, a, act, scale, zero, one, tiny, WoT, o, d
 @numba.njit(**_SERIAL)
 def _activation_backward(z, dh, act, zero, one, tiny, dbh):
     # z (H,) holds h on entry, dz = dh ∘ act′ on return (subnormals flushed); dbh += dz
-    if act == 0:
-        for j in range(z.shape[0]):
-            dz = _flush(dh[j] if z[j] > zero else zero, tiny, zero)
-            z[j] = dz
-            dbh[j] += dz
-    else:
-        for j in range(z.shape[0]):
-            dz = _flush(dh[j] * z[j] * (one - z[j]), tiny, zero)
-            z[j] = dz
-            dbh[j] += dz
+    for j in range(z.shape[0]):
+        dz = flush(activation_grad(dh[j], z[j], act, zero, one), tiny, zero)
+        z[j] = dz
+        dbh[j] += dz

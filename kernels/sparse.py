@@ -35,6 +35,7 @@ import numpy as np
 from numba import prange, uintp
 
 from . import CSR, check_sparse_args
+from .pieces import column_starts, count_columns, scatter_by_column
 from .runtime import JIT, SERIAL_JIT, SPARSE_PRODUCTS, TRANSPOSE_BLOCKS, serial_twin, threads_for
 
 # Measured on MNIST rows (bench/sparse_ab.py, 2-core EPYC, 1 MiB L2 per core): Numba's inner
@@ -113,23 +114,14 @@ def _transpose_block(b, indptr, indices, values, RB, colptr, rows, tvalues):
     # row block b: a function of its own, so the parallel kernel around it stays small (see
     # cpu._hidden_to_loss_tiles)
     n = indptr.shape[0] - 1
-    F = colptr.shape[1] - 1
     r0 = b * RB
     r1 = min(n, r0 + RB)
-    counts = np.zeros(F + 1, np.int64)
-    for c in range(indptr[r0], indptr[r1]):
-        counts[indices[c] + 1] += 1
-    colptr[b, 0] = indptr[r0]
-    for k in range(F):
-        colptr[b, k + 1] = colptr[b, k] + counts[k + 1]
-        counts[k + 1] = colptr[b, k]  # now the next free slot of column k
-    for r in range(r0, r1):  # rows in increasing order: each column's rows come out sorted
-        for c in range(indptr[r], indptr[r + 1]):
-            k = indices[c]
-            p = counts[k + 1]
-            rows[p] = r
-            tvalues[p] = values[c]
-            counts[k + 1] = p + 1
+    counts = np.zeros(colptr.shape[1], np.int64)
+    for r in range(r0, r1):
+        count_columns(indptr, indices, r, counts)
+    column_starts(counts, indptr[r0], colptr[b])  # absolute offsets: the block's own range
+    for r in range(r0, r1):
+        scatter_by_column(indptr, indices, values, r, r, counts, rows, tvalues)
 
 
 @numba.njit(**JIT)

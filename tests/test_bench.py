@@ -1,6 +1,8 @@
 """`fastmlp bench` end to end on the CPU, at a small hidden size (figures are not checked:
 a benchmark is not a test)."""
 
+import importlib.machinery
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,12 +13,13 @@ import pytest
 import fastmlp
 from fastmlp import bench
 from fastmlp.cli import main
+from fastmlp.compiled_minibatch import CompiledMinibatch
 
 
 def test_bench_json_rows_have_the_documented_keys(monkeypatch, capsys):
-    # In process, so that PyTorch can be hidden: where torch happens to be installed the
-    # --compare rows would otherwise include torch eager and torch.compile (slow, not our code).
-    monkeypatch.setattr(bench, "available", lambda impl: not impl.startswith("torch"))
+    # In process, so that the peers can be hidden: where torch or JAX happens to be installed
+    # the --compare rows would otherwise include theirs (slow, not our code).
+    monkeypatch.setattr(bench, "available", lambda impl: bench.peer_package(impl) is None)
     isolated = bench.run_isolated
     monkeypatch.setattr(bench, "run_isolated", lambda spec: isolated(spec, timeout=300))
     argv = ["bench", "--hidden", "16", "--epochs", "2", "--warmup", "1", "--batch-size", "full",
@@ -88,3 +91,90 @@ def test_valid_and_test_sizes_keep_the_first_rows_of_a_datasets_splits(monkeypat
     np.testing.assert_array_equal(data.valid.x, whole.valid.x[:50])
     np.testing.assert_array_equal(data.test.y, whole.test.y[:30])
     np.testing.assert_array_equal(data.train.x, whole.train.x)
+
+
+FIND_SPEC = importlib.util.find_spec
+
+
+def _compare_specs(monkeypatch, capsys, installed: set[str], argv: list[str]):
+    """The row specs and notes of ``fastmlp bench --compare`` as if the peers' packages in
+    ``installed`` were there and no other, with no row actually run."""
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
+        FIND_SPEC(name, *a) if name not in bench.PEERS
+        else importlib.machinery.ModuleSpec(name, None) if name in installed else None))
+    specs = []
+
+    def run(spec):
+        specs.append(spec)
+        return {"impl": spec["impl"], "device": spec["device"], "dtype": spec["dtype"],
+                "batch_size": spec["batch_size"], "density": 1.0, "epoch_ms": 1.0,
+                "samples_per_s": 1.0, "gemm_floor_ms": 1.0, "ratio_to_floor": 1.0,
+                "gflops": 1.0, "peak_rss_mb": 1.0}
+
+    monkeypatch.setattr(bench, "run_isolated", run)
+    assert main(["bench", "--compare", *argv]) == 0
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("note:")]
+    return [(s["impl"], s["batch_size"]) for s in specs], notes
+
+
+def test_compare_without_jax_leaves_its_rows_out_with_a_note(monkeypatch, capsys):
+    rows, notes = _compare_specs(monkeypatch, capsys, set(), ["--batch-size", "full", "50"])
+    assert rows == [("fastmlp", None), ("fastmlp", 50), ("numpy-naive", None)]
+    assert notes == ["note: PyTorch is not installed; its rows are left out",
+                     "note: JAX is not installed; its rows are left out"]
+    # full batch only: JAX has no row to leave out, so no note of it
+    rows, notes = _compare_specs(monkeypatch, capsys, set(), ["--batch-size", "full"])
+    assert notes == ["note: PyTorch is not installed; its rows are left out"]
+
+
+def test_compare_adds_a_jax_row_per_minibatch_size(monkeypatch, capsys):
+    rows, notes = _compare_specs(monkeypatch, capsys, {"jax"},
+                                 ["--batch-size", "full", "10", "100"])
+    assert rows == [("fastmlp", None), ("fastmlp", 10), ("fastmlp", 100), ("numpy-naive", None),
+                    ("jax-scan", 10), ("jax-scan", 100)]
+    assert notes == ["note: PyTorch is not installed; its rows are left out"]
+    rows, _ = _compare_specs(monkeypatch, capsys, {"jax", "torch"}, ["--batch-size", "10"])
+    assert rows == [("fastmlp", 10), ("numpy-naive", None), ("torch-eager", None),
+                    ("torch-eager", 10), ("torch-compile", None), ("jax-scan", 10)]
+
+
+def test_a_jax_row_without_jax_fails_as_a_missing_module(monkeypatch):
+    monkeypatch.setitem(sys.modules, "jax", None)  # JAX absent, even where it is installed
+    spec = {"impl": "jax-scan", "device": "cpu", "dtype": "float32", "batch_size": 10,
+            "workload": dict(bench.WORKLOAD, n_hidden=8, n_train=100), "warmup": 0,
+            "repeats": 1, "epochs": 1, "activation": "relu", "momentum": 0.9}
+    with pytest.raises(ImportError, match="jax"):
+        bench.run_row(spec)
+
+
+@pytest.mark.slow  # a subprocess, Dask or the simulator
+def test_nothing_imports_jax_until_a_jax_row_runs():
+    code = ("import sys, fastmlp, fastmlp.bench, fastmlp.bench_jax, fastmlp.cli; "
+            "assert 'jax' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_jax_epoch_is_the_course_rule_on_the_same_order():
+    """Where JAX is installed (a bench peer, not a test dependency): its scan epoch in float64
+    equals fastmlp's compiled minibatch epoch (exact to the per-step path) over the same order,
+    a short last batch included."""
+    pytest.importorskip("jax", reason="JAX is a bench peer, not a test dependency")
+    from fastmlp.bench_jax import PARAMS, make_epoch
+
+    data = fastmlp.load_dataset("synthetic", train_size=203, dtype="float64")
+    X, y = data.train.x, data.train.y
+    for activation, B, mu in (("relu", 10, 0.9), ("sigmoid", 7, 0.0)):
+        model = fastmlp.MLP(X.shape[1], 16, data.n_classes, activation=activation,
+                            dtype="float64", seed=1)
+        start = model.state()
+        order = np.random.default_rng(B).permutation(len(y))
+        loss, correct = CompiledMinibatch(model, X, y, B, 0.05, mu).run_epoch(order)
+        epoch = make_epoch(activation, B, 0.05, mu, "float64")
+        params, _, jax_loss, jax_correct = epoch(
+            tuple(start[n] for n in PARAMS), tuple(np.full_like(start[n], 1e-5) for n in PARAMS),
+            X, y.astype(np.int32), order.astype(np.int32))
+        for name, p in zip(PARAMS, params, strict=True):
+            np.testing.assert_allclose(np.asarray(p), model.state()[name], rtol=1e-10,
+                                       atol=1e-12)
+        assert float(jax_loss) == pytest.approx(loss, rel=1e-10)
+        assert int(jax_correct) == correct

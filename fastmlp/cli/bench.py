@@ -63,7 +63,8 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", action="store_true",
                    help="also measure course-style NumPy and, when installed, PyTorch eager and "
                         "torch.compile on the same workload (full batch), and for each "
-                        "minibatch size a PyTorch eager per-step loop")
+                        "minibatch size a PyTorch eager per-step loop and, on the CPU, JAX's "
+                        "training epoch as one lax.scan (training rows only)")
     p.add_argument("--tf32", action="store_true",
                    help="allow TF32 float32 products on the GPU (explicit opt-in)")
     p.add_argument("--json", action="store_true", help="one JSON object per row on stdout")
@@ -93,19 +94,24 @@ def run_bench(args: argparse.Namespace) -> int:
             check_batch_size(batch, workload["n_train"], "--batch-size")
     impls = ["fastmlp"] + ([i for i in bench.IMPLS[1:] if bench.available(i)]
                            if args.compare else [])
-    if args.compare and len(impls) < len(bench.IMPLS) and not args.json:
-        print("note: PyTorch is not installed; its rows are left out", file=sys.stderr)
+    minibatches = [b for b in args.batch_size if b is not None]
+    if args.compare and not args.json:
+        for package, name in bench.PEERS.items():
+            wanted = package != "jax" or (minibatches and "cpu" in args.device)
+            if wanted and not bench.available(package):
+                print(f"note: {name} is not installed; its rows are left out", file=sys.stderr)
     rows = []
     for device in args.device:
         get_backend(device)  # fail fast, with the clear message, on an unusable device
         for dtype in args.dtype:
             for impl in impls:
-                if impl == "numpy-naive" and device != "cpu":
+                if impl in ("numpy-naive", "jax-scan") and device != "cpu":
                     continue
                 batches = {"fastmlp": args.batch_size, "numpy-naive": [None],
-                           "torch-compile": [None]}.get(impl, args.batch_size)
+                           "torch-compile": [None], "jax-scan": minibatches}.get(
+                               impl, args.batch_size)
                 if impl == "torch-eager":  # full batch and a per-step loop per minibatch size
-                    batches = [None, *(b for b in args.batch_size if b is not None)]
+                    batches = [None, *minibatches]
                 for batch, sparse in ((b, m) for b in batches
                                       for m in _sparse_modes(args, impl, device, b)):
                     spec = dict(impl=impl, device=device, dtype=dtype, batch_size=batch,
