@@ -28,8 +28,10 @@ class CompiledSteps(EpochStrategy):
         self.steps_ws = steps.workspace(batch_size, model.n_in, model.n_hidden, model.n_out,
                                         np.dtype(model.dtype), threads)
         self.velocity_views = flat_views(velocity, model.shapes)
-        # the training rows' CSR: built once (the sparse products hold it already)
-        train = (rows.sparse.train if rows.sparse is not None
+        # the training rows' CSR: built once (the sparse products hold it already; the offset
+        # products hold S's, and this loop reads X's)
+        sparse = rows.sparse
+        train = (sparse.train if sparse is not None and sparse.constants is None
                  else ksparse.csr(rows.X, rows.n_train))
         self.nonzeros = (train.indptr, train.indices, train.values)
         self.steps_per_call = max(1, 1024 // batch_size)
