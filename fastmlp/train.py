@@ -63,8 +63,8 @@ def train(model: MLP, dataset: Dataset, *, epochs: int, lr: float = 0.1, momentu
     from ``seed``; 1 is per-sample SGD. ``callback(trainer, record)`` runs after each epoch.
     ``compiled``: minibatch epochs as compiled calls of many whole steps (kernels/steps.py); None
     chooses (:func:`fastmlp.plan.choose_strategy`), False keeps the per-step path. ``sparse``
-    ("auto", "on", "off"): products over the inputs' nonzeros
-    (:func:`fastmlp.sparse.resolve_sparse`).
+    ("auto", "on", "off"): products over the inputs' nonzeros, or around each feature's most
+    frequent value (:func:`fastmlp.sparse.resolve_sparse`).
     ``plan``: those choices already made (:func:`fastmlp.plan.make_plan`), not decided again.
 
     To continue a run, pass its ``state`` (:meth:`Trainer.state_dict`, or
