@@ -24,10 +24,9 @@ Doing less work, exactly:
   either way);
 - each Wh row's gradient is summed in a cache-resident row and applied at once, so no F×H
   gradient buffer is written and read back;
-- rows sparse around a constant (X = S + 1·cᵀ, kernels/offset.py: MNIST in [−1, 1]) take
-  x·Wh = s·Wh + cᵀ·Wh (cᵀ·Wh once per step for all its rows) and Σ_r x_rk·dz_r =
-  Σ_r s_rk·dz_r + c_k·Σ_r dz_r (Σ_r dz_r is bh's gradient), so a step costs S's nonzeros plus
-  one row per feature whose c is nonzero (those rows are used, and updated, every step).
+- rows sparse around c (X = S + 1·cᵀ, kernels/offset.py) take x·Wh = s·Wh + cᵀ·Wh (cᵀ·Wh once
+  a step) and Σ_r x_rk·dz_r = Σ_r s_rk·dz_r + c_k·Σ_r dz_r (bh's gradient): a step costs S's
+  nonzeros plus one row of Wh per feature whose c is nonzero (used and updated every step).
 
 Threads split the hidden units: each owns one block of ``HB`` columns of Wh (rows of Wo, entries
 of bh) and does the backward pass and update of the previous step and then the forward pass of
@@ -365,10 +364,9 @@ def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: d
     ``params`` and ``velocity``: the views ``Wh (F, H), bh (1, H), Wo (H, K), bo (1, K)`` of the
     flat parameter and velocity buffers, updated in place (v ← mu·v + lr·g; W ← W − v).
     ``ws``: :func:`workspace` of the same B, shapes, dtype and ``threads``; ``nz``:
-    :func:`.sparse.csr` of the training rows, or with ``constants`` c (F,) (rows sparse around a
-    constant, kernels/offset.py) of S = X − 1·cᵀ (``csr(X, around=c)``): each step then sums
-    x·Wh as s·Wh + cᵀ·Wh and Σ_r x_rk·dz_r as Σ_r s_rk·dz_r + c_k·Σ_r dz_r, s = fl(x − c) as S
-    holds it (the bound of kernels/offset.py, each step). ``stats`` (2,) float64: the summed
+    :func:`.sparse.csr` of the training rows, or with ``constants`` c (F,) of S = X − 1·cᵀ
+    (``csr(X, around=c)``; s = fl(x − c) as S holds it, the bound of kernels/offset.py each
+    step). ``stats`` (2,) float64: the summed
     cross-entropy and correct count of the steps' rows are added to it. Values of do, dz and v
     below the dtype's smallest normal number are flushed to zero, as the other CPU kernels do;
     NaN propagates.
