@@ -193,7 +193,8 @@ def resolve_sparse(sparse: str, model: Any, arrays: list[np.ndarray],
     "on" asks for products over nonzeros (a FastMLPError where they cannot run): the offset
     ones where S is that sparse, else the sparse ones. "off" keeps the dense products.
     ``compiled``: the epochs run the compiled small-batch loop, which reads each row's nonzeros
-    itself (of X: it has no offset form); the choice is then the evaluation's products'.
+    (of X, or of S around c) itself; the choice is then the evaluation's products' (and c the
+    loop's).
     """
     if sparse not in SPARSE_MODES:
         raise FastMLPError(f"sparse must be one of {', '.join(SPARSE_MODES)}, got {sparse!r}")
@@ -205,15 +206,15 @@ def resolve_sparse(sparse: str, model: Any, arrays: list[np.ndarray],
                                f"not on {model.backend.describe()}")
         return Choice("dense", "dense: the sparse products are for the CPU's fused kernels")
     d = density_of(arrays)
-    c = _constants(arrays, d)
-    if c is None:  # c = 0, or no c makes the rows sparse: the nonzeros of X decide
+    found = _constants(arrays, d)
+    if found is None:  # c = 0, or no c makes the rows sparse: the nonzeros of X decide
         if sparse == "auto" and d >= SPARSE_MAX_DENSITY:
             choice = Choice("dense", f"dense: density {d:.2f} >= {SPARSE_MAX_DENSITY}")
         else:
             choice = Choice("sparse", f"sparse (asked for; density {d:.2f})" if sparse == "on"
                             else f"sparse: density {d:.2f} < {SPARSE_MAX_DENSITY}")
     else:
-        d_c = density_of(arrays, c)
+        c, d_c = found
         around = f"around c ({describe_constants(c)})"
         if d_c < SPARSE_MAX_DENSITY:
             choice = Choice("offset", f"offset{' (asked for)' if sparse == 'on' else ''}: "
@@ -229,12 +230,13 @@ def resolve_sparse(sparse: str, model: Any, arrays: list[np.ndarray],
     return choice
 
 
-def _constants(arrays: list[np.ndarray], d: float) -> np.ndarray | None:
-    """c (F,) of the training rows ``arrays[0]`` (:func:`kernels.offset.feature_constants`), or
-    None where the products need none: c = 0; or a majority shows no nonzero c while the rows'
-    ``d`` (density of nonzeros) is below :data:`SPARSE_MAX_DENSITY`; or no c could bring S's
-    density below it (each feature's most frequent value held by at most half the training
-    rows leaves at least half of them in S). Sorts only features with no majority value."""
+def _constants(arrays: list[np.ndarray], d: float) -> tuple[np.ndarray, float] | None:
+    """(c, the density of S around it): c (F,) of the training rows ``arrays[0]``
+    (:func:`kernels.offset.feature_constants`); or None where the products need none: c = 0;
+    or a majority shows no nonzero c while the rows' ``d`` (density of nonzeros) is below
+    :data:`SPARSE_MAX_DENSITY`; or no c could bring S's density below it (each feature's most
+    frequent value held by at most half the training rows leaves at least half of them in S).
+    Sorts only features with no majority value."""
     train = arrays[0]
     n = train.shape[0]
     found = koffset.majority_constants(train)
@@ -242,11 +244,19 @@ def _constants(arrays: list[np.ndarray], d: float) -> np.ndarray | None:
     if not c[held].any() and d < SPARSE_MAX_DENSITY:
         return None
     size = sum(a.size for a in arrays)
-    at_least = int(other_counts(arrays, c)[held].sum()) + int((~held).sum()) * (n - n // 2)
-    if size and at_least / size >= SPARSE_MAX_DENSITY:
+    counts = other_counts(arrays, c)  # exact where held
+    if not size or (counts[held].sum() + (~held).sum() * (n - n // 2)) / size >= \
+            SPARSE_MAX_DENSITY:
         return None
-    c = koffset.feature_constants(train, found=found)
-    return c if c.any() else None
+    holding = np.zeros_like(counts)
+    c = koffset.feature_constants(train, found=found, counts=holding)
+    if not c.any():
+        return None
+    rest = np.flatnonzero(~held)  # recounted around their sorted-out c (the other splits')
+    if rest.size:
+        counts[rest] = n - holding[rest] + other_counts([a[:, rest] for a in arrays[1:]],
+                                                        c[rest])
+    return c, int(counts.sum()) / size
 
 
 def describe_constants(c: np.ndarray) -> str:

@@ -57,9 +57,9 @@ class OffsetRows(NamedTuple):
     density: float
 
 
-def _modes_of_sorted(R: np.ndarray) -> np.ndarray:
+def _modes_of_sorted(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The most frequent value (the smallest among ties; NaN never, 0 for an all-NaN row) of
-    each row of R (m, n ≥ 1), each row sorted (NaN last)."""
+    each row of R (m, n ≥ 1), each row sorted (NaN last), and how many entries hold it."""
     m, n = R.shape
     flat = R.ravel()
     starts = np.ones(flat.shape[0], bool)
@@ -75,11 +75,13 @@ def _modes_of_sorted(R: np.ndarray) -> np.ndarray:
     modes = np.zeros(m, R.dtype)
     modes[rows_best] = flat[first[best[at]]]
     modes[longest == 0] = 0
-    return modes
+    return modes, longest
 
 
-def _modes_of_columns(X: np.ndarray, n: int, columns: np.ndarray) -> np.ndarray:
-    """The most frequent value of each of ``columns`` of X over rows [0, n ≥ 1)."""
+def _modes_of_columns(X: np.ndarray, n: int,
+                      columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The most frequent value of each of ``columns`` of X over rows [0, n ≥ 1), and how many
+    rows hold it."""
     R = np.ascontiguousarray(X[:n].take(columns, axis=1).T)  # one row per column
     R.sort(axis=1)
     return _modes_of_sorted(R)
@@ -93,7 +95,7 @@ def majority_constants(X: np.ndarray, n: int | None = None) -> tuple[np.ndarray,
     if n == 0:
         return np.zeros(F, X.dtype), np.ones(F, bool)
     sample = np.sort(X[(np.arange(min(n, SAMPLE_ROWS)) * n) // min(n, SAMPLE_ROWS)].T, axis=1)
-    c = _modes_of_sorted(sample)
+    c, _ = _modes_of_sorted(sample)
     count = np.zeros(F, np.int64)
     for a in range(0, n, _CHUNK_ROWS):
         count += np.count_nonzero(X[a:min(n, a + _CHUNK_ROWS)] == c, axis=0)
@@ -101,16 +103,21 @@ def majority_constants(X: np.ndarray, n: int | None = None) -> tuple[np.ndarray,
 
 
 def feature_constants(X: np.ndarray, n: int | None = None,
-                      found: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                      found: tuple[np.ndarray, np.ndarray] | None = None,
+                      counts: np.ndarray | None = None) -> np.ndarray:
     """c (F,): each feature's most frequent value over rows [0, n) of X (N, F) (all when None),
     in X's dtype; the smallest of tied values; 0 for a feature with no finite-or-inf value.
-    ``found``: :func:`majority_constants` of the same rows, when already made."""
+    ``found``: :func:`majority_constants` of the same rows, when already made; ``counts``
+    (F,): where given, how many rows hold c is written for the features it sorted (those with
+    no majority value)."""
     n = X.shape[0] if n is None else n
     c, held = majority_constants(X, n) if found is None else found
     c = c.copy()
     rest = np.flatnonzero(~held)
     if rest.size:
-        c[rest] = _modes_of_columns(X, n, rest)
+        c[rest], holding = _modes_of_columns(X, n, rest)
+        if counts is not None:
+            counts[rest] = holding
     c[c == 0] = 0  # −0.0 as +0.0: "all zeros" reads plainly
     return c
 

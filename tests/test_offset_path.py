@@ -12,10 +12,11 @@ import pytest
 from fastmlp.kernels import offset as koffset
 
 import fastmlp
+import fastmlp.sparse
 from fastmlp.cli import main
 from fastmlp.datasets import Dataset, Split
 from fastmlp.plan import PRODUCTS
-from fastmlp.sparse import SPARSE_MAX_DENSITY, resolve_sparse
+from fastmlp.sparse import SPARSE_MAX_DENSITY, density_of, resolve_sparse
 from fastmlp.train import Trainer
 
 BACKGROUND = np.array([-1.0, 0.25, 0.0, -1.0, 3.0])  # c per feature, cycled; some zero
@@ -118,6 +119,14 @@ def test_resolve_sparse_by_the_density_around_c() -> None:
         assert why.startswith(f"offset{asked}: density 0.")
         assert why.endswith("around c (most often -1, 15 of 37 features)")
     assert "offset" in PRODUCTS
+    # a feature whose most frequent value holds no majority (40%): found by sorting, and S's
+    # density counted from the sort for the training rows
+    rng = np.random.default_rng(1)
+    for x in splits:
+        x[:, 4] = rng.choice([3.0, 0.5, 0.7, 0.9], size=len(x), p=[0.4, 0.2, 0.2, 0.2])
+    c, d_c = fastmlp.sparse._constants(splits, 1.0)
+    assert c[4] == 3.0 and not koffset.majority_constants(splits[0])[1][4]
+    assert d_c == density_of(splits, c)
     # compiled: the loop reads S's nonzeros itself; these products serve the evaluation
     assert resolve_sparse("auto", model, splits, compiled=True).reason.endswith(
         "(evaluation; the compiled loop reads each row's nonzeros itself)")
