@@ -19,8 +19,9 @@ Epoch strategies (:data:`STRATEGIES`):
 
 Products (:data:`PRODUCTS`): ``dense`` (BLAS), ``sparse`` (over the rows' nonzeros,
 fastmlp/sparse.py) or ``offset`` (rows sparse around a constant c per feature: over the
-nonzeros of S = X − 1·cᵀ, plus the terms of c; kernels/offset.py), on the full-batch and
-per-step strategies and in the evaluation passes of every strategy.
+nonzeros of S = X − 1·cᵀ, plus the terms of c; kernels/offset.py), on every strategy built
+here: full batch, per step, and the compiled small-batch loop, which reads S's rows and c
+itself (the products then serve its evaluation passes).
 """
 
 from __future__ import annotations
