@@ -136,7 +136,7 @@ def _bench_fastmlp(spec, data):
         trainer.run_epoch()  # reads the epoch's metrics to the host, as a real run does
 
     label = f"{be.describe()}, {trainer.plan.label()}"  # the plan, as the run header says it
-    return floor, epoch, be.synchronize, label, trainer.plan.products
+    return floor, epoch, be.synchronize, label, trainer.plan
 
 
 def _bench_numpy_naive(spec, data):
@@ -304,9 +304,10 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     spec = {**spec, "workload": _workload_of(data, spec)}
     if impl == "jax-scan":  # training rows only: no evaluation products in its floor or GFLOP/s
         spec["workload"] = {**spec["workload"], "n_valid": 0, "n_test": 0}
-    products = "dense"  # the peers' products
+    products, constants = "dense", None  # the peers' products
     if impl == "fastmlp":
-        floor, epoch, sync, label, products = _bench_fastmlp(spec, data)
+        floor, epoch, sync, label, plan = _bench_fastmlp(spec, data)
+        products, constants = plan.products, plan.constants  # offset: the density of S
     elif impl == "numpy-naive":
         floor, epoch, sync, label = _bench_numpy_naive(spec, data)
     elif impl == "jax-scan":
@@ -320,7 +321,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
         "batch_size": spec.get("batch_size"), "activation": spec["activation"],
         "n_hidden": w["n_hidden"], "momentum": spec["momentum"], "lr": spec.get("lr", LR),
         "products": products, "density": density_of(
-            [s.x for s in (data.train, data.valid, data.test)]),
+            [s.x for s in (data.train, data.valid, data.test)], constants),
         "epoch_ms": median * 1e3, "samples_per_s": w["n_train"] / median,
         "gemm_floor_ms": floor * 1e3, "ratio_to_floor": median / floor,
         "gflops": gemm_flops(spec) / median / 1e9,

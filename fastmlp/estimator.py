@@ -83,7 +83,8 @@ class MLPClassifier:
     ``dtype`` ("float32" | "float64"), ``device`` ("cpu" | "cuda" | "auto" | "cudasim"), ``seed``
     (initial weights and minibatch order), ``velocity_init`` (initial velocity entries, a
     finite number >= 0), ``sparse`` ("auto" | "on" | "off": full-batch products over the inputs'
-    nonzeros, see :func:`fastmlp.sparse.resolve_sparse`). X may be a ``scipy.sparse`` matrix,
+    nonzeros, or around each feature's most frequent value, see
+    :func:`fastmlp.sparse.resolve_sparse`). X may be a ``scipy.sparse`` matrix,
     as for scikit-learn's MLPClassifier (it is expanded to a dense host array first).
 
     Fitted attributes: ``model_`` (the :class:`MLP`), ``history_`` (:class:`History`),

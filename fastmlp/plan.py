@@ -17,14 +17,16 @@ Epoch strategies (:data:`STRATEGIES`):
   tested, but :func:`make_plan` does not pick it yet: its dense products still take 1.5-2x
   OpenBLAS's time and its first compile 10-12 s (bench/RESULTS.md, "Compiled minibatch").
 
-Products (:data:`PRODUCTS`): ``dense`` (BLAS) or ``sparse`` (over the rows' nonzeros,
-fastmlp/sparse.py). Rows sparse around a constant (X = S + 1·cᵀ, kernels/offset.py) are built
-and tested but not yet a choice here.
+Products (:data:`PRODUCTS`): ``dense`` (BLAS), ``sparse`` (over the rows' nonzeros,
+fastmlp/sparse.py) or ``offset`` (rows sparse around a constant c per feature: over the
+nonzeros of S = X − 1·cᵀ, plus the terms of c; kernels/offset.py), on every strategy built
+here: full batch, per step, and the compiled small-batch loop, which reads S's rows and c
+itself (the products then serve its evaluation passes).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -33,7 +35,7 @@ from . import sparse as sparse_products
 from .errors import FastMLPError
 
 STRATEGIES = ("full-batch", "per-step", "compiled-steps", "compiled-minibatch")
-PRODUCTS = ("dense", "sparse")
+PRODUCTS = ("dense", "sparse", "offset")
 
 # Rows × hidden units per step up to which the compiled small-batch loop beats the per-step
 # path's products (measured crossovers: H = 1000 dense between B = 4 and 10, H = 300 MNIST
@@ -49,7 +51,8 @@ class Plan:
     when B is every training row); ``strategy`` (one of :data:`STRATEGIES`) and
     ``strategy_reason``; ``products`` (one of :data:`PRODUCTS`) and ``products_reason``;
     ``threads``: the compiled loop's Numba threads (None on other strategies, which use the
-    backend's own).
+    backend's own); ``constants``: c (F,) of the ``offset`` products (None otherwise; not
+    recorded: the reason names it).
     """
 
     device: str
@@ -59,6 +62,7 @@ class Plan:
     products: str
     products_reason: str
     threads: int | None = None
+    constants: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def compiled(self) -> bool:
@@ -67,12 +71,13 @@ class Plan:
 
     @property
     def sparse(self) -> bool:
-        """The products go over the rows' nonzeros."""
-        return self.products == "sparse"
+        """The products go over nonzeros: of the rows (``sparse``) or of the rows less c
+        (``offset``)."""
+        return self.products != "dense"
 
     def record(self) -> dict[str, Any]:
-        """The plan as history.json records it (JSON-ready)."""
-        return asdict(self)
+        """The plan as history.json records it (JSON-ready; c only as the reason names it)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "constants"}
 
     def header(self) -> list[str]:
         """The run header's ``loop:`` and ``products:`` lines."""
@@ -130,13 +135,13 @@ def make_plan(model: Any, features: list[np.ndarray], *, batch_size: int | None,
     backend = model.backend
     batch = full_batch_size(batch_size, len(features[0]))
     strategy, strategy_reason = choose_strategy(compiled, backend, model.n_hidden, batch)
-    use_sparse, products_reason = sparse_products.resolve_sparse(
-        sparse, model, features, strategy.startswith("compiled"))
+    products = sparse_products.resolve_sparse(sparse, model, features,
+                                              strategy.startswith("compiled"))
     threads = None
     if strategy == "compiled-steps":
         from .kernels import steps
 
         threads = steps.threads_for(model.n_hidden, batch)
     return Plan(device=backend.describe(), batch_size=batch, strategy=strategy,
-                strategy_reason=strategy_reason, products="sparse" if use_sparse else "dense",
-                products_reason=products_reason, threads=threads)
+                strategy_reason=strategy_reason, products=products.products,
+                products_reason=products.reason, threads=threads, constants=products.constants)

@@ -69,9 +69,10 @@ def train(model: MLP, dataset: Dataset, config: RunConfig | TrainSettings | None
     ``batch_size`` None is full batch (the course); B gives minibatches reshuffled every epoch
     from ``seed``; 1 is per-sample SGD. ``compiled``: minibatch epochs as compiled calls of many
     whole steps (None chooses: :func:`fastmlp.plan.choose_strategy`; False: per-step);
-    ``sparse`` ("auto", "on", "off"): products over the inputs' nonzeros
-    (:func:`fastmlp.sparse.resolve_sparse`). ``plan``: those choices already made
-    (:func:`fastmlp.plan.make_plan`). ``callback(trainer, record)`` runs after each epoch.
+    ``sparse`` ("auto", "on", "off"): products over the inputs' nonzeros, or around each
+    feature's most frequent value (:func:`fastmlp.sparse.resolve_sparse`). ``plan``: those
+    choices already made (:func:`fastmlp.plan.make_plan`). ``callback(trainer, record)`` runs
+    after each epoch.
 
     To continue a run, pass its ``state`` (:meth:`Trainer.state_dict`, or
     :func:`fastmlp.checkpoint.load_checkpoint`) and the ``history`` recorded up to it: training

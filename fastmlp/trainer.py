@@ -89,9 +89,10 @@ class Trainer:
         # one contiguous copy of all rows: one product X·Wh serves training and evaluation
         X, y, counts, ends = all_rows(model, dataset)
         check_finite_rows(model, X, counts, dataset.name)  # once, not per epoch
-        # mostly-zero rows: the products over the nonzeros (fastmlp/sparse.py); only full-batch
-        # epochs read all training rows transposed
-        rows_sparse = (SparseRows(X, n_train, full_batch=self.batch_size is None)
+        # mostly-zero rows (or mostly c): the products over the nonzeros (of X − 1·cᵀ;
+        # fastmlp/sparse.py); only full-batch epochs read all training rows transposed
+        rows_sparse = (SparseRows(X, n_train, full_batch=self.batch_size is None,
+                                  constants=self.plan.constants)
                        if self.plan.sparse else None)
         self.rows = strategies.TrainingRows(X, y, counts, ends, rows_sparse)
         self.velocity = model.backend.full(model.n_params, settings.velocity_init, model.dtype)

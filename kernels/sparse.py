@@ -52,36 +52,42 @@ GROUP = 8  # entries summed per sweep over a panel, 8 or 4 (8: 3-10% faster)
 
 
 @numba.njit(**JIT)
-def _nonzeros_kernel(X, indptr, indices, values, fill):
-    # not fill: indptr[i + 1] = row i's count of nonzeros; fill: their columns and values from
-    # indptr[i] on. One kernel for both passes: one compilation
+def _nonzeros_kernel(X, c, indptr, indices, values, fill):
+    # not fill: indptr[i + 1] = the count of row i's entries x_ik != c_k; fill: their columns
+    # and x_ik − c_k from indptr[i] on. One kernel for both passes: one compilation
     for i in prange(indptr.shape[0] - 1):
-        c = indptr[i] if fill else 0
+        p = indptr[i] if fill else 0
         for k in range(X.shape[1]):
             x = X[i, k]
-            if x != 0:  # NaN != 0: kept
+            if x != c[k]:  # NaN != c: kept
                 if fill:
-                    indices[c] = k
-                    values[c] = x
-                c += 1
+                    indices[p] = k
+                    values[p] = x - c[k]  # x itself where c_k = 0
+                p += 1
         if not fill:
-            indptr[i + 1] = c
+            indptr[i + 1] = p
 
 
-def csr(X: np.ndarray, n: int | None = None) -> CSR:
-    """Rows [0, n) of X (N, F) (all when n is None) as a :class:`CSR` (NaN counts as nonzero)."""
+def csr(X: np.ndarray, n: int | None = None, around: np.ndarray | None = None) -> CSR:
+    """Rows [0, n) of X (N, F) (all when n is None) as a :class:`CSR` (NaN counts as nonzero);
+    ``around`` (F,): of X − 1·aroundᵀ instead, its entries where x_ik != around_k, each
+    fl(x_ik − around_k) (kernels/offset.py)."""
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D, got shape {X.shape}")
     n = X.shape[0] if n is None else n
     if not 0 <= n <= X.shape[0]:
         raise ValueError(f"n={n} outside [0, N={X.shape[0]}]")
     X = np.ascontiguousarray(X)
+    c = (np.zeros(X.shape[1], X.dtype) if around is None
+         else np.ascontiguousarray(around, X.dtype))
+    if c.shape != (X.shape[1],):
+        raise ValueError(f"around must have shape ({X.shape[1]},), got {c.shape}")
     indptr = np.zeros(n + 1, np.int64)
-    _nonzeros_kernel(X, indptr, np.empty(0, np.int32), np.empty(0, X.dtype), False)
+    _nonzeros_kernel(X, c, indptr, np.empty(0, np.int32), np.empty(0, X.dtype), False)
     np.cumsum(indptr, out=indptr)
     indices = np.empty(indptr[-1], np.int32)
     values = np.empty(indptr[-1], X.dtype)
-    _nonzeros_kernel(X, indptr, indices, values, True)
+    _nonzeros_kernel(X, c, indptr, indices, values, True)
     return CSR(indptr, indices, values, X.shape[1])
 
 

@@ -23,7 +23,10 @@ Doing less work, exactly:
   the per-step path leaves it (0·v = 0 for finite v; a NaN v means NaN weights, which stay NaN
   either way);
 - each Wh row's gradient is summed in a cache-resident row and applied at once, so no F×H
-  gradient buffer is written and read back.
+  gradient buffer is written and read back;
+- rows sparse around c (X = S + 1·cᵀ, kernels/offset.py) take x·Wh = s·Wh + cᵀ·Wh (cᵀ·Wh once
+  a step) and Σ_r x_rk·dz_r = Σ_r s_rk·dz_r + c_k·Σ_r dz_r (bh's gradient): a step costs S's
+  nonzeros plus one row of Wh per feature whose c is nonzero (used and updated every step).
 
 Threads split the hidden units: each owns one block of ``HB`` columns of Wh (rows of Wo, entries
 of bh) and does the backward pass and update of the previous step and then the forward pass of
@@ -60,9 +63,15 @@ from .runtime import threads_for as _threads_for
 
 
 @numba.njit(inline="always")
-def _mark_touched(order, a, nb, indptr, indices, q, s, marks, touched, n_touched):
-    # the rows of Wh step s's inputs use, once each, into slot q (marks[k] == s when used)
+def _mark_touched(order, a, nb, indptr, indices, q, s, marks, touched, n_touched, c):
+    # the rows of Wh step s's inputs use, once each, into slot q (marks[k] == s when used);
+    # offset rows (c given): every feature whose c is nonzero, then S's nonzeros
     nt = 0
+    for k in range(c.shape[0]):
+        if c[k] != 0:
+            marks[k] = s
+            touched[q, nt] = k
+            nt += 1
     for r in range(nb):
         i = order[a + r]
         for p in range(indptr[i], indptr[i + 1]):
@@ -127,24 +136,39 @@ def _catch_up(k, m, j0, j1, mu, tiny, zero, Wh, vWh, powers, sums):
 
 @numba.njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _block_forward(X, order, a, nb, s, j0, j1, act, mu, zero, one, tiny, q, touched, n_touched,
-                   last, Wh, vWh, bh, Wo, Hb, plog, blk, powers, sums):
+                   last, Wh, vWh, bh, Wo, Hb, plog, blk, powers, sums, c, crow):
     # h = act(x·Wh + bh) for the hidden units [j0, j1) of step s's rows order[a : a + nb], and
     # the block's share of their logits; each row of Wh the step uses is first brought up to
-    # date (through step s − 1), then read once for all the step's rows
+    # date (through step s − 1), then read once for all the step's rows. Offset rows (c
+    # given): x·Wh = s·Wh + cᵀ·Wh, s = x − c read as S holds it, cᵀ·Wh summed in crow
     K = Wo.shape[1]
+    offset = c.shape[0] > 0
     for r in range(nb):
         for jj in range(j0, j1):
             Hb[r, uintp(jj)] = zero
+    if offset:
+        for jj in range(j0, j1):
+            crow[blk, uintp(jj - j0)] = zero
     for u in range(n_touched[q]):
         k = touched[q, u]
         if mu != zero:  # with γ = 0 a step without gradient leaves W as it is
             _catch_up(k, s - 1 - last[k], j0, j1, mu, tiny, zero, Wh, vWh, powers, sums)
+        ck = c[k] if offset else zero
         for r in range(nb):
             x = X[order[a + r], k]
+            if offset:
+                x -= ck
             if x != zero:  # NaN != 0: kept
                 for jj in range(j0, j1):
                     j = uintp(jj)
                     Hb[r, j] += x * Wh[k, j]
+        if ck != zero:
+            for jj in range(j0, j1):
+                crow[blk, uintp(jj - j0)] += ck * Wh[k, uintp(jj)]
+    if offset:
+        for r in range(nb):
+            for jj in range(j0, j1):
+                Hb[r, uintp(jj)] += crow[blk, uintp(jj - j0)]
     for r in range(nb):
         for jj in range(j0, j1):
             j = uintp(jj)
@@ -159,12 +183,15 @@ def _block_forward(X, order, a, nb, s, j0, j1, act, mu, zero, one, tiny, q, touc
 
 @numba.njit(fastmath=FASTMATH, error_model="numpy", cache=True)
 def _block_backward(X, order, a, nb, j0, j1, no_velocity, act, lr, mu, zero, one, tiny, q,
-                    touched, n_touched, Wh, vWh, bh, vbh, Wo, vWo, Hb, D, do, acc, blk):
+                    touched, n_touched, Wh, vWh, bh, vbh, Wo, vWo, Hb, D, do, acc, blk, c,
+                    dsum):
     # the backward pass and update of step rows order[a : a + nb] for the hidden units
     # [j0, j1); Wo before its update. Of Wh, only the rows the step used (brought up to date by
     # its forward pass) have a gradient; the others' decay waits for _catch_up. no_velocity
     # (γ = 0, not the call's last step): W ← W − α·g, v left for _catch_up (see the docstring).
+    # Offset rows (c given): Σ_r x_rk·dz_r = Σ_r s_rk·dz_r + c_k·Σ_r dz_r, Σ_r dz_r kept in dsum.
     K = Wo.shape[1]
+    offset = c.shape[0] > 0
     for r in range(nb):  # dz = (do · Woᵀ) ∘ act′
         for jj in range(j0, j1):
             j = uintp(jj)
@@ -177,6 +204,8 @@ def _block_backward(X, order, a, nb, j0, j1, no_velocity, act, lr, mu, zero, one
         g = zero
         for r in range(nb):
             g += D[r, j]
+        if offset:
+            dsum[blk, uintp(jj - j0)] = g
         momentum_step(bh, vbh, j, vbh[j], g, lr, mu, tiny, zero)
         for k in range(K):
             g = zero
@@ -201,11 +230,17 @@ def _block_backward(X, order, a, nb, j0, j1, no_velocity, act, lr, mu, zero, one
             continue
         for jj in range(j0, j1):
             acc[blk, uintp(jj - j0)] = zero
+        ck = c[k] if offset else zero
         for r in range(nb):
             x = X[order[a + r], k]
+            if offset:
+                x -= ck
             if x != zero:
                 for jj in range(j0, j1):
                     acc[blk, uintp(jj - j0)] += x * D[r, uintp(jj)]
+        if ck != zero:
+            for jj in range(j0, j1):
+                acc[blk, uintp(jj - j0)] += ck * dsum[blk, uintp(jj - j0)]
         if no_velocity:
             for jj in range(j0, j1):
                 plain_step(Wh, (k, uintp(jj)), acc[blk, uintp(jj - j0)], lr, tiny, zero)
@@ -219,7 +254,7 @@ def _block_backward(X, order, a, nb, j0, j1, no_velocity, act, lr, mu, zero, one
 @numba.njit(**JIT)
 def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indptr, indices,
                   Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, marks, touched, n_touched, last, Hb, D,
-                  plog, do, acc, stats, finish, powers, sums, done):
+                  plog, do, acc, stats, finish, powers, sums, done, c, crow, dsum):
     saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), here and in each parallel block
     F, H = Wh.shape
     n = order.shape[0]
@@ -237,7 +272,7 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
         q, qp = s & 1, (s - 1) & 1
         no_velocity = mu == zero and s < s1
         if have_cur:
-            _mark_touched(order, a, nb, indptr, indices, q, s, marks, touched, n_touched)
+            _mark_touched(order, a, nb, indptr, indices, q, s, marks, touched, n_touched, c)
         # one parallel region per step: each block does the previous step's backward pass and
         # update, then this step's forward pass (which needs the updated weights)
         for blk in prange(nblk):
@@ -247,10 +282,11 @@ def _steps_kernel(X, y, order, s0, s1, B, act, lr, mu, zero, one, tiny, HB, indp
             if have_prev:
                 _block_backward(X, order, a - B, nb_prev, j0, j1, no_velocity, act, lr, mu,
                                 zero, one, tiny, qp, touched, n_touched, Wh, vWh, bh, vbh, Wo,
-                                vWo, Hb, D, do, acc, blk)
+                                vWo, Hb, D, do, acc, blk, c, dsum)
             if have_cur:
                 _block_forward(X, order, a, nb, s, j0, j1, act, mu, zero, one, tiny, q, touched,
-                               n_touched, last, Wh, vWh, bh, Wo, Hb, plog, blk, powers, sums)
+                               n_touched, last, Wh, vWh, bh, Wo, Hb, plog, blk, powers, sums, c,
+                               crow)
             ftz_restore(fp)
         if not have_cur:
             break
@@ -292,6 +328,9 @@ def workspace(B: int, F: int, H: int, K: int, dtype, threads: int) -> dict:
         "Hb": np.empty((B, H), dtype), "D": np.empty((B, H), dtype),
         "plog": np.empty((nblk, B, K), dtype),
         "do": np.empty((B, K), dtype), "acc": np.empty((nblk, -(-H // nblk)), dtype),
+        # offset rows only: each block's cᵀ·Wh and Σ_r dz_r
+        "crow": np.empty((nblk, -(-H // nblk)), dtype),
+        "dsum": np.empty((nblk, -(-H // nblk)), dtype),
     }
 
 
@@ -317,7 +356,7 @@ def decay_tables(mu: float, n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
 
 def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: dict,
                 activation: str, lr: float, mu: float, ws: dict, stats, nz: tuple, *,
-                threads: int = 1, finish: bool = True) -> None:
+                threads: int = 1, finish: bool = True, constants=None) -> None:
     """Training steps s0..s1-1 of an epoch, in one call.
 
     X (N, F) rows and y (N,) integer labels; ``order`` (n,) int64: the epoch's permutation of the
@@ -325,9 +364,12 @@ def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: d
     ``params`` and ``velocity``: the views ``Wh (F, H), bh (1, H), Wo (H, K), bo (1, K)`` of the
     flat parameter and velocity buffers, updated in place (v ← mu·v + lr·g; W ← W − v).
     ``ws``: :func:`workspace` of the same B, shapes, dtype and ``threads``; ``nz``:
-    :func:`.sparse.csr` of the training rows. ``stats`` (2,) float64: the summed cross-entropy and
-    correct count of the steps' rows are added to it. Values of do, dz and v below the dtype's
-    smallest normal number are flushed to zero, as the other CPU kernels do; NaN propagates.
+    :func:`.sparse.csr` of the training rows, or with ``constants`` c (F,) of S = X − 1·cᵀ
+    (``csr(X, around=c)``; s = fl(x − c) as S holds it, the bound of kernels/offset.py each
+    step). ``stats`` (2,) float64: the summed
+    cross-entropy and correct count of the steps' rows are added to it. Values of do, dz and v
+    below the dtype's smallest normal number are flushed to zero, as the other CPU kernels do;
+    NaN propagates.
 
     An epoch's calls run its steps in order from s0 = 0, with the same ``ws`` (ValueError
     otherwise, with momentum). With momentum, rows of Wh that the last steps did not use may
@@ -350,12 +392,15 @@ def train_steps(X, y, order, s0: int, s1: int, B: int, params: dict, velocity: d
     if ws.get("decay", (None,))[0] != key:  # once per run: m ≤ the epoch's steps
         ws["decay"] = (key, *decay_tables(mu, n_steps, Wh.dtype))
     _, powers, sums = ws["decay"]
+    c = (np.zeros(0, Wh.dtype) if constants is None
+         else np.ascontiguousarray(constants, Wh.dtype))
     kernel = _steps_kernel if threads > 1 else _steps_kernel_serial
     kernel(X, y, order, s0, s1, B, activation_id(activation), dt(lr), dt(mu), dt(0), dt(1),
            dt(np.finfo(Wh.dtype).tiny), HB, nz[0], nz[1], Wh, bh.reshape(-1), Wo,
            bo.reshape(-1), vWh, vbh.reshape(-1), vWo, vbo.reshape(-1), ws["marks"],
            ws["touched"], ws["n_touched"], ws["last"], ws["Hb"], ws["D"], ws["plog"],
-           ws["do"], ws["acc"], stats, finish or mu == 0, powers, sums, ws["done"])
+           ws["do"], ws["acc"], stats, finish or mu == 0, powers, sums, ws["done"], c, ws["crow"],
+           ws["dsum"])
 
 
 def threads_for(H: int, B: int) -> int:

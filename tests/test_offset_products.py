@@ -111,3 +111,32 @@ def test_bad_constants_are_refused() -> None:
        dtype=st.sampled_from([np.float64, np.float32]))
 def test_shapes(N: int, F: int, H: int, seed: int, dtype) -> None:
     check_products(background_rows(N, F, seed, dtype), H, seed)
+
+
+def mode_reference(column: np.ndarray) -> float:
+    """The most frequent non-NaN value (the smallest among ties), 0 when there is none."""
+    values, counts = np.unique(column[~np.isnan(column)], return_counts=True)
+    return float(values[np.argmax(counts)]) if values.size else 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(N=st.integers(1, 200), F=st.integers(1, 12), levels=st.integers(1, 6),
+       seed=st.integers(0, 999), nan=st.booleans(),
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_feature_constants_are_the_most_frequent_values(N: int, F: int, levels: int, seed: int,
+                                                        nan: bool, dtype) -> None:
+    # few levels: ties, majorities and features with none; NaN in some entries
+    rng = np.random.default_rng(seed)
+    X = (rng.integers(0, levels, (N, F)) - levels // 2).astype(dtype) / 4
+    X[:, 0] = -1.0  # one feature constant in every row
+    if nan:
+        X[rng.uniform(size=(N, F)) < 0.3] = np.nan
+    counts = np.full(F, -1, np.int64)
+    c = offset.feature_constants(X, counts=counts)
+    assert c.dtype == dtype
+    np.testing.assert_array_equal(c, [mode_reference(X[:, k]) for k in range(F)])
+    c_major, held = offset.majority_constants(X)
+    np.testing.assert_array_equal(c[held], c_major[held])  # a majority is the mode
+    sorted_out = counts >= 0  # the features without one were sorted, and counted
+    assert not (sorted_out & held).any()
+    np.testing.assert_array_equal(counts[sorted_out], (X == c)[:, sorted_out].sum(axis=0))

@@ -79,15 +79,15 @@ def test_minibatch_buffers_hold_the_densest_batch() -> None:
 
 def test_auto_chooses_by_density() -> None:
     model = fastmlp.MLP(37, 5, 10, device="cpu")
-    for density, expected in ((0.1, True), (0.9, False)):
+    for density, expected in ((0.1, "sparse"), (0.9, "dense")):
         data = mostly_zero(50, 37, 10, density)
         splits = [data.train.x, data.valid.x, data.test.x]
-        use, why = resolve_sparse("auto", model, splits)
-        assert use is expected and str(SPARSE_MAX_DENSITY) in why
-        use_c, why_c = resolve_sparse("auto", model, splits, compiled=True)
-        assert use_c is expected and why_c.endswith("the compiled loop reads each row's "
-                                                    "nonzeros itself)")
-    assert resolve_sparse("off", model, splits) == (False, "dense (asked for)")
+        products, why, constants = resolve_sparse("auto", model, splits)
+        assert products == expected and str(SPARSE_MAX_DENSITY) in why and constants is None
+        products_c, why_c, _ = resolve_sparse("auto", model, splits, compiled=True)
+        assert products_c == expected and why_c.endswith("the compiled loop reads each row's "
+                                                         "nonzeros itself)")
+    assert resolve_sparse("off", model, splits) == ("dense", "dense (asked for)", None)
 
 
 def test_sparse_on_where_it_cannot_run_is_a_clear_error() -> None:

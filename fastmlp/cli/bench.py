@@ -54,7 +54,8 @@ def _configure_bench(p: argparse.ArgumentParser) -> None:
                    help="force (or, with --no-compiled, turn off) fastmlp's compiled "
                         "small-batch loop for minibatch rows (default: its own choice)")
     p.add_argument("--sparse", choices=SPARSE_MODES, nargs="+", default=None,
-                   help="fastmlp's products over the inputs' nonzeros: auto (by "
+                   help="fastmlp's products over the inputs' nonzeros (or around each "
+                        "feature's most frequent value, as train's --sparse): auto (by "
                         "density), on, off; several give a row each (default: off and on "
                         "side by side with --dataset, else auto)")
     p.add_argument("--dataset", choices=DATASET_NAMES, default=None,

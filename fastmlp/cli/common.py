@@ -251,8 +251,11 @@ def add_run_options(group) -> None:
                        metavar="V",
                        help="initial value of every velocity entry (default: %(default)s)")
     group.add_argument("--sparse", choices=SPARSE_MODES, default="auto",
-                       help="products over the inputs' nonzeros (CPU): auto when "
-                            f"the rows' density is below {SPARSE_MAX_DENSITY} "
+                       help="products over the inputs' nonzeros (CPU), or over the "
+                            "entries other than each feature's most frequent value c where c "
+                            "is not 0 (offset: MNIST in [-1, 1]): auto when that density is "
+                            f"below {SPARSE_MAX_DENSITY}; on always (around c where that "
+                            "density is below it, else over the nonzeros); off never "
                             "(default: %(default)s)")
 
 

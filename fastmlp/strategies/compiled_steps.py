@@ -19,7 +19,8 @@ from .base import EpochStrategy, TrainingRows
 class CompiledSteps(EpochStrategy):
     """Owns the kernel's workspace (``steps_ws``, for ``threads`` threads), the velocity's
     views, the training rows' nonzeros (``nonzeros``: CSR, the sparse products' own when they
-    run) and the number of steps per call (``steps_per_call``, grown to ~0.2 s per call)."""
+    run; of S around ``constants`` for the offset products) and the number of steps per call
+    (``steps_per_call``, grown to ~0.2 s per call)."""
 
     def __init__(self, model: MLP, rows: TrainingRows, velocity: Any, *, batch_size: int,
                  threads: int, **kwargs: Any):
@@ -28,10 +29,12 @@ class CompiledSteps(EpochStrategy):
         self.steps_ws = steps.workspace(batch_size, model.n_in, model.n_hidden, model.n_out,
                                         np.dtype(model.dtype), threads)
         self.velocity_views = flat_views(velocity, model.shapes)
-        # the training rows' CSR: built once (the sparse products hold it already)
+        # the training rows' CSR (of S = X − 1·cᵀ for the offset products, whose c the loop
+        # then takes): built once, the products' own when they run
         train = (rows.sparse.train if rows.sparse is not None
                  else ksparse.csr(rows.X, rows.n_train))
         self.nonzeros = (train.indptr, train.indices, train.values)
+        self.constants = None if rows.sparse is None else rows.sparse.constants
         self.steps_per_call = max(1, 1024 // batch_size)
 
     def run_epoch(self, evaluate: bool,
@@ -51,7 +54,7 @@ class CompiledSteps(EpochStrategy):
             steps.train_steps(rows.X, rows.y, order, s0, stop, B, model.views,
                               self.velocity_views, model.activation, self.lr, self.mu,
                               self.steps_ws, train_stats, self.nonzeros, threads=self.threads,
-                              finish=finish)
+                              finish=finish, constants=self.constants)
 
         try:
             while s < n_steps:
