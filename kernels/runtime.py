@@ -1,15 +1,23 @@
 """How the CPU kernels are compiled and run: one place for each rule.
 
-- ``JIT``: the options of every CPU kernel (``parallel=True``; :func:`serial_twin` makes the
-  same kernel without threads, for calls too small to wake the pool).
-- :func:`threads_for`: the thread policy, the one rule that picks between the two compilations
-  and sizes the per-thread work.
+- ``SERIAL_JIT``: the options of every CPU kernel; ``JIT``, the same with Numba's threads, for
+  the kernels that need a barrier inside one call (kernels/steps.py and kernels/minibatch.py, one
+  parallel region per step; :func:`serial_twin` makes such a kernel without threads).
+- :func:`run_shares`: a kernel's call split between threads by a plain Python thread pool, each
+  thread running the same serial compiled function on its share. Numba's ``parallel=True``
+  compilation re-optimises a kernel's callees and runs its parfor passes, which cost about as
+  much again as compiling the work itself (most of a first run's wait); this way only serial
+  kernels compile, and a kernel and its one-thread form are one compilation.
+- :func:`threads_for`: the thread policy, the one rule that sizes the per-thread work.
 - :class:`Workspaces`: a self-clearing cache of per-shape buffers, keyed on the calling thread.
 - :func:`compiled_signatures`: what has been compiled so far (first-run cost, tests).
 """
 
 from __future__ import annotations
 
+import collections
+import os
+import queue
 import sys
 import threading
 import types
@@ -23,6 +31,7 @@ from numba.core.registry import CPUDispatcher
 # infinities", since a diverging run's NaN must reach the loss and the weights as the reference's
 # does. error_model="numpy" drops division checks.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
+# nogil: run_shares' threads, and the callers' own (Dask worker threads), run kernels at once
 JIT = dict(parallel=True, cache=True, fastmath=FASTMATH, error_model="numpy", nogil=True)
 SERIAL_JIT = dict(JIT, parallel=False)
 
@@ -40,24 +49,125 @@ def serial_twin(kernel, name: str):
 
 # -- the thread policy ----------------------------------------------------------------------------
 # Grains: the work one thread must have before a call uses another. Below two grains a call runs
-# the serial compilation. Each was measured on a 2-core VM (bench/RESULTS.md where recorded):
+# on the calling thread alone. Each was measured on a 2-core VM (bench/RESULTS.md where recorded):
 HEAD_ROWS = 512  # rows of the fused hidden_to_loss per thread: a 100-row batch lost on a 2nd thread
 MOMENTUM_PARAMS = 32_768  # parameters per thread (the course network has 795 010)
 SPARSE_PRODUCTS = 32_768  # nonzeros × H per thread, for the sparse products
+NONZERO_ROWS = 1  # rows per thread for the CSR builder: always threaded
 STEP_PRODUCTS = 8_000  # B × H per thread for a compiled training step (~60 µs to wake a thread)
 TRANSPOSE_BLOCKS = 1  # row blocks per thread when transposing a CSR (one block: serial)
 
 
 def threads_for(work: int, grain: int) -> int:
     """Threads for a call of ``work`` units, ``grain`` units per thread: one per grain, at
-    least one, at most Numba's thread count. One means the serial compilation; more, the
-    parallel one. Where a kernel's per-thread buffers are sized by the count (the fused
-    ``hidden_to_loss``), its results depend on it; elsewhere each output is summed by one
-    thread in a fixed order, the parallel compilation runs on all of Numba's threads whenever
-    this is above one, and the count changes only speed. (The compiled steps also take all
-    threads, one block of hidden units each: :func:`.steps.threads_for`.) The CSR builder is
-    always threaded."""
+    least one, at most Numba's thread count (``numba.get_num_threads()``, which
+    ``numba.set_num_threads`` and ``NUMBA_NUM_THREADS`` set). The kernels of kernels/cpu.py and
+    kernels/sparse.py run :func:`run_shares` with this many shares. Where a kernel's per-thread
+    buffers are sized by the count (the fused ``hidden_to_loss``), its results depend on it;
+    elsewhere each output is summed by one share in a fixed order, and the count changes only
+    speed. (The compiled steps take all of Numba's threads or one, one block of hidden units
+    each: :func:`.steps.threads_for`.)"""
     return max(1, min(numba.get_num_threads(), work // grain))
+
+
+@numba.njit(inline="always")
+def split(n, t, T):
+    """Share ``t`` of ``T`` of ``range(n)`` as ``(start, stop)``: contiguous and as even as can
+    be (as Numba's static ``prange`` schedule split a loop). For the kernels (compiled)."""
+    return n * t // T, n * (t + 1) // T
+
+
+# -- the thread pool ------------------------------------------------------------------------------
+
+
+class _Pool:
+    """Worker threads, started as calls need them and kept (each sleeps in its queue's ``get``
+    between calls). One call at a time uses them; a call that finds them busy (another
+    thread's) runs its shares itself, one after another: the same results, since each share
+    computes the same thing wherever it runs.
+
+    A signal's exception (Ctrl-C) is raised in the main thread between bytecodes, so it can
+    interrupt the caller while the workers still write the call's outputs, which the trainer
+    then restores or checkpoints. So the shares start in one C call (no bytecode between the
+    queues' ``put``: all or none), every exception after it waits until the workers are done
+    (``Event.wait`` again after an interrupted one returns at once once set), and is raised then,
+    as a compiled kernel's call would have let it through only after returning."""
+
+    def __init__(self):
+        self.lock = threading.Lock()  # one call at a time
+        self.queues: list[queue.SimpleQueue] = []  # one per worker thread
+        self.count_lock = threading.Lock()
+        self.remaining = 0  # shares of the current call still running on workers
+        self.finished = threading.Event()
+        self.errors: list[BaseException] = []
+
+    def _work(self, jobs: queue.SimpleQueue) -> None:
+        while True:
+            kernel, args = jobs.get()
+            try:
+                kernel(*args)
+            except BaseException as exc:  # the caller raises it
+                self.errors.append(exc)
+            with self.count_lock:
+                self.remaining -= 1
+                if not self.remaining:
+                    self.finished.set()
+
+    def run(self, kernel: Callable, shares: int, args: tuple) -> None:
+        if shares <= 1 or not self.lock.acquire(blocking=False):
+            for t in range(shares):
+                kernel(t, shares, *args)
+            return
+        try:
+            self._run(kernel, shares, args)
+        finally:
+            self.lock.release()
+
+    def _run(self, kernel: Callable, shares: int, args: tuple) -> None:
+        started = False
+        error = None
+        try:
+            while len(self.queues) < shares - 1:
+                jobs = queue.SimpleQueue()
+                threading.Thread(target=self._work, args=(jobs,), name="fastmlp-kernels",
+                                 daemon=True).start()
+                self.queues.append(jobs)
+            self.errors.clear()
+            self.remaining = shares - 1
+            self.finished.clear()
+            puts = map(queue.SimpleQueue.put, self.queues,
+                       [(kernel, (t, shares, *args)) for t in range(1, shares)])
+            # exact: no bytecode that could raise a signal's exception runs between this and
+            # the puts (deque drains the map in C)
+            started = True
+            collections.deque(puts, maxlen=0)
+            kernel(0, shares, *args)  # this thread's share
+        except BaseException as exc:
+            error = exc
+        while started:
+            try:
+                self.finished.wait()
+                started = False
+            except BaseException as exc:  # a signal's, while waiting: the workers run on
+                error = error or exc
+        if error is None and self.errors:
+            error = self.errors[0]
+        if error is not None:
+            raise error
+
+
+_pool = _Pool()
+# a forked child has none of the parent's threads: it starts a pool of its own
+os.register_at_fork(after_in_child=lambda: globals().update(_pool=_Pool()))
+
+
+def run_shares(kernel: Callable, shares: int, *args) -> None:
+    """``kernel(t, shares, *args)`` for t in ``range(shares)``: t = 0 on the calling thread, the
+    others at the same time on the pool's threads; returns when all have (an exception of any of
+    them is raised then). ``kernel`` is a serial compiled function (``nogil``) that computes share
+    t of the call's work and writes it where no other share writes, so the result does not
+    depend on which thread runs which share. ``shares``: :func:`threads_for`."""
+    _pool.run(kernel, shares, args)
 
 
 # -- per-shape buffers ----------------------------------------------------------------------------
