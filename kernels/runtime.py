@@ -15,9 +15,9 @@
 
 from __future__ import annotations
 
+import _thread
 import collections
 import os
-import queue
 import sys
 import threading
 import types
@@ -80,38 +80,50 @@ def split(n, t, T):
 # -- the thread pool ------------------------------------------------------------------------------
 
 
+class _Worker:
+    """A daemon thread that runs one share per call: the caller hands it ``job`` and releases
+    ``go``; it runs the share, records the call's number in ``completed`` and releases the
+    call's own lock. Raw locks (``_thread``): no Python-level condition on the way (a parallel
+    region's cost, ~10 µs on the 2-core VM; bench/dispatch.py)."""
+
+    def __init__(self):
+        self.go = _thread.allocate_lock()
+        self.go.acquire()  # held while idle
+        self.job: tuple = ()
+        self.completed = 0
+        self.error: BaseException | None = None
+        threading.Thread(target=self._loop, name="fastmlp-kernels", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self.go.acquire()
+            kernel, args, call, done = self.job
+            try:
+                kernel(*args)
+            except BaseException as exc:  # the caller raises it
+                self.error = exc
+            self.completed = call  # first: the caller reads it to know the share has ended
+            done.release()
+
+
 class _Pool:
-    """Worker threads, started as calls need them and kept (each sleeps in its queue's ``get``
+    """Worker threads, started as calls need them and kept (each sleeps on its ``go`` lock
     between calls). One call at a time uses them; a call that finds them busy (another
     thread's) runs its shares itself, one after another: the same results, since each share
     computes the same thing wherever it runs.
 
-    A signal's exception (Ctrl-C) is raised in the main thread between bytecodes, so it can
-    interrupt the caller while the workers still write the call's outputs, which the trainer
-    then restores or checkpoints. So the shares start in one C call (no bytecode between the
-    queues' ``put``: all or none), every exception after it waits until the workers are done
-    (``Event.wait`` again after an interrupted one returns at once once set), and is raised then,
+    A signal's exception (Ctrl-C) is raised in the main thread between bytecodes, so it could
+    leave the call while the workers still write its outputs, which the trainer then restores
+    or checkpoints. So the workers start in one C call (no bytecode between their ``go``
+    releases: all or none), and after it every exception waits until each worker's
+    ``completed`` names this call (an interrupted wait is simply waited again), then is raised,
     as a compiled kernel's call would have let it through only after returning."""
 
     def __init__(self):
         self.lock = threading.Lock()  # one call at a time
-        self.queues: list[queue.SimpleQueue] = []  # one per worker thread
-        self.count_lock = threading.Lock()
-        self.remaining = 0  # shares of the current call still running on workers
-        self.finished = threading.Event()
-        self.errors: list[BaseException] = []
-
-    def _work(self, jobs: queue.SimpleQueue) -> None:
-        while True:
-            kernel, args = jobs.get()
-            try:
-                kernel(*args)
-            except BaseException as exc:  # the caller raises it
-                self.errors.append(exc)
-            with self.count_lock:
-                self.remaining -= 1
-                if not self.remaining:
-                    self.finished.set()
+        self.workers: list[_Worker] = []
+        self.gos: list = []  # the workers' go locks
+        self.calls = 0
 
     def run(self, kernel: Callable, shares: int, args: tuple) -> None:
         if shares <= 1 or not self.lock.acquire(blocking=False):
@@ -124,34 +136,33 @@ class _Pool:
             self.lock.release()
 
     def _run(self, kernel: Callable, shares: int, args: tuple) -> None:
-        started = False
+        while len(self.workers) < shares - 1:
+            self.workers.append(_Worker())
+            self.gos.append(self.workers[-1].go)
+        self.calls += 1
+        call = self.calls
+        used = self.workers[:shares - 1]
+        done = []
+        for t, worker in enumerate(used, 1):
+            lock = _thread.allocate_lock()  # a new one per call: no stale release to mistake
+            lock.acquire()
+            done.append(lock)
+            worker.job = (kernel, (t, shares, *args), call, lock)
+        releases = map(_thread.LockType.release, self.gos[:shares - 1])
         error = None
-        try:
-            while len(self.queues) < shares - 1:
-                jobs = queue.SimpleQueue()
-                threading.Thread(target=self._work, args=(jobs,), name="fastmlp-kernels",
-                                 daemon=True).start()
-                self.queues.append(jobs)
-            self.errors.clear()
-            self.remaining = shares - 1
-            self.finished.clear()
-            puts = map(queue.SimpleQueue.put, self.queues,
-                       [(kernel, (t, shares, *args)) for t in range(1, shares)])
-            # exact: no bytecode that could raise a signal's exception runs between this and
-            # the puts (deque drains the map in C)
-            started = True
-            collections.deque(puts, maxlen=0)
+        try:  # from here on no bytecode that could raise runs before the releases, all in C
+            collections.deque(releases, maxlen=0)
             kernel(0, shares, *args)  # this thread's share
         except BaseException as exc:
             error = exc
-        while started:
-            try:
-                self.finished.wait()
-                started = False
-            except BaseException as exc:  # a signal's, while waiting: the workers run on
-                error = error or exc
-        if error is None and self.errors:
-            error = self.errors[0]
+        for worker, lock in zip(used, done, strict=True):
+            while worker.completed != call:
+                try:
+                    lock.acquire()
+                except BaseException as exc:  # a signal's, while waiting: the worker runs on
+                    error = error or exc
+            if worker.error is not None:
+                error, worker.error = error or worker.error, None
         if error is not None:
             raise error
 
