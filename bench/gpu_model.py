@@ -1,6 +1,6 @@
 """An analytic model of one GPU training epoch (``device="cuda"``): no GPU needed.
 
-    python bench/gpu_model.py            # the markdown tables of bench/RESULTS.md, section 5
+    python bench/gpu_model.py   # the tables of bench/RESULTS.md, "A model of the GPU epoch"
 
 For every launch an epoch makes (cuBLAS products, the Numba head and momentum kernels, CuPy's
 reductions, gathers and fills, the one metrics read-back) it counts floating-point operations and

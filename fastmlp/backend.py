@@ -77,8 +77,8 @@ class Backend:
 
         NumPy aligns large arrays to 16 bytes only, so a row of Wh, Z or dWh that the sparse
         products stream vector by vector straddles two cache lines: the sparse MNIST epoch
-        was ~5 % slower so (bench/RESULTS.md section 7). CuPy's allocations are already
-        256-byte aligned."""
+        was ~5 % slower so (bench/RESULTS.md, "Full-batch epoch, MNIST course layout").
+        CuPy's allocations are already 256-byte aligned."""
         if self.xp is not np:
             return self.xp.empty(shape, dtype=dtype)
         return aligned_empty(shape, dtype)

@@ -24,7 +24,7 @@ from .kernels import sparse as ksparse
 
 SPARSE_MODES = ("auto", "on", "off")
 # Density below which "auto" keeps the rows sparse: where the two sparse products together
-# measured faster than OpenBLAS's dense ones (bench/RESULTS.md, section 7).
+# measured faster than OpenBLAS's dense ones (bench/RESULTS.md, "When the sparse products win").
 SPARSE_MAX_DENSITY = 0.3
 OTHER_CHUNK_ROWS = 4096  # rows per pass when counting the entries other than c
 

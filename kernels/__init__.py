@@ -1,7 +1,8 @@
 """Hot operations of the two-layer perceptron, each under one name in three forms.
 
 - ``reference``: plain array code (NumPy, or CuPy through the array's own namespace), the oracle.
-- ``cpu``: ``numba.njit(parallel=True, cache=True)`` kernels on NumPy arrays.
+- ``cpu``: ``numba.njit(cache=True)`` kernels on NumPy arrays, each call split between threads
+  by ``runtime.run_shares``.
 - ``cuda``: ``numba.cuda.jit`` kernels with grid-stride loops (CuPy arrays, or NumPy arrays under
   the simulator).
 
@@ -22,7 +23,8 @@ Where each piece lives:
 - ``pieces``: the arithmetic written once for the CPU kernels (momentum step, activation and its
   gradient, a row's log-sum-exp + argmax and softmax cross-entropy gradient, the flush of
   subnormals), inlined into ``cpu`` and ``steps`` (``sparse`` has products only).
-- ``runtime``: the compile options, serial twins, the one thread policy (``threads_for``), the
+- ``runtime``: the compile options, the one thread policy (``threads_for``) and the thread pool
+  that runs a call's shares (``run_shares``), serial twins of the parallel kernels, the
   per-shape buffer cache (``Workspaces``) and the inventory of compiled kernels.
 - ``steps``: whole small-batch training steps in one compiled call (CPU).
 - ``sparse``: the CSR builder and the sparse products (CPU).

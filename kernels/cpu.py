@@ -1,18 +1,19 @@
-"""CPU kernels: ``numba.njit(parallel=True, cache=True)`` versions of the hot operations.
+"""CPU kernels: serial ``numba.njit(cache=True)`` functions for the hot operations, split
+between threads by :func:`.runtime.run_shares`.
 
 Same names and semantics as :mod:`reference`. The fused ``hidden_to_loss`` does, per row,
 everything between the two big matrix products in one pass over that row of Z, which stays in
 L1/L2 cache: bias + activation, the (H×K) output layer, softmax cross-entropy, accuracy and, for
-training rows, do, dWo/dbo/dbh partial sums and dz written over the row. Each worker thread
-accumulates its own partial gradients, so no atomics are needed; a tiny reduction over threads
-follows. The arithmetic pieces are :mod:`.pieces`'; the thread rule, :func:`.runtime.threads_for`.
+training rows, do, dWo/dbo/dbh partial sums and dz written over the row. Each thread's share
+accumulates its own partial gradients, so no atomics are needed; a tiny reduction over the
+shares follows. The arithmetic pieces are :mod:`.pieces`'; the thread rule,
+:func:`.runtime.threads_for`.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange
 
 from . import activation_id, check_hidden_to_loss_args, check_momentum_args
 from .fpenv import ftz_on, ftz_restore
@@ -28,11 +29,11 @@ from .pieces import (
 )
 from .runtime import (
     HEAD_ROWS,
-    JIT,
     MOMENTUM_PARAMS,
     SERIAL_JIT,
     Workspaces,
-    serial_twin,
+    run_shares,
+    split,
     threads_for,
 )
 
@@ -42,8 +43,8 @@ TILE = 4  # rows per tile: each load of a WoT or dWoT row serves 4 rows of Z
 @numba.njit(**SERIAL_JIT)
 def _hidden_to_loss_tiles(t, T, Z, bh, WoT, bo, y, ends, n_grad, act, scale, zero, one, tiny,
                           dWoT_part, dbo_part, dbh_part, stats_part):
-    # thread t's share of the rows (tiles t, t + T, ...) into its partial sums
-    fp = ftz_on()  # per thread: each of Numba's workers has its own control register
+    # share t of T: tiles t, t + T, ... of the rows, into partial sums [t]
+    fp = ftz_on()  # subnormals as zero on x86 (fpenv.py); per thread: each has its own register
     N, H = Z.shape
     K = WoT.shape[0]
     n_tiles = (N + TILE - 1) // TILE
@@ -115,17 +116,11 @@ def _hidden_to_loss_tiles(t, T, Z, bh, WoT, bo, y, ends, n_grad, act, scale, zer
 
 
 @numba.njit(**SERIAL_JIT)
-def _transpose(A, At):
-    # At (K, H) = A (H, K)ᵀ: rows of WoT are contiguous over H, so the inner loops vectorise
-    for j in range(A.shape[0]):
-        for k in range(A.shape[1]):
-            At[k, j] = A[j, k]
-
-
-@numba.njit(**SERIAL_JIT)
 def _reduce_partials(n_grad, zero, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dbo, dbh,
                      stats):
-    # the threads' partial sums, reduced (plain loops: no temporaries), once per call
+    # the shares' partial sums, reduced (plain loops: no temporaries), once per call; with
+    # flush-to-zero, as the tiles (a sum of two normal numbers may be subnormal)
+    saved = ftz_on()
     H, K = dWo.shape
     T = stats_part.shape[0]
     for s in range(stats.shape[0]):
@@ -135,8 +130,10 @@ def _reduce_partials(n_grad, zero, dWoT_part, dbo_part, dbh_part, stats_part, dW
                 total += stats_part[t, s, c]
             stats[s, c] = total
     if n_grad == 0:
+        ftz_restore(saved)
         return
-    if T == 1:  # the serial compilation: a plain transpose, no sums (faster: RESULTS.md §2)
+    if T == 1:  # one share: a plain transpose, no sums (faster: bench/RESULTS.md, "Kernel
+        # micro-benchmarks")
         for j in range(H):
             for k in range(K):
                 dWo[j, k] = dWoT_part[0, k, j]
@@ -157,35 +154,17 @@ def _reduce_partials(n_grad, zero, dWoT_part, dbo_part, dbh_part, stats_part, dW
         for t in range(T):
             g += dbo_part[t, k]
         dbo[k] = g
-
-
-@numba.njit(**JIT)
-def _hidden_to_loss_kernel(Z, bh, Wo, bo, y, ends, n_grad, act, scale, zero, one, tiny,
-                           WoT, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dbo, dbh, stats):
-    # a shell: the work is in serial functions, which the serial twin shares; Numba's parallel
-    # passes cost time with the size of the whole function, most of a first run's compilation
-    saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), here and in each thread's part
-    T = stats_part.shape[0]
-    _transpose(Wo, WoT)
-    for t in prange(T):
-        # int64: Numba's parallel loop index is unsigned, and another integer type would compile
-        # the body a second time
-        _hidden_to_loss_tiles(np.int64(t), T, Z, bh, WoT, bo, y, ends, n_grad, act, scale, zero,
-                              one, tiny, dWoT_part, dbo_part, dbh_part, stats_part)
-    _reduce_partials(n_grad, zero, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dbo, dbh,
-                     stats)
     ftz_restore(saved)
 
 
-@numba.njit(**JIT)
-def _momentum_kernel(params, grads, velocity, lr, mu, tiny, zero):
-    for i in prange(params.shape[0]):
+@numba.njit(**SERIAL_JIT)
+def _momentum_kernel(t, T, params, grads, velocity, lr, mu, tiny, zero):
+    # share t of T of the parameters, a contiguous range
+    i0, i1 = split(params.shape[0], t, T)
+    for i in range(i0, i1):
         momentum_step(params, velocity, i, velocity[i], grads[i], lr, mu, tiny, zero)
 
 
-_hidden_to_loss_kernel_serial = serial_twin(_hidden_to_loss_kernel,
-                                            "_hidden_to_loss_kernel_serial")
-_momentum_kernel_serial = serial_twin(_momentum_kernel, "_momentum_kernel_serial")
 _workspaces = Workspaces()
 
 
@@ -208,10 +187,12 @@ def hidden_to_loss(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, db
     less than 1.2e-38 in float32): late in training, confident softmax outputs give subnormal
     gradients, and x86 arithmetic on them (here or in the Xᵀ·dZ product that follows; the two
     were not measured apart) takes slow microcode assists (the default run's late epochs:
-    316 ms without the flush, 236 ms with it; bench/RESULTS.md §1).
+    316 ms without the flush, 236 ms with it; bench/RESULTS.md, "Subnormal gradients and the
+    flush").
     On x86 the kernel runs with flush-to-zero set (``fpenv``), so no intermediate goes subnormal
-    either. Threads: one per :data:`~.runtime.HEAD_ROWS` rows (:func:`~.runtime.threads_for`);
-    buffers for their partial sums are allocated once per shape and calling thread, and reused.
+    either. Threads: one per :data:`~.runtime.HEAD_ROWS` rows (:func:`~.runtime.threads_for`),
+    each running a share of the row tiles (:func:`~.runtime.run_shares`); buffers for their
+    partial sums are allocated once per shape, thread count and calling thread, and reused.
     """
     ends = np.asarray(check_hidden_to_loss_args(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo,
                                                 dbo, dbh, stats), dtype=np.int64)
@@ -219,10 +200,15 @@ def hidden_to_loss(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, db
     K = Wo.shape[1]
     T = threads_for(N, HEAD_ROWS)
     dt = Z.dtype.type
-    kernel = _hidden_to_loss_kernel if T > 1 else _hidden_to_loss_kernel_serial
-    kernel(Z, bh.reshape(-1), Wo, bo.reshape(-1), y, ends, n_grad, activation_id(activation),
-           dt(1.0 / max(n_grad, 1)), dt(0), dt(1), dt(np.finfo(Z.dtype).tiny),
-           *_partials(T, H, K, len(ends), Z.dtype), dWo, dbo.reshape(-1), dbh.reshape(-1), stats)
+    zero = dt(0)
+    WoT, dWoT_part, dbo_part, dbh_part, stats_part = _partials(T, H, K, len(ends), Z.dtype)
+    bh, bo, dbo, dbh = bh.reshape(-1), bo.reshape(-1), dbo.reshape(-1), dbh.reshape(-1)
+    np.copyto(WoT, Wo.T)  # rows of WoT are contiguous over H: the kernel's inner loops vectorise
+    run_shares(_hidden_to_loss_tiles, T, Z, bh, WoT, bo, y, ends, n_grad,
+               activation_id(activation), dt(1.0 / max(n_grad, 1)), zero, dt(1),
+               dt(np.finfo(Z.dtype).tiny), dWoT_part, dbo_part, dbh_part, stats_part)
+    _reduce_partials(n_grad, zero, dWoT_part, dbo_part, dbh_part, stats_part, dWo, dbo, dbh,
+                     stats)
 
 
 def momentum(params, grads, velocity, lr: float, mu: float) -> None:
@@ -235,6 +221,5 @@ def momentum(params, grads, velocity, lr: float, mu: float) -> None:
     """
     check_momentum_args(params, grads, velocity)
     dt = params.dtype.type
-    threaded = threads_for(params.shape[0], MOMENTUM_PARAMS) > 1
-    kernel = _momentum_kernel if threaded else _momentum_kernel_serial
-    kernel(params, grads, velocity, dt(lr), dt(mu), dt(np.finfo(params.dtype).tiny), dt(0))
+    run_shares(_momentum_kernel, threads_for(params.shape[0], MOMENTUM_PARAMS), params, grads,
+               velocity, dt(lr), dt(mu), dt(np.finfo(params.dtype).tiny), dt(0))

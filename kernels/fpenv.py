@@ -3,12 +3,14 @@
 x86 cores run arithmetic whose inputs or result are subnormal (below 1.2e-38 in float32) through
 slow microcode assists, up to ~100× slower per operation. A diverging or saturated network makes
 them common (tiny sigmoid outputs times tiny gradients): per-sample SGD on MNIST at lr 0.01 and
-momentum 0.99 ran its float32 epochs 2× slower than at lr 1e-4 on an Intel Xeon
-(bench/RESULTS.md §9). Setting the SSE control register's FTZ and DAZ bits makes the core treat
-them as zero, what the kernels' explicit flushes (``cpu._flush``) do for the values they store.
-The register is per thread: a kernel sets it where it starts and in each parallel iteration, and
-restores the saved value before it returns, so the caller's thread and Numba's workers are left
-as they were. Elsewhere (not x86) both are no-ops and only the explicit flushes apply.
+momentum 0.99 ran its float32 epochs 1.67× as long without these bits as with them on an Intel
+Xeon (bench/RESULTS.md, "The decay in closed form and flush-to-zero"). Setting the SSE control
+register's FTZ and DAZ bits makes the core treat them as zero, what the kernels' explicit
+flushes (``pieces.flush``) do for the values they store. The register is per thread: a kernel
+sets it where it starts (each share of a call split by ``runtime.run_shares``, each block of a
+parallel region) and restores the saved value before it returns, so the caller's thread, the
+pool's and Numba's workers are left as they were. Elsewhere (not x86) both are no-ops and only
+the explicit flushes apply.
 These are inlined into kernels cached on disk, whose cache does not notice an edit here: clear
 the kernels' ``__pycache__`` after changing this file.
 """

@@ -6,20 +6,22 @@ Same names and semantics as :mod:`reference`, whose dense products are the oracl
 
 Layouts and blocking (widths picked by measurement: see the constants and bench/sparse_ab.py):
 
-- ``sparse_matmul``: X as :class:`~fastmlp.kernels.CSR`. Threads split the rows, in chunks of
-  ``ROWS_PER_CHUNK``; per chunk, the hidden units go in panels of ``FORWARD_PANEL`` columns (by
-  default one panel up to H = 1024: narrower ones measured slower). Each row's panel of out is
-  the accumulator (in L1); the row's nonzeros add x_ik·Wh[k, panel], ``GROUP`` of them per
-  sweep (one load and store of the accumulator per ``GROUP`` products).
+- ``sparse_matmul``: X as :class:`~fastmlp.kernels.CSR`. Threads split the rows, each a
+  contiguous range of chunks of ``ROWS_PER_CHUNK``; per chunk, the hidden units go in panels of
+  ``FORWARD_PANEL`` columns (by default one panel up to H = 1024: narrower ones measured
+  slower). Each row's panel of out is the accumulator (in L1); the row's nonzeros add
+  x_ik·Wh[k, panel], ``GROUP`` of them per sweep (one load and store of the accumulator per
+  ``GROUP`` products).
 - ``sparse_matmul_t``: X's rows transposed once into :class:`CSCBlocks`: per block of
   ``ROWS_PER_BLOCK`` rows, the block's entries column by column. Threads split the output's
   rows (dWh[k] for k ≡ thread mod threads: no atomics, no per-thread partial sums); for each
   row block in order, dWh[k, panel] (panels of ``BACKWARD_PANEL``) accumulates the block's
   column k, ``GROUP`` entries per sweep; the block's rows of dZ stay in L2 meanwhile.
 
-Summation order, which does not depend on the thread count (each output element is summed by
-one thread, in a loop structure the thread count does not change): z[i, j] = (bh[j] +) the
-nonzeros of row i in increasing column order, and dWh[k, j] = the rows with nonzero x_k in
+Threads: :func:`.runtime.run_shares` runs a kernel's shares at once, one serial compiled call per
+thread. Summation order, which does not depend on the thread count (each output element is
+summed by one thread, in a loop structure the thread count does not change): z[i, j] = (bh[j] +)
+the nonzeros of row i in increasing column order, and dWh[k, j] = the rows with nonzero x_k in
 increasing row order (row block by row block), each taken in groups of ``GROUP`` consecutive
 terms, then 4, then single ones (each group summed as a balanced tree, then added; fastmath may
 reassociate within a group).
@@ -32,11 +34,19 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
-from numba import prange, uintp
+from numba import uintp
 
 from . import CSR, check_sparse_args
 from .pieces import column_starts, count_columns, scatter_by_column
-from .runtime import JIT, SERIAL_JIT, SPARSE_PRODUCTS, TRANSPOSE_BLOCKS, serial_twin, threads_for
+from .runtime import (
+    NONZERO_ROWS,
+    SERIAL_JIT,
+    SPARSE_PRODUCTS,
+    TRANSPOSE_BLOCKS,
+    run_shares,
+    split,
+    threads_for,
+)
 
 # Measured on MNIST rows (bench/sparse_ab.py, 2-core EPYC, 1 MiB L2 per core): Numba's inner
 # loops pay a fixed cost per entry (LLVM's runtime alias checks and remainder loop), so long
@@ -51,11 +61,13 @@ BACKWARD_PANEL = 1024  # backward: output columns per panel (512 no better)
 GROUP = 8  # entries summed per sweep over a panel, 8 or 4 (8: 3-10% faster)
 
 
-@numba.njit(**JIT)
-def _nonzeros_kernel(X, c, indptr, indices, values, fill):
-    # not fill: indptr[i + 1] = the count of row i's entries x_ik != c_k; fill: their columns
-    # and x_ik − c_k from indptr[i] on. One kernel for both passes: one compilation
-    for i in prange(indptr.shape[0] - 1):
+@numba.njit(**SERIAL_JIT)
+def _nonzeros_kernel(t, T, X, c, indptr, indices, values, fill):
+    # share t of T of the rows. not fill: indptr[i + 1] = the count of row i's entries
+    # x_ik != c_k; fill: their columns and x_ik − c_k from indptr[i] on. One kernel for both
+    # passes: one compilation
+    i0, i1 = split(indptr.shape[0] - 1, t, T)
+    for i in range(i0, i1):
         p = indptr[i] if fill else 0
         for k in range(X.shape[1]):
             x = X[i, k]
@@ -83,11 +95,13 @@ def csr(X: np.ndarray, n: int | None = None, around: np.ndarray | None = None) -
     if c.shape != (X.shape[1],):
         raise ValueError(f"around must have shape ({X.shape[1]},), got {c.shape}")
     indptr = np.zeros(n + 1, np.int64)
-    _nonzeros_kernel(X, c, indptr, np.empty(0, np.int32), np.empty(0, X.dtype), False)
+    T = threads_for(n, NONZERO_ROWS)
+    run_shares(_nonzeros_kernel, T, X, c, indptr, np.empty(0, np.int32), np.empty(0, X.dtype),
+               False)
     np.cumsum(indptr, out=indptr)
     indices = np.empty(indptr[-1], np.int32)
     values = np.empty(indptr[-1], X.dtype)
-    _nonzeros_kernel(X, c, indptr, indices, values, True)
+    run_shares(_nonzeros_kernel, T, X, c, indptr, indices, values, True)
     return CSR(indptr, indices, values, X.shape[1])
 
 
@@ -116,28 +130,20 @@ class CSCBlocks(NamedTuple):
 
 
 @numba.njit(**SERIAL_JIT)
-def _transpose_block(b, indptr, indices, values, RB, colptr, rows, tvalues):
-    # row block b: a function of its own, so the parallel kernel around it stays small (see
-    # cpu._hidden_to_loss_tiles)
+def _transpose_blocks_kernel(t, T, indptr, indices, values, RB, colptr, rows, tvalues):
+    # share t of T of the row blocks, each transposed on its own
     n = indptr.shape[0] - 1
-    r0 = b * RB
-    r1 = min(n, r0 + RB)
-    counts = np.zeros(colptr.shape[1], np.int64)
-    for r in range(r0, r1):
-        count_columns(indptr, indices, r, counts)
-    column_starts(counts, indptr[r0], colptr[b])  # absolute offsets: the block's own range
-    for r in range(r0, r1):
-        scatter_by_column(indptr, indices, values, r, r, counts, rows, tvalues)
-
-
-@numba.njit(**JIT)
-def _transpose_blocks_kernel(indptr, indices, values, RB, colptr, rows, tvalues):
-    for b in prange(colptr.shape[0]):  # int64 b: see cpu._hidden_to_loss_kernel
-        _transpose_block(np.int64(b), indptr, indices, values, RB, colptr, rows, tvalues)
-
-
-_transpose_blocks_kernel_serial = serial_twin(_transpose_blocks_kernel,
-                                          "_transpose_blocks_kernel_serial")
+    b0, b1 = split(colptr.shape[0], t, T)
+    counts = np.empty(colptr.shape[1], np.int64)
+    for b in range(b0, b1):
+        r0 = b * RB
+        r1 = min(n, r0 + RB)
+        counts[:] = 0
+        for r in range(r0, r1):
+            count_columns(indptr, indices, r, counts)
+        column_starts(counts, indptr[r0], colptr[b])  # absolute offsets: the block's own range
+        for r in range(r0, r1):  # rows in increasing order: each column's rows come out sorted
+            scatter_by_column(indptr, indices, values, r, r, counts, rows, tvalues)
 
 
 def transpose_blocks(X: CSR, rows_per_block: int = ROWS_PER_BLOCK,
@@ -158,9 +164,8 @@ def transpose_blocks(X: CSR, rows_per_block: int = ROWS_PER_BLOCK,
             raise ValueError("out is too small for X, or of another dtype")
         colptr, rows, tvalues = out.colptr[:nb], out.rows[:nnz], out.values[:nnz]
     if nb:  # one block (a minibatch) runs serially: no threads to wake for ~10 µs of work
-        threaded = threads_for(nb, TRANSPOSE_BLOCKS) > 1
-        kernel = _transpose_blocks_kernel if threaded else _transpose_blocks_kernel_serial
-        kernel(X.indptr, X.indices, X.values, rows_per_block, colptr, rows, tvalues)
+        run_shares(_transpose_blocks_kernel, threads_for(nb, TRANSPOSE_BLOCKS), X.indptr,
+                   X.indices, X.values, rows_per_block, colptr, rows, tvalues)
     return CSCBlocks(colptr, rows, tvalues, N, rows_per_block)
 
 
@@ -263,32 +268,28 @@ def _axpy1(acc, i, src, c, rows, values, j0, j1):
 
 
 @numba.njit(**SERIAL_JIT)
-def _matmul_rows(i0, i1, indptr, indices, values, W, bh, has_bias, PW, G, zero, out):
-    # rows [i0, i1) of out, one panel of Wh at a time (a function of its own: see
-    # _transpose_block)
-    H = W.shape[1]
-    for j0 in range(0, H, PW):
-        j1 = min(H, j0 + PW)
-        for ii in range(i0, i1):
-            i = uintp(ii)
-            for jj in range(j0, j1):
-                out[i, uintp(jj)] = bh[uintp(jj)] if has_bias else zero
-            _axpy_run(out, i, W, indptr[i], indptr[i + 1], indices, values, j0, j1, G)
-
-
-@numba.njit(**JIT)
-def _matmul_kernel(indptr, indices, values, W, bh, has_bias, RC, PW, G, zero, out):
+def _matmul_rows(t, T, indptr, indices, values, W, bh, has_bias, RC, PW, G, zero, out):
+    # share t of T of the chunks of RC rows; per chunk, one panel of Wh at a time
     N = indptr.shape[0] - 1
-    for chunk in prange((N + RC - 1) // RC):
+    H = W.shape[1]
+    c0, c1 = split((N + RC - 1) // RC, t, T)
+    for chunk in range(c0, c1):
         i0 = chunk * RC
-        _matmul_rows(i0, min(N, i0 + RC), indptr, indices, values, W, bh, has_bias, PW, G, zero,
-                     out)
+        i1 = min(N, i0 + RC)
+        for j0 in range(0, H, PW):
+            j1 = min(H, j0 + PW)
+            for ii in range(i0, i1):
+                i = uintp(ii)
+                for jj in range(j0, j1):
+                    out[i, uintp(jj)] = bh[uintp(jj)] if has_bias else zero
+                _axpy_run(out, i, W, indptr[i], indptr[i + 1], indices, values, j0, j1, G)
 
 
 @numba.njit(**SERIAL_JIT)
 def _matmul_t_rows(q, NQ, colptr, rows, values, dZ, PW, G, zero, out):
-    # the output rows k ≡ q mod NQ, whole: every out[k, j] is summed here, in the same order
-    # whatever NQ is
+    # share q of NQ: the output rows k ≡ q mod NQ (border and centre pixels interleaved, so the
+    # work is even), whole: every out[k, j] is summed here, in the same order whatever NQ is.
+    # Each share reads the whole block of dZ, from L2
     F, H = out.shape
     for kk in range(q, F, NQ):
         for jj in range(H):
@@ -299,18 +300,6 @@ def _matmul_t_rows(q, NQ, colptr, rows, values, dZ, PW, G, zero, out):
             for kk in range(q, F, NQ):
                 k = uintp(kk)
                 _axpy_run(out, k, dZ, colptr[b, k], colptr[b, k + 1], rows, values, j0, j1, G)
-
-
-@numba.njit(**JIT)
-def _matmul_t_kernel(colptr, rows, values, dZ, NQ, PW, G, zero, out):
-    # threads split the output rows (k ≡ q mod NQ: border and centre pixels interleaved, so the
-    # work is even); each reads the whole block of dZ, from L2
-    for q in prange(NQ):
-        _matmul_t_rows(np.int64(q), NQ, colptr, rows, values, dZ, PW, G, zero, out)
-
-
-_matmul_kernel_serial = serial_twin(_matmul_kernel, "_matmul_kernel_serial")
-_matmul_t_kernel_serial = serial_twin(_matmul_t_kernel, "_matmul_t_kernel_serial")
 
 
 def sparse_matmul(out: np.ndarray, X: CSR, W: np.ndarray, bh: np.ndarray | None = None,
@@ -331,10 +320,9 @@ def sparse_matmul(out: np.ndarray, X: CSR, W: np.ndarray, bh: np.ndarray | None 
     W = np.ascontiguousarray(W)
     bias = np.zeros(0, W.dtype) if bh is None else np.ascontiguousarray(bh, W.dtype).reshape(-1)
     nnz = int(X.indptr[-1] - X.indptr[0])
-    threaded = threads_for(nnz * H, SPARSE_PRODUCTS) > 1
-    kernel = _matmul_kernel if threaded else _matmul_kernel_serial
-    kernel(X.indptr, X.indices, X.values, W, bias, bh is not None, rows_per_chunk, panel, group,
-           W.dtype.type(0), out)
+    run_shares(_matmul_rows, threads_for(nnz * H, SPARSE_PRODUCTS), X.indptr, X.indices,
+               X.values, W, bias, bh is not None, rows_per_chunk, panel, group, W.dtype.type(0),
+               out)
 
 
 def sparse_matmul_t(out: np.ndarray, X: CSR, dZ: np.ndarray, Xt: CSCBlocks | None = None,
@@ -353,7 +341,5 @@ def sparse_matmul_t(out: np.ndarray, X: CSR, dZ: np.ndarray, Xt: CSCBlocks | Non
     elif Xt.n_rows != N or Xt.colptr.shape[1] != F + 1 or Xt.rows.shape != X.indices.shape:
         raise ValueError("Xt is not transpose_blocks of this X")
     dZ = np.ascontiguousarray(dZ)
-    threaded = threads_for(Xt.values.shape[0] * H, SPARSE_PRODUCTS) > 1
-    kernel = _matmul_t_kernel if threaded else _matmul_t_kernel_serial
-    NQ = numba.get_num_threads() if threaded else 1  # one group of output rows a thread
-    kernel(Xt.colptr, Xt.rows, Xt.values, dZ, NQ, panel, group, dZ.dtype.type(0), out)
+    run_shares(_matmul_t_rows, threads_for(Xt.values.shape[0] * H, SPARSE_PRODUCTS), Xt.colptr,
+               Xt.rows, Xt.values, dZ, panel, group, dZ.dtype.type(0), out)

@@ -5,6 +5,7 @@ import numba
 import numpy as np
 import pytest
 from fastmlp.kernels import fpenv, steps
+from fastmlp.kernels.runtime import SERIAL_JIT, run_shares
 
 import fastmlp
 from fastmlp.train import Trainer
@@ -42,6 +43,18 @@ def workers_registers() -> set[int]:
     return {control_bits(r) for r in out.tolist()}
 
 
+@numba.njit(**SERIAL_JIT)
+def _register_of_share(t, T, out):
+    out[t] = fpenv.control_register()
+
+
+def pool_registers() -> set[int]:
+    """The registers of the threads ``run_shares`` runs the CPU kernels' shares on."""
+    out = np.zeros(2, np.uint32)
+    run_shares(_register_of_share, 2, out)
+    return {control_bits(r) for r in out.tolist()}
+
+
 def control_bits(register: int) -> int:
     """The register's control bits, without the sticky status flags (bits 0-5) that any
     floating-point operation, NumPy's among them, may raise."""
@@ -52,6 +65,7 @@ def control_bits(register: int) -> int:
 def test_kernels_leave_every_threads_register_as_it_was(threads: int, monkeypatch) -> None:
     monkeypatch.setattr(steps, "threads_for", lambda H, B: threads)
     before, workers = control_bits(fpenv.control_register()), workers_registers()
+    pool = pool_registers()
     rng = np.random.default_rng(0)
     x = (rng.uniform(size=(1300, 20)) * (rng.uniform(size=(1300, 20)) < 0.3)).astype(np.float32)
     splits = [fastmlp.Split(x[a:b], rng.integers(0, 3, b - a))
@@ -64,3 +78,4 @@ def test_kernels_leave_every_threads_register_as_it_was(threads: int, monkeypatc
         trainer.run_epoch()
     assert control_bits(fpenv.control_register()) == before
     assert workers_registers() == workers
+    assert pool_registers() == pool

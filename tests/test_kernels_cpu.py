@@ -82,11 +82,10 @@ def test_head_matches_reference(dtype, activation, N, H, K, ends, n_grad,
 ])
 def test_threaded_head_matches_reference(dtype, activation, ends, n_grad, head_gradient_terms,
                                          monkeypatch):
-    # cpu.hidden_to_loss runs its threaded kernel when min(numba.get_num_threads(), N // 512) >= 2
+    # cpu.hidden_to_loss splits its rows between min(numba.get_num_threads(), N // 512) threads
     # (runtime.threads_for with HEAD_ROWS); the cases above are random, not the all-ones inputs
-    # of the subnormal test. Two threads are used
-    # whenever numba has them (NUMBA_NUM_THREADS >= 2); with fewer, the serial kernel runs and
-    # the results are still checked.
+    # of the subnormal test. Two threads are used whenever numba has them
+    # (NUMBA_NUM_THREADS >= 2); with fewer, one share runs and the results are still checked.
     N, H, K = 1537, 65, 7  # N // 512 == 3; odd K: the kernel's leftover-output loop
     inputs = make_head_inputs(np.random.default_rng(1537), N, H, K, dtype)
     # empty: only this call's workspace will be there
@@ -135,7 +134,7 @@ def test_momentum_rejects_bad_arguments(form, assert_momentum_rejects_bad_argume
                                            "cpu": cpu.momentum}[form])
 
 
-@pytest.mark.parametrize("size", [3, 100_003])  # the serial and the threaded kernel
+@pytest.mark.parametrize("size", [3, 100_003])  # one share, and one per thread
 def test_momentum_keeps_nan_as_the_reference_does(size):
     # the subnormal flush must not turn a diverging run's NaN into a zero update
     p, g, v = np.ones(size), np.ones(size), np.zeros(size)
@@ -148,7 +147,7 @@ def test_momentum_keeps_nan_as_the_reference_does(size):
     assert np.isnan(p[1]) and np.isnan(v[1])
 
 
-@pytest.mark.parametrize("N", [5, 2048])  # the serial and the threaded kernel
+@pytest.mark.parametrize("N", [5, 2048])  # one share, and one per thread
 def test_head_keeps_nan_gradients(N):
     # a NaN output weight gives NaN do in the reference; the flush must keep it. (dz differs
     # by design at inactive ReLU units: the kernel passes them no gradient, the reference
@@ -164,7 +163,7 @@ def test_head_keeps_nan_gradients(N):
     assert np.isnan(got["dz"][active]).all() and not np.isnan(got["dz"][~active]).any()
 
 
-@pytest.mark.parametrize("N", [5, 2048])  # the serial and the threaded kernel
+@pytest.mark.parametrize("N", [5, 2048])  # one share, and one per thread
 def test_head_relu_passes_nan_to_the_loss(N):
     # a NaN pre-activation (a NaN weight of Wh) must reach the loss, as max(z, 0) passes it in
     # the reference, so the divergence guard sees it; ReLU used to turn it into 0
@@ -233,7 +232,7 @@ def test_head_property_random_shapes_and_extreme_values(N, H, K, n_grad_frac, sc
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("size", [3, 100_003])  # the serial and the threaded kernel
+@pytest.mark.parametrize("size", [3, 100_003])  # one share, and one per thread
 def test_momentum_flushes_subnormal_velocities(dtype, size):
     tiny = np.finfo(dtype).tiny
     v = np.full(size, 2 * tiny, dtype)  # decays below the smallest normal number this step
@@ -249,7 +248,7 @@ def _subnormal(a):
     return (a != 0) & (np.abs(a) < np.finfo(a.dtype).tiny)
 
 
-@pytest.mark.parametrize("N", [5, 2048])  # the serial and the threaded kernel
+@pytest.mark.parametrize("N", [5, 2048])  # one share, and one per thread
 @pytest.mark.parametrize("case,tensor", [("do", "dbo"), ("dz", "dz")])
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])  # sigmoid: dz = dh·h(1−h), h ≈ 0.73
 def test_head_flushes_subnormal_gradients(N, case, tensor, activation):
@@ -274,14 +273,12 @@ def test_head_flushes_subnormal_gradients(N, case, tensor, activation):
 # What a default-shaped run (MNIST, full batch, sparse products, relu, float32; two threads)
 # compiles: each kernel it calls once, in one specialisation, and nothing else. A first run pays
 # Numba's compilation of each (bench/first_run.sh); a new entry here is a new cost for every
-# fresh install. The parallel kernels are small shells around serial functions (``*_tiles``,
-# ``*_rows``, ``*_block``, ``_transpose``, ``_reduce_partials``), which the serial twins share.
+# fresh install. All are serial functions, each called from Python, which runtime.run_shares
+# splits between threads: no parallel (prange) kernel, and no serial twin.
 DEFAULT_RUN_COMPILES = {
-    "cpu._hidden_to_loss_kernel": 1, "cpu._hidden_to_loss_tiles": 1, "cpu._transpose": 1,
-    "cpu._reduce_partials": 1, "cpu._momentum_kernel": 1, "sparse._nonzeros_kernel": 1,
-    "sparse._matmul_kernel": 1, "sparse._matmul_rows": 1,
-    "sparse._matmul_t_kernel": 1, "sparse._matmul_t_rows": 1,
-    "sparse._transpose_blocks_kernel": 1, "sparse._transpose_block": 1,
+    "cpu._hidden_to_loss_tiles": 1, "cpu._reduce_partials": 1, "cpu._momentum_kernel": 1,
+    "sparse._nonzeros_kernel": 1, "sparse._matmul_rows": 1, "sparse._matmul_t_rows": 1,
+    "sparse._transpose_blocks_kernel": 1,
 }
 
 
@@ -312,16 +309,13 @@ def test_default_run_compiles_one_specialisation_per_kernel(tmp_path):
     first = run("first")
     assert {name: n for name, (n, _hits) in first.items()} == DEFAULT_RUN_COMPILES
     assert not any(hits for _n, hits in first.values())
-    # a later run: the kernels it calls load from the cache, and their functions are not needed
+    # a later run: every kernel loads from the cache
     later = run("later")
-    called = {"cpu._hidden_to_loss_kernel", "cpu._momentum_kernel", "sparse._nonzeros_kernel",
-              "sparse._matmul_kernel", "sparse._matmul_t_kernel",
-              "sparse._transpose_blocks_kernel"}
-    assert later == {name: [1, 1] for name in called}
+    assert later == {name: [1, 1] for name in DEFAULT_RUN_COMPILES}
 
 
 def test_one_thread_policy():
-    # one thread per grain, at least one, at most Numba's; below two grains the serial kernel
+    # one thread per grain, at least one, at most Numba's; below two grains one share
     from fastmlp.kernels import runtime
 
     T = numba.get_num_threads()

@@ -180,9 +180,9 @@ def test_hypothesis(N, F, H, density, seed, dtype, bias, panel, rows, threaded, 
     W = rng.standard_normal((F, H)).astype(dtype)
     dZ = rng.standard_normal((N, H)).astype(dtype)
     bh = rng.standard_normal((1, H)).astype(dtype) if bias else None
-    # shapes this small run the serial compilations unless the threshold says otherwise
+    # shapes this small run in one share unless the threshold says otherwise
     policy = sparse.threads_for
-    if threaded:  # two threads or more: the parallel compilations
+    if threaded:  # two shares, on two threads
         sparse.threads_for = lambda work, grain: 2
     try:
         check_both(X, W, dZ, bh, forward=dict(panel=panel, rows_per_chunk=rows, group=group),

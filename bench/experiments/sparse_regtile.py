@@ -23,9 +23,9 @@ from numba import prange, uintp
 from fastmlp.backend import aligned_empty
 from fastmlp.datasets import load_dataset
 from fastmlp.kernels import sparse as ks
-from fastmlp.kernels.cpu import _JIT
+from fastmlp.kernels.runtime import JIT, run_shares
 
-J = dict(_JIT, cache=False)
+J = dict(JIT, cache=False)
 
 
 def make_forward(P):
@@ -125,12 +125,13 @@ def main(dtype):
 
     print(f"{dt.name}, threads {T}, H {H}, nnz {A.indices.shape[0]} (X·Wh), "
           f"{At.indices.shape[0]} (Xᵀ·dZ)")
-    cur = lambda: ks._matmul_kernel(A.indptr, A.indices, A.values, W, no_bias, False,  # noqa: E731
-                                    ks.ROWS_PER_CHUNK, ks.FORWARD_PANEL, ks.GROUP, zero, Z)
+    cur = lambda: run_shares(ks._matmul_rows, T, A.indptr, A.indices, A.values, W,  # noqa: E731
+                             no_bias, False, ks.ROWS_PER_CHUNK, ks.FORWARD_PANEL, ks.GROUP, zero,
+                             Z)
     print(f"X·Wh  current          {median_ms(cur):7.2f} ms  {err(Z, ref_z)}")
     hot = (A.indices % 8).astype(np.int32)  # every nonzero reads one of 8 rows of W: in L1
-    f = lambda: ks._matmul_kernel(A.indptr, hot, A.values, W, no_bias, False,  # noqa: E731
-                                  ks.ROWS_PER_CHUNK, ks.FORWARD_PANEL, ks.GROUP, zero, Z)
+    f = lambda: run_shares(ks._matmul_rows, T, A.indptr, hot, A.values, W, no_bias,  # noqa: E731
+                           False, ks.ROWS_PER_CHUNK, ks.FORWARD_PANEL, ks.GROUP, zero, Z)
     print(f"X·Wh  current, W in L1 {median_ms(f):7.2f} ms  (the same arithmetic, W rows hot)")
     for P in (256, 128) if dt == np.float32 else (128, 64):
         fwd = make_forward(P)
@@ -141,8 +142,8 @@ def main(dtype):
         print(f"X·Wh  registers P={P:<4d} W in L1 {median_ms(f):7.2f} ms")
     print(f"X·Wh  current          {median_ms(cur):7.2f} ms")
     Xt = ks.transpose_blocks(At)
-    cur_t = lambda: ks._matmul_t_kernel(Xt.colptr, Xt.rows, Xt.values, dZ, T,  # noqa: E731
-                                        ks.BACKWARD_PANEL, ks.GROUP, zero, dW)
+    cur_t = lambda: run_shares(ks._matmul_t_rows, T, Xt.colptr, Xt.rows,  # noqa: E731
+                               Xt.values, dZ, ks.BACKWARD_PANEL, ks.GROUP, zero, dW)
     print(f"Xᵀ·dZ current          {median_ms(cur_t):7.2f} ms  {err(dW, ref_w)}")
     for P in (256, 128) if dt == np.float32 else (128, 64):
         bwd = make_backward(P)
