@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -37,7 +38,7 @@ import llvmlite.binding as llvm_binding
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import types, uintp
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -58,7 +59,7 @@ _KNOWN = (
 class BlasInfo:
     """What ``gemm`` calls: ``found`` (NumPy's OpenBLAS) or not (Numba loops), the library file,
     the two symbols, whether sizes are 64-bit, and ``tag``: a name fragment that tells the two
-    apart (and the symbols' ABI) for compiled kernels' cache names."""
+    apart (and one symbol from another) for compiled kernels' cache names."""
 
     found: bool
     library: str | None = None
@@ -70,9 +71,9 @@ class BlasInfo:
 
     @property
     def tag(self) -> str:
-        if not self.found:
-            return "loops"
-        return "blas64" if self.int64 else "blas32"
+        # the symbol's name says its ABI too (64-bit sizes or not), and a cache built with
+        # another NumPy's symbol is not loaded in its place
+        return f"blas_{self.sgemm}" if self.found else "loops"
 
     def describe(self) -> str:
         """One line: which gemm the compiled kernels call."""
@@ -134,7 +135,7 @@ _THREAD_COUNT = _thread_count_functions()
 
 
 @contextmanager
-def threads(n: int):
+def threads(n: int) -> Iterator[None]:
     """OpenBLAS's products on ``n`` threads while inside (its count is process-wide: restored
     on the way out); a no-op without OpenBLAS. The count changes the last bits of a product
     (measured: float32 100×784·784×300 on 1 and 2 threads), not only its speed."""
@@ -153,39 +154,110 @@ def threads(n: int):
         set_(before)
 
 
+TILE = 256  # columns of C per panel of gemm_loops: its tile of four rows, 4·TILE, stays in L1
+
+
+@numba.njit(**SERIAL_JIT)
+def _sweep4x4(T, b, q0, ldb, w, x00, x01, x02, x03, x10, x11, x12, x13, x20, x21, x22, x23, x30,
+              x31, x32, x33):
+    # T[r·TILE + t] += Σ_e x_re · b[q0 + e·ldb + t] for the tile's four rows r, t < w: sixteen
+    # products per four loads of b. T's rows lie TILE (a constant) apart, so LLVM vectorises the
+    # sweep with one runtime alias check (rows of C a runtime stride apart ran as scalar code)
+    step = uintp(ldb)
+    for tt in range(w):
+        t = uintp(tt)
+        q = uintp(q0 + tt)
+        s0, s1, s2, s3 = b[q], b[q + step], b[q + 2 * step], b[q + 3 * step]
+        T[t] += (x00 * s0 + x01 * s1) + (x02 * s2 + x03 * s3)
+        T[t + TILE] += (x10 * s0 + x11 * s1) + (x12 * s2 + x13 * s3)
+        T[t + 2 * TILE] += (x20 * s0 + x21 * s1) + (x22 * s2 + x23 * s3)
+        T[t + 3 * TILE] += (x30 * s0 + x31 * s1) + (x32 * s2 + x33 * s3)
+
+
+@numba.njit(**SERIAL_JIT)
+def _sweep4x1(T, b, q0, w, x0, x1, x2, x3):
+    # _sweep4x4 for one row of b (the last k mod 4)
+    for tt in range(w):
+        t = uintp(tt)
+        s0 = b[uintp(q0 + tt)]
+        T[t] += x0 * s0
+        T[t + TILE] += x1 * s0
+        T[t + 2 * TILE] += x2 * s0
+        T[t + 3 * TILE] += x3 * s0
+
+
+@numba.njit(**SERIAL_JIT)
+def _a_at(a, a_off, lda, transa, m, i, p, zero):
+    # op(A)[i, p], zero past the last row (a tile's missing rows)
+    if i >= m:
+        return zero
+    return a[uintp(a_off + p * lda + i)] if transa else a[uintp(a_off + i * lda + p)]
+
+
 @numba.njit(**SERIAL_JIT)
 def gemm_loops(transa, transb, m, n, k, alpha, A, a_off, lda, B, b_off, ldb, beta, C, c_off,
                ldc):
-    """:func:`gemm` in Numba loops (the fallback): each element's k terms summed in order,
-    then C ← alpha·sum + beta·C. A, B, C: C-contiguous arrays of any shape."""
+    """:func:`gemm` in Numba loops (the fallback). A, B, C: C-contiguous arrays of any shape.
+    op(B) = B (what the kernels call): per panel of TILE columns, four rows of C at a time are
+    summed in an L1 tile, four terms per sweep (the compiled minibatch epoch's own products
+    before kernels/blas.py), then C ← alpha·sum + beta·C. op(B) = Bᵀ: a dot product per
+    element."""
     zero = C.dtype.type(0)
     a = A.reshape(-1)
     b = B.reshape(-1)
     c = C.reshape(-1)
-    acc = np.empty(n, C.dtype)  # one row of op(A)·op(B)
-    for i in range(m):
-        if transb:  # op(B)[p, j] = B[j, p]: a dot product per element
-            for j in range(n):
-                s = zero
-                for p in range(k):
-                    ai = a[a_off + p * lda + i] if transa else a[a_off + i * lda + p]
-                    s += ai * b[b_off + j * ldb + p]
-                acc[j] = s
-        else:  # the row as a sum of rows of B: the inner loop runs along both rows
-            for j in range(n):
-                acc[j] = zero
-            for p in range(k):
-                ai = a[a_off + p * lda + i] if transa else a[a_off + i * lda + p]
-                q = b_off + p * ldb
-                for j in range(n):
-                    acc[j] += ai * b[q + j]
-        row = c_off + i * ldc
-        if beta == zero:
-            for j in range(n):
-                c[row + j] = alpha * acc[j]
-        else:
-            for j in range(n):
-                c[row + j] = alpha * acc[j] + beta * c[row + j]
+    T = np.empty(4 * TILE, C.dtype)
+    for j0 in range(0, n, TILE):
+        w = min(TILE, n - j0)
+        for i0 in range(0, m, 4):
+            rows = min(4, m - i0)
+            if transb:
+                for r in range(rows):
+                    for t in range(w):
+                        acc = zero
+                        for p in range(k):
+                            acc += (_a_at(a, a_off, lda, transa, m, i0 + r, p, zero)
+                                    * b[uintp(b_off + (j0 + t) * ldb + p)])
+                        T[r * TILE + t] = acc
+            else:
+                for t in range(4 * TILE):
+                    T[t] = zero
+                i1, i2, i3 = i0 + 1, i0 + 2, i0 + 3
+                p = 0
+                while p + 4 <= k:
+                    _sweep4x4(T, b, b_off + p * ldb + j0, ldb, w,
+                              _a_at(a, a_off, lda, transa, m, i0, p, zero),
+                              _a_at(a, a_off, lda, transa, m, i0, p + 1, zero),
+                              _a_at(a, a_off, lda, transa, m, i0, p + 2, zero),
+                              _a_at(a, a_off, lda, transa, m, i0, p + 3, zero),
+                              _a_at(a, a_off, lda, transa, m, i1, p, zero),
+                              _a_at(a, a_off, lda, transa, m, i1, p + 1, zero),
+                              _a_at(a, a_off, lda, transa, m, i1, p + 2, zero),
+                              _a_at(a, a_off, lda, transa, m, i1, p + 3, zero),
+                              _a_at(a, a_off, lda, transa, m, i2, p, zero),
+                              _a_at(a, a_off, lda, transa, m, i2, p + 1, zero),
+                              _a_at(a, a_off, lda, transa, m, i2, p + 2, zero),
+                              _a_at(a, a_off, lda, transa, m, i2, p + 3, zero),
+                              _a_at(a, a_off, lda, transa, m, i3, p, zero),
+                              _a_at(a, a_off, lda, transa, m, i3, p + 1, zero),
+                              _a_at(a, a_off, lda, transa, m, i3, p + 2, zero),
+                              _a_at(a, a_off, lda, transa, m, i3, p + 3, zero))
+                    p += 4
+                while p < k:
+                    _sweep4x1(T, b, b_off + p * ldb + j0, w,
+                              _a_at(a, a_off, lda, transa, m, i0, p, zero),
+                              _a_at(a, a_off, lda, transa, m, i1, p, zero),
+                              _a_at(a, a_off, lda, transa, m, i2, p, zero),
+                              _a_at(a, a_off, lda, transa, m, i3, p, zero))
+                    p += 1
+            for r in range(rows):
+                row = c_off + (i0 + r) * ldc + j0
+                for t in range(w):
+                    at = uintp(row + t)
+                    if beta == zero:  # BLAS's rule: what C held is not read
+                        c[at] = alpha * T[r * TILE + t]
+                    else:
+                        c[at] = alpha * T[r * TILE + t] + beta * c[at]
 
 
 def _blas_int(builder, context, value, fromty, int64: bool):

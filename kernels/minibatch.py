@@ -51,17 +51,19 @@ made the products 2-10× slower on the loaded 2-core machine (per-step µs, /tmp
 quoted in bench/results/minibatch_vs_jax/).
 
 Compile time: the kernel is compiled per form of the rows (dense; sparse and offset share one)
-and per serial/threaded, only the one a run uses, once per dtype (``_specialise``). Its helpers
-are compiled functions of their own, called, not ``inline="always"`` (Numba inlines such a
-helper by re-typing its body at every call site; LLVM still inlines the small ones where it
-pays), and the head is kernels/minibatch_head.py's, without the per-step head kernel's threads'
-partial sums and evaluation rows. First call with an empty cache, 784-64-10, B = 100, CPU time
-in a fresh process on the shared 2-core machine: dense float32 17-21 s before, 10.3-11.5 s now
-(float32 and float64, load ~2; 12-14.5 s at load 4-5); sparse, with ~3 s of kernels/sparse.py's
-CSR builder, 15 s before (load 4), 11 s now (load 2). With a warm cache the first dense call
-still takes ~0.5 s (no compile events: loading), the sparse one 0.03 s. Still far over the
-issue's target (a first epoch ≤ 2.5× a cached one: ≤ ~1 s of compiling at this size): what
-remains is LLVM optimising a few large vectorised loops, the head's the largest.
+and, sparse rows, per serial/threaded, only the one a run uses, once per dtype
+(``_specialise``); the dense one under a name that says which ``gemm`` it calls
+(``BLAS.tag``). Its helpers are compiled functions of their own, called, not
+``inline="always"`` (Numba inlines such a helper by re-typing its body at every call site; LLVM
+still inlines the small ones where it pays), and the head is kernels/minibatch_head.py's,
+without the per-step head kernel's threads' partial sums and evaluation rows. First call with an
+empty cache, 784-64-10, B = 100, dense float32, CPU time of the first epoch in a fresh process
+on the shared 2-core machine (load ~2.8): 7.0-7.4 s with the own product loops, 5.7-6.0 s with
+``gemm`` (a call compiles to a call); with a warm cache 0.41-0.46 s either way (loading; the
+next epoch 0.06 s). Earlier, sparse with ~3 s of kernels/sparse.py's CSR builder: 11 s (load
+2). Still far over the issue's target (a first epoch ≤ 2.5× a cached one: ≤ ~1 s of compiling
+at this size): what remains is LLVM optimising a few large vectorised loops, the head's the
+largest.
 """
 
 from __future__ import annotations
@@ -325,7 +327,9 @@ def workspace(B: int, F: int, H: int, K: int, dtype, nnz_max: int = 0, threads: 
     """Every buffer :func:`train_chunk` needs for batches of up to ``B`` rows of F features, H
     hidden units, K classes in ``dtype``; ``nnz_max``: the most nonzeros any B training rows
     hold together (sparse and offset rows; ``kernels.sparse.max_rows_nnz``); ``threads``: the
-    blocks of hidden units each step is split into, one per thread. Allocated once."""
+    blocks of hidden units each step is split into, one per thread (sparse and offset rows;
+    dense rows run on one). Allocated once, but for dense rows' gathered rows and gradient
+    rows, sized by :func:`train_chunk`'s first dense call."""
     dt = np.dtype(dtype)
     dWo = np.empty(H * K, dt)
     return {
