@@ -7,8 +7,10 @@ the momentum kernel, with no Python and no allocation per step:
 1. Z = Xb·Wh over the batch's rows, in one of three forms of the rows (``mode``):
    - ``DENSE``: the batch's rows gathered into a contiguous (B, F) buffer (two of them: the
      previous step's backward pass reads its own), then one ``gemm`` (kernels/blas.py):
-     NumPy's own OpenBLAS, called from the compiled code, on one thread. Our own blocked loops
-     (tiles of four rows in L1, before) took 1.5-2× OpenBLAS's time per product;
+     NumPy's own OpenBLAS, called from the compiled code, on one thread. The kernel's own
+     blocked loops before it (now kernels/blas.py's fallback, where NumPy has no OpenBLAS)
+     took 1.5-2× OpenBLAS's time per product: epochs of 784-{64,300,1000}-10 at B 10-100 now
+     take 1.24-1.73× less CPU time (bench/results/minibatch_vs_jax/blas_dense.txt);
    - ``SPARSE``: each row's nonzeros (CSR of all rows, built once), 8 per sweep over the row of Z;
    - ``OFFSET``: rows sparse around a constant, X = S + 1·cᵀ (kernels/offset.py): Z = S·Wh + 1·u,
      with u = cᵀ·Wh formed during the previous step's update pass over Wh (or at the call's
@@ -23,9 +25,9 @@ the momentum kernel, with no Python and no allocation per step:
    is written and read back. Dense rows: ``gemm`` of ``grad_rows(F, H)`` rows (~GRAD_ENTRIES
    entries, in L2) at a time. (gemm's own beta = γ, folding the update into the product, was
    tried: it rounds γ·v apart from α·g, and diverging float64 runs then left the per-step
-   path's 1e-10.) Sparse rows: the
-   batch transposed per step (counting sort, buffers sized once), each feature's entries 8 per
-   sweep; OFFSET adds c_k·(1ᵀ·dZ) = c_k·dbh to row k's gradient.
+   path's 1e-10.) Sparse rows: the batch transposed per step (counting sort, buffers sized
+   once), each feature's entries 8 per sweep; OFFSET adds c_k·(1ᵀ·dZ) = c_k·dbh to row k's
+   gradient.
    Every row of Wh takes its update every step, gradient or not: the per-step path's formula.
 4. The momentum update of bh, Wo and bo with the head's gradients; the batch's summed loss and
    correct count added to the epoch's.
@@ -47,8 +49,8 @@ depend on T. On the shared 2-core development machine two threads lost at every 
 is, OpenBLAS's products included (``blas.threads(1)`` around the call): OpenBLAS gives other
 bits for a product cut into column blocks, or run on another number of its own threads, so
 neither kind of thread would keep the result independent of T; and OpenBLAS's two threads
-made the products 2-10× slower on the loaded 2-core machine (per-step µs, /tmp measurements
-quoted in bench/results/minibatch_vs_jax/).
+made the two products 2.7-8.5× slower at eight of the JAX comparison's nine dense points on the
+loaded 2-core machine, as fast at the ninth (bench/results/minibatch_vs_jax/blas_dense.txt).
 
 Compile time: the kernel is compiled per form of the rows (dense; sparse and offset share one)
 and, sparse rows, per serial/threaded, only the one a run uses, once per dtype
