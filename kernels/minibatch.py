@@ -8,9 +8,10 @@ the momentum kernel, with no Python and no allocation per step:
    - ``DENSE``: the batch's rows gathered into a contiguous (B, F) buffer (two of them: the
      previous step's backward pass reads its own), then one ``gemm`` (kernels/blas.py):
      NumPy's own OpenBLAS, called from the compiled code, on one thread. The kernel's own
-     blocked loops before it (now kernels/blas.py's fallback, where NumPy has no OpenBLAS)
-     took 1.5-2× OpenBLAS's time per product: epochs of 784-{64,300,1000}-10 at B 10-100 now
-     take 1.24-1.73× less CPU time (bench/results/minibatch_vs_jax/blas_dense.txt);
+     blocked loops before it took 1.5-2× OpenBLAS's time per product: epochs of
+     784-{64,300,1000}-10 at B 10-100 now take 1.24-1.73× less CPU time
+     (bench/results/minibatch_vs_jax/blas_dense.txt). Where NumPy has no OpenBLAS, ``gemm``
+     is kernels/blas.py's Numba loops, the same tiles, measured at ~2× those loops' time;
    - ``SPARSE``: each row's nonzeros (CSR of all rows, built once), 8 per sweep over the row of Z;
    - ``OFFSET``: rows sparse around a constant, X = S + 1·cᵀ (kernels/offset.py): Z = S·Wh + 1·u,
      with u = cᵀ·Wh formed during the previous step's update pass over Wh (or at the call's
