@@ -3,6 +3,8 @@ the JAX comparison's points: samples/s, best of ``--repeats`` epochs after a com
 
 Run: ``python bench/minibatch_threads.py [--n 10000] [--repeats 2]``. Not a test; its ratios
 set ``fastmlp.compiled_minibatch.THREADED_STEP_WORK``. Only a quiet machine gives usable ratios.
+Dense rows run on one thread whatever is asked (their OpenBLAS products: kernels/minibatch.py's
+"Threads"), so only the sparse points compare two threads with one.
 """
 
 # ruff: noqa: I001  (fastmlp must be imported before NumPy, see fastmlp/__init__.py)

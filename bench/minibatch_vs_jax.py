@@ -3,8 +3,12 @@ the same run: a table of samples/s and their ratio (fastmlp / JAX).
 
 Run (in an environment that holds JAX and fastmlp, as README's "fastmlp bench" says:
 ``python3 -m venv peers && peers/bin/pip install jax -e .``):
-``peers/bin/python bench/minibatch_vs_jax.py [--n 20000] [--repeats 3] [--quick]``.
-Not a test. Each point: float32, momentum 0.9, lr 0.01, training epoch only; fastmlp the median
+``peers/bin/python bench/minibatch_vs_jax.py [--n 20000] [--repeats 3] [--quick]
+[--form auto|dense] [--rows mnist,mnist-symmetric,dense] [--batches 10,32,100]``
+(``--form dense``: fastmlp reads every row dense, its OpenBLAS products, whatever the rows).
+Not a test. Each point: float32, momentum 0.9, lr 0.01, training epoch only; samples/s per
+wall second, and the ratio of samples per CPU second too (both sides ran on one core here: on a
+shared machine a fairer figure than wall time); fastmlp the median
 of ``--repeats`` epochs after a first (compiling) one, JAX (``fastmlp/bench_jax.py``, the peer of
 ``fastmlp bench --compare``) the median of as many epochs after its first (compiling) one,
 alternated so both see the same machine load. Networks 784-64-10 relu,
@@ -25,6 +29,7 @@ import numpy as np
 
 from fastmlp.bench_jax import scan_trainer
 from fastmlp.compiled_minibatch import CompiledMinibatch
+from fastmlp.kernels.blas import BLAS
 
 NETWORKS = ((64, "relu"), (300, "sigmoid"), (1000, "relu"))
 BATCHES = (10, 32, 100)
@@ -44,30 +49,34 @@ def load_rows(rows: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 
 
 def jax_rates(X: np.ndarray, y: np.ndarray, hidden: int, activation: str, B: int,
-              epochs: int) -> list[float]:
-    """samples/s of ``epochs`` JAX scan epochs (the first compiles) from fastmlp's weights."""
+              epochs: int) -> list[tuple[float, float]]:
+    """samples per wall and per CPU second of ``epochs`` JAX scan epochs (the first compiles)
+    from fastmlp's weights."""
     model = fastmlp.MLP(X.shape[1], hidden, 10, activation=activation, dtype="float32", seed=0)
     epoch, _ = scan_trainer(X, y, model.state(), activation, B, 0.01, 0.9)
     rates = []
     for _ in range(epochs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         epoch()
-        rates.append(X.shape[0] / (time.perf_counter() - start))
+        rates.append((X.shape[0] / (time.perf_counter() - start),
+                      X.shape[0] / (time.process_time() - cpu)))
     return rates
 
 
 def fastmlp_rates(X: np.ndarray, y: np.ndarray, hidden: int, activation: str, B: int,
-                  epochs: int) -> tuple[list[float], str]:
-    """samples/s of ``epochs`` compiled minibatch epochs (the first compiles) and the rows' form."""
+                  epochs: int, form: str = "auto") -> tuple[list[tuple[float, float]], str]:
+    """samples per wall and per CPU second of ``epochs`` compiled minibatch epochs (the first
+    compiles) and the rows' form."""
     model = fastmlp.MLP(X.shape[1], hidden, 10, activation=activation, dtype="float32", seed=0)
-    runner = CompiledMinibatch(model, X, y, B, 0.01, 0.9)
+    runner = CompiledMinibatch(model, X, y, B, 0.01, 0.9, rows=form)
     rng = np.random.default_rng(0)
     rates = []
     for _ in range(epochs):
         order = rng.permutation(X.shape[0])
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         runner.run_epoch(order)
-        rates.append(X.shape[0] / (time.perf_counter() - start))
+        rates.append((X.shape[0] / (time.perf_counter() - start),
+                      X.shape[0] / (time.process_time() - cpu)))
     return rates, runner.mode
 
 
@@ -76,26 +85,32 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="784-64-10 relu, B = 100 only")
+    parser.add_argument("--form", choices=("auto", "dense"), default="auto",
+                        help="the form fastmlp reads the rows in (CompiledMinibatch's rows)")
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated, of " +
+                        ", ".join(ROWS))
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
     args = parser.parse_args()
     networks = NETWORKS[:1] if args.quick else NETWORKS
-    batches = (100,) if args.quick else BATCHES
+    batches = (100,) if args.quick else tuple(int(b) for b in args.batches.split(","))
     print(f"# {args.n} rows, float32, momentum 0.9; samples/s (median of {args.repeats}); "
-          f"ratio = fastmlp / JAX; machine load {os.getloadavg()[0]:.1f}")
+          f"ratio = fastmlp / JAX; machine load {os.getloadavg()[0]:.1f}; {BLAS.describe()}")
     print(f"{'rows':16} {'network':18} {'B':>4} {'form':7} {'fastmlp':>10} {'JAX':>10} "
-          f"{'ratio':>6}")
-    for rows in ROWS:
+          f"{'ratio':>6} {'cpu ratio':>9}")
+    for rows in args.rows.split(","):
         X, y = load_rows(rows, args.n)
         for hidden, activation in networks:
             for B in batches:
                 ours, jaxs = [], []
                 form = "?"
                 for _ in range(args.repeats):  # alternated: both see the same load
-                    r, form = fastmlp_rates(X, y, hidden, activation, B, 2)
+                    r, form = fastmlp_rates(X, y, hidden, activation, B, 2, args.form)
                     ours.append(r[-1])
                     jaxs.append(jax_rates(X, y, hidden, activation, B, 2)[-1])
-                a, b = statistics.median(ours), statistics.median(jaxs)
+                a, b = (statistics.median(r[0] for r in rs) for rs in (ours, jaxs))
+                ca, cb = (statistics.median(r[1] for r in rs) for rs in (ours, jaxs))
                 print(f"{rows:16} {f'784-{hidden}-10 {activation}':18} {B:>4} {form:7} "
-                      f"{a:>10,.0f} {b:>10,.0f} {a / b:>6.2f}", flush=True)
+                      f"{a:>10,.0f} {b:>10,.0f} {a / b:>6.2f} {ca / cb:>9.2f}", flush=True)
 
 
 if __name__ == "__main__":

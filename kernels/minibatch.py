@@ -5,13 +5,13 @@ path of :class:`fastmlp.train.Trainer` does with a gather, two BLAS products, th
 the momentum kernel, with no Python and no allocation per step:
 
 1. Z = Xb·Wh over the batch's rows, in one of three forms of the rows (``mode``):
-   - ``DENSE``: tiles of four batch rows × a panel of TW hidden units, summed in a buffer
-     (in L1) four features per sweep: sixteen products per four loads of Wh and a load and
-     store of each of the tile's four rows (``_sweep4x4``). The tile's rows lie a constant
-     apart in one buffer, so LLVM vectorises the sweep with one runtime alias check (four rows
-     of Z, a runtime stride apart, exceeded its checks and ran as scalar code). Still ~1.5-2×
-     OpenBLAS's time per product: the accumulators live in L1, not in registers (local scalar
-     tiles, tried, came out as scalar code: LLVM vectorised their k loop or nothing);
+   - ``DENSE``: the batch's rows gathered into a contiguous (B, F) buffer (two of them: the
+     previous step's backward pass reads its own), then one ``gemm`` (kernels/blas.py):
+     NumPy's own OpenBLAS, called from the compiled code, on one thread. The kernel's own
+     blocked loops before it took 1.5-2× OpenBLAS's time per product: epochs of
+     784-{64,300,1000}-10 at B 10-100 now take 1.24-1.73× less CPU time
+     (bench/results/minibatch_vs_jax/blas_dense.txt). Where NumPy has no OpenBLAS, ``gemm``
+     is kernels/blas.py's Numba loops, the same tiles, measured at ~2× those loops' time;
    - ``SPARSE``: each row's nonzeros (CSR of all rows, built once), 8 per sweep over the row of Z;
    - ``OFFSET``: rows sparse around a constant, X = S + 1·cᵀ (kernels/offset.py): Z = S·Wh + 1·u,
      with u = cᵀ·Wh formed during the previous step's update pass over Wh (or at the call's
@@ -21,41 +21,52 @@ the momentum kernel, with no Python and no allocation per step:
    for batches under 512 rows) for training rows only, with its sums in the same order (tiles
    of four rows, two outputs per sweep): bias, activation, output layer, softmax cross-entropy,
    accuracy, dWo, dbo, dbh, and dZ written over Z (``_head``).
-3. dWh = Xbᵀ·dZ fused with the momentum update of Wh, row by row: each row of the gradient is
-   summed in an L1-resident buffer and applied at once (v ← γ·v + α·g, flushed;
-   W ← W − v), so no F×H gradient is written and read back. Dense rows: four rows of the
-   gradient at a time in the forward pass's tile, four batch rows per sweep. Sparse rows: the
-   batch transposed per step (counting sort, buffers sized once), each feature's entries 8 per
-   sweep; OFFSET adds c_k·(1ᵀ·dZ) = c_k·dbh to row k's gradient.
+3. dWh = Xbᵀ·dZ fused with the momentum update of Wh: rows of the gradient are summed into a
+   small buffer and applied at once (v ← γ·v + α·g, flushed; W ← W − v), so no F×H gradient
+   is written and read back. Dense rows: ``gemm`` of ``grad_rows(F, H)`` rows (~GRAD_ENTRIES
+   entries, in L2) at a time. (gemm's own beta = γ, folding the update into the product, was
+   tried: it rounds γ·v apart from α·g, and diverging float64 runs then left the per-step
+   path's 1e-10.) Sparse rows: the batch transposed per step (counting sort, buffers sized
+   once), each feature's entries 8 per sweep; OFFSET adds c_k·(1ᵀ·dZ) = c_k·dbh to row k's
+   gradient.
    Every row of Wh takes its update every step, gradient or not: the per-step path's formula.
 4. The momentum update of bh, Wo and bo with the head's gradients; the batch's summed loss and
    correct count added to the epoch's.
 
 Exactness: the same operations as the per-step path, in the same order per step, except the
-summation order inside the two products (BLAS's there, the blocks' here): float64 parameters
+summation order inside the two products (BLAS's on the whole batch there; here BLAS's on the
+gradient's row blocks, or the sparse products' own order): float64 parameters
 agree to 1e-10 relative after epochs (tests/test_compiled_minibatch.py). Subnormals: the call
 runs with FTZ/DAZ set on x86 (fpenv.py), and v, do, dz are flushed explicitly as elsewhere.
 
-Threads (``workspace(threads=T)``): the hidden units split into T blocks, one per thread, in one
-parallel region per step: each block runs the previous step's backward pass and Wh update, then
-this step's forward product, over its own columns of Wh, vWh, Z and u only; the head and the
-small parameters' updates run between regions, serially. Each output element is summed by one
-thread in the same order whatever T is, so the result does not depend on T. On the shared 2-core
-development machine two threads lost at every measured point (bench/minibatch_threads.py), so
-the driver's default is one (``fastmlp.compiled_minibatch.THREADED_STEP_WORK``).
+Threads (``workspace(threads=T)``), sparse and offset rows: the hidden units split into T
+blocks, one per thread, in one parallel region per step: each block runs the previous step's
+backward pass and Wh update, then this step's forward product, over its own columns of Wh, vWh,
+Z and u only; the head and the small parameters' updates run between regions, serially. Each
+output element is summed by one thread in the same order whatever T is, so the result does not
+depend on T. On the shared 2-core development machine two threads lost at every measured point
+(bench/minibatch_threads.py), so the driver's default is one
+(``fastmlp.compiled_minibatch.THREADED_STEP_WORK``). Dense rows run on one thread whatever T
+is, OpenBLAS's products included (``blas.threads(1)`` around the call): OpenBLAS gives other
+bits for a product cut into column blocks, or run on another number of its own threads, so
+neither kind of thread would keep the result independent of T; and OpenBLAS's two threads
+made the two products 2.7-8.5× slower at eight of the JAX comparison's nine dense points on the
+loaded 2-core machine, as fast at the ninth (bench/results/minibatch_vs_jax/blas_dense.txt).
 
 Compile time: the kernel is compiled per form of the rows (dense; sparse and offset share one)
-and per serial/threaded, only the one a run uses, once per dtype (``_specialise``). Its helpers
-are compiled functions of their own, called, not ``inline="always"`` (Numba inlines such a
-helper by re-typing its body at every call site; LLVM still inlines the small ones where it
-pays), and the head is kernels/minibatch_head.py's, without the per-step head kernel's threads'
-partial sums and evaluation rows. First call with an empty cache, 784-64-10, B = 100, CPU time
-in a fresh process on the shared 2-core machine: dense float32 17-21 s before, 10.3-11.5 s now
-(float32 and float64, load ~2; 12-14.5 s at load 4-5); sparse, with ~3 s of kernels/sparse.py's
-CSR builder, 15 s before (load 4), 11 s now (load 2). With a warm cache the first dense call
-still takes ~0.5 s (no compile events: loading), the sparse one 0.03 s. Still far over the
-issue's target (a first epoch ≤ 2.5× a cached one: ≤ ~1 s of compiling at this size): what
-remains is LLVM optimising a few large vectorised loops, the head's the largest.
+and, sparse rows, per serial/threaded, only the one a run uses, once per dtype
+(``_specialise``); the dense one under a name that says which ``gemm`` it calls
+(``BLAS.tag``). Its helpers are compiled functions of their own, called, not
+``inline="always"`` (Numba inlines such a helper by re-typing its body at every call site; LLVM
+still inlines the small ones where it pays), and the head is kernels/minibatch_head.py's,
+without the per-step head kernel's threads' partial sums and evaluation rows. First call with an
+empty cache, 784-64-10, B = 100, dense float32, CPU time of the first epoch in a fresh process
+on the shared 2-core machine (load ~2.8): 7.0-7.4 s with the own product loops, 5.7-6.0 s with
+``gemm`` (a call compiles to a call); with a warm cache 0.41-0.46 s either way (loading; the
+next epoch 0.06 s). Earlier, sparse with ~3 s of kernels/sparse.py's CSR builder: 11 s (load
+2). Still far over the issue's target (a first epoch ≤ 2.5× a cached one: ≤ ~1 s of compiling
+at this size): what remains is LLVM optimising a few large vectorised loops, the head's the
+largest.
 """
 
 from __future__ import annotations
@@ -67,6 +78,8 @@ import numpy as np
 from numba import prange, uintp
 
 from . import activation_id
+from .blas import BLAS, gemm
+from .blas import threads as blas_threads
 from .fpenv import ftz_on, ftz_restore
 from .minibatch_head import _head
 from .pieces import column_starts, count_columns, scatter_by_column
@@ -76,71 +89,19 @@ from .sparse import _axpy_run
 
 DENSE, SPARSE, OFFSET = 0, 1, 2
 MODES = {"dense": DENSE, "sparse": SPARSE, "offset": OFFSET}
-TW = 256  # hidden units per panel of the dense forward product: its tile is 4·TW (in L1)
 GROUP = 8  # sparse entries summed per sweep (kernels/sparse.py's measured best)
+GRAD_ENTRIES = 65536  # entries of dWh per product of the dense backward pass (in L2: measured)
 _SERIAL = dict(_JIT, parallel=False)
 
 
 @numba.njit(**_SERIAL)
-def _sweep4x4(T, S, k, j0, w, x00, x01, x02, x03, x10, x11, x12, x13, x20, x21, x22, x23, x30,
-              x31, x32, x33):
-    # T[q·TW + jj] += Σ_e x_qe · S[k + e, j0 + jj] for the tile's four rows q, jj < w: sixteen
-    # products per four loads of S, four of T and four stores. T's rows lie TW (a constant)
-    # apart in one buffer, so LLVM needs one runtime alias check against S's rows, not one per
-    # pair of rows (four rows of Z, with its runtime stride, defeated the vectoriser)
-    for jj in range(w):
-        t = uintp(jj)
-        j = uintp(j0 + jj)
-        s0, s1, s2, s3 = S[k, j], S[k + 1, j], S[k + 2, j], S[k + 3, j]
-        T[t] += (x00 * s0 + x01 * s1) + (x02 * s2 + x03 * s3)
-        T[t + TW] += (x10 * s0 + x11 * s1) + (x12 * s2 + x13 * s3)
-        T[t + 2 * TW] += (x20 * s0 + x21 * s1) + (x22 * s2 + x23 * s3)
-        T[t + 3 * TW] += (x30 * s0 + x31 * s1) + (x32 * s2 + x33 * s3)
-
-
-@numba.njit(**_SERIAL)
-def _sweep4x1(T, S, k, j0, w, x0, x1, x2, x3):
-    # _sweep4x4 for one row of S (the last F mod 4)
-    for jj in range(w):
-        t = uintp(jj)
-        s0 = S[k, uintp(j0 + jj)]
-        T[t] += x0 * s0
-        T[t + TW] += x1 * s0
-        T[t + 2 * TW] += x2 * s0
-        T[t + 3 * TW] += x3 * s0
-
-
-@numba.njit(**_SERIAL)
-def _forward_dense(X, order, a, nb, Wh, Z, T, zero, h0, h1):
-    # Z[:nb, h0:h1] = the batch's rows of X times Wh[:, h0:h1]: per panel of TW hidden units
-    # (784·TW of Wh stays in L2), per tile of four batch rows, T (4·TW, in L1) sums the tile's
-    # products four features per sweep (_sweep4x4), then goes to Z. Each element's sum runs in
-    # the same order wherever its column falls in a panel, so threads change no bit
-    F = Wh.shape[0]
-    for j0 in range(h0, h1, TW):
-        w = min(TW, h1 - j0)
-        for r0 in range(0, nb, 4):
-            rows = min(4, nb - r0)
-            i0 = order[a + r0]  # rows past the batch repeat its first row, not stored
-            i1 = order[a + r0 + 1] if rows > 1 else i0
-            i2 = order[a + r0 + 2] if rows > 2 else i0
-            i3 = order[a + r0 + 3] if rows > 3 else i0
-            for t in range(4 * TW):
-                T[t] = zero
-            k = 0
-            while k + 4 <= F:
-                _sweep4x4(T, Wh, uintp(k), j0, w,
-                          X[i0, k], X[i0, k + 1], X[i0, k + 2], X[i0, k + 3],
-                          X[i1, k], X[i1, k + 1], X[i1, k + 2], X[i1, k + 3],
-                          X[i2, k], X[i2, k + 1], X[i2, k + 2], X[i2, k + 3],
-                          X[i3, k], X[i3, k + 1], X[i3, k + 2], X[i3, k + 3])
-                k += 4
-            while k < F:
-                _sweep4x1(T, Wh, uintp(k), j0, w, X[i0, k], X[i1, k], X[i2, k], X[i3, k])
-                k += 1
-            for q in range(rows):
-                for jj in range(w):
-                    Z[r0 + q, j0 + jj] = T[q * TW + jj]
+def _gather_rows(X, order, a, nb, Xb):
+    # Xb[:nb] = the batch's rows of X, contiguous: the operand of both dense products
+    F = X.shape[1]
+    for r in range(nb):
+        i = order[a + r]
+        for k in range(F):
+            Xb[r, k] = X[i, k]
 
 
 @numba.njit(**_SERIAL)
@@ -189,49 +150,6 @@ def _small_momentum(p, v, g, lr, mu, tiny, zero):
 
 
 @numba.njit(**_SERIAL)
-def _update_tile_row(Wh, vWh, k, T, off, j0, w, lr, mu, tiny, zero):
-    # the momentum step of Wh[k, j0:j0+w] from its gradient T[off : off+w] (_update_row's)
-    for jj in range(w):
-        j = uintp(j0 + jj)
-        v = _flush(mu * vWh[k, j] + lr * T[uintp(off + jj)], tiny, zero)
-        vWh[k, j] = v
-        Wh[k, j] -= v
-
-
-@numba.njit(**_SERIAL)
-def _backward_dense(X, order, a, nb, D, T, Wh, vWh, lr, mu, tiny, zero, h0, h1):
-    # dWh[:, h0:h1] = Xbᵀ·D[:, h0:h1], four rows of dWh at a time summed in the tile T (4·TW,
-    # in L1) four batch rows per sweep (_sweep4x4 with the roles of rows and features
-    # swapped), each row then applied by the momentum step: no F×H gradient is written. Per
-    # panel of TW hidden units, so the batch's panel of D stays in L1/L2
-    F = Wh.shape[0]
-    for j0 in range(h0, h1, TW):
-        w = min(TW, h1 - j0)
-        for k0 in range(0, F, 4):
-            kn = min(4, F - k0)
-            k1 = k0 + 1 if kn > 1 else k0  # features past F repeat k0, their rows not applied
-            k2 = k0 + 2 if kn > 2 else k0
-            k3 = k0 + 3 if kn > 3 else k0
-            for t in range(4 * TW):
-                T[t] = zero
-            r = 0
-            while r + 4 <= nb:
-                i0, i1, i2, i3 = order[a + r], order[a + r + 1], order[a + r + 2], order[a + r + 3]
-                _sweep4x4(T, D, uintp(r), j0, w,
-                          X[i0, k0], X[i1, k0], X[i2, k0], X[i3, k0],
-                          X[i0, k1], X[i1, k1], X[i2, k1], X[i3, k1],
-                          X[i0, k2], X[i1, k2], X[i2, k2], X[i3, k2],
-                          X[i0, k3], X[i1, k3], X[i2, k3], X[i3, k3])
-                r += 4
-            while r < nb:
-                i = order[a + r]
-                _sweep4x1(T, D, uintp(r), j0, w, X[i, k0], X[i, k1], X[i, k2], X[i, k3])
-                r += 1
-            for q in range(kn):
-                _update_tile_row(Wh, vWh, uintp(k0 + q), T, q * TW, j0, w, lr, mu, tiny, zero)
-
-
-@numba.njit(**_SERIAL)
 def _forward_sparse(order, a, nb, indptr, indices, values, Wh, Z, u, mode, zero, h0, h1):
     # Z[:nb, h0:h1] = (u for OFFSET, else 0) + each row's nonzeros times their rows of
     # Wh[:, h0:h1], eight per sweep
@@ -264,25 +182,37 @@ def _backward_sparse(cptr, crow, cval, D, G, g, Wh, vWh, lr, mu, tiny, zero, mod
 
 
 @numba.njit(inline="always")
-def _forward_rows_dense(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, T, zero, h0,
+def _forward_rows_dense(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, Xb, zero, h0,
                         h1):
-    _forward_dense(X, order, a, nb, Wh, Z, T, zero, h0, h1)
+    # Z[:nb, h0:h1] = Xb[:nb]·Wh[:, h0:h1], Xb the batch's rows gathered (_gather_rows)
+    F, H = Wh.shape
+    if h1 > h0:
+        gemm(False, False, nb, h1 - h0, F, zero + 1, Xb, 0, F, Wh, h0, H, zero, Z, h0, H)
 
 
 @numba.njit(inline="always")
-def _forward_rows_sparse(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, T, zero, h0,
-                         h1):
+def _forward_rows_sparse(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, Xb, zero,
+                         h0, h1):
     _forward_sparse(order, a, nb, indptr, indices, values, Wh, Z, u, mode, zero, h0, h1)
 
 
 @numba.njit(inline="always")
-def _backward_rows_dense(X, order, a, nb, cptr, crow, cval, D, G, g, T, Wh, vWh, lr, mu,
+def _backward_rows_dense(X, order, a, nb, cptr, crow, cval, D, G, g, Xb, Wh, vWh, lr, mu,
                          tiny, zero, mode, c, dbh, u, h0, h1):
-    _backward_dense(X, order, a, nb, D, T, Wh, vWh, lr, mu, tiny, zero, h0, h1)
+    # dWh[:, h0:h1] = Xb[:nb]ᵀ·D[:, h0:h1], G[g].shape[0] rows at a time into G[g] (in L2),
+    # each row then applied by the momentum step: no F×H gradient is written and read back
+    F, H = Wh.shape
+    rows = G.shape[1]
+    if h1 > h0:
+        for k0 in range(0, F, rows):
+            kn = min(rows, F - k0)
+            gemm(True, False, kn, h1 - h0, nb, zero + 1, Xb, k0, F, D, h0, H, zero, G[g], h0, H)
+            for q in range(kn):
+                _update_row(Wh, vWh, k0 + q, G[g], q, h0, h1, lr, mu, tiny, zero, 0, c, dbh, u)
 
 
 @numba.njit(inline="always")
-def _backward_rows_sparse(X, order, a, nb, cptr, crow, cval, D, G, g, T, Wh, vWh, lr, mu,
+def _backward_rows_sparse(X, order, a, nb, cptr, crow, cval, D, G, g, Xb, Wh, vWh, lr, mu,
                           tiny, zero, mode, c, dbh, u, h0, h1):
     _backward_sparse(cptr, crow, cval, D, G, g, Wh, vWh, lr, mu, tiny, zero, mode, c, dbh, u, h0,
                      h1)
@@ -294,14 +224,20 @@ _forward, _backward = _forward_rows_dense, _backward_rows_dense
 
 @numba.njit(inline="always")
 def _no_transpose(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval):
-    pass  # dense rows: their backward pass reads X itself
+    pass  # dense rows: their backward pass reads the gathered rows
 
 
-_transpose = _transpose_batch  # the batch's nonzeros by feature, bound per form (_specialise)
+@numba.njit(inline="always")
+def _no_gather(X, order, a, nb, Xb):
+    pass  # sparse and offset rows: their products read the nonzeros
+
+
+# the batch's nonzeros by feature, and the batch's dense rows gathered: bound per form
+_transpose, _gather = _transpose_batch, _gather_rows
 
 
 def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act, lr, mu, zero,
-                  one, tiny, scales, nblk, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, Z, o, G, tiles,
+                  one, tiny, scales, nblk, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, Z, o, G, Xb,
                   u, cnt, cptr, crow, cval, WoT, dWoT, dh, pad, dWo, dWo_flat, dbo, dbh, bstats,
                   stats):
     saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), here and in each parallel block
@@ -326,6 +262,8 @@ def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act,
         have_cur = s < s1
         a = s * B
         nb = min(a + B, n) - a if have_cur else 0
+        if have_cur:  # dense rows: gathered beside the previous step's, which its backward reads
+            _gather(X, order, a, nb, Xb[s & 1])
         # one parallel region per step: each block of hidden units takes the previous step's
         # backward pass and Wh update, then this step's Z = Xb·Wh (no bias: the head adds it),
         # which reads only its own block's columns of Wh (and of u)
@@ -334,10 +272,10 @@ def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act,
             h0 = blk * HB
             h1 = min(H, h0 + HB)
             if have_prev:
-                _backward(X, order, a - B, nb_prev, cptr, crow, cval, Z, G, blk, tiles[blk], Wh,
-                          vWh, lr, mu, tiny, zero, mode, c, dbh, u, h0, h1)
+                _backward(X, order, a - B, nb_prev, cptr, crow, cval, Z, G, blk,
+                          Xb[(s - 1) & 1], Wh, vWh, lr, mu, tiny, zero, mode, c, dbh, u, h0, h1)
             if have_cur:
-                _forward(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, tiles[blk],
+                _forward(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, Xb[s & 1],
                          zero, h0, h1)
             ftz_restore(fp)
         if have_prev:  # the previous step's other parameters, from the head's gradients
@@ -367,33 +305,41 @@ def _specialise(name: str, dense: bool, parallel: bool):
     fn = _chunk_kernel
     scope = dict(fn.__globals__, _forward=_forward_rows_dense if dense else _forward_rows_sparse,
                  _backward=_backward_rows_dense if dense else _backward_rows_sparse,
-                 _transpose=_no_transpose if dense else _transpose_batch)
+                 _transpose=_no_transpose if dense else _transpose_batch,
+                 _gather=_gather_rows if dense else _no_gather)
     copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__, fn.__closure__)
     copy.__qualname__ = name
     return numba.njit(**dict(_JIT, parallel=parallel))(copy)
 
 
-# (dense rows?, threads?) -> the compilation; offset rows run the sparse ones
+# (dense rows?, threads?) -> the compilation; offset rows run the sparse ones, dense rows the
+# serial one
 _CHUNK_KERNELS = {
-    (True, False): _specialise("_chunk_dense", True, False),
+    (True, False): _specialise(f"_chunk_dense_{BLAS.tag}", True, False),
     (False, False): _specialise("_chunk_sparse", False, False),
-    (True, True): _specialise("_chunk_dense_threads", True, True),
     (False, True): _specialise("_chunk_sparse_threads", False, True),
 }
+
+
+def grad_rows(F: int, H: int) -> int:
+    """Rows of dWh (F, H) per product in the dense backward pass: ~GRAD_ENTRIES entries."""
+    return max(1, min(F, GRAD_ENTRIES // max(H, 1)))
 
 
 def workspace(B: int, F: int, H: int, K: int, dtype, nnz_max: int = 0, threads: int = 1) -> dict:
     """Every buffer :func:`train_chunk` needs for batches of up to ``B`` rows of F features, H
     hidden units, K classes in ``dtype``; ``nnz_max``: the most nonzeros any B training rows
     hold together (sparse and offset rows; ``kernels.sparse.max_rows_nnz``); ``threads``: the
-    blocks of hidden units each step is split into, one per thread. Allocated once."""
+    blocks of hidden units each step is split into, one per thread (sparse and offset rows;
+    dense rows run on one). Allocated once, but for dense rows' gathered rows and gradient
+    rows, sized by :func:`train_chunk`'s first dense call."""
     dt = np.dtype(dtype)
     dWo = np.empty(H * K, dt)
     return {
         "Z": np.empty((B, H), dt), "o": np.empty((4, K), dt),
         "dh": np.empty((4, H), dt), "pad": np.zeros(H, dt),
         "G": np.empty((max(1, min(threads, H)), H), dt),  # a gradient row per thread
-        "tiles": np.empty((max(1, min(threads, H)), 4 * TW), dt),  # a forward tile per thread
+        "Xb": np.empty((2, 0, F), dt),  # two steps' gathered rows (dense: sized at first use)
         "u": np.zeros(H, dt), "cnt": np.empty(F + 1, np.int64), "cptr": np.empty(F + 1, np.int64),
         "crow": np.empty(max(nnz_max, 1), np.int32), "cval": np.empty(max(nnz_max, 1), dt),
         "WoT": np.empty((K, H), dt), "dWoT": np.empty((K, H), dt), "dWo_flat": dWo,
@@ -427,11 +373,20 @@ def train_chunk(mode: str, X, y, rows: tuple, c, order, s0: int, s1: int, B: int
     if ws["Z"].shape[0] < B or ws["Z"].dtype != Wh.dtype:
         raise ValueError("the workspace is for smaller batches or another dtype")
     indptr, indices, values = rows
-    nblk = ws["G"].shape[0]  # blocks of hidden units: one per thread
+    Xb, G = ws["Xb"], ws["G"]
+    nblk = G.shape[0]  # blocks of hidden units, one per thread
+    if mode == "dense":  # one thread, OpenBLAS's included: the docstring's "Threads"
+        nblk = 1
+        if Xb.shape[1] < B:  # sized at the first dense call
+            Xb = ws["Xb"] = np.empty((2, ws["Z"].shape[0], Wh.shape[0]), Wh.dtype)
+            ws["G_rows"] = np.empty((1, grad_rows(*Wh.shape), Wh.shape[1]), Wh.dtype)
+        G = ws["G_rows"]
     kernel = _CHUNK_KERNELS[mode == "dense", nblk > 1]
-    kernel(MODES[mode], X, y, indptr, indices, values, c, order, s0, s1, B,
-           activation_id(activation), dt(lr), dt(mu), dt(0), dt(1), dt(np.finfo(Wh.dtype).tiny),
-           ws["scales"], nblk, Wh, bh.reshape(-1), Wo, bo.reshape(-1), vWh,
-           vbh.reshape(-1), vWo, vbo.reshape(-1), ws["Z"], ws["o"], ws["G"], ws["tiles"],
-           ws["u"], ws["cnt"], ws["cptr"], ws["crow"], ws["cval"], ws["WoT"], ws["dWoT"], ws["dh"],
-           ws["pad"], ws["dWo"], ws["dWo_flat"], ws["dbo"], ws["dbh"], ws["bstats"], stats)
+    with blas_threads(1):  # the products are small and many: no wake-ups of OpenBLAS's pool
+        kernel(MODES[mode], X, y, indptr, indices, values, c, order, s0, s1, B,
+               activation_id(activation), dt(lr), dt(mu), dt(0), dt(1),
+               dt(np.finfo(Wh.dtype).tiny), ws["scales"], nblk, Wh, bh.reshape(-1), Wo,
+               bo.reshape(-1), vWh, vbh.reshape(-1), vWo, vbo.reshape(-1), ws["Z"], ws["o"],
+               G, Xb, ws["u"], ws["cnt"], ws["cptr"], ws["crow"], ws["cval"], ws["WoT"],
+               ws["dWoT"], ws["dh"], ws["pad"], ws["dWo"], ws["dWo_flat"], ws["dbo"], ws["dbh"],
+               ws["bstats"], stats)
