@@ -7,7 +7,8 @@ Run: ``python bench/minibatch_plan.py [--repeats 5] [--rows mnist dense] [--hidd
 epoch each (compiles), two more each (the better one decides which are timed), then
 ``--repeats`` rounds, each timing one epoch of every strategy in
 turn (alternated, so all see the same load). Rows: MNIST scaled to [0, 1] ("mnist": sparse
-products, density ~0.19) or standard-normal random rows ("dense": dense products), as many
+products, density ~0.19), to [−1, 1] ("mnist-symmetric": offset products, S's density ~0.19
+around c = −1) or standard-normal random rows ("dense": dense products), as many
 per epoch as ``ROWS_PER_H`` gives (a similar time per epoch whatever H). A strategy whose better
 untimed epoch took over ``--drop`` times the fastest one's is not timed further (shown as ``>``
 that time): it cannot win there. Columns: the min and median epoch in ms, and
@@ -35,19 +36,21 @@ from fastmlp.trainer import Trainer
 STRATEGIES = ("per-step", "compiled-steps", "compiled-minibatch")
 SHORT = {"per-step": "step", "compiled-steps": "csteps", "compiled-minibatch": "cmb"}
 ROWS_PER_H = {64: 20000, 300: 8000, 1000: 4000}
+ROW_LABELS = {"mnist": "mnist", "mnist-symmetric": "msym", "dense": "dense"}
 
 
 def load_rows(rows: str, n: int) -> Dataset:
-    """MNIST in [0, 1] ("mnist") or standard-normal rows ("dense"): n training rows, float32
-    (valid and test: a few rows, never evaluated here)."""
+    """MNIST in [0, 1] ("mnist"), in [−1, 1] ("mnist-symmetric") or standard-normal rows
+    ("dense"): n training rows, float32 (valid and test: a few rows, never evaluated here)."""
     if rows == "dense":
         rng = np.random.default_rng(0)
         X = rng.standard_normal((n + 20, 784)).astype(np.float32)
         y = rng.integers(0, 10, n + 20)
         return Dataset("dense", Split(X[:n], y[:n]), Split(X[n:n + 10], y[n:n + 10]),
                        Split(X[n + 10:], y[n + 10:]))
-    data = fastmlp.load_dataset("mnist", train_size=n, dtype="float32")
-    return Dataset("mnist", data.train, Split(data.valid.x[:10], data.valid.y[:10]),
+    scale = "symmetric" if rows == "mnist-symmetric" else "unit"
+    data = fastmlp.load_dataset("mnist", train_size=n, scale=scale, dtype="float32")
+    return Dataset(rows, data.train, Split(data.valid.x[:10], data.valid.y[:10]),
                    Split(data.test.x[:10], data.test.y[:10]))
 
 
@@ -111,7 +114,7 @@ def main() -> None:
                     else:
                         cells.append(f"{'>' + format(first[s] * 1e3, '.0f'):>15}")
 
-                print(f"{rows:5} {H:>4} {n:>5} {B:>4}  {'  '.join(cells)}  "
+                print(f"{ROW_LABELS[rows]:5} {H:>4} {n:>5} {B:>4}  {'  '.join(cells)}  "
                       f"{SHORT[min(mins, key=mins.get)]:>9} {SHORT[min(meds, key=meds.get)]:>9} "
                       f"{ratio(mins, 'compiled-minibatch', 'per-step'):>8} "
                       f"{ratio(mins, 'compiled-minibatch', 'compiled-steps'):>10}", flush=True)

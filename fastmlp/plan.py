@@ -44,12 +44,11 @@ PRODUCTS = ("dense", "sparse", "offset")
 # path's products (measured crossovers: H = 1000 dense between B = 4 and 10, H = 300 MNIST
 # between B = 16 and 32; bench/RESULTS.md). Per-sample steps (B = 1) always run compiled.
 COMPILED_MAX_WORK = 6000
-
-
 # Where the compiled minibatch epoch runs instead: measured with bench/minibatch_plan.py
-# (bench/results/minibatch_plan/: five runs on the shared 2-core EPYC, load 1.5-7, float32,
+# (bench/results/minibatch_plan/: six runs on the shared 2-core EPYC, load 1.5-7, float32,
 # 784-H-10 relu, training epochs alternated between the strategies; "x" is the blocked kernel's
-# minimum epoch time over the other's). Ties keep the older choice.
+# minimum epoch time over the other's). Where runs disagree the rule follows most of them; ties
+# within a few percent go to the simpler rule.
 MINIBATCH_MAX_BATCH = 512  # its kernel's range; the per-step path serves larger batches
 # Rows' nonzeros, B < 16: the compiled steps win (B = 2-6: 1.16-3.33x, B = 10: 0.87-1.31x):
 # a step updates only the rows of Wh its batch's nonzeros use (~150 of 784 per MNIST row), the
@@ -58,16 +57,17 @@ SPARSE_MINIBATCH_MIN_BATCH = 16
 # Rows' nonzeros, H >= 600: the per-step path's threaded sparse products tie or win (H = 600:
 # 0.93-1.09x, H = 1000: 0.98-1.26x, B 16-512); H <= 300: the blocked kernel wins (0.66-0.99x)
 SPARSE_MINIBATCH_MAX_HIDDEN = 600
-# Dense rows, B < 4 with H > 64: the compiled steps tie or win (B = 2: H = 300 1.06-1.09x,
-# H = 1000 1.46-1.54x; H = 64: 0.68-0.75x). From B = 4 the blocked kernel wins against both
-# (0.38-0.95x)
+# Dense and offset rows, B < 4 with H > 64: the compiled steps tie or win (B = 2: H = 300
+# 1.06-1.31x, H = 1000 1.46-1.57x; H = 64: dense 0.68-0.75x, offset 1.03x). From B = 4 (dense;
+# offset: measured from B = 10) the blocked kernel wins against both (0.38-0.97x)
 DENSE_MINIBATCH_MIN_BATCH = 4
 DENSE_SMALL_HIDDEN = 64
 # Dense rows, B > 256: the per-step path's BLAS products (two threads) win (H = 300, B = 384-512:
 # 1.38-1.76x; H = 64 and 1000 at B = 384-512: 0.64-1.49x, mixed). Up to B = 256 the blocked
 # kernel wins at most points in every run (0.30-0.99x); the per-step path's minimum won at
 # H = 64 B = 256 and H = 300 B = 100-256 in one run each (1.17-2.49x), the blocked kernel there
-# in the other two or three (0.47-0.99x)
+# in the other two or three (0.47-0.99x). Offset rows: the blocked kernel wins or ties the
+# per-step path at every B from 10 to 512 (0.52-0.97x; H = 1000, B = 256-512: 1.00-1.01x)
 DENSE_MINIBATCH_MAX_BATCH = 256
 
 
@@ -130,8 +130,8 @@ def compiled_choice(n_hidden: int, batch_size: int, products: str = "dense") -> 
     """The faster compiled strategy for minibatches of ``batch_size`` rows, ``n_hidden`` hidden
     units and ``products`` (one of :data:`PRODUCTS`), and why: the compiled minibatch epoch for
     2 ≤ B ≤ :data:`MINIBATCH_MAX_BATCH` except where the compiled steps measured faster (small
-    batches of sparse rows, B = 2-3 dense rows with more than :data:`DENSE_SMALL_HIDDEN` hidden
-    units); the compiled steps for B = 1 and larger batches."""
+    batches of sparse rows, B = 2-3 dense or offset rows with more than
+    :data:`DENSE_SMALL_HIDDEN` hidden units); the compiled steps for B = 1 and larger batches."""
     B, H = batch_size, n_hidden
     if B == 1:
         return "compiled-steps", "compiled small-batch loop: per-sample steps"
@@ -154,9 +154,9 @@ def per_step_wins(n_hidden: int, batch_size: int, products: str = "dense") -> st
     :data:`DENSE_MINIBATCH_MAX_BATCH`)."""
     if products == "sparse" and n_hidden >= SPARSE_MINIBATCH_MAX_HIDDEN:
         return f"the rows' nonzeros, hidden units {n_hidden} >= {SPARSE_MINIBATCH_MAX_HIDDEN}"
-    if products != "sparse" and batch_size > DENSE_MINIBATCH_MAX_BATCH:
-        return f"{products} rows, batch size {batch_size} > {DENSE_MINIBATCH_MAX_BATCH}"
-    return None
+    if products == "dense" and batch_size > DENSE_MINIBATCH_MAX_BATCH:
+        return f"dense rows, batch size {batch_size} > {DENSE_MINIBATCH_MAX_BATCH}"
+    return None  # offset rows: it wins or ties at every batch size it takes
 
 
 def choose_strategy(compiled: bool | None, backend: Any, n_hidden: int,

@@ -17,6 +17,7 @@ import numba
 import numpy as np
 import pytest
 from fastmlp.kernels import fpenv
+from fastmlp.kernels.offset import feature_constants
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -63,10 +64,15 @@ def dataset(kind: str, n: int, F: int, K: int, seed: int = 0, dtype=np.float64) 
 def minibatch_plan(model: fastmlp.MLP, data: Dataset, B: int, form: str,
                    threads: int | None = None) -> Plan:
     """The plan of ``compiled=True`` with the compiled minibatch strategy forced, its products
-    (so the kernel's form of the rows) ``form`` and, when given, ``threads``."""
+    (so the kernel's form of the rows) ``form`` (``sparse="on"`` picks the sparse or the offset
+    ones by the rows; forced where it picks the other) and, when given, ``threads``."""
     plan = make_plan(model, [data.train.x, data.valid.x, data.test.x], batch_size=B,
-                     compiled=True, sparse="on" if form == "sparse" else "off")
-    plan = dataclasses.replace(plan, strategy="compiled-minibatch", products=form,
+                     compiled=True, sparse="off" if form == "dense" else "on")
+    if plan.products != form:
+        constants = (feature_constants(np.ascontiguousarray(data.train.x, model.dtype))
+                     if form == "offset" else None)
+        plan = dataclasses.replace(plan, products=form, constants=constants)
+    plan = dataclasses.replace(plan, strategy="compiled-minibatch",
                                strategy_reason="compiled minibatch epochs (forced)")
     return plan if threads is None else dataclasses.replace(plan, threads=threads)
 
@@ -161,12 +167,16 @@ def test_the_kernel_reads_the_rows_as_the_plans_products() -> None:
     assert [rows_form(p) for p in ("dense", "sparse", "offset")] == ["dense", "sparse", "offset"]
     with pytest.raises(FastMLPError, match="no form of the rows"):
         rows_form("bogus")
-    data = dataset("sparse", 211, 23, 10)
-    model = fastmlp.MLP(23, 16, 10, dtype="float64")
-    trainer = Trainer(model, data, batch_size=7, plan=minibatch_plan(model, data, 7, "sparse"))
-    strategy = trainer.strategy
-    assert strategy.mode == "sparse"
-    assert np.shares_memory(strategy.csr.values, trainer.rows.sparse.rows.values)
+    for kind in ("sparse", "offset"):
+        data = dataset(kind, 211, 23, 10)
+        model = fastmlp.MLP(23, 16, 10, dtype="float64")
+        plan = minibatch_plan(model, data, 7, kind)
+        trainer = Trainer(model, data, batch_size=7, plan=plan)
+        strategy, products = trainer.strategy, trainer.rows.sparse
+        assert strategy.mode == kind
+        assert np.shares_memory(strategy.csr.values, products.rows.values)
+        if kind == "offset":
+            assert strategy.c is products.constants is not None
 
 
 def test_calls_of_any_length_give_the_same_epoch() -> None:

@@ -142,6 +142,10 @@ CPU = fastmlp.MLP(4, 3, 2).backend
     (300, 256, "dense", "compiled-minibatch"),
     (300, 257, "dense", "per-step"),  # the per-step path's BLAS products
     (64, 600, "dense", "per-step"),
+    (64, 2, "offset", "compiled-minibatch"),  # offset rows: as dense ones at small B ...
+    (300, 3, "offset", "compiled-steps"),
+    (1000, 10, "offset", "compiled-minibatch"),
+    (1000, 512, "offset", "compiled-minibatch"),  # ... but never the per-step path
 ])
 def test_the_plan_picks_the_strategy_measured_fastest(hidden: int, batch_size: int,
                                                       products: str, strategy: str) -> None:

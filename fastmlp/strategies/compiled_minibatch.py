@@ -6,8 +6,9 @@ plan picks it where it measured faster than the per-step path and the compiled s
 
 The training rows go to the kernel in one of three forms: dense, their nonzeros ("sparse"), or
 their entries off a per-feature constant ("offset": MNIST in [−1, 1], standardised rows;
-kernels/offset.py). Under a plan the form is the plan's products' (:data:`ROWS_OF_PRODUCTS`);
-:meth:`CompiledMinibatch.on_rows` (benchmarks, tests) can also choose it by density.
+kernels/offset.py). Under a plan the form is the plan's products' (:data:`ROWS_OF_PRODUCTS`),
+and the kernel reads the products' own CSR (and c); :meth:`CompiledMinibatch.on_rows`
+(benchmarks, tests) can also choose it by density.
 """
 
 from __future__ import annotations
@@ -60,19 +61,23 @@ def threads_for(H: int, B: int) -> int:
     return numba.get_num_threads()
 
 
-def choose_rows(X: np.ndarray, rows: str = "auto", nonzeros: CSR | None = None
+def choose_rows(X: np.ndarray, rows: str = "auto", nonzeros: CSR | None = None,
+                constants: np.ndarray | None = None
                 ) -> tuple[str, CSR | None, np.ndarray | None, str]:
     """The form the kernel reads the rows X (n, F) in: ("dense" | "sparse" | "offset", the CSR
-    of the nonzeros or of X − 1·cᵀ, c, a one-line reason for logs). ``nonzeros``: X's CSR where
-    it is built already (the sparse products'), used rather than built again."""
+    of the nonzeros or of X − 1·cᵀ, c, a one-line reason for logs). ``nonzeros``: the CSR
+    built already (the products'): of X, or of X − 1·cᵀ with ``constants`` c (F,); used
+    rather than built again where it is of the form asked for."""
     if rows not in ROW_FORMS:
         raise FastMLPError(f"rows must be one of {', '.join(ROW_FORMS)}, got {rows!r}")
     if rows == "dense":
         return "dense", None, None, "dense (asked for)"
     if rows == "sparse":  # no constants to find
-        csr = ksparse.csr(X) if nonzeros is None else nonzeros
-        d = ksparse.density(csr)
-        return "sparse", csr, None, f"sparse: density {d:.2f}"
+        csr = ksparse.csr(X) if nonzeros is None or constants is not None else nonzeros
+        return "sparse", csr, None, f"sparse: density {ksparse.density(csr):.2f}"
+    if rows == "offset" and nonzeros is not None and constants is not None:
+        return "offset", nonzeros, constants, (f"offset: density {ksparse.density(nonzeros):.2f}"
+                                               " around the products' c")
     c = koffset.feature_constants(X)
     if rows == "auto" and not np.any(c):
         d = _density(X, c)
@@ -133,8 +138,11 @@ class CompiledMinibatch(EpochStrategy):
                                f"array, got {velocity.shape} {velocity.dtype}")
         self.velocity_views = flat_views(velocity, model.shapes)
         X_train = rows.X[:n]  # the kernel reads training rows only: order's indices are < n
-        nonzeros = rows.sparse.train if rows.sparse is not None else None
-        self.mode, csr, c, self.rows_reason = choose_rows(X_train, rows_form, nonzeros)
+        # the products' CSR of the training rows (of S around their c for the offset ones)
+        nonzeros, constants = ((rows.sparse.train, rows.sparse.constants)
+                               if rows.sparse is not None else (None, None))
+        self.mode, csr, c, self.rows_reason = choose_rows(X_train, rows_form, nonzeros,
+                                                          constants)
         dt = np.dtype(model.dtype)
         if csr is None:
             csr = CSR(np.zeros(1, np.int64), np.zeros(1, np.int32), np.zeros(1, dt), model.n_in)
