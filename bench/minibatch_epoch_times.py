@@ -19,7 +19,7 @@ import time
 import fastmlp
 import numpy as np
 
-from fastmlp.compiled_minibatch import CompiledMinibatch
+from fastmlp.strategies.compiled_minibatch import CompiledMinibatch
 
 
 def main() -> None:
@@ -36,13 +36,13 @@ def main() -> None:
     for point in args.points.split(","):
         H, B = (int(v) for v in point.split("x"))
         model = fastmlp.MLP(784, H, 10, activation="relu", dtype="float32", seed=0)
-        runner = CompiledMinibatch(model, X, y, B, 0.01, 0.9, rows=args.rows)
-        runner.run_epoch(rng.permutation(args.n))  # compiles (or loads) the kernel
+        runner = CompiledMinibatch.on_rows(model, X, y, B, 0.01, 0.9, rows=args.rows)
+        runner.train_order(rng.permutation(args.n))  # compiles (or loads) the kernel
         times[point] = []
         for _ in range(args.repeats):
             order = rng.permutation(args.n)
             wall, cpu = time.perf_counter(), time.process_time()
-            runner.run_epoch(order)
+            runner.train_order(order)
             times[point].append((time.perf_counter() - wall, time.process_time() - cpu))
     print(json.dumps({"load": os.getloadavg()[0], "seconds (wall, cpu)": times}))
 

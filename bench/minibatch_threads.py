@@ -2,7 +2,8 @@
 the JAX comparison's points: samples/s, best of ``--repeats`` epochs after a compiling one.
 
 Run: ``python bench/minibatch_threads.py [--n 10000] [--repeats 2]``. Not a test; its ratios
-set ``fastmlp.compiled_minibatch.THREADED_STEP_WORK``. Only a quiet machine gives usable ratios.
+set ``fastmlp.strategies.compiled_minibatch.THREADED_STEP_WORK``. Only a quiet machine gives
+usable ratios.
 Dense rows run on one thread whatever is asked (their OpenBLAS products: kernels/minibatch.py's
 "Threads"), so only the sparse points compare two threads with one.
 """
@@ -17,7 +18,7 @@ import time
 import fastmlp
 import numpy as np
 
-from fastmlp.compiled_minibatch import CompiledMinibatch
+from fastmlp.strategies.compiled_minibatch import CompiledMinibatch
 
 
 def load_rows(rows: str, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,13 +45,13 @@ def main() -> None:
                 runners = {}
                 for t in (1, 2):
                     model = fastmlp.MLP(784, H, 10, activation=act, seed=0)
-                    runners[t] = CompiledMinibatch(model, X, y, B, 0.01, 0.9, threads=t)
-                    runners[t].run_epoch(np.arange(n))  # compiles
+                    runners[t] = CompiledMinibatch.on_rows(model, X, y, B, 0.01, 0.9, threads=t)
+                    runners[t].train_order(np.arange(n))  # compiles
                 rates: dict[int, list[float]] = {1: [], 2: []}
                 for _ in range(args.repeats):  # alternated: both see the same load
                     for t in (1, 2):
                         start = time.perf_counter()
-                        runners[t].run_epoch(rng.permutation(n))
+                        runners[t].train_order(rng.permutation(n))
                         rates[t].append(n / (time.perf_counter() - start))
                 a, b = max(rates[1]), max(rates[2])
                 print(f"{rows:6} 784-{H}-10 {act:8} B {B:4}: 1 thread {a:10,.0f}/s, "

@@ -28,7 +28,7 @@ import fastmlp
 import numpy as np
 
 from fastmlp.bench_jax import scan_trainer
-from fastmlp.compiled_minibatch import CompiledMinibatch
+from fastmlp.strategies.compiled_minibatch import CompiledMinibatch
 from fastmlp.kernels.blas import BLAS
 
 NETWORKS = ((64, "relu"), (300, "sigmoid"), (1000, "relu"))
@@ -68,13 +68,13 @@ def fastmlp_rates(X: np.ndarray, y: np.ndarray, hidden: int, activation: str, B:
     """samples per wall and per CPU second of ``epochs`` compiled minibatch epochs (the first
     compiles) and the rows' form."""
     model = fastmlp.MLP(X.shape[1], hidden, 10, activation=activation, dtype="float32", seed=0)
-    runner = CompiledMinibatch(model, X, y, B, 0.01, 0.9, rows=form)
+    runner = CompiledMinibatch.on_rows(model, X, y, B, 0.01, 0.9, rows=form)
     rng = np.random.default_rng(0)
     rates = []
     for _ in range(epochs):
         order = rng.permutation(X.shape[0])
         start, cpu = time.perf_counter(), time.process_time()
-        runner.run_epoch(order)
+        runner.train_order(order)
         rates.append((X.shape[0] / (time.perf_counter() - start),
                       X.shape[0] / (time.process_time() - cpu)))
     return rates, runner.mode

@@ -27,6 +27,9 @@ SPARSE_MODES = ("auto", "on", "off")
 # measured faster than OpenBLAS's dense ones (bench/RESULTS.md, "When the sparse products win").
 SPARSE_MAX_DENSITY = 0.3
 OTHER_CHUNK_ROWS = 4096  # rows per pass when counting the entries other than c
+# what the products' reason adds where the compiled small-batch loop runs: it reads the rows'
+# nonzeros itself
+COMPILED_STEPS_NOTE = " (evaluation; the compiled loop reads each row's nonzeros itself)"
 
 
 class SparseRows:
@@ -194,7 +197,7 @@ def resolve_sparse(sparse: str, model: Any, arrays: list[np.ndarray],
     ones where S is that sparse, else the sparse ones. "off" keeps the dense products.
     ``compiled``: the epochs run the compiled small-batch loop, which reads each row's nonzeros
     (of X, or of S around c) itself; the choice is then the evaluation's products' (and c the
-    loop's).
+    loop's): the reason says so (:data:`COMPILED_STEPS_NOTE`).
     """
     if sparse not in SPARSE_MODES:
         raise FastMLPError(f"sparse must be one of {', '.join(SPARSE_MODES)}, got {sparse!r}")
@@ -225,8 +228,7 @@ def resolve_sparse(sparse: str, model: Any, arrays: list[np.ndarray],
             choice = Choice("dense", f"dense: density {d_c:.2f} {around} >= "
                             f"{SPARSE_MAX_DENSITY}")
     if compiled:
-        return choice._replace(reason=choice.reason + " (evaluation; the compiled loop reads "
-                               "each row's nonzeros itself)")
+        return choice._replace(reason=choice.reason + COMPILED_STEPS_NOTE)
     return choice
 
 

@@ -68,7 +68,8 @@ def train(model: MLP, dataset: Dataset, config: RunConfig | TrainSettings | None
     by the rules every entry point shares, and recorded once, as ``history.config["run"]``.
     ``batch_size`` None is full batch (the course); B gives minibatches reshuffled every epoch
     from ``seed``; 1 is per-sample SGD. ``compiled``: minibatch epochs as compiled calls of many
-    whole steps (None chooses: :func:`fastmlp.plan.choose_strategy`; False: per-step);
+    steps, the faster of the compiled minibatch epochs and the compiled small-batch loop (None
+    chooses: :func:`fastmlp.plan.choose_strategy`; False: per-step);
     ``sparse`` ("auto", "on", "off"): products over the inputs' nonzeros, or around each
     feature's most frequent value (:func:`fastmlp.sparse.resolve_sparse`). ``plan``: those
     choices already made (:func:`fastmlp.plan.make_plan`). ``callback(trainer, record)`` runs

@@ -46,12 +46,12 @@ Z and u only; the head and the small parameters' updates run between regions, se
 output element is summed by one thread in the same order whatever T is, so the result does not
 depend on T. On the shared 2-core development machine two threads lost at every measured point
 (bench/minibatch_threads.py), so the driver's default is one
-(``fastmlp.compiled_minibatch.THREADED_STEP_WORK``). Dense rows run on one thread whatever T
-is, OpenBLAS's products included (``blas.threads(1)`` around the call): OpenBLAS gives other
-bits for a product cut into column blocks, or run on another number of its own threads, so
-neither kind of thread would keep the result independent of T; and OpenBLAS's two threads
-made the two products 2.7-8.5× slower at eight of the JAX comparison's nine dense points on the
-loaded 2-core machine, as fast at the ninth (bench/results/minibatch_vs_jax/blas_dense.txt).
+(``fastmlp.strategies.compiled_minibatch.THREADED_STEP_WORK``). Dense rows run on one thread
+whatever T is, OpenBLAS's products included (``blas.threads(1)`` around the call): OpenBLAS
+gives other bits for a product cut into column blocks, or run on another number of its own
+threads, so neither kind of thread would keep the result independent of T; and OpenBLAS's two
+threads made the two products 2.7-8.5× slower at eight of the JAX comparison's nine dense points
+on the loaded 2-core machine, as fast at the ninth (bench/results/minibatch_vs_jax/blas_dense.txt).
 
 Compile time: the kernel is compiled per form of the rows (dense; sparse and offset share one)
 and, sparse rows, per serial/threaded, only the one a run uses, once per dtype
@@ -254,8 +254,6 @@ def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act,
             if ck != zero:
                 for j in range(H):
                     u[j] += ck * Wh[k, j]
-    loss_sum = 0.0
-    correct = 0.0
     nb_prev = s0 - s0  # an int64 variable, not the literal 0 (a second compile of _backward)
     for s in range(s0, s1 + 1):
         have_prev = s > s0
@@ -287,13 +285,13 @@ def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act,
         # the per-step path's head: dZ over Z, dWo, dbo, dbh, the batch's stats
         _head(Z, nb, bh, Wo, bo, y, order, a, act, scales[nb], zero, one, tiny, WoT, o, dh,
               dWoT, pad, dWo, dbo, dbh, bstats)
-        loss_sum += bstats[0, 0]
-        correct += bstats[0, 1]
+        # added step by step, as the per-step path adds its batches': the epoch's sums do not
+        # depend on how it is cut into calls (a resumed run records the same losses)
+        stats[0] += bstats[0, 0]
+        stats[1] += bstats[0, 1]
         if mode != 0:  # the batch's nonzeros feature by feature, for its backward pass
             _transpose(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval)
         nb_prev = nb
-    stats[0] += loss_sum
-    stats[1] += correct
     ftz_restore(saved)
 
 
@@ -363,7 +361,8 @@ def train_chunk(mode: str, X, y, rows: tuple, c, order, s0: int, s1: int, B: int
     views ``Wh (F, H), bh (1, H), Wo (H, K), bo (1, K)`` of the flat parameter and velocity
     buffers, updated in place (v ← mu·v + lr·g; W ← W − v, every parameter every step).
     ``ws``: :func:`workspace` for B; ``stats`` (2,) float64 gets the steps' summed cross-entropy
-    and correct count added. Steps are independent of how an epoch is cut into calls.
+    and correct count added, step by step. Steps (and the sums) are independent of how an epoch is
+    cut into calls.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")

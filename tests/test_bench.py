@@ -13,7 +13,7 @@ import pytest
 import fastmlp
 from fastmlp import bench
 from fastmlp.cli import main
-from fastmlp.compiled_minibatch import CompiledMinibatch
+from fastmlp.strategies.compiled_minibatch import CompiledMinibatch
 
 
 def test_bench_json_rows_have_the_documented_keys(monkeypatch, capsys):
@@ -168,7 +168,7 @@ def test_jax_epoch_is_the_course_rule_on_the_same_order():
                             dtype="float64", seed=1)
         start = model.state()
         order = np.random.default_rng(B).permutation(len(y))
-        loss, correct = CompiledMinibatch(model, X, y, B, 0.05, mu).run_epoch(order)
+        loss, correct = CompiledMinibatch.on_rows(model, X, y, B, 0.05, mu).train_order(order)
         epoch = make_epoch(activation, B, 0.05, mu, "float64")
         params, _, jax_loss, jax_correct = epoch(
             tuple(start[n] for n in PARAMS), tuple(np.full_like(start[n], 1e-5) for n in PARAMS),

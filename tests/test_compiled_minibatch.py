@@ -1,25 +1,32 @@
-"""The compiled minibatch epoch (kernels/minibatch.py, fastmlp.compiled_minibatch) against the
-per-step path it replaces.
+"""The compiled minibatch strategy (fastmlp/strategies/compiled_minibatch.py, kernels/minibatch.py)
+against the per-step path it replaces.
 
 The per-step path (``fastmlp.train(..., compiled=False, sparse="off")``: gather, two BLAS
 products, the fused head, the momentum kernel, per step) is the reference: in float64 the
-parameters and velocity agree to 1e-10 relative after 3 epochs over the same shuffled order, for
-every batch size, activation, momentum and form of the rows (dense, sparse, sparse around a
-constant), with a short last batch.
+parameters and velocity of ``fastmlp.train`` on the compiled minibatch strategy agree with it to
+1e-10 relative after 3 epochs over the same seeded orders, for every batch size, activation,
+momentum and form of the rows (dense, sparse, sparse around a constant), with a short last
+batch. Checkpoints, --resume, stops and the divergence guard: tests/test_minibatch_state.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numba
 import numpy as np
 import pytest
+from fastmlp.kernels import fpenv
+from fastmlp.kernels.offset import feature_constants
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastmlp
-from fastmlp.compiled_minibatch import CompiledMinibatch, choose_rows
 from fastmlp.datasets import Dataset, Split
 from fastmlp.errors import FastMLPError
+from fastmlp.plan import Plan, make_plan
+from fastmlp.strategies.compiled_minibatch import CompiledMinibatch, choose_rows, rows_form
+from fastmlp.train import Trainer
 
 PARAMS = ("Wh", "bh", "Wo", "bo")
 N_TRAIN = 523  # short last batches: B = 2 (1 row), 7 (5), 100 (23), 512 (11)
@@ -54,28 +61,50 @@ def dataset(kind: str, n: int, F: int, K: int, seed: int = 0, dtype=np.float64) 
     return Dataset(kind, split(n), split(7), split(5), n_classes=K)
 
 
-def per_step(data: Dataset, H: int, B: int, activation: str, mu: float, epochs: int,
-             dtype: str = "float64", lr: float = 0.05):
-    """The reference: parameters, velocity and per-epoch train losses of the per-step path."""
+def minibatch_plan(model: fastmlp.MLP, data: Dataset, B: int, form: str,
+                   threads: int | None = None) -> Plan:
+    """The plan of ``compiled=True`` with the compiled minibatch strategy forced, its products
+    (so the kernel's form of the rows) ``form`` (``sparse="on"`` picks the sparse or the offset
+    ones by the rows; forced where it picks the other) and, when given, ``threads``."""
+    plan = make_plan(model, [data.train.x, data.valid.x, data.test.x], batch_size=B,
+                     compiled=True, sparse="off" if form == "dense" else "on")
+    if plan.products != form:
+        constants = (feature_constants(np.ascontiguousarray(data.train.x, model.dtype))
+                     if form == "offset" else None)
+        plan = dataclasses.replace(plan, products=form, constants=constants)
+    plan = dataclasses.replace(plan, strategy="compiled-minibatch",
+                               strategy_reason="compiled minibatch epochs (forced)")
+    return plan if threads is None else dataclasses.replace(plan, threads=threads)
+
+
+def train(data: Dataset, H: int, B: int, activation: str, mu: float, epochs: int,
+          dtype: str = "float64", lr: float = 0.05, plan=None):
+    """Model, trainer and history of ``fastmlp.train`` (seeded as the reference); ``plan``: a
+    function of the model, None for the per-step path."""
     model = fastmlp.MLP(data.train.x.shape[1], H, data.n_classes, activation=activation,
                         dtype=dtype, seed=3)
     held = {}
+    kw = (dict(compiled=False, sparse="off") if plan is None
+          else dict(plan=plan(model)))
     history = fastmlp.train(model, data, epochs=epochs, lr=lr, momentum=mu, batch_size=B,
-                            seed=11, compiled=False, sparse="off",
-                            callback=lambda trainer, record: held.update(v=trainer.velocity))
-    return model, held["v"], history
+                            seed=11, callback=lambda trainer, record: held.update(t=trainer),
+                            **kw)
+    return model, held["t"], history
+
+
+def per_step(data: Dataset, H: int, B: int, activation: str, mu: float, epochs: int, **kw):
+    """The reference: the per-step path."""
+    return train(data, H, B, activation, mu, epochs, **kw)
 
 
 def compiled(data: Dataset, H: int, B: int, activation: str, mu: float, epochs: int,
-             dtype: str = "float64", lr: float = 0.05, rows: str = "auto", threads: int = 1):
-    """The same training as :func:`per_step` on the compiled epoch: the same seeded orders."""
-    model = fastmlp.MLP(data.train.x.shape[1], H, data.n_classes, activation=activation,
-                        dtype=dtype, seed=3)
-    runner = CompiledMinibatch(model, data.train.x, data.train.y, B, lr, mu, rows=rows,
-                               threads=threads)
-    rng = np.random.default_rng(11)  # as the Trainer draws each epoch's order
-    sums = [runner.run_epoch(rng.permutation(len(data.train))) for _ in range(epochs)]
-    return model, runner, sums
+             form: str = "dense", threads: int | None = None, **kw):
+    """The same training on the compiled minibatch strategy, rows in ``form``."""
+    fast = train(data, H, B, activation, mu, epochs,
+                 plan=lambda model: minibatch_plan(model, data, B, form, threads), **kw)
+    strategy = fast[1].strategy
+    assert type(strategy) is CompiledMinibatch and strategy.mode == form
+    return fast
 
 
 def assert_close(a, b, rtol: float, what: str) -> None:
@@ -87,17 +116,15 @@ def assert_close(a, b, rtol: float, what: str) -> None:
     assert err <= rtol * max(scale, 1e-300), f"{what}: max error {err:.3g}, scale {scale:.3g}"
 
 
-def assert_agree(fast, ref, rtol: float, n: int) -> None:
-    (m1, runner, sums), (m2, v2, history) = fast, ref
+def assert_agree(fast, ref, rtol: float) -> None:
+    (m1, t1, h1), (m2, t2, h2) = fast, ref
     for name in PARAMS:
         assert_close(m1.views[name], m2.views[name], rtol, name)
-    assert_close(runner.velocity, v2, rtol, "velocity")
-    for e, (loss_sum, correct) in enumerate(sums):
-        assert loss_sum / n == pytest.approx(history.train_loss[e], rel=rtol), e
-        assert correct / n == history.train_acc[e], e
-
-
-EXPECTED_FORM = {"dense": "dense", "sparse": "sparse", "offset": "offset"}
+    assert_close(t1.velocity, t2.velocity, rtol, "velocity")
+    assert h1.epochs == h2.epochs
+    for key in ("train_loss", "valid_loss", "test_loss"):
+        assert getattr(h1, key) == pytest.approx(getattr(h2, key), rel=rtol), key
+    assert h1.train_acc == h2.train_acc
 
 
 @pytest.mark.parametrize("kind", ["dense", "sparse", "offset"])
@@ -109,32 +136,47 @@ def test_compiled_equals_per_step_float64(kind: str, B: int, activation: str, mu
                                           threads: int) -> None:
     # threads 2: the hidden units in two blocks (where Numba has one thread, it runs them in turn)
     data = dataset(kind, N_TRAIN, 23, 10)
-    fast = compiled(data, 37, B, activation, mu, epochs=3, threads=threads)
-    assert fast[1].mode == EXPECTED_FORM[kind]
-    assert fast[1].threads == min(threads, numba.get_num_threads())
-    ref = per_step(data, 37, B, activation, mu, epochs=3)
-    assert_agree(fast, ref, 1e-10, N_TRAIN)
+    fast = compiled(data, 37, B, activation, mu, epochs=3, form=kind, threads=threads)
+    assert fast[1].strategy.threads == min(threads, numba.get_num_threads())
+    assert_agree(fast, per_step(data, 37, B, activation, mu, epochs=3), 1e-10)
 
 
 @pytest.mark.parametrize("kind", ["dense", "offset"])
 @pytest.mark.parametrize("mu", [0.0, 0.9])
 def test_compiled_equals_per_step_float32(kind: str, mu: float) -> None:
     data = dataset(kind, 150, 23, 10, dtype=np.float32)
-    (m1, runner, _), (m2, _, _) = (compiled(data, 70, 5, "sigmoid", mu, 2, dtype="float32"),
-                                   per_step(data, 70, 5, "sigmoid", mu, 2, dtype="float32"))
+    (m1, t1, _), (m2, _, _) = (compiled(data, 70, 5, "sigmoid", mu, 2, dtype="float32",
+                                        form=kind),
+                               per_step(data, 70, 5, "sigmoid", mu, 2, dtype="float32"))
     for name in PARAMS:  # one float32 rounding per operation, summed in other orders
         assert_close(m1.views[name], m2.views[name], 1e-4, name)
         assert m1.views[name].dtype == np.float32
-    assert runner.velocity.dtype == np.float32
+    assert t1.velocity.dtype == np.float32
 
 
 @pytest.mark.parametrize("form", ["dense", "sparse", "offset"])
 def test_every_form_of_the_rows_trains_alike(form: str) -> None:
     # the three forms of the same rows (offset ones) are the same arithmetic up to rounding
     data = dataset("offset", 211, 23, 10)
-    fast = compiled(data, 37, 7, "relu", 0.9, 2, rows=form)
-    assert fast[1].mode == form
-    assert_agree(fast, per_step(data, 37, 7, "relu", 0.9, 2), 1e-10, 211)
+    fast = compiled(data, 37, 7, "relu", 0.9, 2, form=form)
+    assert_agree(fast, per_step(data, 37, 7, "relu", 0.9, 2), 1e-10)
+
+
+def test_the_kernel_reads_the_rows_as_the_plans_products() -> None:
+    # one mapping from the products to the form of the rows; sparse rows: the products' CSR
+    assert [rows_form(p) for p in ("dense", "sparse", "offset")] == ["dense", "sparse", "offset"]
+    with pytest.raises(FastMLPError, match="no form of the rows"):
+        rows_form("bogus")
+    for kind in ("sparse", "offset"):
+        data = dataset(kind, 211, 23, 10)
+        model = fastmlp.MLP(23, 16, 10, dtype="float64")
+        plan = minibatch_plan(model, data, 7, kind)
+        trainer = Trainer(model, data, batch_size=7, plan=plan)
+        strategy, products = trainer.strategy, trainer.rows.sparse
+        assert strategy.mode == kind
+        assert np.shares_memory(strategy.csr.values, products.rows.values)
+        if kind == "offset":
+            assert strategy.c is products.constants is not None
 
 
 def test_calls_of_any_length_give_the_same_epoch() -> None:
@@ -142,46 +184,65 @@ def test_calls_of_any_length_give_the_same_epoch() -> None:
     results = []
     for per_call in (1, 3, 1000):
         model = fastmlp.MLP(23, 40, 10, dtype="float64", seed=3)
-        runner = CompiledMinibatch(model, data.train.x, data.train.y, 2, 0.05, 0.9)
-        runner.steps_per_call = per_call  # (it doubles while calls are quick: other cuts)
-        rng = np.random.default_rng(11)
-        for _ in range(2):
-            runner.run_epoch(rng.permutation(211))
-        results.append((model.params.copy(), runner.velocity.copy()))
-    for params, velocity in results[1:]:
+        trainer = Trainer(model, data, lr=0.05, momentum=0.9, batch_size=2, seed=11,
+                          plan=minibatch_plan(model, data, 2, "offset"))
+        trainer.strategy.steps_per_call = per_call  # (it doubles while calls are quick: other cuts)
+        records = [trainer.run_epoch() for _ in range(2)]
+        results.append((model.params.copy(), trainer.velocity.copy(), records))
+    for params, velocity, records in results[1:]:
         np.testing.assert_array_equal(params, results[0][0])
         np.testing.assert_array_equal(velocity, results[0][1])
+        assert records == results[0][2]  # the losses too: summed step by step
 
 
 @pytest.mark.parametrize("kind", ["dense", "offset"])
 def test_threads_do_not_change_a_bit(kind: str) -> None:
     # each element is summed by one block in one order, whatever the blocks
     data = dataset(kind, 211, 23, 10)
-    (m1, r1, s1), (m2, r2, s2) = (compiled(data, 37, 7, "relu", 0.9, 2, threads=t)
+    (m1, t1, h1), (m2, t2, h2) = (compiled(data, 37, 7, "relu", 0.9, 2, form=kind, threads=t)
                                   for t in (1, 2))
     np.testing.assert_array_equal(m1.params, m2.params)
-    np.testing.assert_array_equal(r1.velocity, r2.velocity)
-    assert s1 == s2
+    np.testing.assert_array_equal(t1.velocity, t2.velocity)
+    assert h1.train_loss == h2.train_loss
 
 
-def test_progress_is_reported_within_the_epoch() -> None:
+def test_progress_moves_within_a_long_epoch() -> None:
     data = dataset("dense", 211, 23, 10)
     model = fastmlp.MLP(23, 40, 10, dtype="float64", seed=3)
-    runner = CompiledMinibatch(model, data.train.x, data.train.y, 2, 0.05, 0.9)
-    runner.steps_per_call = 10
+    trainer = Trainer(model, data, lr=0.05, momentum=0.9, batch_size=2,
+                      plan=minibatch_plan(model, data, 2, "dense"))
+    trainer.strategy.steps_per_call = 10  # and it only grows while calls are quick
     seen: list[float] = []
-    runner.run_epoch(np.arange(211), progress=seen.append)
+    trainer.run_epoch(progress=seen.append)
     assert seen and seen == sorted(seen) and 0 < seen[0] and seen[-1] < 1
 
 
-def test_given_velocity_is_updated_in_place() -> None:
+def test_subnormals_are_flushed() -> None:
+    # lr·g mostly below float32's smallest normal: flushed to zero, never left subnormal
+    data = dataset("dense", 60, 23, 10, dtype=np.float32)
+    model = fastmlp.MLP(23, 16, 10, seed=3)
+    before = fpenv.control_register() & ~0x3F if fpenv.X86 else None
+    trainer = Trainer(model, data, lr=1e-37, momentum=0.0, batch_size=7,
+                      plan=minibatch_plan(model, data, 7, "dense"))
+    trainer.run_epoch()
+    v = trainer.velocity
+    tiny = np.finfo(np.float32).tiny
+    for values in (v, model.params):
+        assert not np.any((values != 0) & (np.abs(values) < tiny))
+    assert np.count_nonzero(v == 0) > v.size // 2
+    if before is not None:  # the caller's control register as it was
+        assert fpenv.control_register() & ~0x3F == before
+
+
+def test_standalone_epochs_update_a_given_velocity_in_place() -> None:
     data = dataset("sparse", 50, 23, 10)
     model = fastmlp.MLP(23, 8, 10, dtype="float64", seed=3)
     velocity = np.full(model.n_params, 1e-5)
-    runner = CompiledMinibatch(model, data.train.x, data.train.y, 5, 0.05, 0.9,
-                               velocity=velocity)
-    runner.run_epoch(np.arange(50))
+    runner = CompiledMinibatch.on_rows(model, data.train.x, data.train.y, 5, 0.05, 0.9,
+                                       velocity=velocity)
+    loss_sum, correct = runner.train_order(np.arange(50))
     assert runner.velocity is velocity and not np.all(velocity == 1e-5)
+    assert loss_sum > 0 and 0 <= correct <= 50
 
 
 def test_choose_rows_reports_its_choice() -> None:
@@ -198,23 +259,23 @@ def test_batch_size_out_of_range_is_refused(bad) -> None:
     model = fastmlp.MLP(4, 3, 2, dtype="float64")
     X = np.zeros((600, 4))
     with pytest.raises(FastMLPError, match="batch sizes from 2"):
-        CompiledMinibatch(model, X, np.zeros(600, int), bad, 0.1, 0.9)
+        CompiledMinibatch.on_rows(model, X, np.zeros(600, int), bad, 0.1, 0.9)
 
 
 def test_bad_order_is_refused() -> None:
     model = fastmlp.MLP(4, 3, 2, dtype="float64")
-    runner = CompiledMinibatch(model, np.zeros((10, 4)), np.zeros(10, int), 2, 0.1, 0.9)
+    runner = CompiledMinibatch.on_rows(model, np.zeros((10, 4)), np.zeros(10, int), 2, 0.1, 0.9)
     with pytest.raises(FastMLPError, match="order must have shape"):
-        runner.run_epoch(np.arange(9))
+        runner.train_order(np.arange(9))
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(2, 40), F=st.integers(1, 12), H=st.integers(1, 20), K=st.integers(2, 5),
+@given(n=st.integers(3, 40), F=st.integers(1, 12), H=st.integers(1, 20), K=st.integers(2, 5),
        kind=st.sampled_from(["dense", "sparse", "offset"]), data=st.data())
 def test_shapes(n: int, F: int, H: int, K: int, kind: str, data) -> None:
-    B = data.draw(st.integers(2, n), label="B")
+    B = data.draw(st.integers(2, n - 1), label="B")  # B = n would be full batch
     mu = data.draw(st.sampled_from([0.0, 0.9]), label="mu")
-    dataset_ = dataset(kind, n, F, K, seed=n * 7 + F)
-    fast = compiled(dataset_, H, B, "sigmoid", mu, 2)
-    ref = per_step(dataset_, H, B, "sigmoid", mu, 2)
-    assert_agree(fast, ref, 1e-10, n)
+    activation = data.draw(st.sampled_from(["relu", "sigmoid"]), label="activation")
+    rows_ = dataset(kind, n, F, K, seed=n * 7 + F)
+    fast = compiled(rows_, H, B, activation, mu, 2, form=kind)
+    assert_agree(fast, per_step(rows_, H, B, activation, mu, 2), 1e-10)

@@ -1,21 +1,24 @@
 """Epochs on rows sparse around a constant (X = S + 1·cᵀ; kernels/offset.py, fastmlp/sparse.py)
 against the dense ones they replace, on every path: full batch, the per-step path, the compiled
-small-batch loop; and what ``--sparse`` picks and the header says."""
+small-batch loop, the compiled minibatch epochs; and what ``--sparse`` picks and the header
+says."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastmlp.kernels import offset as koffset
+from fastmlp.kernels import steps
 
 import fastmlp
 import fastmlp.sparse
 from fastmlp.cli import main
 from fastmlp.datasets import Dataset, Split
-from fastmlp.plan import PRODUCTS
+from fastmlp.plan import PRODUCTS, make_plan
 from fastmlp.sparse import SPARSE_MAX_DENSITY, density_of, resolve_sparse
 from fastmlp.train import Trainer
 
@@ -41,20 +44,32 @@ def around_constant(n_train: int, F: int, K: int, dtype=np.float64, seed: int = 
 
 
 def train(data: Dataset, sparse: str, dtype: str, batch_size: int | None,
-          compiled: bool | None, activation: str = "relu", mu: float = 0.9, epochs: int = 4):
+          compiled: bool | None, activation: str = "relu", mu: float = 0.9, epochs: int = 4,
+          strategy: str | None = None):
+    """``strategy``: the plan's strategy forced (with its own thread count)."""
     model = fastmlp.MLP(data.n_features, 17, data.n_classes, activation=activation,
                         dtype=dtype, seed=3)
+    plan = None
+    if strategy is not None:
+        plan = make_plan(model, [data.train.x, data.valid.x, data.test.x],
+                         batch_size=batch_size, compiled=compiled, sparse=sparse)
+        plan = dataclasses.replace(plan, strategy=strategy,
+                                   threads=steps.threads_for(17, batch_size)
+                                   if strategy == "compiled-steps" else 1)
     trainer = Trainer(model, data, lr=0.1, momentum=mu, batch_size=batch_size, seed=5,
-                      sparse=sparse, compiled=compiled)
+                      sparse=sparse, compiled=compiled, plan=plan)
     records = [trainer.run_epoch() for _ in range(epochs)]
     return model.params.copy(), records, trainer
 
 
 def assert_same_training(data: Dataset, dtype: str, rtol: float, batch_size: int | None,
-                         compiled: bool | None, **kwargs) -> Trainer:
-    """The offset run ("auto") equals the dense one ("off") to ``rtol`` of the largest
-    parameter, and its records to 100·rtol; returns the offset run's trainer."""
-    offset, rec_o, trainer = train(data, "auto", dtype, batch_size, compiled, **kwargs)
+                         compiled: bool | None, strategy: str | None = None,
+                         **kwargs) -> Trainer:
+    """The offset run ("auto"; on ``strategy`` where given) equals the dense one ("off") to
+    ``rtol`` of the largest parameter, and its records to 100·rtol; returns the offset run's
+    trainer."""
+    offset, rec_o, trainer = train(data, "auto", dtype, batch_size, compiled,
+                                   strategy=strategy, **kwargs)
     dense, rec_d, _ = train(data, "off", dtype, batch_size, compiled=False, **kwargs)
     assert trainer.plan.products == "offset", trainer.plan.products_reason
     assert trainer.plan.compiled == bool(compiled)
@@ -85,16 +100,30 @@ def test_offset_epochs_equal_the_dense_ones(activation: str, dtype: str, rtol: f
 @pytest.mark.parametrize("mu", [0.0, 0.9])
 @pytest.mark.parametrize("B", [1, 7])
 def test_the_compiled_loop_on_offset_rows_equals_the_per_step_path(mu: float, B: int) -> None:
-    # the compiled loop's own tolerance against the per-step path (tests/test_steps.py)
+    # the compiled loop's own tolerance against the per-step path (tests/test_steps.py); at
+    # B = 7 the plan would run the compiled minibatch epochs (test_compiled_minibatch.py)
     data = around_constant(120, 23, 10)
-    trainer = assert_same_training(data, "float64", 1e-10, B, compiled=True, mu=mu, epochs=3)
+    trainer = assert_same_training(data, "float64", 1e-10, B, compiled=True, mu=mu, epochs=3,
+                                   strategy="compiled-steps")
     assert trainer.strategy.constants is trainer.rows.sparse.constants
     assert trainer.strategy.nonzeros[0] is trainer.rows.sparse.train.indptr  # S's, not X's
 
 
-def test_the_compiled_loop_on_offset_rows_in_float32() -> None:
+@pytest.mark.parametrize("mu", [0.0, 0.9])
+def test_the_compiled_minibatch_epochs_on_offset_rows_equal_the_per_step_path(mu: float) -> None:
+    data = around_constant(120, 23, 10)
+    trainer = assert_same_training(data, "float64", 1e-10, 7, compiled=True, mu=mu, epochs=3)
+    assert trainer.plan.strategy == "compiled-minibatch" and trainer.strategy.mode == "offset"
+    assert trainer.strategy.c is trainer.rows.sparse.constants
+    assert trainer.strategy.csr.indptr is trainer.rows.sparse.train.indptr  # S's, not X's
+
+
+@pytest.mark.parametrize("strategy", ["compiled-steps", "compiled-minibatch"])
+def test_the_compiled_loops_on_offset_rows_in_float32(strategy: str) -> None:
     data = around_constant(150, 23, 10, dtype=np.float32)
-    assert_same_training(data, "float32", 1e-5, 7, compiled=True, activation="sigmoid")
+    trainer = assert_same_training(data, "float32", 1e-5, 7, compiled=True,
+                                   activation="sigmoid", strategy=strategy)
+    assert trainer.plan.strategy == strategy
 
 
 def test_zero_background_keeps_the_plain_sparse_products() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import fastmlp.plan as plan_module
 import fastmlp.sparse
 from fastmlp import strategies
 from fastmlp.config import RunConfig
-from fastmlp.plan import COMPILED_MAX_WORK, STRATEGIES, make_plan
+from fastmlp.plan import COMPILED_MAX_WORK, STRATEGIES, choose_strategy, make_plan
 from fastmlp.train import Trainer
 
 
@@ -42,7 +43,7 @@ def test_a_run_decides_its_plan_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert calls == {"strategy": 1, "products": 1}  # the header and the trainer share it
     recorded = json.loads((result.out_dir / "history.json").read_text())["config"]
     plan = recorded["plan"]
-    assert plan["strategy"] == "compiled-steps" and plan["batch_size"] == 10
+    assert plan["strategy"] == "compiled-minibatch" and plan["batch_size"] == 10
     assert f"loop:     {plan['strategy_reason']}" in lines
     assert f"products: {plan['products_reason']}" in lines
     # recorded once: not also under the keys history.json had before the plan
@@ -54,7 +55,9 @@ def test_a_run_decides_its_plan_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (200, None, "full-batch", strategies.FullBatch),  # every training row is full batch
     (1, None, "compiled-steps", strategies.CompiledSteps),
     (10, False, "per-step", strategies.PerStep),
-    (COMPILED_MAX_WORK // 40 + 1, None, "per-step", strategies.PerStep),  # B·H over it
+    (2, None, "compiled-minibatch", strategies.CompiledMinibatch),  # dense rows, H <= 64
+    (COMPILED_MAX_WORK // 40 + 1, None, "compiled-minibatch", strategies.CompiledMinibatch),
+    (3, True, "compiled-minibatch", strategies.CompiledMinibatch),
 ])
 def test_the_trainer_runs_the_strategy_its_plan_names(batch_size, compiled, strategy,
                                                        cls) -> None:
@@ -63,7 +66,7 @@ def test_the_trainer_runs_the_strategy_its_plan_names(batch_size, compiled, stra
                       compiled=compiled)
     assert trainer.plan.strategy == strategy and type(trainer.strategy) is cls
     assert trainer.plan.strategy in STRATEGIES
-    assert (trainer.plan.threads is not None) == (strategy == "compiled-steps")
+    assert (trainer.plan.threads is not None) == trainer.plan.compiled
     record = trainer.run_epoch()
     assert np.isfinite(record["train_loss"])
 
@@ -97,12 +100,17 @@ def test_only_the_strategy_that_needs_a_buffer_has_it() -> None:
     data = synthetic()
     full = Trainer(fastmlp.MLP(12, 8, 3), data, sparse="off")
     step = Trainer(fastmlp.MLP(12, 8, 3), data, batch_size=50, compiled=False, sparse="off")
-    compiled = Trainer(fastmlp.MLP(12, 8, 3), data, batch_size=2, sparse="off")
+    compiled = Trainer(fastmlp.MLP(12, 8, 3), data, batch_size=1, sparse="off")
+    blocked = Trainer(fastmlp.MLP(12, 8, 3), data, batch_size=2, sparse="off")
     assert not hasattr(full.strategy, "Xb") and not hasattr(full.strategy, "steps_ws")
     assert step.strategy.Xb.shape == (50, 12) and not hasattr(step.strategy, "steps_ws")
     assert "Hb" in compiled.strategy.steps_ws and not hasattr(compiled.strategy, "Xb")
-    for trainer in (full, step, compiled):
-        for attr in ("Xb", "sparse_batch", "steps_ws", "nonzeros", "velocity_views"):
+    assert blocked.strategy.ws["Z"].shape == (2, 8)
+    for attr in ("Xb", "steps_ws", "nonzeros"):
+        assert not hasattr(blocked.strategy, attr)
+    assert not hasattr(compiled.strategy, "ws")
+    for trainer in (full, step, compiled, blocked):
+        for attr in ("Xb", "sparse_batch", "steps_ws", "nonzeros", "velocity_views", "ws"):
             assert not hasattr(trainer, attr)  # the trainer knows no mode
 
 
@@ -115,3 +123,78 @@ def test_the_bench_row_label_is_the_plan() -> None:
                             f"thread{'s' if plan.threads > 1 else ''}")
     assert make_plan(model, features, batch_size=None, sparse="off").label() == \
         "dense (asked for)"
+
+
+CPU = fastmlp.MLP(4, 3, 2).backend
+
+
+@pytest.mark.parametrize(("hidden", "batch_size", "products", "strategy"), [
+    (64, 1, "sparse", "compiled-steps"),
+    (64, 10, "sparse", "compiled-steps"),  # a step touches only the rows its nonzeros use
+    (64, 16, "sparse", "compiled-minibatch"),
+    (300, 100, "sparse", "compiled-minibatch"),
+    (300, 512, "sparse", "compiled-minibatch"),
+    (1000, 100, "sparse", "per-step"),  # the per-step path's threaded sparse products
+    (1000, 4, "sparse", "compiled-steps"),
+    (64, 2, "dense", "compiled-minibatch"),
+    (300, 2, "dense", "compiled-steps"),
+    (1000, 4, "dense", "compiled-minibatch"),
+    (300, 256, "dense", "compiled-minibatch"),
+    (300, 257, "dense", "per-step"),  # the per-step path's BLAS products
+    (64, 600, "dense", "per-step"),
+    (64, 2, "offset", "compiled-minibatch"),  # offset rows: as dense ones at small B ...
+    (300, 3, "offset", "compiled-steps"),
+    (1000, 10, "offset", "compiled-minibatch"),
+    (1000, 512, "offset", "compiled-minibatch"),  # ... but never the per-step path
+])
+def test_the_plan_picks_the_strategy_measured_fastest(hidden: int, batch_size: int,
+                                                      products: str, strategy: str) -> None:
+    # bench/results/minibatch_plan/: the rule's crossovers, each with its reason
+    chosen, why = choose_strategy(None, CPU, hidden, batch_size, products)
+    assert chosen == strategy, why
+    assert why.startswith({"compiled-steps": "compiled small-batch loop",
+                           "compiled-minibatch": "compiled minibatch epochs",
+                           "per-step": "per-step path"}[strategy])
+
+
+def test_the_reasons_name_the_crossover_that_decided() -> None:
+    assert choose_strategy(None, CPU, 1000, 100, "sparse")[1] == (
+        "per-step path: the rows' nonzeros, hidden units 1000 >= 600")
+    assert choose_strategy(None, CPU, 300, 300, "dense")[1] == (
+        "per-step path: dense rows, batch size 300 > 256")
+    assert choose_strategy(None, CPU, 300, 10, "sparse")[1] == (
+        "compiled small-batch loop: batch size x hidden units 3000 <= 6000")
+    assert choose_strategy(True, CPU, 300, 10, "sparse")[1] == (
+        "compiled small-batch loop (asked for)")
+    assert choose_strategy(True, CPU, 1000, 100, "sparse")[1] == (
+        "compiled minibatch epochs (asked for): batch size 100, sparse rows")
+
+
+@pytest.mark.parametrize(("hidden", "batch_size", "products", "strategy"), [
+    (1000, 100, "sparse", "compiled-minibatch"),  # the faster compiled one, not the fastest
+    (64, 10, "sparse", "compiled-steps"),
+    (300, 512, "dense", "compiled-minibatch"),
+    (300, 513, "dense", "compiled-steps"),  # past the blocked kernel's range
+    (300, 1, "dense", "compiled-steps"),
+])
+def test_compiled_asks_for_the_faster_compiled_strategy(hidden: int, batch_size: int,
+                                                        products: str, strategy: str) -> None:
+    assert choose_strategy(True, CPU, hidden, batch_size, products)[0] == strategy
+    assert choose_strategy(False, CPU, hidden, batch_size, products) == (
+        "per-step", "per-step path (asked for)")
+
+
+def test_off_the_cpu_the_minibatches_run_per_step() -> None:
+    gpu = SimpleNamespace(name="cuda", fused=True, describe=lambda: "cuda:0 (fake)")
+    assert choose_strategy(None, gpu, 64, 100, "dense")[0] == "per-step"
+    with pytest.raises(fastmlp.FastMLPError, match="on the CPU with fused kernels only"):
+        choose_strategy(True, gpu, 64, 100, "dense")
+
+
+def test_the_header_says_which_minibatch_strategy_runs_and_why(tmp_path: Path) -> None:
+    lines: list[str] = []
+    config = RunConfig(dataset="synthetic", hidden=8, epochs=1, batch_size=20, lr=0.05,
+                       momentum=0.9, sparse="off", out=str(tmp_path / "run"))
+    fastmlp.run(config, log=lines.append)
+    assert "loop:     compiled minibatch epochs: batch size 20, dense rows" in lines
+    assert "products: dense (asked for)" in lines

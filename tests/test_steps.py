@@ -8,6 +8,7 @@ Checkpoints, --resume (after SIGKILL), Ctrl-C and the divergence guard work on t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -28,7 +29,8 @@ import fastmlp.model
 from fastmlp.checkpoint import load_checkpoint
 from fastmlp.cli import main
 from fastmlp.datasets import Dataset, Split
-from fastmlp.plan import COMPILED_MAX_WORK, choose_strategy
+from fastmlp.plan import COMPILED_MAX_WORK, Plan, choose_strategy, make_plan
+from fastmlp.strategies import CompiledSteps, PerStep
 from fastmlp.train import DivergenceError, Trainer
 
 PARAMS = ("Wh", "bh", "Wo", "bo")
@@ -52,16 +54,27 @@ def sparse_data(n_train: int, F: int, K: int, seed: int = 0, dtype=np.float64) -
     return Dataset("sparse", split(n_train), split(7), split(5), n_classes=K)
 
 
+def steps_plan(model: fastmlp.MLP, data: Dataset, B: int) -> Plan:
+    """The plan of ``compiled=True`` with the compiled steps forced (``compiled=True`` picks the
+    faster compiled strategy, the compiled minibatch epoch at most B > 1)."""
+    plan = make_plan(model, [data.train.x, data.valid.x, data.test.x], batch_size=B,
+                     compiled=True)
+    return dataclasses.replace(plan, strategy="compiled-steps",
+                               threads=steps.threads_for(model.n_hidden, B))
+
+
 def train_both(data: Dataset, H: int, B: int, activation: str, mu: float, epochs: int,
                dtype: str = "float64", lr: float = 0.05):
-    """Parameters, velocity and records of the compiled and the per-step path."""
+    """Parameters, velocity and records of the compiled steps and the per-step path."""
     out = []
     for compiled in (True, False):
         model = fastmlp.MLP(data.train.x.shape[1], H, data.n_classes, activation=activation,
                             dtype=dtype, seed=3)
+        plan = steps_plan(model, data, B) if compiled else None
         trainer = Trainer(model, data, lr=lr, momentum=mu, batch_size=B, seed=11,
-                          compiled=compiled)
+                          compiled=compiled, plan=plan)
         assert trainer.plan.compiled == compiled
+        assert type(trainer.strategy) is (CompiledSteps if compiled else PerStep)
         records = [trainer.run_epoch() for _ in range(epochs)]
         out.append((model, trainer, records))
     return out
@@ -348,15 +361,19 @@ def test_cli_reports_the_compiled_loop(capsys: pytest.CaptureFixture, tmp_path: 
     assert "loop:     per-step path (asked for)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("hidden", "batch_size", "compiled"), [
-    (300, 1, True), (300, COMPILED_MAX_WORK // 300, True),
-    (300, COMPILED_MAX_WORK // 300 + 1, False), (1000, 10, False),
-    (4 * COMPILED_MAX_WORK, 1, True), (300, None, False)])
+@pytest.mark.parametrize(("hidden", "batch_size", "products", "compiled"), [
+    (300, 1, "dense", True), (4 * COMPILED_MAX_WORK, 1, "sparse", True),
+    (300, COMPILED_MAX_WORK // 300, "sparse", False),  # the compiled minibatch epoch there
+    (300, 10, "sparse", True), (1000, 6, "sparse", True), (1000, 10, "sparse", False),
+    (300, 2, "dense", True), (1000, 2, "dense", True), (64, 2, "dense", False),
+    (300, 4, "dense", False), (300, None, "dense", False)])
 def test_the_compiled_loop_runs_where_it_wins(hidden: int, batch_size: int | None,
-                                              compiled: bool) -> None:
-    # the measured crossover (bench/RESULTS.md): B·H up to COMPILED_MAX_WORK, and B = 1 always
+                                              products: str, compiled: bool) -> None:
+    # the measured crossovers (bench/RESULTS.md, bench/results/minibatch_plan/): B = 1 always;
+    # B·H up to COMPILED_MAX_WORK where the compiled minibatch epoch does not win (small
+    # batches of the rows' nonzeros, B < 4 dense rows with H > 64)
     model = fastmlp.MLP(784, hidden, 10)
-    chosen = choose_strategy(None, model.backend, model.n_hidden, batch_size)[0]
+    chosen = choose_strategy(None, model.backend, model.n_hidden, batch_size, products)[0]
     assert (chosen == "compiled-steps") is compiled
 
 
@@ -379,10 +396,12 @@ def _wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: floa
         time.sleep(0.02)
 
 
+# (B = 100 on the compiled minibatch epoch: tests/test_minibatch_state.py)
 @pytest.mark.parametrize("path", [["--batch-size", "1", "--compiled"],
-                                  ["--batch-size", "100", "--compiled"], ["--sparse", "on"],
+                                  ["--batch-size", "10", "--compiled", "--sparse", "on"],
+                                  ["--sparse", "on"],
                                   ["--batch-size", "100", "--no-compiled", "--sparse", "on"]],
-                         ids=["B=1", "B=100", "full-batch-sparse", "B=100-sparse"])
+                         ids=["B=1", "B=10-sparse", "full-batch-sparse", "B=100-sparse"])
 @pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_sigkill_and_resume_are_bit_identical(path: list[str], tmp_path: Path) -> None:
     argv = [*SYN, *path]
@@ -410,6 +429,8 @@ def test_sigkill_and_resume_are_bit_identical(path: list[str], tmp_path: Path) -
     ha, hb = (json.loads((d / "history.json").read_text()) for d in (killed, whole))
     assert ha["train_loss"] == hb["train_loss"] and ha["final"] == hb["final"]
     assert ha["config"]["resumed_at_epoch"] == [at]
+    if "--compiled" in path:
+        assert ha["config"]["plan"]["strategy"] == "compiled-steps"
 
 
 def _default_sigint() -> None:

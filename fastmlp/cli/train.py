@@ -16,7 +16,6 @@ from ..config import RunConfig
 from ..errors import FastMLPError
 from ..kernels import ACTIVATIONS
 from ..model import DTYPES
-from ..plan import COMPILED_MAX_WORK
 from ..train import DivergenceError
 from .common import (
     EXIT_DIVERGED,
@@ -66,10 +65,11 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--batch-size", type=setting("batch_size"), default=None, metavar="B",
                      help="minibatch size (default: full batch, as the course)")
     opt.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=None,
-                     help="minibatch epochs as compiled calls of many whole steps (CPU; "
-                          "default: B = 1, or B x hidden units up to "
-                          f"{COMPILED_MAX_WORK}); "
-                          "--no-compiled keeps the per-step path")
+                     help="minibatch epochs as compiled calls of many steps (CPU): the "
+                          "compiled minibatch epochs (2 <= B <= 512) or the compiled "
+                          "small-batch loop, whichever measured faster (default: where one "
+                          "measured faster than the per-step path; the header's loop: line "
+                          "says which and why); --no-compiled keeps the per-step path")
     opt.add_argument("--seed", type=setting("seed"), default=0,
                      help="seed for the initial weights, minibatch order and synthetic data "
                           "(default: %(default)s)")

@@ -1,6 +1,7 @@
 """Minibatches as compiled calls of many whole steps (kernels/steps.py): the per-step path's
 work with no Python per step. CPU fused kernels only; the plan picks it for B = 1 and small
-B × H (:data:`fastmlp.plan.COMPILED_MAX_WORK`)."""
+B × H (:data:`fastmlp.plan.COMPILED_MAX_WORK`) where the compiled minibatch epoch does not win
+(:func:`fastmlp.plan.compiled_choice`)."""
 
 from __future__ import annotations
 
