@@ -1,4 +1,5 @@
-"""What splitting a call between threads costs: ``python bench/dispatch.py [ROUNDS]``.
+"""What splitting a call between threads costs: ``python bench/dispatch.py [ROUNDS]``, or
+``python bench/dispatch.py epoch [B] [H]`` for whole per-step epochs.
 
 The CPU kernels run their shares on a Python thread pool (kernels/runtime.py, ``run_shares``);
 before, each was a ``numba.njit(parallel=True)`` shell whose ``prange`` loop ran the same serial
@@ -12,6 +13,11 @@ printed in µs per call:
 - ``head 100``: ``hidden_to_loss`` of 100 rows (one share: no threads either way), the old
   single compiled call (the serial twin) against today's NumPy transpose of Wo and two compiled
   calls (tiles, reduction) from Python.
+
+``epoch``: per-step epochs (B rows a step, default 100; H hidden units, default 300; 5000 dense
+random rows, float32, as bench/epoch_min.py), alternating epoch by epoch between the momentum
+step through ``run_shares`` and through the parallel region (the only call of such a step that
+takes two threads), 24 epochs, min, first quartile and median of each (the first dropped).
 
 The parallel shells are rebuilt here as they were (their first call compiles them: seconds).
 Numba's threads sleep between calls (``import fastmlp`` sets ``OMP_WAIT_POLICY=passive``), as the
@@ -97,6 +103,48 @@ def head_case(N: int = 100, H: int = 1000, K: int = 10):
     return old, new
 
 
+def epochs(B: int = 100, H: int = 300) -> None:
+    from fastmlp.datasets import Dataset, Split
+    from fastmlp.kernels import check_momentum_args
+    from fastmlp.model import MLP
+    from fastmlp.kernels.runtime import MOMENTUM_PARAMS, threads_for
+
+    new = cpu.momentum
+
+    def old(params, grads, velocity, lr, mu):  # the momentum step as it was, on a region
+        check_momentum_args(params, grads, velocity)
+        dt = params.dtype.type
+        args = (params, grads, velocity, dt(lr), dt(mu), dt(np.finfo(params.dtype).tiny), dt(0))
+        if threads_for(params.shape[0], MOMENTUM_PARAMS) > 1:
+            _momentum_region(numba.get_num_threads(), *args)
+        else:
+            cpu._momentum_kernel(0, 1, *args)
+
+    n = 5000
+    rng = np.random.default_rng(0)
+    X = rng.random((n + 20, 784), dtype=np.float32)
+    y = rng.integers(0, 10, n + 20)
+    data = Dataset("random", Split(X[:n], y[:n]), Split(X[n:n + 10], y[n:n + 10]),
+                   Split(X[n + 10:], y[n + 10:]))
+    trainer = fastmlp.Trainer(MLP(784, H, 10, dtype="float32", seed=0), data, lr=0.01,
+                              momentum=0.9, batch_size=B, compiled=False)
+    ms: dict[str, list[float]] = {"region": [], "run_shares": []}
+    try:
+        for i in range(24):
+            name = "region" if i % 2 == 0 else "run_shares"
+            cpu.momentum = old if name == "region" else new
+            t0 = time.perf_counter()
+            trainer.run_epoch()
+            ms[name].append((time.perf_counter() - t0) * 1e3)
+    finally:
+        cpu.momentum = new
+    print(f"per-step epochs, B = {B}, H = {H}, 5000 rows, ms (the first of each dropped):")
+    for name, t in ms.items():
+        t = sorted(t[1:])
+        print(f"{name:<11} min {t[0]:7.1f}  p25 {t[len(t) // 4]:7.1f}  "
+              f"median {t[len(t) // 2]:7.1f}")
+
+
 def timed(fn) -> float:
     t0 = time.perf_counter_ns()
     fn()
@@ -129,4 +177,7 @@ def _warm(cases) -> bool:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+    if sys.argv[1:2] == ["epoch"]:
+        epochs(*(int(a) for a in sys.argv[2:4]))
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
