@@ -42,33 +42,36 @@ PRODUCTS = ("dense", "sparse", "offset")
 
 # Rows × hidden units per step up to which the compiled small-batch loop beats the per-step
 # path's products (measured crossovers: H = 1000 dense between B = 4 and 10, H = 300 MNIST
-# between B = 16 and 32; bench/RESULTS.md). Per-sample steps (B = 1) always run compiled.
+# between B = 16 and 32; bench/RESULTS.md): the bound for B > MINIBATCH_MAX_BATCH. Below it the
+# compiled minibatch epochs or, at small B, the compiled steps beat the per-step path (below).
 COMPILED_MAX_WORK = 6000
-# Where the compiled minibatch epoch runs instead: measured with bench/minibatch_plan.py
-# (bench/results/minibatch_plan/: six runs on the shared 2-core EPYC, load 1.5-7, float32,
-# 784-H-10 relu, training epochs alternated between the strategies; "x" is the blocked kernel's
-# minimum epoch time over the other's). Where runs disagree the rule follows most of them; ties
-# within a few percent go to the simpler rule.
+# Which minibatch strategy runs for 2 <= B <= 512: measured with bench/minibatch_plan.py on the
+# shared 2-core EPYC (bench/results/minibatch_plan/, runs 7-10 on this code: float32, 784-H-10
+# relu, H 64-1000, training epochs alternated between the strategies, load 1.3-5; "x" is the
+# compiled minibatch epoch's minimum time over the other's). Where runs disagree the rule
+# follows most of them; ties within a few percent go to the simpler rule.
 MINIBATCH_MAX_BATCH = 512  # its kernel's range; the per-step path serves larger batches
-# Rows' nonzeros, B < 16: the compiled steps win (B = 2-6: 1.16-3.33x, B = 10: 0.87-1.31x):
-# a step updates only the rows of Wh its batch's nonzeros use (~150 of 784 per MNIST row), the
-# blocked kernel all of Wh every step. From B = 16 the blocked kernel wins (0.48-0.86x)
-SPARSE_MINIBATCH_MIN_BATCH = 16
-# Rows' nonzeros, H >= 600: the per-step path's threaded sparse products tie or win (H = 600:
-# 0.93-1.09x, H = 1000: 0.98-1.26x, B 16-512); H <= 300: the blocked kernel wins (0.66-0.99x)
-SPARSE_MINIBATCH_MAX_HIDDEN = 600
-# Dense and offset rows, B < 4 with H > 64: the compiled steps tie or win (B = 2: H = 300
-# 1.06-1.31x, H = 1000 1.46-1.57x; H = 64: dense 0.68-0.75x, offset 1.03x). From B = 4 (dense;
-# offset: measured from B = 10) the blocked kernel wins against both (0.38-0.97x)
+# Rows' nonzeros, B < 12: the compiled steps win (B = 2: 2.6-2.9x; B = 10: 0.95-1.26x): a step
+# updates only the rows of Wh its batch's nonzeros use (~150 of 784 per MNIST row), the blocked
+# kernel all of Wh every step. From B = 12 the blocked kernel wins (0.34-0.91x; H = 1000 at
+# B = 12: 1.04x, a tie), and against the per-step path at every B (B 12-100: 0.28-0.78x;
+# B 256-512: 0.74-1.14x, ties)
+SPARSE_MINIBATCH_MIN_BATCH = 12
+# Offset rows (sparse around c), B < 8: the compiled steps win or tie (B = 2-4: 1.02-1.43x;
+# B = 6: 0.84-1.03x); from B = 8 the blocked kernel wins (0.36-0.91x; H = 1000 at B = 8: 1.07x)
+# and against the per-step path at every B (0.35-0.99x)
+OFFSET_MINIBATCH_MIN_BATCH = 8
+# Dense rows, B < 4 with H > 300: the compiled steps tie or win (H = 1000, B = 2-3:
+# 1.01-1.10x); at H <= 300 the blocked kernel wins from B = 2 (0.36-0.90x)
 DENSE_MINIBATCH_MIN_BATCH = 4
-DENSE_SMALL_HIDDEN = 64
-# Dense rows, B > 256: the per-step path's BLAS products (two threads) win (H = 300, B = 384-512:
-# 1.38-1.76x; H = 64 and 1000 at B = 384-512: 0.64-1.49x, mixed). Up to B = 256 the blocked
-# kernel wins at most points in every run (0.30-0.99x); the per-step path's minimum won at
-# H = 64 B = 256 and H = 300 B = 100-256 in one run each (1.17-2.49x), the blocked kernel there
-# in the other two or three (0.47-0.99x). Offset rows: the blocked kernel wins or ties the
-# per-step path at every B from 10 to 512 (0.52-0.97x; H = 1000, B = 256-512: 1.00-1.01x)
-DENSE_MINIBATCH_MAX_BATCH = 256
+DENSE_SMALL_HIDDEN = 300
+# Dense rows, B·H above this: the per-step path's BLAS products (two threads; the blocked
+# kernel's gemm runs on one) win (H = 300, B 256-512: 1.45-1.53x; H = 1000, B 100-512:
+# 1.16-1.88x; quiet machine, load 1.3-1.5); up to it the blocked kernel wins (H = 64 at every B:
+# 0.35-0.63x; H = 300 and 1000, B 4-64: 0.44-0.80x; H = 300, B = 100: 1.03x, a tie). Under
+# load the per-step path's two threads lose more (H = 300 and 1000, B = 128: 0.49-0.86x at load
+# 3-5)
+DENSE_MINIBATCH_MAX_WORK = 32768
 
 
 @dataclass(frozen=True)
@@ -130,18 +133,20 @@ def compiled_choice(n_hidden: int, batch_size: int, products: str = "dense") -> 
     """The faster compiled strategy for minibatches of ``batch_size`` rows, ``n_hidden`` hidden
     units and ``products`` (one of :data:`PRODUCTS`), and why: the compiled minibatch epoch for
     2 ≤ B ≤ :data:`MINIBATCH_MAX_BATCH` except where the compiled steps measured faster (small
-    batches of sparse rows, B = 2-3 dense or offset rows with more than
-    :data:`DENSE_SMALL_HIDDEN` hidden units); the compiled steps for B = 1 and larger batches."""
+    batches: :data:`SPARSE_MINIBATCH_MIN_BATCH`, :data:`OFFSET_MINIBATCH_MIN_BATCH`,
+    :data:`DENSE_MINIBATCH_MIN_BATCH`); the compiled steps for B = 1 and larger batches."""
     B, H = batch_size, n_hidden
     if B == 1:
         return "compiled-steps", "compiled small-batch loop: per-sample steps"
     if B > MINIBATCH_MAX_BATCH:
         return "compiled-steps", (f"compiled small-batch loop: batch size {B} > "
                                   f"{MINIBATCH_MAX_BATCH}")
-    if products == "sparse" and B < SPARSE_MINIBATCH_MIN_BATCH:
-        return "compiled-steps", (f"compiled small-batch loop: the rows' nonzeros, batch size "
-                                  f"{B} < {SPARSE_MINIBATCH_MIN_BATCH}")
-    if products != "sparse" and B < DENSE_MINIBATCH_MIN_BATCH and H > DENSE_SMALL_HIDDEN:
+    least = {"sparse": SPARSE_MINIBATCH_MIN_BATCH,
+             "offset": OFFSET_MINIBATCH_MIN_BATCH}.get(products)
+    if least is not None and B < least:
+        return "compiled-steps", (f"compiled small-batch loop: {products} rows, batch size "
+                                  f"{B} < {least}")
+    if least is None and B < DENSE_MINIBATCH_MIN_BATCH and H > DENSE_SMALL_HIDDEN:
         return "compiled-steps", (f"compiled small-batch loop: batch size {B} < "
                                   f"{DENSE_MINIBATCH_MIN_BATCH}, hidden units {H} > "
                                   f"{DENSE_SMALL_HIDDEN}")
@@ -150,13 +155,13 @@ def compiled_choice(n_hidden: int, batch_size: int, products: str = "dense") -> 
 
 def per_step_wins(n_hidden: int, batch_size: int, products: str = "dense") -> str | None:
     """Why the per-step path measured faster than the compiled minibatch epoch here (a phrase
-    for logs), or None where it did not (see :data:`SPARSE_MINIBATCH_MAX_HIDDEN`,
-    :data:`DENSE_MINIBATCH_MAX_BATCH`)."""
-    if products == "sparse" and n_hidden >= SPARSE_MINIBATCH_MAX_HIDDEN:
-        return f"the rows' nonzeros, hidden units {n_hidden} >= {SPARSE_MINIBATCH_MAX_HIDDEN}"
-    if products == "dense" and batch_size > DENSE_MINIBATCH_MAX_BATCH:
-        return f"dense rows, batch size {batch_size} > {DENSE_MINIBATCH_MAX_BATCH}"
-    return None  # offset rows: it wins or ties at every batch size it takes
+    for logs), or None where it did not: dense rows with B·H over
+    :data:`DENSE_MINIBATCH_MAX_WORK` (the rows' nonzeros, offset rows: nowhere)."""
+    work = batch_size * n_hidden
+    if products == "dense" and work > DENSE_MINIBATCH_MAX_WORK:
+        return (f"dense rows, batch size x hidden units {work} > "
+                f"{DENSE_MINIBATCH_MAX_WORK}")
+    return None
 
 
 def choose_strategy(compiled: bool | None, backend: Any, n_hidden: int,
@@ -164,12 +169,12 @@ def choose_strategy(compiled: bool | None, backend: Any, n_hidden: int,
     """The epoch strategy and why (for logs). ``batch_size`` None: full batch; ``products``:
     the plan's (one of :data:`PRODUCTS`), which the rule depends on.
 
-    ``compiled`` None chooses, on the CPU with the fused kernels: the compiled minibatch epoch
-    where it measured faster than both the compiled steps and the per-step path (2 ≤ B ≤ 512;
-    :func:`compiled_choice`, :func:`per_step_wins`); elsewhere the compiled steps
-    for B = 1 or B·H up to :data:`COMPILED_MAX_WORK`, else the per-step path. True asks for a
-    compiled strategy, the faster of the two (:func:`compiled_choice`; a FastMLPError where none
-    can run); False keeps the per-step path."""
+    ``compiled`` None chooses, on the CPU with the fused kernels: for 2 ≤ B ≤ 512 the faster
+    compiled strategy (:func:`compiled_choice`), or the per-step path where it measured faster
+    than the compiled minibatch epoch (:func:`per_step_wins`); the compiled steps for B = 1;
+    for B > 512 the compiled steps up to B·H = :data:`COMPILED_MAX_WORK`, else the per-step
+    path. True asks for a compiled strategy, the faster of the two (:func:`compiled_choice`; a
+    FastMLPError where none can run); False keeps the per-step path."""
     if batch_size is None:
         return "full-batch", "full batch"
     usable = backend.name == "cpu" and backend.fused
@@ -180,16 +185,12 @@ def choose_strategy(compiled: bool | None, backend: Any, n_hidden: int,
         work = batch_size * n_hidden
         if strategy == "compiled-minibatch":
             per_step_why = per_step_wins(n_hidden, batch_size, products)
-            if per_step_why is None:
-                return strategy, why
-            if work > COMPILED_MAX_WORK:
-                return "per-step", f"per-step path: {per_step_why}"
-        if batch_size > 1 and work > COMPILED_MAX_WORK:
+            return (strategy, why) if per_step_why is None else (
+                "per-step", f"per-step path: {per_step_why}")
+        if batch_size > MINIBATCH_MAX_BATCH and work > COMPILED_MAX_WORK:
             return "per-step", (f"per-step path: batch size x hidden units {work} > "
                                 f"{COMPILED_MAX_WORK}")
-        return "compiled-steps", (f"compiled small-batch loop: batch size x hidden units "
-                                  f"{work} <= {COMPILED_MAX_WORK}" if batch_size > 1 else
-                                  "compiled small-batch loop: per-sample steps")
+        return strategy, why
     if compiled and not usable:
         raise FastMLPError("the compiled small-batch loop runs on the CPU with fused kernels "
                            f"only, not on {backend.describe()}")

@@ -54,7 +54,8 @@ def test_a_version_1_checkpoint_resumes_bit_for_bit(tmp_path: Path,
     # its epochs ran the compiled small-batch loop, which the plan now leaves to the compiled
     # minibatch epochs at this B: both runs here keep the plan it was written under, so they
     # compare bit for bit (resumed by this fastmlp's plan, epoch 3 differs by rounding only)
-    monkeypatch.setattr(fastmlp.plan, "per_step_wins", lambda *args: "the plan of a03f9bf")
+    monkeypatch.setattr(fastmlp.plan, "compiled_choice",
+                        lambda *args: ("compiled-steps", "the plan of a03f9bf"))
     old = tmp_path / "old"
     old.mkdir()
     shutil.copy(V1, old / CHECKPOINT_NPZ)

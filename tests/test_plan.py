@@ -131,21 +131,22 @@ CPU = fastmlp.MLP(4, 3, 2).backend
 @pytest.mark.parametrize(("hidden", "batch_size", "products", "strategy"), [
     (64, 1, "sparse", "compiled-steps"),
     (64, 10, "sparse", "compiled-steps"),  # a step touches only the rows its nonzeros use
-    (64, 16, "sparse", "compiled-minibatch"),
-    (300, 100, "sparse", "compiled-minibatch"),
+    (1000, 11, "sparse", "compiled-steps"),  # (whatever B·H: the per-step path loses there)
+    (64, 12, "sparse", "compiled-minibatch"),
+    (1000, 100, "sparse", "compiled-minibatch"),
     (300, 512, "sparse", "compiled-minibatch"),
-    (1000, 100, "sparse", "per-step"),  # the per-step path's threaded sparse products
-    (1000, 4, "sparse", "compiled-steps"),
+    (1000, 7, "offset", "compiled-steps"),
+    (64, 8, "offset", "compiled-minibatch"),
+    (1000, 512, "offset", "compiled-minibatch"),  # offset rows: never the per-step path
     (64, 2, "dense", "compiled-minibatch"),
-    (300, 2, "dense", "compiled-steps"),
+    (300, 2, "dense", "compiled-minibatch"),
+    (1000, 3, "dense", "compiled-steps"),
     (1000, 4, "dense", "compiled-minibatch"),
-    (300, 256, "dense", "compiled-minibatch"),
-    (300, 257, "dense", "per-step"),  # the per-step path's BLAS products
-    (64, 600, "dense", "per-step"),
-    (64, 2, "offset", "compiled-minibatch"),  # offset rows: as dense ones at small B ...
-    (300, 3, "offset", "compiled-steps"),
-    (1000, 10, "offset", "compiled-minibatch"),
-    (1000, 512, "offset", "compiled-minibatch"),  # ... but never the per-step path
+    (64, 512, "dense", "compiled-minibatch"),  # B·H = 32768
+    (300, 110, "dense", "per-step"),  # the per-step path's BLAS products
+    (1000, 100, "dense", "per-step"),
+    (64, 513, "dense", "per-step"),  # past the blocked kernel, B·H over COMPILED_MAX_WORK
+    (10, 600, "sparse", "compiled-steps"),  # ... and within it
 ])
 def test_the_plan_picks_the_strategy_measured_fastest(hidden: int, batch_size: int,
                                                       products: str, strategy: str) -> None:
@@ -159,19 +160,23 @@ def test_the_plan_picks_the_strategy_measured_fastest(hidden: int, batch_size: i
 
 def test_the_reasons_name_the_crossover_that_decided() -> None:
     assert choose_strategy(None, CPU, 1000, 100, "sparse")[1] == (
-        "per-step path: the rows' nonzeros, hidden units 1000 >= 600")
+        "compiled minibatch epochs: batch size 100, sparse rows")
     assert choose_strategy(None, CPU, 300, 300, "dense")[1] == (
-        "per-step path: dense rows, batch size 300 > 256")
+        "per-step path: dense rows, batch size x hidden units 90000 > 32768")
     assert choose_strategy(None, CPU, 300, 10, "sparse")[1] == (
-        "compiled small-batch loop: batch size x hidden units 3000 <= 6000")
+        "compiled small-batch loop: sparse rows, batch size 10 < 12")
+    assert choose_strategy(None, CPU, 1000, 2, "dense")[1] == (
+        "compiled small-batch loop: batch size 2 < 4, hidden units 1000 > 300")
+    assert choose_strategy(None, CPU, 64, 600, "dense")[1] == (
+        "per-step path: batch size x hidden units 38400 > 6000")
     assert choose_strategy(True, CPU, 300, 10, "sparse")[1] == (
         "compiled small-batch loop (asked for)")
-    assert choose_strategy(True, CPU, 1000, 100, "sparse")[1] == (
-        "compiled minibatch epochs (asked for): batch size 100, sparse rows")
+    assert choose_strategy(True, CPU, 1000, 100, "dense")[1] == (
+        "compiled minibatch epochs (asked for): batch size 100, dense rows")
 
 
 @pytest.mark.parametrize(("hidden", "batch_size", "products", "strategy"), [
-    (1000, 100, "sparse", "compiled-minibatch"),  # the faster compiled one, not the fastest
+    (1000, 100, "dense", "compiled-minibatch"),  # the faster compiled one, not the fastest
     (64, 10, "sparse", "compiled-steps"),
     (300, 512, "dense", "compiled-minibatch"),
     (300, 513, "dense", "compiled-steps"),  # past the blocked kernel's range

@@ -363,15 +363,16 @@ def test_cli_reports_the_compiled_loop(capsys: pytest.CaptureFixture, tmp_path: 
 
 @pytest.mark.parametrize(("hidden", "batch_size", "products", "compiled"), [
     (300, 1, "dense", True), (4 * COMPILED_MAX_WORK, 1, "sparse", True),
-    (300, COMPILED_MAX_WORK // 300, "sparse", False),  # the compiled minibatch epoch there
-    (300, 10, "sparse", True), (1000, 6, "sparse", True), (1000, 10, "sparse", False),
-    (300, 2, "dense", True), (1000, 2, "dense", True), (64, 2, "dense", False),
-    (300, 4, "dense", False), (300, None, "dense", False)])
+    (300, 20, "sparse", False),  # the compiled minibatch epochs there
+    (300, 10, "sparse", True), (1000, 10, "sparse", True), (1000, 6, "offset", True),
+    (1000, 8, "offset", False), (1000, 2, "dense", True), (300, 2, "dense", False),
+    (300, 4, "dense", False), (10, 600, "dense", True), (11, 600, "dense", False),
+    (300, None, "dense", False)])
 def test_the_compiled_loop_runs_where_it_wins(hidden: int, batch_size: int | None,
                                               products: str, compiled: bool) -> None:
     # the measured crossovers (bench/RESULTS.md, bench/results/minibatch_plan/): B = 1 always;
-    # B·H up to COMPILED_MAX_WORK where the compiled minibatch epoch does not win (small
-    # batches of the rows' nonzeros, B < 4 dense rows with H > 64)
+    # small batches where the compiled minibatch epochs do not win (the rows' nonzeros B < 12,
+    # offset rows B < 8, dense rows B < 4 with H > 300); past B = 512 up to COMPILED_MAX_WORK
     model = fastmlp.MLP(784, hidden, 10)
     chosen = choose_strategy(None, model.backend, model.n_hidden, batch_size, products)[0]
     assert (chosen == "compiled-steps") is compiled
