@@ -5,20 +5,16 @@ weights, as on the other strategies."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from killresume import kill_resume_and_compare
 
 import fastmlp
 from fastmlp.checkpoint import load_checkpoint
-from fastmlp.cli import main
 from fastmlp.strategies.compiled_minibatch import CompiledMinibatch
 from fastmlp.train import DivergenceError, StopSignal
 
@@ -120,48 +116,11 @@ SYN = ["train", "--dataset", "synthetic", "--hidden", "32", "--lr", "0.001", "--
        "--device", "cpu", "--no-progress", "--batch-size", "100", "--compiled"]
 
 
-def _wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if load_checkpoint(out)["epoch"] >= epoch:
-                return
-        except fastmlp.FastMLPError:
-            pass  # not written yet
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, f"no checkpoint at epoch {epoch} after {timeout} s"
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("products", ["off", "on"], ids=["dense", "sparse"])
 @pytest.mark.slow  # subprocesses
 def test_sigkill_and_resume_are_bit_identical(products: str, tmp_path: Path) -> None:
-    argv = [*SYN, "--sparse", products]
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "fastmlp", *argv, "--epochs", "100000",
-                             "--checkpoint-every", "1", "--out", str(killed), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
-    try:
-        _wait_for_epoch(killed, 2, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    at = load_checkpoint(killed)["epoch"]
-    target = at + 2
-    assert main(["train", "--resume", str(killed), "--epochs", str(target), "--quiet"]) == 0
-    whole = tmp_path / "whole"
-    assert main([*argv, "--epochs", str(target), "--out", str(whole), "--quiet"]) == 0
-    with np.load(killed / "model.npz") as fa, np.load(whole / "model.npz") as fb:
-        for name in PARAMS:
-            assert np.array_equal(fa[name], fb[name]), name
-    ha, hb = (json.loads((d / "history.json").read_text()) for d in (killed, whole))
+    _, ha, hb = kill_resume_and_compare([*SYN, "--sparse", products], tmp_path)
     for history in (ha, hb):
         plan = history["config"]["plan"]
         assert plan["strategy"] == "compiled-minibatch"
         assert plan["products"] == ("sparse" if products == "on" else "dense")
-    assert ha["train_loss"] == hb["train_loss"] and ha["final"] == hb["final"]
-    assert ha["config"]["resumed_at_epoch"] == [at]

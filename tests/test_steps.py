@@ -23,6 +23,7 @@ from fastmlp.kernels import sparse as ksparse
 from fastmlp.kernels import steps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from killresume import kill_resume_and_compare
 
 import fastmlp
 import fastmlp.model
@@ -384,19 +385,6 @@ SYN = ["train", "--dataset", "synthetic", "--hidden", "32", "--lr", "0.001", "--
        "--device", "cpu", "--no-progress"]
 
 
-def _wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if load_checkpoint(out)["epoch"] >= epoch:
-                return
-        except fastmlp.FastMLPError:
-            pass  # not written yet
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, f"no checkpoint at epoch {epoch} after {timeout} s"
-        time.sleep(0.02)
-
-
 # (B = 100 on the compiled minibatch epoch: tests/test_minibatch_state.py)
 @pytest.mark.parametrize("path", [["--batch-size", "1", "--compiled"],
                                   ["--batch-size", "10", "--compiled", "--sparse", "on"],
@@ -405,31 +393,7 @@ def _wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: floa
                          ids=["B=1", "B=10-sparse", "full-batch-sparse", "B=100-sparse"])
 @pytest.mark.slow  # a subprocess, Dask or the simulator
 def test_sigkill_and_resume_are_bit_identical(path: list[str], tmp_path: Path) -> None:
-    argv = [*SYN, *path]
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "fastmlp", *argv, "--epochs", "100000",
-                             "--checkpoint-every", "1", "--out", str(killed), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
-    try:
-        _wait_for_epoch(killed, 2, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    at = load_checkpoint(killed)["epoch"]
-    target = at + 2
-    assert main(["train", "--resume", str(killed), "--epochs", str(target), "--quiet"]) == 0
-    whole = tmp_path / "whole"
-    assert main([*argv, "--epochs", str(target), "--out", str(whole), "--quiet"]) == 0
-    with np.load(killed / "model.npz") as fa, np.load(whole / "model.npz") as fb:
-        for name in PARAMS:
-            assert np.array_equal(fa[name], fb[name]), name
-    ha, hb = (json.loads((d / "history.json").read_text()) for d in (killed, whole))
-    assert ha["train_loss"] == hb["train_loss"] and ha["final"] == hb["final"]
-    assert ha["config"]["resumed_at_epoch"] == [at]
+    _, ha, _ = kill_resume_and_compare([*SYN, *path], tmp_path)
     if "--compiled" in path:
         assert ha["config"]["plan"]["strategy"] == "compiled-steps"
 
