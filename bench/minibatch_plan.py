@@ -60,7 +60,8 @@ def trainer_for(data: Dataset, H: int, B: int, strategy: str) -> Trainer:
     plan = make_plan(model, [data.train.x, data.valid.x, data.test.x], batch_size=B,
                      compiled=False)
     threads = {"per-step": None, "compiled-steps": steps.threads_for(H, B),
-               "compiled-minibatch": compiled_minibatch.threads_for(H, B)}[strategy]
+               "compiled-minibatch": compiled_minibatch.threads_for(
+                   H, B, compiled_minibatch.rows_form(plan.products))}[strategy]
     plan = dataclasses.replace(plan, strategy=strategy, strategy_reason=strategy,
                                threads=threads)
     return Trainer(model, data, lr=0.01, momentum=0.9, batch_size=B, plan=plan)

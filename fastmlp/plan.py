@@ -216,6 +216,16 @@ def make_plan(model: Any, features: list[np.ndarray], *, batch_size: int | None,
     products = sparse_products.resolve_sparse(sparse, model, features)
     strategy, strategy_reason = choose_strategy(compiled, backend, model.n_hidden, batch,
                                                 products.products)
+    from .strategies.compiled_minibatch import SPARSE_MIN_HIDDEN, rows_form, threads_for
+
+    if (strategy == "compiled-minibatch" and sparse == "auto" and products.products != "dense"
+            and model.n_hidden < SPARSE_MIN_HIDDEN):
+        dense = choose_strategy(compiled, backend, model.n_hidden, batch, "dense")
+        if dense[0] == strategy:  # the same strategy on dense rows: their faster products
+            strategy, strategy_reason = dense
+            products = sparse_products.Choice(
+                "dense", f"dense: the compiled minibatch epoch's products are faster on dense "
+                f"rows below {SPARSE_MIN_HIDDEN} hidden units ({products.reason})")
     threads = None
     products_reason = products.reason
     if strategy == "compiled-steps":
@@ -224,9 +234,7 @@ def make_plan(model: Any, features: list[np.ndarray], *, batch_size: int | None,
         threads = steps.threads_for(model.n_hidden, batch)
         products_reason += sparse_products.COMPILED_STEPS_NOTE
     elif strategy == "compiled-minibatch":
-        from .strategies.compiled_minibatch import threads_for
-
-        threads = threads_for(model.n_hidden, batch)
+        threads = threads_for(model.n_hidden, batch, rows_form(products.products))
     return Plan(device=backend.describe(), batch_size=batch, strategy=strategy,
                 strategy_reason=strategy_reason, products=products.products,
                 products_reason=products_reason, threads=threads, constants=products.constants)

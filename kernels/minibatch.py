@@ -39,22 +39,26 @@ gradient's row blocks, or the sparse products' own order): float64 parameters
 agree to 1e-10 relative after epochs (tests/test_compiled_minibatch.py). Subnormals: the call
 runs with FTZ/DAZ set on x86 (fpenv.py), and v, do, dz are flushed explicitly as elsewhere.
 
-Threads (``workspace(threads=T)``), sparse and offset rows: the hidden units split into T
-blocks, one per thread, in one parallel region per step: each block runs the previous step's
-backward pass and Wh update, then this step's forward product, over its own columns of Wh, vWh,
-Z and u only; the head and the small parameters' updates run between regions, serially. Each
-output element is summed by one thread in the same order whatever T is, so the result does not
-depend on T. On the shared 2-core development machine two threads lost at every measured point
-(bench/minibatch_threads.py), so the driver's default is one
-(``fastmlp.strategies.compiled_minibatch.THREADED_STEP_WORK``). Dense rows run on one thread
-whatever T is, OpenBLAS's products included (``blas.threads(1)`` around the call): OpenBLAS
-gives other bits for a product cut into column blocks, or run on another number of its own
-threads, so neither kind of thread would keep the result independent of T; and OpenBLAS's two
-threads made the two products 2.7-8.5× slower at eight of the JAX comparison's nine dense points
-on the loaded 2-core machine, as fast at the ninth (bench/results/minibatch_vs_jax/blas_dense.txt).
+Threads: the hidden units split into ``blocks`` (``workspace(blocks=...)``), and a team of up
+to that many threads (``runtime.run_team``; kernels/team.py) runs the whole call, each thread
+the same compiled function on its blocks, meeting at two barriers a step (a spin on a shared
+counter, ~0.1 µs on the 2-core VM: a Numba parallel region per step cost 10-60 µs, which lost
+to one thread everywhere):
+- each block: the previous step's backward pass and Wh update, then this step's forward product,
+  over its own columns of Wh, vWh, Z and u only;
+- barrier; thread 0: the small parameters' updates and the head; the last thread meanwhile the
+  next step's rows (sparse: this step's nonzeros by feature; dense: the next step's rows
+  gathered); barrier.
+Each element is summed by one block in one order, so the team's size never changes a bit. Sparse
+and offset rows: nor do the blocks. Dense rows: OpenBLAS sums a product cut into column blocks in
+another order (its micro-kernels' edges), so the blocks do change bits there; the threads still
+do not, and OpenBLAS runs on the calling thread (``blas.threads(1)``), since its own threads
+change bits too and made these small products 2.7-8.5× slower on the loaded 2-core machine
+(bench/results/minibatch_vs_jax/blas_dense.txt). How many threads:
+``fastmlp.strategies.compiled_minibatch.threads_for``, measured.
 
-Compile time: the kernel is compiled per form of the rows (dense; sparse and offset share one)
-and, sparse rows, per serial/threaded, only the one a run uses, once per dtype
+Compile time: the kernel is compiled per form of the rows (dense; sparse and offset share one),
+only the one a run uses, once per dtype, one compilation for any number of threads
 (``_specialise``); the dense one under a name that says which ``gemm`` it calls
 (``BLAS.tag``). Its helpers are compiled functions of their own, called, not
 ``inline="always"`` (Numba inlines such a helper by re-typing its body at every call site; LLVM
@@ -75,7 +79,7 @@ import types
 
 import numba
 import numpy as np
-from numba import prange, uintp
+from numba import uintp
 
 from . import activation_id
 from .blas import BLAS, gemm
@@ -85,7 +89,9 @@ from .minibatch_head import _head
 from .pieces import column_starts, count_columns, scatter_by_column
 from .pieces import flush as _flush
 from .runtime import JIT as _JIT
+from .runtime import run_team, split
 from .sparse import _axpy_run
+from .team import barrier
 
 DENSE, SPARSE, OFFSET = 0, 1, 2
 MODES = {"dense": DENSE, "sparse": SPARSE, "offset": OFFSET}
@@ -218,7 +224,7 @@ def _backward_rows_sparse(X, order, a, nb, cptr, crow, cval, D, G, g, Xb, Wh, vW
                      h1)
 
 
-# what _chunk_kernel calls for the two products; each compilation binds its own (_specialise)
+# what _chunk_share calls for the two products; each compilation binds its own (_specialise)
 _forward, _backward = _forward_rows_dense, _backward_rows_dense
 
 
@@ -236,37 +242,43 @@ def _no_gather(X, order, a, nb, Xb):
 _transpose, _gather = _transpose_batch, _gather_rows
 
 
-def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act, lr, mu, zero,
-                  one, tiny, scales, nblk, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, Z, o, G, Xb,
-                  u, cnt, cptr, crow, cval, WoT, dWoT, dh, pad, dWo, dWo_flat, dbo, dbh, bstats,
-                  stats):
-    saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), here and in each parallel block
+def _chunk_share(t, T, sync, mode, X, y, indptr, indices, values, c, order, s0, s1, B, act, lr,
+                 mu, zero, one, tiny, scales, nblk, Wh, bh, Wo, bo, vWh, vbh, vWo, vbo, Z, o, G,
+                 Xb, u, cnt, cptr, crow, cval, WoT, dWoT, dh, pad, dWo, dWo_flat, dbo, dbh,
+                 bstats, stats):
+    # thread t of a team of T (runtime.run_team) running steps [s0, s1): it owns blocks
+    # split(nblk, t, T) of the nblk blocks of hidden units; the team meets at two barriers a step
+    saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), on every thread of the team
     F, H = Wh.shape
     n = order.shape[0]
-    HB = (H + nblk - 1) // nblk  # hidden units per block: one block per thread
+    HB = (H + nblk - 1) // nblk  # hidden units per block
+    b0, b1 = split(nblk, t, T)
+    last = t == T - 1  # the thread that prepares the next step's rows beside thread 0's head
     vWo_flat = vWo.reshape(-1)
     Wo_flat = Wo.reshape(-1)
+    passed = 0  # barriers this thread has passed in the call
     if mode == 2 and s0 < s1:  # u = cᵀ·Wh for the first step; later steps' comes from updates
-        for j in range(H):
+        h0, h1 = b0 * HB, min(H, b1 * HB)  # this thread's blocks' columns
+        for j in range(h0, h1):
             u[j] = zero
         for k in range(F):
             ck = c[k]
             if ck != zero:
-                for j in range(H):
+                for j in range(h0, h1):
                     u[j] += ck * Wh[k, j]
+    if last and s0 < s1:  # the first step's rows (dense rows: gathered; else none)
+        _gather(X, order, s0 * B, min(s0 * B + B, n) - s0 * B, Xb[s0 & 1])
+    passed = barrier(sync, T, passed)
     nb_prev = s0 - s0  # an int64 variable, not the literal 0 (a second compile of _backward)
     for s in range(s0, s1 + 1):
         have_prev = s > s0
         have_cur = s < s1
         a = s * B
         nb = min(a + B, n) - a if have_cur else 0
-        if have_cur:  # dense rows: gathered beside the previous step's, which its backward reads
-            _gather(X, order, a, nb, Xb[s & 1])
-        # one parallel region per step: each block of hidden units takes the previous step's
-        # backward pass and Wh update, then this step's Z = Xb·Wh (no bias: the head adds it),
-        # which reads only its own block's columns of Wh (and of u)
-        for blk in prange(nblk):
-            fp = ftz_on()
+        # each block of hidden units: the previous step's backward pass and Wh update, then
+        # this step's Z = Xb·Wh (no bias: the head adds it), which reads only its own block's
+        # columns of Wh (and of u); so each entry is summed in the same order whatever T is
+        for blk in range(b0, b1):
             h0 = blk * HB
             h1 = min(H, h0 + HB)
             if have_prev:
@@ -275,47 +287,50 @@ def _chunk_kernel(mode, X, y, indptr, indices, values, c, order, s0, s1, B, act,
             if have_cur:
                 _forward(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, Xb[s & 1],
                          zero, h0, h1)
-            ftz_restore(fp)
-        if have_prev:  # the previous step's other parameters, from the head's gradients
-            _small_momentum(bh, vbh, dbh, lr, mu, tiny, zero)
-            _small_momentum(Wo_flat, vWo_flat, dWo_flat, lr, mu, tiny, zero)
-            _small_momentum(bo, vbo, dbo, lr, mu, tiny, zero)
+        passed = barrier(sync, T, passed)
+        if t == 0:
+            if have_prev:  # the previous step's other parameters, from the head's gradients
+                _small_momentum(bh, vbh, dbh, lr, mu, tiny, zero)
+                _small_momentum(Wo_flat, vWo_flat, dWo_flat, lr, mu, tiny, zero)
+                _small_momentum(bo, vbo, dbo, lr, mu, tiny, zero)
+            if have_cur:  # the per-step path's head: dZ over Z, dWo, dbo, dbh, the batch's stats
+                _head(Z, nb, bh, Wo, bo, y, order, a, act, scales[nb], zero, one, tiny, WoT, o,
+                      dh, dWoT, pad, dWo, dbo, dbh, bstats)
+                # added step by step, as the per-step path adds its batches': the epoch's sums
+                # do not depend on how it is cut into calls (a resumed run records the same)
+                stats[0] += bstats[0, 0]
+                stats[1] += bstats[0, 1]
         if not have_cur:
             break
-        # the per-step path's head: dZ over Z, dWo, dbo, dbh, the batch's stats
-        _head(Z, nb, bh, Wo, bo, y, order, a, act, scales[nb], zero, one, tiny, WoT, o, dh,
-              dWoT, pad, dWo, dbo, dbh, bstats)
-        # added step by step, as the per-step path adds its batches': the epoch's sums do not
-        # depend on how it is cut into calls (a resumed run records the same losses)
-        stats[0] += bstats[0, 0]
-        stats[1] += bstats[0, 1]
-        if mode != 0:  # the batch's nonzeros feature by feature, for its backward pass
+        if last:  # this step's nonzeros by feature for its backward pass (sparse and offset
+            # rows), the next step's rows gathered beside this one's (dense rows)
             _transpose(order, a, nb, indptr, indices, values, cnt, cptr, crow, cval)
+            if s + 1 < s1:
+                _gather(X, order, a + B, min(a + 2 * B, n) - a - B, Xb[(s + 1) & 1])
+        passed = barrier(sync, T, passed)
         nb_prev = nb
     ftz_restore(saved)
 
 
-def _specialise(name: str, dense: bool, parallel: bool):
-    # _chunk_kernel compiled with its products bound to one form of the rows, serial or with
-    # threads: a run compiles the one it uses only (each compilation costs seconds), and the
-    # dense one compiles no sparse code. A copy of the function under its own name (its own
-    # on-disk cache), reading _forward/_backward/_transpose from its own globals.
-    fn = _chunk_kernel
+def _specialise(name: str, dense: bool):
+    # _chunk_share compiled with its products bound to one form of the rows: a run compiles the
+    # one it uses only (each compilation costs seconds), and the dense one compiles no sparse
+    # code. A copy of the function under its own name (its own on-disk cache), reading
+    # _forward/_backward/_transpose/_gather from its own globals.
+    fn = _chunk_share
     scope = dict(fn.__globals__, _forward=_forward_rows_dense if dense else _forward_rows_sparse,
                  _backward=_backward_rows_dense if dense else _backward_rows_sparse,
                  _transpose=_no_transpose if dense else _transpose_batch,
                  _gather=_gather_rows if dense else _no_gather)
     copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__, fn.__closure__)
     copy.__qualname__ = name
-    return numba.njit(**dict(_JIT, parallel=parallel))(copy)
+    return numba.njit(**_SERIAL)(copy)
 
 
-# (dense rows?, threads?) -> the compilation; offset rows run the sparse ones, dense rows the
-# serial one
+# dense rows? -> the compilation; offset rows run the sparse one
 _CHUNK_KERNELS = {
-    (True, False): _specialise(f"_chunk_dense_{BLAS.tag}", True, False),
-    (False, False): _specialise("_chunk_sparse", False, False),
-    (False, True): _specialise("_chunk_sparse_threads", False, True),
+    True: _specialise(f"_chunk_dense_{BLAS.tag}", True),
+    False: _specialise("_chunk_sparse", False),
 }
 
 
@@ -324,19 +339,20 @@ def grad_rows(F: int, H: int) -> int:
     return max(1, min(F, GRAD_ENTRIES // max(H, 1)))
 
 
-def workspace(B: int, F: int, H: int, K: int, dtype, nnz_max: int = 0, threads: int = 1) -> dict:
+def workspace(B: int, F: int, H: int, K: int, dtype, nnz_max: int = 0, blocks: int = 1) -> dict:
     """Every buffer :func:`train_chunk` needs for batches of up to ``B`` rows of F features, H
     hidden units, K classes in ``dtype``; ``nnz_max``: the most nonzeros any B training rows
-    hold together (sparse and offset rows; ``kernels.sparse.max_rows_nnz``); ``threads``: the
-    blocks of hidden units each step is split into, one per thread (sparse and offset rows;
-    dense rows run on one). Allocated once, but for dense rows' gathered rows and gradient
-    rows, sized by :func:`train_chunk`'s first dense call."""
+    hold together (sparse and offset rows; ``kernels.sparse.max_rows_nnz``); ``blocks``: the
+    blocks of hidden units each step's products are split into (at most one thread each; the
+    results depend on the blocks of dense rows, not on the threads). Allocated once, but for
+    dense rows' gathered rows and gradient rows, sized by :func:`train_chunk`'s first dense
+    call."""
     dt = np.dtype(dtype)
     dWo = np.empty(H * K, dt)
     return {
         "Z": np.empty((B, H), dt), "o": np.empty((4, K), dt),
         "dh": np.empty((4, H), dt), "pad": np.zeros(H, dt),
-        "G": np.empty((max(1, min(threads, H)), H), dt),  # a gradient row per thread
+        "G": np.empty((max(1, min(blocks, H)), H), dt),  # a gradient row per block
         "Xb": np.empty((2, 0, F), dt),  # two steps' gathered rows (dense: sized at first use)
         "u": np.zeros(H, dt), "cnt": np.empty(F + 1, np.int64), "cptr": np.empty(F + 1, np.int64),
         "crow": np.empty(max(nnz_max, 1), np.int32), "cval": np.empty(max(nnz_max, 1), dt),
@@ -350,7 +366,7 @@ def workspace(B: int, F: int, H: int, K: int, dtype, nnz_max: int = 0, threads: 
 
 def train_chunk(mode: str, X, y, rows: tuple, c, order, s0: int, s1: int, B: int,
                 params: dict, velocity: dict, activation: str, lr: float, mu: float, ws: dict,
-                stats) -> None:
+                stats, threads: int = 1) -> None:
     """Training steps s0..s1-1 of an epoch, in one compiled call.
 
     ``mode``: "dense" (X's rows as they are), "sparse" (``rows``: the CSR ``(indptr, indices,
@@ -361,8 +377,9 @@ def train_chunk(mode: str, X, y, rows: tuple, c, order, s0: int, s1: int, B: int
     views ``Wh (F, H), bh (1, H), Wo (H, K), bo (1, K)`` of the flat parameter and velocity
     buffers, updated in place (v ← mu·v + lr·g; W ← W − v, every parameter every step).
     ``ws``: :func:`workspace` for B; ``stats`` (2,) float64 gets the steps' summed cross-entropy
-    and correct count added, step by step. Steps (and the sums) are independent of how an epoch is
-    cut into calls.
+    and correct count added, step by step. ``threads``: the team's size (at most the
+    workspace's blocks; ``runtime.run_team``). Steps (and the sums) are independent of how an
+    epoch is cut into calls and of ``threads``.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -373,19 +390,20 @@ def train_chunk(mode: str, X, y, rows: tuple, c, order, s0: int, s1: int, B: int
         raise ValueError("the workspace is for smaller batches or another dtype")
     indptr, indices, values = rows
     Xb, G = ws["Xb"], ws["G"]
-    nblk = G.shape[0]  # blocks of hidden units, one per thread
-    if mode == "dense":  # one thread, OpenBLAS's included: the docstring's "Threads"
-        nblk = 1
+    nblk = G.shape[0]  # blocks of hidden units
+    if mode == "dense":
         if Xb.shape[1] < B:  # sized at the first dense call
             Xb = ws["Xb"] = np.empty((2, ws["Z"].shape[0], Wh.shape[0]), Wh.dtype)
-            ws["G_rows"] = np.empty((1, grad_rows(*Wh.shape), Wh.shape[1]), Wh.dtype)
+            ws["G_rows"] = np.empty((nblk, grad_rows(*Wh.shape), Wh.shape[1]), Wh.dtype)
         G = ws["G_rows"]
-    kernel = _CHUNK_KERNELS[mode == "dense", nblk > 1]
-    with blas_threads(1):  # the products are small and many: no wake-ups of OpenBLAS's pool
-        kernel(MODES[mode], X, y, indptr, indices, values, c, order, s0, s1, B,
-               activation_id(activation), dt(lr), dt(mu), dt(0), dt(1),
-               dt(np.finfo(Wh.dtype).tiny), ws["scales"], nblk, Wh, bh.reshape(-1), Wo,
-               bo.reshape(-1), vWh, vbh.reshape(-1), vWo, vbo.reshape(-1), ws["Z"], ws["o"],
-               G, Xb, ws["u"], ws["cnt"], ws["cptr"], ws["crow"], ws["cval"], ws["WoT"],
-               ws["dWoT"], ws["dh"], ws["pad"], ws["dWo"], ws["dWo_flat"], ws["dbo"], ws["dbh"],
-               ws["bstats"], stats)
+    sync = np.zeros(1, np.int64)  # the team's barrier counter
+    # OpenBLAS on the calling thread: the products are small and many (no wake-ups of its
+    # pool), and its own threads would change the bits (the docstring's "Threads")
+    with blas_threads(1):
+        run_team(_CHUNK_KERNELS[mode == "dense"], max(1, min(threads, nblk)), sync, MODES[mode],
+                 X, y, indptr, indices, values, c, order, s0, s1, B, activation_id(activation),
+                 dt(lr), dt(mu), dt(0), dt(1), dt(np.finfo(Wh.dtype).tiny), ws["scales"], nblk,
+                 Wh, bh.reshape(-1), Wo, bo.reshape(-1), vWh, vbh.reshape(-1), vWo,
+                 vbo.reshape(-1), ws["Z"], ws["o"], G, Xb, ws["u"], ws["cnt"], ws["cptr"],
+                 ws["crow"], ws["cval"], ws["WoT"], ws["dWoT"], ws["dh"], ws["pad"], ws["dWo"],
+                 ws["dWo_flat"], ws["dbo"], ws["dbh"], ws["bstats"], stats)

@@ -4,10 +4,12 @@
   the kernels that need a barrier inside one call (kernels/steps.py and kernels/minibatch.py, one
   parallel region per step; :func:`serial_twin` makes such a kernel without threads).
 - :func:`run_shares`: a kernel's call split between threads by a plain Python thread pool, each
-  thread running the same serial compiled function on its share. Numba's ``parallel=True``
-  compilation re-optimises a kernel's callees and runs its parfor passes, which cost about as
-  much again as compiling the work itself (most of a first run's wait); this way only serial
-  kernels compile, and a kernel and its one-thread form are one compilation.
+  thread running the same serial compiled function on its share; :func:`run_team`, the same for
+  kernels whose threads meet at barriers inside the call (kernels/team.py). Numba's
+  ``parallel=True`` compilation re-optimises a kernel's callees and runs its parfor passes,
+  which cost about as much again as compiling the work itself (most of a first run's wait);
+  this way only serial kernels compile, and a kernel and its one-thread form are one
+  compilation.
 - :func:`threads_for`: the thread policy, the one rule that sizes the per-thread work.
 - :class:`Workspaces`: a self-clearing cache of per-shape buffers, keyed on the calling thread.
 - :func:`compiled_signatures`: what has been compiled so far (first-run cost, tests).
@@ -56,6 +58,10 @@ SPARSE_PRODUCTS = 32_768  # nonzeros × H per thread, for the sparse products
 NONZERO_ROWS = 1  # rows per thread for the CSR builder: always threaded
 STEP_PRODUCTS = 8_000  # B × H per thread for a compiled training step (~60 µs to wake a thread)
 TRANSPOSE_BLOCKS = 1  # row blocks per thread when transposing a CSR (one block: serial)
+# B × H per thread for a compiled minibatch step (kernels/minibatch.py's team, two barriers a
+# step), by the form of its rows: sparse rows' blocks each sweep all F features, so they need more
+TEAM_STEP_DENSE = 1_000
+TEAM_STEP_SPARSE = 3_000
 
 
 def threads_for(work: int, grain: int) -> int:
@@ -125,8 +131,11 @@ class _Pool:
         self.gos: list = []  # the workers' go locks
         self.calls = 0
 
-    def run(self, kernel: Callable, shares: int, args: tuple) -> None:
+    def run(self, kernel: Callable, shares: int, args: tuple, team: bool = False) -> None:
         if shares <= 1 or not self.lock.acquire(blocking=False):
+            if team:  # its shares wait for each other: one thread runs them all as one share
+                kernel(0, 1, *args)
+                return
             for t in range(shares):
                 kernel(t, shares, *args)
             return
@@ -179,6 +188,15 @@ def run_shares(kernel: Callable, shares: int, *args) -> None:
     t of the call's work and writes it where no other share writes, so the result does not
     depend on which thread runs which share. ``shares``: :func:`threads_for`."""
     _pool.run(kernel, shares, args)
+
+
+def run_team(kernel: Callable, threads: int, *args) -> None:
+    """``kernel(t, threads, *args)`` for t in ``range(threads)``, all at once (t = 0 on the
+    calling thread): a team whose members wait for each other inside the call
+    (kernels/team.py's barrier), so they must all run together. Where the pool is busy (another
+    thread's call) or ``threads`` is 1, ``kernel(0, 1, *args)`` does the whole work on the calling
+    thread instead: ``kernel`` must compute the same whatever its team's size."""
+    _pool.run(kernel, threads, args, team=True)
 
 
 # -- per-shape buffers ----------------------------------------------------------------------------

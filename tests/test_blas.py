@@ -115,7 +115,7 @@ sys.path.insert(0, {str(tests)!r})
 from fastmlp.kernels import blas, minibatch
 assert not blas.BLAS.found and blas.gemm is blas.gemm_loops, blas.BLAS
 assert "Numba loops" in blas.BLAS.describe() and blas.BLAS.tag == "loops"
-assert minibatch._CHUNK_KERNELS[True, False].py_func.__name__ == "_chunk_dense_loops"
+assert minibatch._CHUNK_KERNELS[True].py_func.__name__ == "_chunk_dense_loops"
 from test_compiled_minibatch import assert_agree, compiled, dataset, per_step
 data = dataset("dense", 61, 23, 10)
 fast = compiled(data, 37, 7, "relu", 0.9, 2)

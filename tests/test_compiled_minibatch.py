@@ -195,15 +195,37 @@ def test_calls_of_any_length_give_the_same_epoch() -> None:
         assert records == results[0][2]  # the losses too: summed step by step
 
 
-@pytest.mark.parametrize("kind", ["dense", "offset"])
-def test_threads_do_not_change_a_bit(kind: str) -> None:
-    # each element is summed by one block in one order, whatever the blocks
+@pytest.mark.parametrize("kind", ["sparse", "offset"])
+def test_blocks_do_not_change_a_bit(kind: str) -> None:
+    # sparse products: each element is summed by one block in one order, whatever the blocks
     data = dataset(kind, 211, 23, 10)
     (m1, t1, h1), (m2, t2, h2) = (compiled(data, 37, 7, "relu", 0.9, 2, form=kind, threads=t)
                                   for t in (1, 2))
     np.testing.assert_array_equal(m1.params, m2.params)
     np.testing.assert_array_equal(t1.velocity, t2.velocity)
     assert h1.train_loss == h2.train_loss
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "offset"])
+def test_the_team_size_does_not_change_a_bit(kind: str) -> None:
+    # the same two blocks of hidden units run in turn on one thread or by a team of two that
+    # meets at barriers (dense rows too: OpenBLAS's bits depend on the blocks, not the threads)
+    data = dataset(kind, 211, 23, 10)
+    most = numba.config.NUMBA_NUM_THREADS
+    before = numba.get_num_threads()
+    runs = []
+    try:
+        for team in sorted({1, min(2, most)}):
+            numba.set_num_threads(team)
+            runs.append(compiled(data, 37, 7, "relu", 0.9, 2, form=kind, threads=2))
+            assert runs[-1][1].strategy.threads == team
+            assert runs[-1][1].strategy.blocks == 2
+    finally:
+        numba.set_num_threads(before)
+    for m, t, h in runs[1:]:
+        np.testing.assert_array_equal(m.params, runs[0][0].params)
+        np.testing.assert_array_equal(t.velocity, runs[0][1].velocity)
+        assert h.train_loss == runs[0][2].train_loss
 
 
 def test_progress_moves_within_a_long_epoch() -> None:

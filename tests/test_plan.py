@@ -203,3 +203,26 @@ def test_the_header_says_which_minibatch_strategy_runs_and_why(tmp_path: Path) -
     fastmlp.run(config, log=lines.append)
     assert "loop:     compiled minibatch epochs: batch size 20, dense rows" in lines
     assert "products: dense (asked for)" in lines
+
+
+@pytest.mark.parametrize(("hidden", "sparse", "products"), [
+    (64, "auto", "dense"),  # below SPARSE_MIN_HIDDEN the compiled minibatch epoch's gemm wins
+    (64, "on", "sparse"),  # asked for: kept
+    (strategies.compiled_minibatch.SPARSE_MIN_HIDDEN, "auto", "sparse"),
+])
+def test_the_compiled_minibatch_epoch_reads_small_networks_rows_dense(
+        hidden: int, sparse: str, products: str) -> None:
+    rng = np.random.default_rng(0)
+    rows = np.where(rng.uniform(size=(300, 40)) < 0.1, rng.uniform(size=(300, 40)), 0.0)
+    model = fastmlp.MLP(40, hidden, 10)
+    plan = make_plan(model, [rows, rows[:20]], batch_size=32, sparse=sparse)
+    assert plan.strategy == "compiled-minibatch"
+    assert plan.products == products, plan.products_reason
+    if products == "dense":  # the rows' own density still said, and why it is not used
+        assert "faster on dense rows below" in plan.products_reason
+        assert "sparse: density 0.10" in plan.products_reason
+    trainer = Trainer(model, fastmlp.Dataset("rows", fastmlp.datasets.Split(rows, np.zeros(
+        300, np.int64)), fastmlp.datasets.Split(rows[:20], np.zeros(20, np.int64)),
+        fastmlp.datasets.Split(rows[:20], np.zeros(20, np.int64)), n_classes=10),
+        batch_size=32, plan=plan)
+    assert trainer.strategy.mode == products

@@ -7,7 +7,7 @@ import time
 import numba
 import numpy as np
 import pytest
-from fastmlp.kernels import runtime
+from fastmlp.kernels import runtime, team
 from fastmlp.kernels.runtime import run_shares
 
 
@@ -120,3 +120,65 @@ def test_a_forked_child_starts_its_own_pool():
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     pytest.fail("the child's call did not return: it waited for the parent's threads")
+
+
+# -- teams: shares that meet at barriers (kernels/team.py) ------------------------------------
+
+
+@numba.njit(**runtime.SERIAL_JIT)
+def _team_rounds(t, T, sync, counts, seen_wrong, rounds):
+    # each round every member counts itself, meets the others, and checks it sees all counts
+    passed = 0
+    for r in range(rounds):
+        counts[t] += 1
+        passed = team.barrier(sync, T, passed)
+        for q in range(T):
+            if counts[q] != r + 1:
+                seen_wrong[0] += 1
+        passed = team.barrier(sync, T, passed)
+
+
+@pytest.mark.parametrize("members", [1, 2, 3])
+def test_a_team_meets_at_every_barrier(members):
+    # three members on two cores too: a waiting member yields its core, so the team still ends
+    sync, counts, wrong = np.zeros(1, np.int64), np.zeros(members, np.int64), np.zeros(1, np.int64)
+    rounds = 2000
+    runtime.run_team(_team_rounds, members, sync, counts, wrong, rounds)
+    assert counts.tolist() == [rounds] * members
+    assert wrong[0] == 0  # no member ran ahead of another
+    assert sync[0] == 2 * rounds * members
+
+
+def test_atomic_add_returns_the_old_value():
+    @numba.njit
+    def add_twice(a):
+        return team.atomic_add(a, 1, 5), team.atomic_add(a, 1, -2), team.atomic_load(a, 1)
+
+    a = np.zeros(3, np.int64)
+    assert add_twice(a) == (0, 5, 3)
+    assert a.tolist() == [0, 3, 0]
+
+
+def test_a_team_that_finds_the_pool_busy_runs_as_one_member():
+    # a team's members wait for each other, so they cannot run one after another: one member
+    # (t = 0 of 1) does the whole call instead
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def slow(t, T):
+        if t == 1:
+            started.set()
+            release.wait(5)
+
+    def member(t, T):
+        calls.append((t, T, threading.get_ident()))
+
+    other = threading.Thread(target=run_shares, args=(slow, 2))
+    other.start()
+    try:
+        assert started.wait(5)
+        runtime.run_team(member, 2)
+        assert calls == [(0, 1, threading.get_ident())]
+    finally:
+        release.set()
+        other.join()

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 from ..errors import FastMLPError, is_int
-from ..kernels import CSR
+from ..kernels import CSR, runtime
 from ..kernels import minibatch as kmb
 from ..kernels import offset as koffset
 from ..kernels import sparse as ksparse
@@ -34,12 +34,14 @@ ROWS_OF_PRODUCTS = {"dense": "dense", "sparse": "sparse", "offset": "offset"}
 # Density of the rows' nonzeros (or of their entries off the constant) below which "auto" reads
 # only those: the sparse products' crossover (fastmlp/sparse.py's SPARSE_MAX_DENSITY).
 MAX_DENSITY = 0.3
+# Below this many hidden units the plan (and "auto") reads sparse and offset rows (MNIST in
+# [0, 1], in [-1, 1]) dense for the compiled minibatch epoch: its gemm products beat its sparse
+# ones there. Quiet 2-core EPYC, 20 000 MNIST rows, float32, B 10-100, the best team size of each
+# form (bench/minibatch_forms.py, bench/results/minibatch_forms/team_quiet.txt): dense over
+# sparse/offset at H = 64: 1.41-1.74x; H = 300: 0.88-1.17x (a tie: the rows' form kept);
+# H = 1000: 0.74-1.26x
+SPARSE_MIN_HIDDEN = 256
 MAX_BATCH = 512  # the kernel's tested range; the per-step path serves larger batches
-# B·H from which steps split their hidden units between threads. None: never by default. On
-# the shared 2-core development machine (load 12-13) two threads ran at 0.35-0.84x of one at
-# every point of the JAX comparison (784-{64,300,1000}-10, B 10-100, MNIST and dense rows;
-# bench/minibatch_threads.py): re-measure on a quiet machine and set the crossover here.
-THREADED_STEP_WORK: int | None = None
 CALL_SECONDS = 0.1  # a call's length to aim at: the progress bar moves, Ctrl-C is heard soon
 
 
@@ -52,26 +54,32 @@ def rows_form(products: str) -> str:
                            f"products {products!r}") from None
 
 
-def threads_for(H: int, B: int) -> int:
-    """Threads for an epoch of steps of B rows and H hidden units: Numba's all from
-    :data:`THREADED_STEP_WORK` rows × hidden units per step, else one (each step is one parallel
-    region, whose wake-up costs more than a small step's work)."""
-    if THREADED_STEP_WORK is None or B * H < THREADED_STEP_WORK:
-        return 1
-    return numba.get_num_threads()
+def threads_for(H: int, B: int, rows: str = "sparse") -> int:
+    """Threads for an epoch of steps of B rows and H hidden units read in the form ``rows``
+    ("dense", "sparse", "offset"): one per grain of B·H (``runtime.TEAM_STEP_DENSE`` or
+    ``TEAM_STEP_SPARSE``) up to Numba's thread count. Each thread takes a block of hidden
+    units; the team meets at two barriers a step, which small steps cannot pay for. Measured on
+    the 2-core development machine, one thread against two (bench/minibatch_threads.py,
+    bench/results/minibatch_threads/): dense rows won from B·H ~2 000, sparse ones from ~6 000."""
+    grain = runtime.TEAM_STEP_DENSE if rows == "dense" else runtime.TEAM_STEP_SPARSE
+    return runtime.threads_for(B * H, grain)
 
 
 def choose_rows(X: np.ndarray, rows: str = "auto", nonzeros: CSR | None = None,
-                constants: np.ndarray | None = None
+                constants: np.ndarray | None = None, n_hidden: int | None = None
                 ) -> tuple[str, CSR | None, np.ndarray | None, str]:
     """The form the kernel reads the rows X (n, F) in: ("dense" | "sparse" | "offset", the CSR
     of the nonzeros or of X − 1·cᵀ, c, a one-line reason for logs). ``nonzeros``: the CSR
     built already (the products'): of X, or of X − 1·cᵀ with ``constants`` c (F,); used
-    rather than built again where it is of the form asked for."""
+    rather than built again where it is of the form asked for. "auto" with ``n_hidden`` below
+    ``SPARSE_MIN_HIDDEN``: dense, the plan's rule (its gemm products win)."""
     if rows not in ROW_FORMS:
         raise FastMLPError(f"rows must be one of {', '.join(ROW_FORMS)}, got {rows!r}")
     if rows == "dense":
         return "dense", None, None, "dense (asked for)"
+    if rows == "auto" and n_hidden is not None and n_hidden < SPARSE_MIN_HIDDEN:
+        return "dense", None, None, (f"dense: {n_hidden} hidden units < "
+                                     f"{SPARSE_MIN_HIDDEN}")
     if rows == "sparse":  # no constants to find
         csr = ksparse.csr(X) if nonzeros is None or constants is not None else nonzeros
         return "sparse", csr, None, f"sparse: density {ksparse.density(csr):.2f}"
@@ -128,11 +136,8 @@ class CompiledMinibatch(EpochStrategy):
                                f"{MAX_BATCH} (and at most the {n} rows), got {batch_size!r}")
         super().__init__(model, rows, velocity, **kwargs)
         self.batch_size = int(batch_size)
-        if threads is None:
-            threads = threads_for(model.n_hidden, self.batch_size)
-        if not is_int(threads) or threads < 1:
+        if threads is not None and (not is_int(threads) or threads < 1):
             raise FastMLPError(f"threads must be a positive integer, got {threads!r}")
-        self.threads = min(int(threads), numba.get_num_threads(), model.n_hidden)
         if velocity.shape != (model.n_params,) or velocity.dtype != np.dtype(model.dtype):
             raise FastMLPError(f"velocity must be a flat ({model.n_params},) {model.dtype} "
                                f"array, got {velocity.shape} {velocity.dtype}")
@@ -142,7 +147,13 @@ class CompiledMinibatch(EpochStrategy):
         nonzeros, constants = ((rows.sparse.train, rows.sparse.constants)
                                if rows.sparse is not None else (None, None))
         self.mode, csr, c, self.rows_reason = choose_rows(X_train, rows_form, nonzeros,
-                                                          constants)
+                                                          constants, model.n_hidden)
+        if threads is None:
+            threads = threads_for(model.n_hidden, self.batch_size, self.mode)
+        # blocks of hidden units per step (the dense products' bits depend on them), at most a
+        # thread each; fewer threads than blocks (Numba's count lowered) run them in turn
+        self.blocks = min(int(threads), model.n_hidden)
+        self.threads = min(self.blocks, numba.get_num_threads())
         dt = np.dtype(model.dtype)
         if csr is None:
             csr = CSR(np.zeros(1, np.int64), np.zeros(1, np.int32), np.zeros(1, dt), model.n_in)
@@ -150,7 +161,7 @@ class CompiledMinibatch(EpochStrategy):
         self.c = np.zeros(model.n_in, dt) if c is None else c
         nnz = ksparse.max_rows_nnz(csr, self.batch_size) if self.mode != "dense" else 0
         self.ws = kmb.workspace(self.batch_size, model.n_in, model.n_hidden, model.n_out, dt,
-                                nnz, self.threads)
+                                nnz, self.blocks)
         self.steps_per_call = max(1, 2048 // self.batch_size)  # grown while calls are quick
 
     @classmethod
@@ -220,7 +231,8 @@ class CompiledMinibatch(EpochStrategy):
         kmb.train_chunk(self.mode, self.rows.X, self.rows.y,
                         (self.csr.indptr, self.csr.indices, self.csr.values), self.c, order, s0,
                         s1, self.batch_size, self.model.views, self.velocity_views,
-                        self.model.activation, self.lr, self.mu, self.ws, stats)
+                        self.model.activation, self.lr, self.mu, self.ws, stats,
+                        self.threads)
 
     def describe(self) -> dict[str, Any]:
         """What runs, for logs: the rows' form and why, batch size, threads."""
