@@ -933,3 +933,29 @@ def test_members_numpy_never_writes_still_read_within_their_data(method: str,
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 3 * 10**7  # about the 1 MB there is, never the 80 GB claimed
+
+
+@pytest.mark.parametrize("scale", ["unit", "symmetric"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("arithmetic", [True, False], ids=["arithmetic", "table"])
+def test_pixels_scale_to_the_float64_values_cast(scale, dtype, arithmetic, monkeypatch):
+    # computed in the dtype where that was checked equal at all 256 levels, else looked up in
+    # row chunks: either way exactly x / 255 or x / 127.5 - 1 in float64, then cast
+    from fastmlp.datasets import pixels
+
+    if not arithmetic:  # a formula that is off: the check must reject it and use the table
+        monkeypatch.setitem(pixels._ARITHMETIC, scale, (
+            lambda raw, dt, out: np.multiply(raw, dt(1 / 250), out=out, dtype=dt),))
+        pixels._exact_arithmetic.cache_clear()
+    try:
+        raw = np.random.default_rng(0).integers(0, 256, (5000, 28, 28), dtype=np.uint8)
+        raw[0, 0, :] = np.arange(28) * 9  # 0 and 243 ...
+        raw[1, 0, 0], raw[1, 0, 1] = 0, 255
+        x = raw.reshape(5000, -1).astype(np.float64)
+        expected = (x / 255.0 if scale == "unit" else x / 127.5 - 1.0).astype(dtype)
+        got = pixels.scale_uint8(raw, scale, np.dtype(dtype))
+        assert (pixels._exact_arithmetic(scale, np.dtype(dtype)) is not None) == arithmetic
+        assert got.dtype == dtype and got.flags.c_contiguous and got.shape == (5000, 784)
+        np.testing.assert_array_equal(got, expected)
+    finally:
+        pixels._exact_arithmetic.cache_clear()
