@@ -7,6 +7,7 @@ chunked forward pass measures the three splits; the epoch strategies and :func:`
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -66,14 +67,40 @@ def all_rows(model: MLP, dataset: Dataset) -> tuple[Any, Any, tuple[int, ...], t
     counts = tuple(len(s) for s in splits)
     ends = tuple(int(e) for e in np.cumsum(counts))
 
-    def joined(arrays):  # only the train split (MLPClassifier.fit): no copy of it on the CPU
+    def joined(arrays):  # one split (MLPClassifier.fit), or consecutive rows of one array
+        # (the MNIST loader's): no copy of them on the CPU
         rows = [a for a in arrays if len(a)]
-        return rows[0] if len(rows) == 1 else np.concatenate(arrays)
+        if len(rows) == 1:
+            return rows[0]
+        spanned = consecutive_rows(rows)
+        return np.concatenate(arrays) if spanned is None else spanned
 
     with np.errstate(over="ignore"):  # a value past the dtype: check_finite_rows names it
         X = be.asarray(joined([s.x for s in splits]), dtype=model.dtype)
     y = be.asarray(joined([s.y for s in splits]), dtype=np.int32)
     return X, y, counts, ends
+
+
+def consecutive_rows(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """The rows of ``arrays`` (each C-contiguous, n_i × F, in order) as one view, where they lie
+    one after another in one C-contiguous array; else None."""
+    base = arrays[0].base
+    if not (isinstance(base, np.ndarray) and base.ndim == 2 and base.flags.c_contiguous):
+        return None
+    row = base.strides[0]
+    for a, b in itertools.pairwise(arrays):
+        if (b.base is not base or a.dtype != base.dtype or b.dtype != base.dtype
+                or a.ndim != 2 or b.ndim != 2 or a.shape[1] != base.shape[1]
+                or b.shape[1] != base.shape[1] or not a.flags.c_contiguous
+                or not b.flags.c_contiguous
+                or a.__array_interface__["data"][0] + a.shape[0] * row
+                != b.__array_interface__["data"][0]):
+            return None
+    start = (arrays[0].__array_interface__["data"][0] - base.__array_interface__["data"][0])
+    if start % row:
+        return None
+    first = start // row
+    return base[first:first + sum(a.shape[0] for a in arrays)]
 
 
 def check_finite_rows(model: MLP, X: Any, counts: tuple[int, ...], name: str) -> None:

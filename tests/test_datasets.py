@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fastmlp
 from fastmlp.datasets import Dataset, Split, load_dataset, parse_idx, scale_pixels
 from fastmlp.errors import FastMLPError
 
@@ -959,3 +960,22 @@ def test_pixels_scale_to_the_float64_values_cast(scale, dtype, arithmetic, monke
         np.testing.assert_array_equal(got, expected)
     finally:
         pixels._exact_arithmetic.cache_clear()
+
+
+def test_mnist_splits_are_consecutive_rows_the_trainer_takes_without_a_copy():
+    # the loader scales the three splits into one array; all_rows then views it
+    from fastmlp.evaluation import all_rows, consecutive_rows
+
+    for train_size in (None, 3000):
+        data = fastmlp.load_dataset("mnist", dtype="float32", train_size=train_size)
+        X, y, counts, ends = all_rows(fastmlp.MLP(784, 4, 10, dtype="float32"), data)
+        assert np.shares_memory(X, data.train.x)
+        for split, a, b in zip((data.train, data.valid, data.test), (0, *ends[:-1]), ends,
+                               strict=True):
+            np.testing.assert_array_equal(X[a:b], split.x)
+            np.testing.assert_array_equal(y[a:b], split.y)
+    rows = np.arange(24.0).reshape(6, 4).copy()  # owns its rows, as the loader's array
+    assert consecutive_rows([rows[:2], rows[3:]]) is None  # a gap: copied instead
+    assert consecutive_rows([rows[2:], rows[:2]]) is None  # out of order
+    assert consecutive_rows([rows[:2], np.arange(16.0).reshape(4, 4)]) is None  # other arrays
+    np.testing.assert_array_equal(consecutive_rows([rows[1:3], rows[3:6]]), rows[1:])

@@ -213,10 +213,17 @@ def load_mnist(
     cut = len(x_tr) - MNIST_VALID_ROWS
     keep = cut if train_size is None else train_size
     check_train_size(keep, cut, "mnist")
+    # the three splits as consecutive rows of one array: the trainer's rows of every split
+    # (evaluation.all_rows) are then a view of it, not a copy
+    sources = (x_tr[:keep], x_tr[cut:], x_te)
+    rows = np.empty((sum(len(x) for x in sources), x_tr[0].size), dtype)
+    ends = np.cumsum([0, *(len(x) for x in sources)])
+    x = [scale_uint8(raw, scale, dtype, out=rows[a:b])
+         for raw, a, b in zip(sources, ends[:-1], ends[1:], strict=True)]
     return Dataset(
         name="mnist",
-        train=Split(scale_uint8(x_tr[:keep], scale, dtype), y_tr[:keep].astype(np.int64)),
-        valid=Split(scale_uint8(x_tr[cut:], scale, dtype), y_tr[cut:].astype(np.int64)),
-        test=Split(scale_uint8(x_te, scale, dtype), y_te.astype(np.int64)),
+        train=Split(x[0], y_tr[:keep].astype(np.int64)),
+        valid=Split(x[1], y_tr[cut:].astype(np.int64)),
+        test=Split(x[2], y_te.astype(np.int64)),
         n_classes=10,
     )

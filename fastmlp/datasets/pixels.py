@@ -52,11 +52,13 @@ def _exact_arithmetic(scale: str, dtype: np.dtype) -> Any:
     return None
 
 
-def scale_uint8(raw: np.ndarray, scale: str, dtype: np.dtype) -> np.ndarray:
-    """uint8 images (N, R, C) -> scaled (N, R*C) C-contiguous float array: the float64 values
-    cast, as :func:`_pixel_table` holds them."""
+def scale_uint8(raw: np.ndarray, scale: str, dtype: np.dtype,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 images (N, R, C) -> scaled (N, R*C) C-contiguous float array (``out``, where given:
+    a C-contiguous (N, R*C) array of ``dtype``): the float64 values cast, as
+    :func:`_pixel_table` holds them."""
     flat = raw.reshape(len(raw), -1)
-    out = np.empty(flat.shape, dtype)
+    out = np.empty(flat.shape, dtype) if out is None else out
     compute = _exact_arithmetic(scale, np.dtype(dtype))
     if compute is not None:  # checked equal to the table at all 256 levels: no index array
         compute(flat, np.dtype(dtype).type, out)
