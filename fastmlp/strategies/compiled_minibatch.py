@@ -60,7 +60,7 @@ def threads_for(H: int, B: int, rows: str = "sparse") -> int:
     ``TEAM_STEP_SPARSE``) up to Numba's thread count. Each thread takes a block of hidden
     units; the team meets at two barriers a step, which small steps cannot pay for. Measured on
     the 2-core development machine, one thread against two (bench/minibatch_threads.py,
-    bench/results/minibatch_threads/): dense rows won from B·H ~2 000, sparse ones from ~6 000."""
+    bench/results/minibatch_forms/): dense rows won from B·H ~2 000, sparse ones from ~6 000."""
     grain = runtime.TEAM_STEP_DENSE if rows == "dense" else runtime.TEAM_STEP_SPARSE
     return runtime.threads_for(B * H, grain)
 
