@@ -10,6 +10,7 @@ command line only parses options into a RunConfig and reports.
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import stat
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from .config import CHECKPOINT_KEYS, RESUME_MAY_CHANGE, RunConfig, option, train
 from .datasets import Dataset, TrainSizeError, data_fingerprint, load_dataset
 from .errors import FastMLPError, os_errors, probe_path
 from .history import History
+from .kernels import warmup
 from .model import MLP
 from .plan import Plan, make_plan
 from .rundir import (
@@ -284,6 +286,11 @@ def on_interrupt(history: History, out: Path, epochs: int,
                           checkpoint_epoch=saved)
 
 
+def cupy_installed() -> bool:
+    """Whether CuPy could be imported (not importing it): "auto" may pick the GPU then."""
+    return importlib.util.find_spec("cupy") is not None
+
+
 def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None] | None = None,
         resume: Resume | None = None, dataset: Dataset | None = None,
         history: History | None = None, save: bool = True, overwrite: bool = False) -> RunResult:
@@ -304,6 +311,9 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
     holding the history and the last finite weights, with ``save``) when training diverges.
     """
     say = log or (lambda line: None)
+    if config.device == "cpu" or (config.device == "auto" and not cupy_installed()):
+        # a first run: the fused head compiles in a second process while the data load
+        warmup.start(config.dtype)
     try:
         dataset = load_run_data(config) if dataset is None else dataset
     except FastMLPError as exc:

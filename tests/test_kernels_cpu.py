@@ -308,7 +308,10 @@ def test_default_run_compiles_one_specialisation_per_kernel(tmp_path):
 
     first = run("first")
     assert {name: n for name, (n, _hits) in first.items()} == DEFAULT_RUN_COMPILES
-    assert not any(hits for _n, hits in first.values())
+    # the fused head was compiled by the run's second process (kernels/warmup.py) meanwhile,
+    # and loaded from the cache it wrote; every other kernel compiled in the run itself
+    loaded = {name for name, (_n, hits) in first.items() if hits}
+    assert loaded == {"cpu._hidden_to_loss_tiles", "cpu._reduce_partials"}
     # a later run: every kernel loads from the cache
     later = run("later")
     assert later == {name: [1, 1] for name in DEFAULT_RUN_COMPILES}

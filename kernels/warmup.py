@@ -1,0 +1,81 @@
+"""A first run's fused head compiled in a second process while this one loads the data.
+
+Every CPU run evaluates through the fused head (``cpu.hidden_to_loss``), the largest kernel to
+compile (~3 s of a first run's ~6 s on the 2-core development machine). Where Numba's on-disk
+cache holds no compilation of it yet, :func:`start` runs ``python -m fastmlp.kernels.warmup
+DTYPE``: a tiny model's ``loss_and_grads`` on the CPU, which compiles the head's kernels exactly
+as a run calls them and writes them to the cache. This process meanwhile loads the data and
+compiles its other kernels; its first head call waits for the child (:func:`wait`), then loads
+the head from the cache. Where the child fails, or is not done within :data:`WAIT_SECONDS`,
+the head compiles here as it would have: the child only saves time, never changes a result.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+WAIT_SECONDS = 120.0
+_pending: subprocess.Popen | None = None
+
+
+def head_cached() -> bool:
+    """Whether the head's kernel is compiled in this process or indexed in Numba's on-disk cache
+    (any dtype: a float64 run after a float32 one compiles its own, as without the child)."""
+    from . import cpu
+
+    kernel = cpu._hidden_to_loss_tiles
+    if kernel.signatures:
+        return True
+    try:
+        index = kernel._cache._cache_file._index_path  # Numba's cache layout (internal)
+    except AttributeError:
+        return True  # cannot tell: start nothing
+    return os.path.exists(index)
+
+
+def start(dtype: str) -> bool:
+    """Start compiling the head for ``dtype`` in a child process, unless one runs already or
+    the head is cached (:func:`head_cached`). Returns whether a child was started."""
+    global _pending
+    if _pending is not None or head_cached():
+        return False
+    try:
+        _pending = subprocess.Popen(
+            [sys.executable, "-m", "fastmlp.kernels.warmup", str(dtype)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:  # no child: the head compiles here when first called
+        _pending = None
+        return False
+    return True
+
+
+def wait() -> None:
+    """Wait for the child :func:`start` started, if any (at most :data:`WAIT_SECONDS`, then it
+    is stopped). Called before the head's first call."""
+    global _pending
+    child, _pending = _pending, None
+    if child is None:
+        return
+    try:
+        child.wait(WAIT_SECONDS)
+    except BaseException:  # timed out, or a signal's exception: the child is no longer needed
+        child.kill()
+        child.wait()
+        if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+            raise
+
+
+def _compile_head(dtype: str) -> None:
+    # the head's kernels as a run on the CPU calls them: a tiny model's loss and gradients
+    import numpy as np
+
+    import fastmlp
+
+    model = fastmlp.MLP(4, 3, 2, dtype=dtype, device="cpu")
+    model.loss_and_grads(np.zeros((2, 4), dtype), np.array([0, 1]))
+
+
+if __name__ == "__main__":
+    _compile_head(sys.argv[1])
