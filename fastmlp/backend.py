@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FastMLPError
+from .kernels import warmup
 from .kernels.reference import library
 
 DEVICES = ("auto", "cpu", "cuda", "cudasim")
@@ -105,6 +106,7 @@ class Backend:
                        stats) -> None:
         """The fused per-row pass from the hidden layer to the loss and back; see
         :func:`fastmlp.kernels.reference.hidden_to_loss`."""
+        warmup.wait()  # a first run's head compiling in a second process: loaded after it
         self.ops.hidden_to_loss(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo, dbo, dbh, stats)
 
     def momentum(self, params, grads, velocity, lr: float, mu: float) -> None:

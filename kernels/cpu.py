@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import activation_id, check_hidden_to_loss_args, check_momentum_args, warmup
+from . import activation_id, check_hidden_to_loss_args, check_momentum_args
 from .fpenv import ftz_on, ftz_restore
 from .pieces import (
     activation,
@@ -196,7 +196,6 @@ def hidden_to_loss(Z, bh, Wo, bo, y, ends, n_grad: int, activation: str, dWo, db
     """
     ends = np.asarray(check_hidden_to_loss_args(Z, bh, Wo, bo, y, ends, n_grad, activation, dWo,
                                                 dbo, dbh, stats), dtype=np.int64)
-    warmup.wait()  # a first run's head compiling in a second process (warmup.py): load it after
     N, H = Z.shape
     K = Wo.shape[1]
     T = threads_for(N, HEAD_ROWS)

@@ -2,12 +2,14 @@
 
 Every CPU run evaluates through the fused head (``cpu.hidden_to_loss``), the largest kernel to
 compile (~3 s of a first run's ~6 s on the 2-core development machine). Where Numba's on-disk
-cache holds no compilation of it yet, :func:`start` runs ``python -m fastmlp.kernels.warmup
-DTYPE``: a tiny model's ``loss_and_grads`` on the CPU, which compiles the head's kernels exactly
-as a run calls them and writes them to the cache. This process meanwhile loads the data and
-compiles its other kernels; its first head call waits for the child (:func:`wait`), then loads
-the head from the cache. Where the child fails, or is not done within :data:`WAIT_SECONDS`,
-the head compiles here as it would have: the child only saves time, never changes a result.
+cache holds no compilation of it yet, :func:`start` runs a Python process calling
+``_compile_head(DTYPE)``: the head on a tiny batch, with the argument types a run passes, which
+compiles its kernels as a run calls them and writes them to the cache. This process meanwhile
+loads the data and compiles its other kernels; its first head call
+(``fastmlp.backend.Backend.hidden_to_loss``) waits for the child (:func:`wait`), then loads
+the head from the cache. Where the child fails, or is not done
+within :data:`WAIT_SECONDS`, the head compiles here as it would have: the child only saves
+time, never changes a result.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def start(dtype: str) -> bool:
         return False
     try:
         _pending = subprocess.Popen(
-            [sys.executable, "-m", "fastmlp.kernels.warmup", str(dtype)],
+            [sys.executable, "-c", "import sys; from fastmlp.kernels.warmup import "
+             "_compile_head; _compile_head(sys.argv[1])", str(dtype)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:  # no child: the head compiles here when first called
         _pending = None
@@ -68,14 +71,18 @@ def wait() -> None:
 
 
 def _compile_head(dtype: str) -> None:
-    # the head's kernels as a run on the CPU calls them: a tiny model's loss and gradients
+    # the head's kernels with the types a CPU run passes them (the model's (1, n) bias views,
+    # int32 labels, float64 stats): a tiny batch's loss and gradients
     import numpy as np
 
-    import fastmlp
+    from . import cpu
 
-    model = fastmlp.MLP(4, 3, 2, dtype=dtype, device="cpu")
-    model.loss_and_grads(np.zeros((2, 4), dtype), np.array([0, 1]))
-
-
-if __name__ == "__main__":
-    _compile_head(sys.argv[1])
+    dt = np.dtype(dtype)
+    H, K = 3, 2
+    params, grads = np.zeros(2 * H + H * K + K, dt), np.zeros(2 * H + H * K + K, dt)
+    bh, Wo, bo = (params[:H].reshape(1, H), params[H:H + H * K].reshape(H, K),
+                  params[H + H * K:H + H * K + K].reshape(1, K))
+    dbh, dWo, dbo = (grads[:H].reshape(1, H), grads[H:H + H * K].reshape(H, K),
+                     grads[H + H * K:H + H * K + K].reshape(1, K))
+    cpu.hidden_to_loss(np.zeros((2, H), dt), bh, Wo, bo, np.array([0, 1], np.int32), (2,), 2,
+                       "relu", dWo, dbo, dbh, np.zeros((1, 2), np.float64))
