@@ -310,10 +310,20 @@ def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None]
     KeyboardInterrupt otherwise) and :class:`~fastmlp.train.DivergenceError` (its ``out_dir``
     holding the history and the last finite weights, with ``save``) when training diverges.
     """
-    say = log or (lambda line: None)
     if config.device == "cpu" or (config.device == "auto" and not cupy_installed()):
         # a first run: the fused head compiles in a second process while the data load
         warmup.start(config.dtype)
+    try:
+        return _run(config, progress, log, resume, dataset, history, save, overwrite)
+    finally:
+        warmup.stop()  # a run that ended before its first head call no longer needs it
+
+
+def _run(config: RunConfig, progress: bool, log: Callable[[str], None] | None,
+         resume: Resume | None, dataset: Dataset | None, history: History | None, save: bool,
+         overwrite: bool) -> RunResult:
+    """:func:`run` once the head's compilation has started where it is not cached."""
+    say = log or (lambda line: None)
     try:
         dataset = load_run_data(config) if dataset is None else dataset
     except FastMLPError as exc:

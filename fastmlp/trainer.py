@@ -86,7 +86,8 @@ class Trainer:
             model, [s.x for s in (dataset.train, dataset.valid, dataset.test)],
             batch_size=settings.batch_size, compiled=settings.compiled, sparse=settings.sparse)
         self.batch_size = self.plan.batch_size
-        # one contiguous copy of all rows: one product X·Wh serves training and evaluation
+        # all rows in one contiguous array (a view of the loader's where its splits are
+        # consecutive rows, else a copy): one product X·Wh serves training and evaluation
         X, y, counts, ends = all_rows(model, dataset)
         check_finite_rows(model, X, counts, dataset.name)  # once, not per epoch
         # mostly-zero rows (or mostly c): the products over the nonzeros (of X − 1·cᵀ;

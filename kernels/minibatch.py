@@ -42,7 +42,7 @@ runs with FTZ/DAZ set on x86 (fpenv.py), and v, do, dz are flushed explicitly as
 Threads: the hidden units split into ``blocks`` (``workspace(blocks=...)``), and a team of up
 to that many threads (``runtime.run_team``; kernels/team.py) runs the whole call, each thread
 the same compiled function on its blocks, meeting at two barriers a step (a spin on a shared
-counter, ~0.1 µs on the 2-core VM: a Numba parallel region per step cost 10-60 µs, which lost
+counter, ~0.1-1 µs on the 2-core VM: a Numba parallel region per step cost 10-60 µs, which lost
 to one thread everywhere):
 - each block: the previous step's backward pass and Wh update, then this step's forward product,
   over its own columns of Wh, vWh, Z and u only;
@@ -55,7 +55,10 @@ another order (its micro-kernels' edges), so the blocks do change bits there; th
 do not, and OpenBLAS runs on the calling thread (``blas.threads(1)``), since its own threads
 change bits too and made these small products 2.7-8.5× slower on the loaded 2-core machine
 (bench/results/minibatch_vs_jax/blas_dense.txt). How many threads:
-``fastmlp.strategies.compiled_minibatch.threads_for``, measured.
+``fastmlp.strategies.compiled_minibatch.threads_for``, measured; the blocks follow from B·H
+alone, not from the machine's cores. A member that fails sets the team's stop word, and the
+others leave their next barrier (``runtime.run_team``): a team never waits on a member that
+is gone.
 
 Compile time: the kernel is compiled per form of the rows (dense; sparse and offset share one),
 only the one a run uses, once per dtype, one compilation for any number of threads
@@ -251,14 +254,16 @@ def _chunk_share(t, T, sync, mode, X, y, indptr, indices, values, c, order, s0, 
     saved = ftz_on()  # subnormals as zero on x86 (fpenv.py), on every thread of the team
     F, H = Wh.shape
     n = order.shape[0]
-    HB = (H + nblk - 1) // nblk  # hidden units per block
+    # hidden units per block, a multiple of 16 (64 bytes of float32): no two threads write
+    # one cache line of a row of Wh, vWh or Z (the last block is the smaller, maybe empty)
+    HB = ((H + nblk - 1) // nblk + 15) // 16 * 16
     b0, b1 = split(nblk, t, T)
     last = t == T - 1  # the thread that prepares the next step's rows beside thread 0's head
     vWo_flat = vWo.reshape(-1)
     Wo_flat = Wo.reshape(-1)
     passed = 0  # barriers this thread has passed in the call
     if mode == 2 and s0 < s1:  # u = cᵀ·Wh for the first step; later steps' comes from updates
-        h0, h1 = b0 * HB, min(H, b1 * HB)  # this thread's blocks' columns
+        h0, h1 = min(H, b0 * HB), min(H, b1 * HB)  # this thread's blocks' columns
         for j in range(h0, h1):
             u[j] = zero
         for k in range(F):
@@ -271,6 +276,8 @@ def _chunk_share(t, T, sync, mode, X, y, indptr, indices, values, c, order, s0, 
     passed = barrier(sync, T, passed)
     nb_prev = s0 - s0  # an int64 variable, not the literal 0 (a second compile of _backward)
     for s in range(s0, s1 + 1):
+        if passed < 0:  # a member failed (runtime.run_team): stop here
+            break
         have_prev = s > s0
         have_cur = s < s1
         a = s * B
@@ -279,7 +286,7 @@ def _chunk_share(t, T, sync, mode, X, y, indptr, indices, values, c, order, s0, 
         # this step's Z = Xb·Wh (no bias: the head adds it), which reads only its own block's
         # columns of Wh (and of u); so each entry is summed in the same order whatever T is
         for blk in range(b0, b1):
-            h0 = blk * HB
+            h0 = min(H, blk * HB)
             h1 = min(H, h0 + HB)
             if have_prev:
                 _backward(X, order, a - B, nb_prev, cptr, crow, cval, Z, G, blk,
@@ -288,6 +295,8 @@ def _chunk_share(t, T, sync, mode, X, y, indptr, indices, values, c, order, s0, 
                 _forward(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, Xb[s & 1],
                          zero, h0, h1)
         passed = barrier(sync, T, passed)
+        if passed < 0:
+            break
         if t == 0:
             if have_prev:  # the previous step's other parameters, from the head's gradients
                 _small_momentum(bh, vbh, dbh, lr, mu, tiny, zero)
@@ -396,7 +405,7 @@ def train_chunk(mode: str, X, y, rows: tuple, c, order, s0: int, s1: int, B: int
             Xb = ws["Xb"] = np.empty((2, ws["Z"].shape[0], Wh.shape[0]), Wh.dtype)
             ws["G_rows"] = np.empty((nblk, grad_rows(*Wh.shape), Wh.shape[1]), Wh.dtype)
         G = ws["G_rows"]
-    sync = np.zeros(1, np.int64)  # the team's barrier counter
+    sync = np.zeros(2, np.int64)  # the team's barrier counter and stop word
     # OpenBLAS on the calling thread: the products are small and many (no wake-ups of its
     # pool), and its own threads would change the bits (the docstring's "Threads")
     with blas_threads(1):

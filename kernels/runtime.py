@@ -1,8 +1,8 @@
 """How the CPU kernels are compiled and run: one place for each rule.
 
 - ``SERIAL_JIT``: the options of every CPU kernel; ``JIT``, the same with Numba's threads, for
-  the kernels that need a barrier inside one call (kernels/steps.py and kernels/minibatch.py, one
-  parallel region per step; :func:`serial_twin` makes such a kernel without threads).
+  the kernels that need a barrier inside one call (kernels/steps.py, one parallel region per
+  step; :func:`serial_twin` makes such a kernel without threads).
 - :func:`run_shares`: a kernel's call split between threads by a plain Python thread pool, each
   thread running the same serial compiled function on its share; :func:`run_team`, the same for
   kernels whose threads meet at barriers inside the call (kernels/team.py). Numba's
@@ -103,11 +103,13 @@ class _Worker:
     def _loop(self) -> None:
         while True:
             self.go.acquire()
-            kernel, args, call, done = self.job
+            kernel, args, call, done, team = self.job
             try:
                 kernel(*args)
             except BaseException as exc:  # the caller raises it
                 self.error = exc
+                if team is not None:  # the other members stop at their barrier
+                    team[STOP] = 1
             self.completed = call  # first: the caller reads it to know the share has ended
             done.release()
 
@@ -131,20 +133,20 @@ class _Pool:
         self.gos: list = []  # the workers' go locks
         self.calls = 0
 
-    def run(self, kernel: Callable, shares: int, args: tuple, team: bool = False) -> None:
+    def run(self, kernel: Callable, shares: int, args: tuple, team: Any = None) -> None:
         if shares <= 1 or not self.lock.acquire(blocking=False):
-            if team:  # its shares wait for each other: one thread runs them all as one share
+            if team is not None:  # its shares wait for each other: one runs them all as one
                 kernel(0, 1, *args)
                 return
             for t in range(shares):
                 kernel(t, shares, *args)
             return
         try:
-            self._run(kernel, shares, args)
+            self._run(kernel, shares, args, team)
         finally:
             self.lock.release()
 
-    def _run(self, kernel: Callable, shares: int, args: tuple) -> None:
+    def _run(self, kernel: Callable, shares: int, args: tuple, team: Any = None) -> None:
         while len(self.workers) < shares - 1:
             self.workers.append(_Worker())
             self.gos.append(self.workers[-1].go)
@@ -156,7 +158,7 @@ class _Pool:
             lock = _thread.allocate_lock()  # a new one per call: no stale release to mistake
             lock.acquire()
             done.append(lock)
-            worker.job = (kernel, (t, shares, *args), call, lock)
+            worker.job = (kernel, (t, shares, *args), call, lock, team)
         releases = map(_thread.LockType.release, self.gos[:shares - 1])
         error = None
         try:  # from here on no bytecode that could raise runs before the releases, all in C
@@ -164,6 +166,8 @@ class _Pool:
             kernel(0, shares, *args)  # this thread's share
         except BaseException as exc:
             error = exc
+            if team is not None:  # a team's other members stop at their barrier, not wait on
+                team[STOP] = 1
         for worker, lock in zip(used, done, strict=True):
             while worker.completed != call:
                 try:
@@ -190,13 +194,26 @@ def run_shares(kernel: Callable, shares: int, *args) -> None:
     _pool.run(kernel, shares, args)
 
 
-def run_team(kernel: Callable, threads: int, *args) -> None:
-    """``kernel(t, threads, *args)`` for t in ``range(threads)``, all at once (t = 0 on the
-    calling thread): a team whose members wait for each other inside the call
-    (kernels/team.py's barrier), so they must all run together. Where the pool is busy (another
-    thread's call) or ``threads`` is 1, ``kernel(0, 1, *args)`` does the whole work on the calling
-    thread instead: ``kernel`` must compute the same whatever its team's size."""
-    _pool.run(kernel, threads, args, team=True)
+STOP = 1  # index of a team's stop word in its ``sync`` array (kernels/team.py)
+
+
+def run_team(kernel: Callable, threads: int, sync, *args) -> None:
+    """``kernel(t, threads, sync, *args)`` for t in ``range(threads)``, all at once (t = 0 on
+    the calling thread): a team whose members wait for each other inside the call at
+    kernels/team.py's barrier, on ``sync`` ((2,) int64 zeros: the barrier's counter, then the
+    stop word), so they must all run together. Where the pool is busy (another thread's call)
+    or ``threads`` is 1, ``kernel(0, 1, sync, *args)`` does the whole work on the calling thread
+    instead: ``kernel`` must compute the same whatever its team's size.
+
+    ``kernel`` (a Numba dispatcher) is compiled for these arguments before any member starts,
+    so a Ctrl-C during a first call's compilation leaves no member waiting; where a member
+    raises all the same (a signal's exception before share 0 starts, say), ``sync``'s stop word
+    is set and the others return from their next barrier (:func:`.team.barrier`), and the
+    exception is raised once all have ended."""
+    compile_for = getattr(kernel, "compile", None)
+    if threads > 1 and compile_for is not None:
+        compile_for(tuple(numba.typeof(a) for a in (0, threads, sync, *args)))
+    _pool.run(kernel, threads, (sync, *args), team=sync)
 
 
 # -- per-shape buffers ----------------------------------------------------------------------------

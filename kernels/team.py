@@ -92,12 +92,16 @@ def yield_core(typingctx):
 @numba.njit(cache=True, nogil=True)
 def barrier(sync, T, passed):
     """Wait until all ``T`` threads of the team have reached their ``passed + 1``-th barrier of
-    the call; ``sync`` (1,) int64 is the team's counter, zero at the call's start, and
-    ``passed`` the barriers this thread has passed in the call so far. Returns ``passed + 1``."""
+    the call; ``sync`` (2,) int64: the team's counter, zero at the call's start, and its stop
+    word (``runtime.STOP``), set where a member failed; ``passed``: the barriers this thread
+    has passed in the call so far. Returns ``passed + 1``, or -1 once the stop word is set: the
+    caller then returns at once."""
     atomic_add(sync, 0, 1)
     target = (passed + 1) * T
     spins = 0
     while atomic_load(sync, 0) < target:
+        if atomic_load(sync, 1) != 0:
+            return -1
         if spins < SPINS:
             spins += 1
             pause()

@@ -17,9 +17,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 WAIT_SECONDS = 120.0
 _pending: subprocess.Popen | None = None
+_lock = threading.Lock()  # runs on several threads (a sweep's) start and wait one at a time
 
 
 def head_cached() -> bool:
@@ -28,9 +30,9 @@ def head_cached() -> bool:
     from . import cpu
 
     kernel = cpu._hidden_to_loss_tiles
-    if kernel.signatures:
-        return True
     try:
+        if kernel.signatures:
+            return True
         index = kernel._cache._cache_file._index_path  # Numba's cache layout (internal)
     except AttributeError:
         return True  # cannot tell: start nothing
@@ -41,8 +43,14 @@ def start(dtype: str) -> bool:
     """Start compiling the head for ``dtype`` in a child process, unless one runs already or
     the head is cached (:func:`head_cached`). Returns whether a child was started."""
     global _pending
-    if _pending is not None or head_cached():
-        return False
+    with _lock:
+        if _pending is not None or head_cached():
+            return False
+        return _start(dtype)
+
+
+def _start(dtype: str) -> bool:
+    global _pending
     try:
         _pending = subprocess.Popen(
             [sys.executable, "-c", "import sys; from fastmlp.kernels.warmup import "
@@ -58,7 +66,8 @@ def wait() -> None:
     """Wait for the child :func:`start` started, if any (at most :data:`WAIT_SECONDS`, then it
     is stopped). Called before the head's first call."""
     global _pending
-    child, _pending = _pending, None
+    with _lock:
+        child, _pending = _pending, None
     if child is None:
         return
     try:
@@ -68,6 +77,18 @@ def wait() -> None:
         child.wait()
         if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
             raise
+
+
+def stop() -> None:
+    """Stop the child :func:`start` started, if it still runs (a run that ended before its
+    first head call: an error in its data, say). Its cache files are written by renaming
+    complete temporary files (Numba's), so a stopped child leaves none half-written."""
+    global _pending
+    with _lock:
+        child, _pending = _pending, None
+    if child is not None:
+        child.kill()
+        child.wait()
 
 
 def _compile_head(dtype: str) -> None:

@@ -141,7 +141,7 @@ def _team_rounds(t, T, sync, counts, seen_wrong, rounds):
 @pytest.mark.parametrize("members", [1, 2, 3])
 def test_a_team_meets_at_every_barrier(members):
     # three members on two cores too: a waiting member yields its core, so the team still ends
-    sync, counts, wrong = np.zeros(1, np.int64), np.zeros(members, np.int64), np.zeros(1, np.int64)
+    sync, counts, wrong = np.zeros(2, np.int64), np.zeros(members, np.int64), np.zeros(1, np.int64)
     rounds = 2000 if members <= 2 else 200  # past the cores a waiting member yields: slower
     runtime.run_team(_team_rounds, members, sync, counts, wrong, rounds)
     assert counts.tolist() == [rounds] * members
@@ -170,15 +170,40 @@ def test_a_team_that_finds_the_pool_busy_runs_as_one_member():
             started.set()
             release.wait(5)
 
-    def member(t, T):
+    def member(t, T, sync):
         calls.append((t, T, threading.get_ident()))
 
     other = threading.Thread(target=run_shares, args=(slow, 2))
     other.start()
     try:
         assert started.wait(5)
-        runtime.run_team(member, 2)
+        runtime.run_team(member, 2, np.zeros(2, np.int64))
         assert calls == [(0, 1, threading.get_ident())]
     finally:
         release.set()
         other.join()
+
+
+@numba.njit(**runtime.SERIAL_JIT)
+def _wait_once(sync, T):
+    return team.barrier(sync, T, 0)
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_failing_member_stops_the_team_instead_of_hanging_it(failing):
+    # a member that raises before its barrier (share 0: a Ctrl-C before its kernel starts, say;
+    # a worker: any error) sets the stop word: the others leave their barrier with -1, and the
+    # call raises the error once all have ended
+    seen = np.zeros(2, np.int64)
+
+    def member(t, T, sync):
+        if t == failing:
+            raise ValueError(f"member {t}")
+        seen[t] = _wait_once(sync, T)
+
+    sync = np.zeros(2, np.int64)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=f"member {failing}"):
+        runtime.run_team(member, 2, sync)
+    assert time.perf_counter() - start < 30
+    assert seen[1 - failing] == -1 and sync[runtime.STOP] == 1

@@ -69,3 +69,23 @@ def test_the_child_is_stopped_when_the_wait_is_interrupted(
     monkeypatch.setattr(warmup, "WAIT_SECONDS", 0.2)  # "timed out": stopped, no error
     warmup.wait()
     assert child.poll() is not None and warmup._pending is None
+
+
+def test_a_run_that_fails_before_its_first_head_call_stops_the_child(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import fastmlp
+    from fastmlp.config import RunConfig
+    from fastmlp.errors import FastMLPError
+
+    monkeypatch.setattr(warmup, "head_cached", lambda: False)  # as on a first run
+    config = RunConfig(dataset="mnist", data_path=str(tmp_path / "missing"), device="cpu",
+                       out=str(tmp_path / "run"))
+    started = []
+    start = warmup.start
+    monkeypatch.setattr(warmup, "start", lambda dtype: started.append(
+        (start(dtype), warmup._pending)) or started[-1][0])
+    with pytest.raises(FastMLPError, match="not found"):
+        fastmlp.run(config)
+    (was_started, child), = started
+    assert was_started and child.poll() is not None  # stopped (and reaped) by the run's end
+    assert warmup._pending is None

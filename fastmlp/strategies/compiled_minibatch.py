@@ -42,6 +42,10 @@ MAX_DENSITY = 0.3
 # H = 1000: 0.74-1.26x
 SPARSE_MIN_HIDDEN = 256
 MAX_BATCH = 512  # the kernel's tested range; the per-step path serves larger batches
+# Most blocks (and threads) a step is split into: two, the most measured (2-core machines); a
+# team spins at its barriers, so more threads than free cores (a CPU quota, other processes)
+# would cost more than they give
+MAX_BLOCKS = 2
 CALL_SECONDS = 0.1  # a call's length to aim at: the progress bar moves, Ctrl-C is heard soon
 
 
@@ -55,14 +59,18 @@ def rows_form(products: str) -> str:
 
 
 def threads_for(H: int, B: int, rows: str = "sparse") -> int:
-    """Threads for an epoch of steps of B rows and H hidden units read in the form ``rows``
-    ("dense", "sparse", "offset"): one per grain of B·H (``runtime.TEAM_STEP_DENSE`` or
-    ``TEAM_STEP_SPARSE``) up to Numba's thread count. Each thread takes a block of hidden
-    units; the team meets at two barriers a step, which small steps cannot pay for. Measured on
-    the 2-core development machine, one thread against two (bench/minibatch_threads.py,
-    bench/results/minibatch_forms/): dense rows won from B·H ~2 000, sparse ones from ~6 000."""
+    """Blocks of hidden units for an epoch of steps of B rows and H hidden units read in the
+    form ``rows`` ("dense", "sparse", "offset"), each run by a thread of the call's team where
+    the machine has that many (Numba's thread count): one per grain of B·H
+    (``runtime.TEAM_STEP_DENSE`` or ``TEAM_STEP_SPARSE``), at most :data:`MAX_BLOCKS`. The team
+    meets at two barriers a step, which small steps cannot pay for. Measured on the 2-core
+    development machine, one thread against two (bench/minibatch_forms.py,
+    bench/results/minibatch_forms/): dense rows won from B·H ~2 000, sparse ones from ~6 000.
+    The count depends on B·H only, not on the machine: dense rows' bits depend on the blocks
+    (OpenBLAS sums a product cut into column blocks in another order), so the same run gives
+    the same bits on any number of cores."""
     grain = runtime.TEAM_STEP_DENSE if rows == "dense" else runtime.TEAM_STEP_SPARSE
-    return runtime.threads_for(B * H, grain)
+    return max(1, min(MAX_BLOCKS, B * H // grain))
 
 
 def choose_rows(X: np.ndarray, rows: str = "auto", nonzeros: CSR | None = None,
@@ -117,12 +125,13 @@ def _density(X: np.ndarray, c: np.ndarray) -> float:
 class CompiledMinibatch(EpochStrategy):
     """Minibatch epochs as compiled calls of many steps (kernels/minibatch.py).
 
-    Owns the kernel's workspace (``ws``, for ``threads`` blocks of hidden units), the
+    Owns the kernel's workspace (``ws``, for ``blocks`` blocks of hidden units), the
     velocity's views, the training rows in the kernel's form (``mode``; ``csr`` and ``c`` for
     sparse and offset rows) and the steps per call (``steps_per_call``, grown while calls take
     under :data:`CALL_SECONDS`). ``rows_form``: "auto" | "dense" | "sparse" | "offset"
-    (:func:`choose_rows`; a plan gives :func:`rows_form` of its products); ``threads`` None:
-    :func:`threads_for`. The velocity is the trainer's flat (P,) buffer, updated in place.
+    (:func:`choose_rows`; a plan gives :func:`rows_form` of its products); ``threads``: the
+    blocks of hidden units (None: :func:`threads_for`), run on as many threads as Numba has,
+    at most. The velocity is the trainer's flat (P,) buffer, updated in place.
     """
 
     def __init__(self, model: MLP, rows: TrainingRows, velocity: Any, *, batch_size: int,
