@@ -226,3 +226,27 @@ def test_the_compiled_minibatch_epoch_reads_small_networks_rows_dense(
         fastmlp.datasets.Split(rows[:20], np.zeros(20, np.int64)), n_classes=10),
         batch_size=32, plan=plan)
     assert trainer.strategy.mode == products
+
+
+@pytest.mark.parametrize("batch_size", [1, 10], ids=["compiled-steps", "compiled-minibatch"])
+def test_compiling_a_strategy_s_kernels_first_changes_nothing(batch_size: int) -> None:
+    # the first epoch compiles its own kernel with a call of no steps before it evaluates (the
+    # head meanwhile compiles in a second process on a first run): parameters, velocity and
+    # the epoch's results are those of a trainer that did not
+    data = synthetic(100)
+    runs = []
+    for first in (True, False):
+        model = fastmlp.MLP(12, 8, 3, seed=1, dtype="float64")
+        trainer = Trainer(model, data, lr=0.1, momentum=0.9, batch_size=batch_size, seed=2)
+        assert trainer.plan.strategy == ("compiled-steps" if batch_size == 1
+                                         else "compiled-minibatch")
+        before = (model.params.copy(), trainer.velocity.copy())
+        if first:
+            trainer.strategy.compile_kernels()
+            np.testing.assert_array_equal(model.params, before[0])
+            np.testing.assert_array_equal(trainer.velocity, before[1])
+        assert trainer.strategy.kernels_ready == first
+        runs.append((trainer.run_epoch(), model.params.copy(), trainer.velocity.copy()))
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1:], runs[1][1:], strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -52,6 +52,7 @@ class EpochStrategy:
         # per-split (loss sum, correct) of an epoch, read to the host once
         self.stats = xp.zeros((3, 2), dtype=xp.float64)
         self.rng = np.random.default_rng(seed)  # minibatch order; host-side, so restorable
+        self.kernels_ready = False  # compile_kernels has run
 
     # -- the interface ----------------------------------------------------------------------
     def run_epoch(self, evaluate: bool,
@@ -60,6 +61,13 @@ class EpochStrategy:
         weights before its updates when ``evaluate``, NaN otherwise). ``progress(fraction)``,
         where the strategy can, reports the fraction of a long epoch done."""
         raise NotImplementedError
+
+    def compile_kernels(self) -> None:
+        """Compile (or load) the strategy's own training kernel before the first epoch's
+        evaluation, once: a first run's fused head meanwhile compiles in a second process
+        (kernels/warmup.py), so the two compilations overlap. A call of no steps: nothing
+        changes. None by default (the head and the products compile at their first use)."""
+        self.kernels_ready = True
 
     def evaluate(self) -> dict[str, float]:
         """All six metrics at the current weights (one chunked forward pass over all rows)."""

@@ -197,9 +197,15 @@ class CompiledMinibatch(EpochStrategy):
                    rows_form=rows, lr=float(lr), mu=float(momentum), seed=seed,
                    scratch_rows=max(1, min(n, CHUNK_ROWS)))
 
+    def compile_kernels(self) -> None:
+        if not self.kernels_ready:  # steps [0, 0): the kernel with this run's types, no work
+            self._call(np.zeros(self.rows.n_train, np.int64), 0, 0, np.zeros(2, np.float64))
+        super().compile_kernels()
+
     def run_epoch(self, evaluate: bool,
                   progress: Callable[[float], None] | None = None) -> dict[str, float]:
         rows = self.rows
+        self.compile_kernels()
         if evaluate:  # valid and test at the weights before the updates, into rows 1-2
             self.forward_only(rows.ends[0], rows.ends[-1], out=self.stats)
         train_stats = self.stats[0]
@@ -237,6 +243,9 @@ class CompiledMinibatch(EpochStrategy):
         return float(stats[0]), float(stats[1])
 
     def _run(self, order: np.ndarray, s0: int, s1: int, stats: np.ndarray) -> None:
+        self._call(order, s0, s1, stats)  # (tests stop an epoch here)
+
+    def _call(self, order: np.ndarray, s0: int, s1: int, stats: np.ndarray) -> None:
         kmb.train_chunk(self.mode, self.rows.X, self.rows.y,
                         (self.csr.indptr, self.csr.indices, self.csr.values), self.c, order, s0,
                         s1, self.batch_size, self.model.views, self.velocity_views,

@@ -38,10 +38,20 @@ class CompiledSteps(EpochStrategy):
         self.constants = None if rows.sparse is None else rows.sparse.constants
         self.steps_per_call = max(1, 1024 // batch_size)
 
+    def compile_kernels(self) -> None:
+        if not self.kernels_ready:  # steps [0, 0) with nothing owed: this run's kernel, no work
+            steps.train_steps(self.rows.X, self.rows.y, np.zeros(self.rows.n_train, np.int64),
+                              0, 0, self.batch_size, self.model.views, self.velocity_views,
+                              self.model.activation, self.lr, self.mu, self.steps_ws,
+                              np.zeros(2, np.float64), self.nonzeros, threads=self.threads,
+                              finish=True, constants=self.constants)
+        super().compile_kernels()
+
     def run_epoch(self, evaluate: bool,
                   progress: Callable[[float], None] | None = None) -> dict[str, float]:
         model, B, rows = self.model, self.batch_size, self.rows
         n_train = rows.n_train
+        self.compile_kernels()
         if evaluate:  # valid and test at the weights before the updates, into rows 1-2
             self.forward_only(rows.ends[0], rows.ends[-1], out=self.stats)
         train_stats = self.stats[0]
