@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import signal
 import stat
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -287,8 +288,14 @@ def on_interrupt(history: History, out: Path, epochs: int,
 
 
 def cupy_installed() -> bool:
-    """Whether CuPy could be imported (not importing it): "auto" may pick the GPU then."""
-    return importlib.util.find_spec("cupy") is not None
+    """Whether CuPy is imported or could be (not importing it): "auto" may pick the GPU then.
+    Where that cannot be told (a module without a spec in its place), as if it were."""
+    if "cupy" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("cupy") is not None
+    except (ImportError, ValueError):
+        return True
 
 
 def run(config: RunConfig, *, progress: bool = False, log: Callable[[str], None] | None = None,
