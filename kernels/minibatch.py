@@ -17,10 +17,12 @@ the momentum kernel, with no Python and no allocation per step:
      with u = cᵀ·Wh formed during the previous step's update pass over Wh (or at the call's
      start), so it costs no extra pass. Rounding: kernels/offset.py states the bound against
      the dense product (the same order as the dense product's own where |c| ~ |x|).
-2. The head: the per-step path's fused head (kernels/cpu.py's, which that path runs serially
-   for batches under 512 rows) for training rows only, with its sums in the same order (tiles
-   of four rows, two outputs per sweep): bias, activation, output layer, softmax cross-entropy,
-   accuracy, dWo, dbo, dbh, and dZ written over Z (``_head``).
+2. The head: bias and activation over each block's columns of Z (``activate_block``, after
+   that block's bh update: elementwise, so the team's blocks share it); then the per-step
+   path's fused head (kernels/cpu.py's, which that path runs serially for batches under 512
+   rows) for training rows only, with its sums in the same order (tiles of four rows, two
+   outputs per sweep): output layer, softmax cross-entropy, accuracy, dWo, dbo, dbh, and dZ
+   written over Z (``_head``).
 3. dWh = Xbᵀ·dZ fused with the momentum update of Wh: rows of the gradient are summed into a
    small buffer and applied at once (v ← γ·v + α·g, flushed; W ← W − v), so no F×H gradient
    is written and read back. Dense rows: ``gemm`` of ``grad_rows(F, H)`` rows (~GRAD_ENTRIES
@@ -30,8 +32,9 @@ the momentum kernel, with no Python and no allocation per step:
    once), each feature's entries 8 per sweep; OFFSET adds c_k·(1ᵀ·dZ) = c_k·dbh to row k's
    gradient.
    Every row of Wh takes its update every step, gradient or not: the per-step path's formula.
-4. The momentum update of bh, Wo and bo with the head's gradients; the batch's summed loss and
-   correct count added to the epoch's.
+4. The momentum update of Wo and bo with the head's gradients (bh's: in 2, per block, before
+   the next step's activation); the batch's summed loss and correct count added to the
+   epoch's.
 
 Exactness: the same operations as the per-step path, in the same order per step, except the
 summation order inside the two products (BLAS's on the whole batch there; here BLAS's on the
@@ -88,7 +91,7 @@ from . import activation_id
 from .blas import BLAS, gemm
 from .blas import threads as blas_threads
 from .fpenv import ftz_on, ftz_restore
-from .minibatch_head import _head
+from .minibatch_head import _head, activate_block
 from .pieces import column_starts, count_columns, scatter_by_column
 from .pieces import flush as _flush
 from .runtime import JIT as _JIT
@@ -294,16 +297,19 @@ def _chunk_share(t, T, sync, mode, X, y, indptr, indices, values, c, order, s0, 
             if have_cur:
                 _forward(X, order, a, nb, indptr, indices, values, Wh, Z, u, mode, Xb[s & 1],
                          zero, h0, h1)
+                activate_block(Z, nb, h0, h1, bh, vbh, dbh, have_prev, lr, mu, tiny, zero, one,
+                               act)
+            elif have_prev:  # the last step's bh, with no step after it to activate
+                activate_block(Z, 0, h0, h1, bh, vbh, dbh, True, lr, mu, tiny, zero, one, act)
         passed = barrier(sync, T, passed)
         if passed < 0:
             break
         if t == 0:
             if have_prev:  # the previous step's other parameters, from the head's gradients
-                _small_momentum(bh, vbh, dbh, lr, mu, tiny, zero)
                 _small_momentum(Wo_flat, vWo_flat, dWo_flat, lr, mu, tiny, zero)
                 _small_momentum(bo, vbo, dbo, lr, mu, tiny, zero)
             if have_cur:  # the per-step path's head: dZ over Z, dWo, dbo, dbh, the batch's stats
-                _head(Z, nb, bh, Wo, bo, y, order, a, act, scales[nb], zero, one, tiny, WoT, o,
+                _head(Z, nb, Wo, bo, y, order, a, act, scales[nb], zero, one, tiny, WoT, o,
                       dh, dWoT, pad, dWo, dbo, dbh, bstats)
                 # added step by step, as the per-step path adds its batches': the epoch's sums
                 # do not depend on how it is cut into calls (a resumed run records the same)

@@ -29,11 +29,19 @@ _SERIAL = dict(_JIT, parallel=False)
 
 
 @numba.njit(**_SERIAL)
-def _activate_rows(Z, r0, r1, bh, act, zero, one):
-    # h = act(z + bh) over rows [r0, r1) of Z, as the per-step path's head computes it
-    for r in range(r0, r1):
+def activate_block(Z, nb, h0, h1, bh, vbh, dbh, have_prev, lr, mu, tiny, zero, one, act):
+    """Columns [h0, h1) of a block of hidden units, before the head: the momentum step of
+    bh[h0:h1] with the previous step's gradient dbh (where ``have_prev``), then h = act(z + bh)
+    over rows [0, nb) of Z, as the per-step path's head computes each entry. Elementwise, so a
+    team's blocks do it at once (sigmoid's exps are much of a small network's step)."""
+    if have_prev:
+        for j in range(h0, h1):
+            v = flush(mu * vbh[j] + lr * dbh[j], tiny, zero)
+            vbh[j] = v
+            bh[j] -= v
+    for r in range(nb):
         z = Z[r]
-        for j in range(z.shape[0]):
+        for j in range(h0, h1):
             z[j] = activation(z[j] + bh[j], act, zero, one)
 
 
@@ -58,9 +66,10 @@ def _softmax_rows(o, rows, y, order, a, scale, zero, one, tiny, dbo, bstats):
 
 
 @numba.njit(**_SERIAL)
-def _head(Z, nb, bh, Wo, bo, y, order, a, act, scale, zero, one, tiny, WoT, o, dh, dWoT, pad,
+def _head(Z, nb, Wo, bo, y, order, a, act, scale, zero, one, tiny, WoT, o, dh, dWoT, pad,
           dWo, dbo, dbh, bstats):
-    # the per-step path's fused head (kernels/cpu.py, serial, every row a training row) with
+    # Z holds h (activate_block, run by each block before). The per-step path's fused head
+    # (kernels/cpu.py, serial, every row a training row) with
     # the same sums in the same order, so float64 runs stay within 1e-10 of that path even
     # where training diverges; non-inlined helpers keep its compile time small. Tiles of four
     # rows (o: (4, K) logits then do, dh: (4, H), pad: H zeros for rows past nb): h over z,
@@ -78,7 +87,6 @@ def _head(Z, nb, bh, Wo, bo, y, order, a, act, scale, zero, one, tiny, WoT, o, d
     bstats[0, 1] = 0.0
     for i0 in range(0, nb, 4):
         rows = min(4, nb - i0)
-        _activate_rows(Z, i0, i0 + rows, bh, act, zero, one)
         z0 = Z[i0]
         z1 = Z[i0 + 1] if i0 + 1 < nb else pad
         z2 = Z[i0 + 2] if i0 + 2 < nb else pad
