@@ -92,7 +92,7 @@ from .blas import BLAS, gemm
 from .blas import threads as blas_threads
 from .fpenv import ftz_on, ftz_restore
 from .minibatch_head import _head, activate_block
-from .pieces import column_starts, count_columns, scatter_by_column
+from .pieces import column_starts, count_columns, momentum_step, scatter_by_column
 from .pieces import flush as _flush
 from .runtime import JIT as _JIT
 from .runtime import run_team, split
@@ -156,9 +156,7 @@ def _transpose_batch(order, a, nb, indptr, indices, values, cnt, cptr, crow, cva
 @numba.njit(**_SERIAL)
 def _small_momentum(p, v, g, lr, mu, tiny, zero):
     for t in range(p.shape[0]):
-        vt = _flush(mu * v[t] + lr * g[t], tiny, zero)
-        v[t] = vt
-        p[t] -= vt
+        momentum_step(p, v, t, v[t], g[t], lr, mu, tiny, zero)
 
 
 @numba.njit(**_SERIAL)

@@ -19,6 +19,7 @@ from .pieces import (
     activation_grad,
     flush,
     logsumexp_argmax,
+    momentum_step,
     softmax_xent_grad,
     tile_backward,
     tile_logits,
@@ -36,9 +37,7 @@ def activate_block(Z, nb, h0, h1, bh, vbh, dbh, have_prev, lr, mu, tiny, zero, o
     team's blocks do it at once (sigmoid's exps are much of a small network's step)."""
     if have_prev:
         for j in range(h0, h1):
-            v = flush(mu * vbh[j] + lr * dbh[j], tiny, zero)
-            vbh[j] = v
-            bh[j] -= v
+            momentum_step(bh, vbh, j, vbh[j], dbh[j], lr, mu, tiny, zero)
     for r in range(nb):
         z = Z[r]
         for j in range(h0, h1):
@@ -69,8 +68,8 @@ def _softmax_rows(o, rows, y, order, a, scale, zero, one, tiny, dbo, bstats):
 def _head(Z, nb, Wo, bo, y, order, a, act, scale, zero, one, tiny, WoT, o, dh, dWoT, pad,
           dWo, dbo, dbh, bstats):
     # Z holds h (activate_block, run by each block before). The per-step path's fused head
-    # (kernels/cpu.py, serial, every row a training row) with
-    # the same sums in the same order, so float64 runs stay within 1e-10 of that path even
+    # (kernels/cpu.py, serial, every row a training row) with the same sums in the same
+    # order, so float64 runs stay within 1e-10 of that path even
     # where training diverges; non-inlined helpers keep its compile time small. Tiles of four
     # rows (o: (4, K) logits then do, dh: (4, H), pad: H zeros for rows past nb): h over z,
     # logits, softmax cross-entropy, dbo, dWoᵀ, dh = do·Woᵀ, dz over z, dbh; bstats = batch sums

@@ -69,6 +69,18 @@ class EpochStrategy:
         changes. None by default (the head and the products compile at their first use)."""
         self.kernels_ready = True
 
+    def begin_epoch(self, evaluate: bool) -> Any:
+        """Before an epoch's steps: the strategy's kernels compiled (once, :meth:`compile_kernels`),
+        valid and test measured at the weights before the updates (into rows 1-2 of ``stats``)
+        where ``evaluate``, and the train row ``stats[0]`` (2,) zeroed and returned."""
+        self.compile_kernels()
+        rows = self.rows
+        if evaluate:
+            self.forward_only(rows.ends[0], rows.ends[-1], out=self.stats)
+        train_stats = self.stats[0]
+        train_stats[...] = 0
+        return train_stats
+
     def evaluate(self) -> dict[str, float]:
         """All six metrics at the current weights (one chunked forward pass over all rows)."""
         rows = self.rows

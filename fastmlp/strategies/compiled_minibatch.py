@@ -205,11 +205,7 @@ class CompiledMinibatch(EpochStrategy):
     def run_epoch(self, evaluate: bool,
                   progress: Callable[[float], None] | None = None) -> dict[str, float]:
         rows = self.rows
-        self.compile_kernels()
-        if evaluate:  # valid and test at the weights before the updates, into rows 1-2
-            self.forward_only(rows.ends[0], rows.ends[-1], out=self.stats)
-        train_stats = self.stats[0]
-        train_stats[...] = 0
+        train_stats = self.begin_epoch(evaluate)
         # the per-step path's draw: the same seeded order, step for step
         self.train_order(self.rng.permutation(rows.n_train), progress, train_stats)
         return self.epoch_metrics(self.stats, evaluate)

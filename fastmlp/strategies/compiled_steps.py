@@ -51,11 +51,7 @@ class CompiledSteps(EpochStrategy):
                   progress: Callable[[float], None] | None = None) -> dict[str, float]:
         model, B, rows = self.model, self.batch_size, self.rows
         n_train = rows.n_train
-        self.compile_kernels()
-        if evaluate:  # valid and test at the weights before the updates, into rows 1-2
-            self.forward_only(rows.ends[0], rows.ends[-1], out=self.stats)
-        train_stats = self.stats[0]
-        train_stats[...] = 0
+        train_stats = self.begin_epoch(evaluate)
         order = self.rng.permutation(n_train).astype(np.int64, copy=False)
         n_steps = -(-n_train // B)
         s = 0

@@ -35,10 +35,8 @@ class PerStep(EpochStrategy):
                   progress: Callable[[float], None] | None = None) -> dict[str, float]:
         be, xp, B, rows = self.model.backend, self.model.backend.xp, self.batch_size, self.rows
         n_train = rows.n_train
-        if evaluate:  # valid and test at the weights before the updates, into rows 1-2
-            self.forward_only(rows.ends[0], rows.ends[-1], out=self.stats)
-        train_stats = self.stats[:1]
-        train_stats[...] = 0
+        self.begin_epoch(evaluate)
+        train_stats = self.stats[:1]  # (1, 2): the fused head's per-split stats
         # no copy where NumPy's default int is int64 (all but Windows before NumPy 2)
         order = be.asarray(self.rng.permutation(n_train).astype(np.int64, copy=False))
         sparse = self.sparse_batch
