@@ -45,7 +45,8 @@ runs with FTZ/DAZ set on x86 (fpenv.py), and v, do, dz are flushed explicitly as
 Threads: the hidden units split into ``blocks`` (``workspace(blocks=...)``), and a team of up
 to that many threads (``runtime.run_team``; kernels/team.py) runs the whole call, each thread
 the same compiled function on its blocks, meeting at two barriers a step (a spin on a shared
-counter, ~0.1-1 µs on the 2-core VM: a Numba parallel region per step cost 10-60 µs, which lost
+counter, 0.04 µs with two threads on the 2-core VM, bench/team_barrier.py: a Numba parallel
+region per step cost 10-60 µs, which lost
 to one thread everywhere):
 - each block: the previous step's backward pass and Wh update, then this step's forward product,
   over its own columns of Wh, vWh, Z and u only;
