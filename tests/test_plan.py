@@ -221,10 +221,10 @@ def test_the_compiled_minibatch_epoch_reads_small_networks_rows_dense(
     if products == "dense":  # the rows' own density still said, and why it is not used
         assert "faster on dense rows below" in plan.products_reason
         assert "sparse: density 0.10" in plan.products_reason
-    trainer = Trainer(model, fastmlp.Dataset("rows", fastmlp.datasets.Split(rows, np.zeros(
-        300, np.int64)), fastmlp.datasets.Split(rows[:20], np.zeros(20, np.int64)),
-        fastmlp.datasets.Split(rows[:20], np.zeros(20, np.int64)), n_classes=10),
-        batch_size=32, plan=plan)
+    train, held_out = (fastmlp.datasets.Split(x, np.zeros(len(x), np.int64))
+                       for x in (rows, rows[:20]))
+    trainer = Trainer(model, fastmlp.Dataset("rows", train, held_out, held_out, n_classes=10),
+                      batch_size=32, plan=plan)
     assert trainer.strategy.mode == products
 
 
